@@ -1,0 +1,94 @@
+//! `egressd check`: evaluate targets with the same normalization, policy and (optionally) destination
+//! checks as the proxy, without sending any traffic.
+
+use crate::config::{Mode, Settings};
+use crate::proxy::dial::{DialInfo, Dialer};
+use crate::reason::Reason;
+use crate::target::{parse_authority, Target};
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub input: String,
+    pub target: Option<String>,
+    pub decision: &'static str,
+    pub rule: Option<String>,
+    pub reason: Reason,
+    pub detail: Option<String>,
+    pub resolved: Vec<IpAddr>,
+}
+
+impl CheckResult {
+    pub fn allowed(&self) -> bool {
+        self.decision != "deny"
+    }
+}
+
+/// `host:port`, `[v6]:port`, or a URL (`https://host/path`, default port from the scheme).
+pub fn parse_target_arg(arg: &str) -> Result<Target, (Reason, String)> {
+    let to_reason = |e: crate::target::TargetError| {
+        let r = if e.reason() == "invalid_host" {
+            Reason::InvalidHost
+        } else {
+            Reason::InvalidTarget
+        };
+        (r, e.to_string())
+    };
+    if let Some((scheme, rest)) = arg.split_once("://") {
+        let default = match scheme.to_ascii_lowercase().as_str() {
+            "https" | "wss" => 443,
+            "http" | "ws" => 80,
+            other => {
+                return Err((
+                    Reason::UnsupportedScheme,
+                    format!("unknown scheme {other:?}; use http(s):// or host:port"),
+                ))
+            }
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        return parse_authority(authority, Some(default)).map_err(to_reason);
+    }
+    parse_authority(arg, None).map_err(to_reason)
+}
+
+pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> CheckResult {
+    let mut r = CheckResult {
+        input: arg.to_string(),
+        target: None,
+        decision: "deny",
+        rule: None,
+        reason: Reason::InvalidTarget,
+        detail: None,
+        resolved: Vec::new(),
+    };
+    let target = match parse_target_arg(arg) {
+        Ok(t) => t,
+        Err((reason, detail)) => {
+            r.reason = reason;
+            r.detail = Some(detail);
+            return r;
+        }
+    };
+    r.target = Some(target.authority());
+    let d = settings.policy.decide(&target);
+    r.rule = d.rule.map(|s| s.to_string());
+    r.reason = d.reason;
+    r.decision = if d.allowed {
+        "allow"
+    } else if settings.mode == Mode::Report && d.reason.is_policy_denial() {
+        "would_deny"
+    } else {
+        return r;
+    };
+    if let Some(dialer) = dialer {
+        let mut info = DialInfo::default();
+        let res = dialer.resolve(&target, &mut info).await;
+        r.resolved = info.resolved;
+        if let Err(e) = res {
+            r.decision = "deny";
+            r.reason = e.reason;
+            r.detail = Some(e.detail);
+        }
+    }
+    r
+}

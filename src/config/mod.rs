@@ -1,0 +1,87 @@
+//! Configuration: load YAML (file or the embedded default) plus `EGRESSD_` environment overrides, then
+//! compile it once into runtime [`Settings`] with a ready [`Policy`](crate::policy::Policy).
+
+mod compile;
+mod raw;
+
+pub use compile::{compile, Dns, Limits, Mode, Settings, Timeouts};
+pub use raw::RawConfig;
+
+use std::fmt;
+use std::path::Path;
+
+/// The default configuration, compiled into the binary: used when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/egressd.yaml");
+
+/// One problem in a configuration, with the key path it was found at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Every problem found in a configuration; `validate` prints them all at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.path.is_empty() {
+                write!(f, "{}", e.message)?;
+            } else {
+                write!(f, "{}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    fn single(path: &str, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigError {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// Load `path` (or the embedded default when `None`), apply `EGRESSD_*` environment overrides
+/// (`EGRESSD_LISTEN`, `EGRESSD_TIMEOUTS__CONNECT`, ...: `__` separates nested keys), and compile.
+pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p).map_err(|e| {
+            ConfigErrors::single("", format!("cannot read {}: {e}", p.display()))
+        })?,
+        None => DEFAULT_CONFIG.to_string(),
+    };
+    let source = config::File::from_str(&text, config::FileFormat::Yaml);
+    let env = config::Environment::with_prefix("EGRESSD")
+        .prefix_separator("_")
+        .separator("__");
+    let raw = config::Config::builder()
+        .add_source(source)
+        .add_source(env)
+        .build()
+        .and_then(|c| c.try_deserialize::<RawConfig>())
+        .map_err(|e| {
+            let origin = path.map_or("embedded default".to_string(), |p| p.display().to_string());
+            ConfigErrors::single("", format!("{origin}: {e}"))
+        })?;
+    compile(&raw)
+}
+
+/// Parse and compile a YAML document, without environment overrides (used by tests and `check`).
+pub fn from_yaml_str(yaml: &str) -> Result<Settings, ConfigErrors> {
+    let raw = config::Config::builder()
+        .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
+        .build()
+        .and_then(|c| c.try_deserialize::<RawConfig>())
+        .map_err(|e| ConfigErrors::single("", e.to_string()))?;
+    compile(&raw)
+}

@@ -1,0 +1,77 @@
+//! The configuration file as written: serde structs that refuse unknown keys. Values that need checking
+//! (durations, ports, patterns, addresses) stay strings here so `compile` can report every error at once.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub allow: Vec<RawRule>,
+    #[serde(default)]
+    pub deny: Vec<RawRule>,
+    #[serde(default)]
+    pub destinations: RawDestinations,
+    #[serde(default)]
+    pub dns: RawDns,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: String,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub no_proxy: Option<String>,
+    #[serde(default)]
+    pub ports: Vec<RawPort>,
+}
+
+/// `443` or `"8000-8100"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawPort {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestinations {
+    #[serde(default)]
+    pub allow_cidrs: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    #[serde(default)]
+    pub hosts: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub servers: Vec<String>,
+    pub min_ttl: Option<String>,
+    pub max_ttl: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub header: Option<String>,
+    pub connect: Option<String>,
+    pub idle: Option<String>,
+    pub dns: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<u64>,
+    pub max_header_bytes: Option<u64>,
+}

@@ -1,0 +1,203 @@
+//! The allowlist policy: a pure function of the normalized target and the compiled rules. No I/O here.
+//!
+//! Rules are named. A deny rule that matches host and port beats every allow rule; otherwise the first
+//! allow rule (in config order) that matches host and port allows; otherwise the default is deny.
+//! Hostname targets are matched only by name patterns, IP-literal targets only by IP/CIDR patterns.
+
+mod host;
+mod ip;
+pub mod noproxy;
+pub mod pattern;
+pub mod special_ip;
+
+use crate::reason::Reason;
+use crate::target::{Host, Target};
+use ipnet::IpNet;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+pub use pattern::{parse_pattern, Pattern};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleKind {
+    Allow,
+    Deny,
+}
+
+/// Ports a rule applies to: a list of inclusive ranges; empty means every port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortSet(Vec<RangeInclusive<u16>>);
+
+impl PortSet {
+    pub fn any() -> Self {
+        PortSet(Vec::new())
+    }
+    pub fn from_ranges(ranges: Vec<RangeInclusive<u16>>) -> Self {
+        PortSet(ranges)
+    }
+    pub fn contains(&self, port: u16) -> bool {
+        self.0.is_empty() || self.0.iter().any(|r| r.contains(&port))
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: Arc<str>,
+    kind: RuleKind,
+    ports: PortSet,
+}
+
+/// One pattern's link to its rule; `port` is set for NO_PROXY `host:port` entries, which pin one port.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct RuleRef {
+    rule: u32,
+    port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub rule: Option<Arc<str>>,
+    pub reason: Reason,
+}
+
+impl Decision {
+    fn allow(rule: Arc<str>) -> Self {
+        Decision {
+            allowed: true,
+            rule: Some(rule),
+            reason: Reason::Allowed,
+        }
+    }
+    pub fn deny(reason: Reason, rule: Option<Arc<str>>) -> Self {
+        Decision {
+            allowed: false,
+            rule,
+            reason,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Policy {
+    rules: Vec<Rule>,
+    names: host::NameIndex,
+    ips: ip::IpIndex,
+}
+
+/// Builds a [`Policy`]; the config compiler feeds it already-validated patterns.
+#[derive(Default)]
+pub struct PolicyBuilder {
+    policy: Policy,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct RuleId(u32);
+
+impl PolicyBuilder {
+    pub fn rule(&mut self, name: &str, kind: RuleKind, ports: PortSet) -> RuleId {
+        let id = self.policy.rules.len() as u32;
+        self.policy.rules.push(Rule {
+            name: name.into(),
+            kind,
+            ports,
+        });
+        RuleId(id)
+    }
+
+    pub fn pattern(&mut self, rule: RuleId, p: &Pattern) -> Result<(), String> {
+        let r = RuleRef {
+            rule: rule.0,
+            port: None,
+        };
+        match p {
+            Pattern::Exact(n) => self.policy.names.add_exact(n, r),
+            Pattern::Suffix { name, include_apex } => {
+                self.policy.names.add_suffix(name, *include_apex, r)
+            }
+            Pattern::Glob(g) => self
+                .policy
+                .names
+                .add_glob(g, r)
+                .map_err(|e| format!("{g:?} is not a valid glob: {e}"))?,
+            Pattern::Net(n) => self.policy.ips.add(*n, r),
+        }
+        Ok(())
+    }
+
+    /// Adds one parsed NO_PROXY entry. `*` is refused by the caller before this point.
+    pub fn no_proxy_entry(&mut self, rule: RuleId, e: &noproxy::Entry) {
+        let with_port = |port| RuleRef {
+            rule: rule.0,
+            port,
+        };
+        match e {
+            noproxy::Entry::Any => {}
+            noproxy::Entry::Cidr(n) => self.policy.ips.add(n.trunc(), with_port(None)),
+            noproxy::Entry::Ip { ip, port } => self.policy.ips.add(IpNet::from(*ip), with_port(*port)),
+            noproxy::Entry::Domain {
+                name,
+                include_apex,
+                port,
+            } => self
+                .policy
+                .names
+                .add_suffix(name, *include_apex, with_port(*port)),
+        }
+    }
+
+    pub fn build(mut self) -> Result<Policy, String> {
+        self.policy
+            .names
+            .finish()
+            .map_err(|e| format!("building the glob set: {e}"))?;
+        Ok(self.policy)
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("rules", &self.rules.len()).finish()
+    }
+}
+
+impl Policy {
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn decide(&self, target: &Target) -> Decision {
+        // Best match so far, by rule order: deny beats a host-and-port allow, which beats a host-only allow.
+        let mut deny: Option<u32> = None;
+        let mut allow: Option<u32> = None;
+        let mut host_only: Option<u32> = None;
+        let port = target.port;
+        let mut consider = |r: &RuleRef| {
+            let rule = &self.rules[r.rule as usize];
+            let port_ok = rule.ports.contains(port) && r.port.is_none_or(|p| p == port);
+            let slot = match (rule.kind, port_ok) {
+                (RuleKind::Deny, true) => &mut deny,
+                (RuleKind::Allow, true) => &mut allow,
+                (RuleKind::Allow, false) => &mut host_only,
+                (RuleKind::Deny, false) => return,
+            };
+            if slot.is_none_or(|s| r.rule < s) {
+                *slot = Some(r.rule);
+            }
+        };
+        match &target.host {
+            Host::Name(n) => self.names.for_each_match(n, &mut consider),
+            Host::Ip(ip) => self.ips.for_each_match(*ip, &mut consider),
+        }
+        let name = |i: u32| Some(self.rules[i as usize].name.clone());
+        match (deny, allow, host_only) {
+            (Some(d), _, _) => Decision::deny(Reason::DeniedByRule, name(d)),
+            (None, Some(a), _) => Decision::allow(self.rules[a as usize].name.clone()),
+            (None, None, Some(h)) => Decision::deny(Reason::DeniedPort, name(h)),
+            (None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,159 @@
+use super::*;
+use crate::target::parse_authority;
+
+/// (rule name, kind, ports, patterns)
+type RuleSpec<'a> = (&'a str, RuleKind, &'a [RangeInclusive<u16>], &'a [&'a str]);
+
+fn policy(rules: &[RuleSpec]) -> Policy {
+    let mut b = PolicyBuilder::default();
+    for (name, kind, ports, patterns) in rules {
+        let id = b.rule(name, *kind, PortSet::from_ranges(ports.to_vec()));
+        for p in *patterns {
+            b.pattern(id, &parse_pattern(p).unwrap()).unwrap();
+        }
+    }
+    b.build().unwrap()
+}
+
+fn decide(p: &Policy, authority: &str) -> (bool, Option<String>, Reason) {
+    let t = parse_authority(authority, None).unwrap();
+    let d = p.decide(&t);
+    (d.allowed, d.rule.map(|r| r.to_string()), d.reason)
+}
+
+const P443: &[RangeInclusive<u16>] = &[443..=443];
+const ANY: &[RangeInclusive<u16>] = &[];
+
+#[test]
+fn host_pattern_forms() {
+    let p = policy(&[
+        ("exact", RuleKind::Allow, P443, &["api.cast.ai"]),
+        ("sub", RuleKind::Allow, P443, &["*.sub.example"]),
+        ("apex", RuleKind::Allow, P443, &[".apex.example"]),
+        ("glob", RuleKind::Allow, P443, &["api-*.glob.example"]),
+        ("ip", RuleKind::Allow, P443, &["104.16.81.56", "2001:db8::7"]),
+        ("cidr", RuleKind::Allow, P443, &["203.0.113.0/24", "2001:db8:1::/48"]),
+    ]);
+    let cases: &[(&str, bool, Option<&str>, Reason)] = &[
+        ("api.cast.ai:443", true, Some("exact"), Reason::Allowed),
+        ("API.CAST.AI.:443", true, Some("exact"), Reason::Allowed),
+        ("x.api.cast.ai:443", false, None, Reason::DeniedNoRule),
+        ("cast.ai:443", false, None, Reason::DeniedNoRule),
+        ("a.sub.example:443", true, Some("sub"), Reason::Allowed),
+        ("a.b.sub.example:443", true, Some("sub"), Reason::Allowed),
+        ("sub.example:443", false, None, Reason::DeniedNoRule),
+        ("xsub.example:443", false, None, Reason::DeniedNoRule),
+        ("apex.example:443", true, Some("apex"), Reason::Allowed),
+        ("w.apex.example:443", true, Some("apex"), Reason::Allowed),
+        ("notapex.example:443", false, None, Reason::DeniedNoRule),
+        ("api-eu.glob.example:443", true, Some("glob"), Reason::Allowed),
+        ("api.glob.example:443", false, None, Reason::DeniedNoRule),
+        ("104.16.81.56:443", true, Some("ip"), Reason::Allowed),
+        ("104.16.81.57:443", false, None, Reason::DeniedNoRule),
+        ("[2001:db8::7]:443", true, Some("ip"), Reason::Allowed),
+        ("[::ffff:104.16.81.56]:443", true, Some("ip"), Reason::Allowed),
+        ("203.0.113.200:443", true, Some("cidr"), Reason::Allowed),
+        ("203.0.114.1:443", false, None, Reason::DeniedNoRule),
+        ("[2001:db8:1:ffff::1]:443", true, Some("cidr"), Reason::Allowed),
+        ("[2001:db8:2::1]:443", false, None, Reason::DeniedNoRule),
+        ("api.cast.ai:80", false, Some("exact"), Reason::DeniedPort),
+    ];
+    for (target, allowed, rule, reason) in cases {
+        let got = decide(&p, target);
+        assert_eq!(
+            got,
+            (*allowed, rule.map(String::from), *reason),
+            "target {target}"
+        );
+    }
+}
+
+#[test]
+fn ip_literal_never_matches_name_rules() {
+    // A name pattern that looks like the start of an address must not allow an IP target.
+    let p = policy(&[("names", RuleKind::Allow, ANY, &[".example", "*"])]);
+    assert_eq!(decide(&p, "10.0.0.1:443").2, Reason::DeniedNoRule);
+    assert_eq!(decide(&p, "[2001:db8::1]:443").2, Reason::DeniedNoRule);
+    assert!(decide(&p, "anything.example:443").0);
+}
+
+#[test]
+fn deny_beats_allow_regardless_of_order() {
+    let p = policy(&[
+        ("all-cast", RuleKind::Allow, P443, &[".cast.ai"]),
+        ("no-legacy", RuleKind::Deny, ANY, &["legacy.cast.ai"]),
+    ]);
+    assert_eq!(
+        decide(&p, "legacy.cast.ai:443"),
+        (false, Some("no-legacy".into()), Reason::DeniedByRule)
+    );
+    assert!(decide(&p, "api.cast.ai:443").0);
+}
+
+#[test]
+fn deny_rule_limited_to_its_ports() {
+    let p = policy(&[
+        ("allow", RuleKind::Allow, &[80..=80, 443..=443], &["a.example"]),
+        ("deny-http", RuleKind::Deny, &[80..=80], &["a.example"]),
+    ]);
+    assert_eq!(decide(&p, "a.example:80").2, Reason::DeniedByRule);
+    assert!(decide(&p, "a.example:443").0);
+}
+
+#[test]
+fn first_allow_rule_in_order_names_the_decision() {
+    let p = policy(&[
+        ("first", RuleKind::Allow, P443, &[".cast.ai"]),
+        ("second", RuleKind::Allow, P443, &["api.cast.ai"]),
+    ]);
+    assert_eq!(decide(&p, "api.cast.ai:443").1.as_deref(), Some("first"));
+}
+
+#[test]
+fn port_ranges() {
+    let p = policy(&[("r", RuleKind::Allow, &[8000..=8100, 443..=443], &["a.example"])]);
+    for (port, ok) in [(443, true), (8000, true), (8050, true), (8100, true), (8101, false), (7999, false)] {
+        assert_eq!(decide(&p, &format!("a.example:{port}")).0, ok, "port {port}");
+    }
+}
+
+#[test]
+fn no_proxy_entries() {
+    let mut b = PolicyBuilder::default();
+    let id = b.rule("np", RuleKind::Allow, PortSet::any());
+    let list = noproxy::parse("localhost,.cluster.local,10.0.0.0/8,api.example:8443,*.svc");
+    assert!(list.ignored.is_empty());
+    for e in &list.entries {
+        b.no_proxy_entry(id, e);
+    }
+    let p = b.build().unwrap();
+    let cases = [
+        ("localhost:80", true),
+        ("x.cluster.local:443", true),
+        ("cluster.local:443", false),
+        ("10.1.2.3:6443", true),
+        ("11.0.0.1:443", false),
+        ("api.example:8443", true),
+        ("api.example:443", false),
+        ("a.svc:443", true),
+        ("svc:443", false),
+    ];
+    for (t, ok) in cases {
+        assert_eq!(decide(&p, t).0, ok, "{t}");
+    }
+}
+
+#[test]
+fn default_deny_when_empty() {
+    let p = policy(&[]);
+    assert_eq!(decide(&p, "api.cast.ai:443"), (false, None, Reason::DeniedNoRule));
+}
+
+#[test]
+fn many_rules_still_match_exactly() {
+    let names: Vec<String> = (0..10_000).map(|i| format!("host{i}.example")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let p = policy(&[("bulk", RuleKind::Allow, P443, &refs)]);
+    assert!(decide(&p, "host9999.example:443").0);
+    assert!(!decide(&p, "host10000.example:443").0);
+}

@@ -1,0 +1,241 @@
+//! Resolve → check every address → connect to a checked address. The address dialled is always one that was
+//! checked; there is never a second lookup between the check and the connect.
+
+use crate::config::Settings;
+use crate::policy::special_ip::special_purpose;
+use crate::reason::Reason;
+use crate::target::{Host, Target};
+use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::xfer::Protocol;
+use hickory_resolver::TokioResolver;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// What dialling found out, for the decision log line, whether it succeeded or not.
+#[derive(Debug, Default, Clone)]
+pub struct DialInfo {
+    pub resolved: Vec<IpAddr>,
+    pub denied_addr: Option<IpAddr>,
+    pub upstream: Option<SocketAddr>,
+    pub dns_ms: Option<f64>,
+    pub connect_ms: Option<f64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DialError {
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl DialError {
+    fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        DialError {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for DialError {}
+
+pub struct Dialer {
+    resolver: Result<TokioResolver, String>,
+    static_hosts: HashMap<String, Vec<IpAddr>>,
+    allow_cidrs: Vec<IpNet>,
+    dns_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Dialer {
+    pub fn new(s: &Settings) -> Self {
+        let resolver = build_resolver(s);
+        Dialer {
+            resolver,
+            static_hosts: s.dns.hosts.clone(),
+            allow_cidrs: s.allow_cidrs.clone(),
+            dns_timeout: s.timeouts.dns,
+            connect_timeout: s.timeouts.connect,
+        }
+    }
+
+    /// Is the resolver usable (static hosts work either way)?
+    pub fn resolver_error(&self) -> Option<&str> {
+        self.resolver.as_ref().err().map(String::as_str)
+    }
+
+    /// The destination check: `None` if `ip` may be dialled, else the special-purpose range it is in.
+    pub fn forbidden(&self, ip: IpAddr) -> Option<String> {
+        let range = special_purpose(ip)?;
+        if self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
+            return None;
+        }
+        Some(match range.via {
+            Some(via) => format!("{ip} embeds ({via}) an address in {} ({})", range.cidr, range.name),
+            None => format!("{ip} is in {} ({})", range.cidr, range.name),
+        })
+    }
+
+    /// Addresses for the target, every one checked. Any forbidden address fails the whole lookup, so a
+    /// name that mixes public and private answers cannot be used to reach the private one.
+    pub async fn resolve(&self, target: &Target, info: &mut DialInfo) -> Result<Vec<IpAddr>, DialError> {
+        let addrs = match &target.host {
+            Host::Ip(ip) => vec![*ip],
+            Host::Name(name) => match self.static_hosts.get(name) {
+                Some(a) => a.clone(),
+                None => {
+                    let started = Instant::now();
+                    let r = self.lookup(name).await;
+                    info.dns_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
+                    r?
+                }
+            },
+        };
+        info.resolved = addrs.clone();
+        for ip in &addrs {
+            if let Some(why) = self.forbidden(*ip) {
+                info.denied_addr = Some(*ip);
+                return Err(DialError::new(Reason::DeniedPrivateAddress, why));
+            }
+        }
+        Ok(addrs)
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, DialError> {
+        let resolver = self.resolver.as_ref().map_err(|e| {
+            DialError::new(Reason::DnsFailed, format!("no usable resolver ({e}); {name} is not in dns.hosts"))
+        })?;
+        // hickory treats names without a trailing dot as relative; the target is always absolute.
+        let fqdn = format!("{name}.");
+        match tokio::time::timeout(self.dns_timeout, resolver.lookup_ip(fqdn)).await {
+            Err(_) => Err(DialError::new(
+                Reason::DnsTimeout,
+                format!("no DNS answer for {name} within {:?}", self.dns_timeout),
+            )),
+            Ok(Err(e)) => Err(DialError::new(Reason::DnsFailed, format!("{name}: {e}"))),
+            Ok(Ok(lookup)) => {
+                let addrs: Vec<IpAddr> = lookup.iter().collect();
+                if addrs.is_empty() {
+                    Err(DialError::new(Reason::DnsFailed, format!("{name} has no addresses")))
+                } else {
+                    Ok(addrs)
+                }
+            }
+        }
+    }
+
+    /// Connect to the first address that accepts, IPv6 and IPv4 interleaved, within one overall deadline.
+    pub async fn connect(
+        &self,
+        addrs: &[IpAddr],
+        port: u16,
+        info: &mut DialInfo,
+    ) -> Result<TcpStream, DialError> {
+        let started = Instant::now();
+        let deadline = started + self.connect_timeout;
+        let mut last: Option<io::Error> = None;
+        let mut timed_out = false;
+        for ip in interleave(addrs) {
+            let addr = SocketAddr::new(ip, port);
+            match tokio::time::timeout_at(deadline.into(), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    info.upstream = Some(addr);
+                    info.connect_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => last = Some(e),
+                Err(_) => {
+                    timed_out = true;
+                    break;
+                }
+            }
+        }
+        info.connect_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
+        if timed_out {
+            return Err(DialError::new(
+                Reason::UpstreamConnectTimeout,
+                format!("no answer from {addrs:?} port {port} within {:?}", self.connect_timeout),
+            ));
+        }
+        match last {
+            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(DialError::new(
+                Reason::UpstreamRefused,
+                format!("connection refused by {addrs:?} port {port}"),
+            )),
+            Some(e) => Err(DialError::new(
+                Reason::UpstreamUnreachable,
+                format!("{addrs:?} port {port}: {e}"),
+            )),
+            None => Err(DialError::new(Reason::UpstreamUnreachable, "no addresses to dial")),
+        }
+    }
+
+    /// Resolve, check and connect.
+    pub async fn dial(&self, target: &Target, info: &mut DialInfo) -> Result<TcpStream, DialError> {
+        let addrs = self.resolve(target, info).await?;
+        self.connect(&addrs, target.port, info).await
+    }
+}
+
+/// IPv6 first, then alternate families (RFC 8305 ordering without the racing).
+fn interleave(addrs: &[IpAddr]) -> Vec<IpAddr> {
+    let (v6, v4): (Vec<IpAddr>, Vec<IpAddr>) = addrs.iter().partition(|a| a.is_ipv6());
+    let mut out = Vec::with_capacity(addrs.len());
+    let (mut a, mut b) = (v6.into_iter(), v4.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}
+
+fn build_resolver(s: &Settings) -> Result<TokioResolver, String> {
+    let provider = TokioConnectionProvider::default();
+    let mut builder = if s.dns.servers.is_empty() {
+        TokioResolver::builder(provider).map_err(|e| format!("reading the system DNS configuration: {e}"))?
+    } else {
+        let mut cfg = ResolverConfig::new();
+        for addr in &s.dns.servers {
+            cfg.add_name_server(NameServerConfig::new(*addr, Protocol::Udp));
+            cfg.add_name_server(NameServerConfig::new(*addr, Protocol::Tcp));
+        }
+        TokioResolver::builder_with_config(cfg, provider)
+    };
+    let opts: &mut ResolverOpts = builder.options_mut();
+    opts.positive_min_ttl = Some(s.dns.min_ttl);
+    opts.positive_max_ttl = Some(s.dns.max_ttl);
+    opts.negative_min_ttl = Some(s.dns.min_ttl);
+    opts.negative_max_ttl = Some(s.dns.max_ttl);
+    opts.timeout = s.timeouts.dns;
+    opts.attempts = 1;
+    // Only our own static hosts map names; /etc/hosts could map an allowed name to anything.
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
+    Ok(builder.build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaves_families_v6_first() {
+        let a: Vec<IpAddr> = ["1.1.1.1", "2.2.2.2", "2001:db8::1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let got: Vec<String> = interleave(&a).iter().map(|a| a.to_string()).collect();
+        assert_eq!(got, ["2001:db8::1", "1.1.1.1", "2.2.2.2"]);
+    }
+}

@@ -1,0 +1,575 @@
+//! Absolute-form HTTP (`GET http://host/path`): served by hyper on the client side, forwarded through a
+//! pooled hyper client whose connector is our resolve → check → connect dialer. Each request on a kept-alive
+//! client connection is normalized and decided on its own. CONNECT arriving after a forwarded request on the
+//! same connection is handled through hyper's upgrade.
+
+use super::dial::{DialError, DialInfo, Dialer};
+use super::{connect, respond, Ctx};
+use crate::config::Settings;
+use crate::reason::Reason;
+use crate::telemetry::log::{Close, CloseReason, Kind, Outcome};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
+
+// --- serving the client connection ---
+
+pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, conn_id: u64, buf: Vec<u8>) {
+    let io = TokioIo::new(Prefixed {
+        prefix: Bytes::from(buf),
+        inner: stream,
+    });
+    let requests = Arc::new(AtomicU32::new(0));
+    let svc_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
+        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, conn_id, n).await) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.settings.timeouts.header)
+        .max_buf_size(ctx.settings.limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    let conn = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                log_connection_error(&ctx, peer, conn_id, &e);
+            }
+        }
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// Errors hyper hit between requests (malformed or oversized later heads, header timeouts). hyper has
+/// already answered with the status; this records the reason.
+fn log_connection_error(ctx: &Ctx, peer: SocketAddr, conn_id: u64, e: &hyper::Error) {
+    let reason = if e.is_parse_too_large() {
+        Reason::HeaderTooLarge
+    } else if e.is_timeout() {
+        Reason::HeaderTimeout
+    } else if e.is_parse() || e.is_parse_status() {
+        Reason::BadRequest
+    } else {
+        // The client went away or reset between requests: nothing was asked, nothing to decide.
+        return;
+    };
+    let mut o = Outcome::new(conn_id, 0, peer, Kind::Http);
+    o.refuse(reason, format!("on a kept-alive connection: {e}"));
+    ctx.log.decision(&o);
+}
+
+async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn_id: u64,
+    n: u32,
+) -> Response<ProxyBody> {
+    if req.method() == Method::CONNECT {
+        return connect_upgrade(ctx, req, peer, conn_id, n).await;
+    }
+    let mut o = Outcome::new(conn_id, n, peer, Kind::Http);
+    o.method = Some(req.method().to_string());
+    let Some(authority) = absolute_http_authority(req.uri(), &mut o) else {
+        ctx.log.decision(&o);
+        return refusal(&o);
+    };
+    let Some(target) = ctx.target(&authority, Some(80), &mut o) else {
+        ctx.log.decision(&o);
+        return refusal(&o);
+    };
+    if !ctx.decide(&target, &mut o) {
+        ctx.log.decision(&o);
+        return refusal(&o);
+    }
+
+    let started = Instant::now();
+    let host_header = if target.port == 80 {
+        target.host_for_header()
+    } else {
+        target.authority()
+    };
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    parts.uri = match Uri::try_from(format!("http://{}{}", target.authority(), path)) {
+        Ok(u) => u,
+        Err(e) => {
+            o.refuse(Reason::InvalidTarget, format!("cannot rebuild the request URI: {e}"));
+            ctx.log.decision(&o);
+            return refusal(&o);
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::HOST);
+    if let Ok(v) = HeaderValue::from_str(&host_header) {
+        parts.headers.insert(header::HOST, v);
+    }
+    let up = Arc::new(AtomicU64::new(0));
+    let body = Counted {
+        inner: body,
+        count: up.clone(),
+    }
+    .boxed();
+
+    match ctx.client.request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
+                rec.fill(&mut o);
+            }
+            ctx.log.decision(&o);
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let tracked = Tracked {
+                inner: body,
+                down: 0,
+                close: Some(PendingClose {
+                    ctx: ctx.clone(),
+                    conn_id,
+                    request: n,
+                    host: o.host.clone(),
+                    up,
+                    started,
+                }),
+            };
+            Response::from_parts(parts, tracked.boxed())
+        }
+        Err(e) => {
+            match find_dial_error(&e) {
+                Some(d) => {
+                    d.info.fill(&mut o);
+                    o.refuse(d.reason, d.detail.clone());
+                }
+                None => o.refuse(Reason::UpstreamError, format!("upstream exchange failed: {}", chain(&e))),
+            }
+            ctx.log.decision(&o);
+            refusal(&o)
+        }
+    }
+}
+
+fn refusal(o: &Outcome) -> Response<ProxyBody> {
+    respond::refusal_response(o).map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// The authority of an absolute http:// URI, or a refusal recorded in the outcome.
+fn absolute_http_authority(uri: &Uri, o: &mut Outcome) -> Option<String> {
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(s), Some(a)) if s.eq_ignore_ascii_case("http") => Some(a.as_str().to_string()),
+        (Some(s), Some(_)) => {
+            o.refuse(
+                Reason::UnsupportedScheme,
+                format!("{s}:// URLs are not proxied; use CONNECT for https"),
+            );
+            None
+        }
+        _ => {
+            o.refuse(
+                Reason::NotProxyRequest,
+                format!("{uri} is not an absolute http:// URL; this is a forward proxy"),
+            );
+            None
+        }
+    }
+}
+
+async fn connect_upgrade(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    conn_id: u64,
+    n: u32,
+) -> Response<ProxyBody> {
+    let mut o = Outcome::new(conn_id, n, peer, Kind::Connect);
+    let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+    let Some(upstream) = connect::open(&ctx, &authority, &mut o).await else {
+        return refusal(&o);
+    };
+    tokio::spawn(async move {
+        match hyper::upgrade::on(req).await {
+            Ok(upgraded) => connect::run_tunnel(&ctx, TokioIo::new(upgraded), upstream, &[], &o).await,
+            Err(_) => ctx.log.close(&Close {
+                conn_id,
+                request: n,
+                kind: Kind::Connect,
+                host: o.host.clone(),
+                bytes_up: 0,
+                bytes_down: 0,
+                duration: std::time::Duration::ZERO,
+                close_reason: CloseReason::ClientGone,
+            }),
+        }
+    });
+    Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+}
+
+// --- headers ---
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Remove hop-by-hop headers: the fixed list plus every header named in Connection.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .chain(h.get_all("proxy-connection").iter())
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        h.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        h.remove(name);
+    }
+}
+
+// --- upstream client and connector ---
+
+pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Settings) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(settings.timeouts.idle.min(std::time::Duration::from_secs(90)))
+        .pool_timer(TokioTimer::new())
+        .set_host(false)
+        .build(Connector { dialer })
+}
+
+/// What dialling found, attached to every response on the pooled connection. Timings are reported only
+/// on the first request; later ones reuse the connection without a lookup or connect.
+pub(super) struct DialRecord {
+    info: DialInfo,
+    reported: AtomicBool,
+}
+
+impl DialRecord {
+    fn fill(&self, o: &mut Outcome) {
+        let first = !self.reported.swap(true, Ordering::Relaxed);
+        o.resolved_addrs = self.info.resolved.clone();
+        o.upstream_addr = self.info.upstream;
+        if first {
+            o.dns_ms = self.info.dns_ms;
+            o.connect_ms = self.info.connect_ms;
+        }
+    }
+}
+
+impl DialInfo {
+    fn fill(&self, o: &mut Outcome) {
+        o.resolved_addrs = self.resolved.clone();
+        o.denied_addr = self.denied_addr;
+        o.upstream_addr = self.upstream;
+        o.dns_ms = self.dns_ms;
+        o.connect_ms = self.connect_ms;
+    }
+}
+
+/// A dial failure together with what was learned before it failed.
+#[derive(Debug)]
+pub(super) struct ConnectFailure {
+    reason: Reason,
+    detail: String,
+    info: DialInfo,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.reason, self.detail)
+    }
+}
+
+impl std::error::Error for ConnectFailure {}
+
+fn find_dial_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectFailure> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(d) = err.downcast_ref::<ConnectFailure>() {
+            return Some(d);
+        }
+        cur = err.source();
+    }
+    None
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(err) = cur {
+        s.push_str(": ");
+        s.push_str(&err.to_string());
+        cur = err.source();
+    }
+    s
+}
+
+#[derive(Clone)]
+pub(super) struct Connector {
+    dialer: Arc<Dialer>,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Upstream;
+    type Error = ConnectFailure;
+    type Future = Pin<Box<dyn Future<Output = Result<Upstream, ConnectFailure>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let dialer = self.dialer.clone();
+        Box::pin(async move {
+            let mut info = DialInfo::default();
+            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+            let target = crate::target::parse_authority(authority, Some(80)).map_err(|e| ConnectFailure {
+                reason: Reason::InvalidTarget,
+                detail: e.to_string(),
+                info: DialInfo::default(),
+            })?;
+            match dialer.dial(&target, &mut info).await {
+                Ok(stream) => Ok(Upstream {
+                    io: TokioIo::new(stream),
+                    record: Arc::new(DialRecord {
+                        info,
+                        reported: AtomicBool::new(false),
+                    }),
+                }),
+                Err(DialError { reason, detail }) => Err(ConnectFailure { reason, detail, info }),
+            }
+        })
+    }
+}
+
+pub(super) struct Upstream {
+    io: TokioIo<TcpStream>,
+    record: Arc<DialRecord>,
+}
+
+impl Connection for Upstream {
+    fn connected(&self) -> Connected {
+        Connected::new().extra(self.record.clone())
+    }
+}
+
+impl hyper::rt::Read for Upstream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Upstream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+// --- bodies ---
+
+/// Request body passed through while counting its bytes.
+struct Counted {
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl Body for Counted {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &r {
+            if let Some(d) = f.data_ref() {
+                self.count.fetch_add(d.len() as u64, Ordering::Relaxed);
+            }
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+struct PendingClose {
+    ctx: Arc<Ctx>,
+    conn_id: u64,
+    request: u32,
+    host: Option<String>,
+    up: Arc<AtomicU64>,
+    started: Instant,
+}
+
+/// Response body passed through while counting; the close line is written when it ends or is dropped.
+struct Tracked {
+    inner: Incoming,
+    down: u64,
+    close: Option<PendingClose>,
+}
+
+impl Tracked {
+    fn finish(&mut self, reason: CloseReason) {
+        if let Some(p) = self.close.take() {
+            p.ctx.log.close(&Close {
+                conn_id: p.conn_id,
+                request: p.request,
+                kind: Kind::Http,
+                host: p.host,
+                bytes_up: p.up.load(Ordering::Relaxed),
+                bytes_down: self.down,
+                duration: p.started.elapsed(),
+                close_reason: reason,
+            });
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    self.down += d.len() as u64;
+                }
+                if self.inner.is_end_stream() {
+                    self.finish(CloseReason::Eof);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => self.finish(CloseReason::UpstreamError),
+            Poll::Ready(None) => self.finish(CloseReason::Eof),
+            Poll::Pending => {}
+        }
+        r
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        let reason = if self.inner.is_end_stream() {
+            CloseReason::Eof
+        } else {
+            CloseReason::ClientGone
+        };
+        self.finish(reason);
+    }
+}
+
+// --- replaying the already-read head ---
+
+/// The client stream with the bytes already read (the first head) put back in front.
+struct Prefixed {
+    prefix: Bytes,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            let chunk = self.prefix.split_to(n);
+            buf.put_slice(&chunk);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret"),
+            ("x-secret", "1"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("proxy-connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("upgrade", "websocket"),
+            ("accept", "*/*"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["accept"]);
+    }
+}

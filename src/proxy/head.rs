@@ -1,0 +1,202 @@
+//! Reading and classifying the first request head on a client connection (pure parsing plus one bounded
+//! async read loop). CONNECT is handled directly from here; absolute-form requests are handed to hyper
+//! together with the bytes already read.
+
+use crate::reason::Reason;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+const MAX_HEADERS: usize = 128;
+
+/// What the first request on a connection asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Request {
+    /// `CONNECT authority`; `head_len` bytes of the buffer are the head, anything after is tunnel data.
+    Connect { authority: String, head_len: usize },
+    /// An absolute-form http:// request: hyper re-reads it from the buffer.
+    Forward,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct HeadError {
+    pub reason: Reason,
+    pub detail: String,
+    /// Method and request-target, when the request line could be read, for the log line.
+    pub method: Option<String>,
+}
+
+fn err(reason: Reason, detail: impl Into<String>) -> HeadError {
+    HeadError {
+        reason,
+        detail: detail.into(),
+        method: None,
+    }
+}
+
+/// Classify a complete head; `Ok(None)` means more bytes are needed.
+pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Complete(n)) => n,
+        Err(httparse::Error::Version) => {
+            return Err(err(
+                Reason::UnsupportedVersion,
+                "only HTTP/1.0 and HTTP/1.1 requests are supported",
+            ))
+        }
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(err(
+                Reason::HeaderTooLarge,
+                format!("more than {MAX_HEADERS} header fields"),
+            ))
+        }
+        Err(e) => return Err(err(Reason::BadRequest, format!("malformed request head: {e}"))),
+    };
+    let method = req.method.unwrap_or_default();
+    let path = req.path.unwrap_or_default();
+    let with_method = |mut e: HeadError| {
+        e.method = Some(method.to_string());
+        e
+    };
+    if method == "CONNECT" {
+        if path.starts_with('/') || path.contains("://") {
+            return Err(with_method(err(
+                Reason::InvalidTarget,
+                format!("CONNECT needs host:port as its target, got {path:?}"),
+            )));
+        }
+        return Ok(Some(Request::Connect {
+            authority: path.to_string(),
+            head_len,
+        }));
+    }
+    if path.starts_with('/') || path == "*" {
+        return Err(with_method(err(
+            Reason::NotProxyRequest,
+            format!(
+                "{method} {path} is an origin-form request; this is a forward proxy: send CONNECT host:port \
+                 or an absolute URL such as GET http://host/path"
+            ),
+        )));
+    }
+    let lower = path.to_ascii_lowercase();
+    if lower.starts_with("http://") {
+        return Ok(Some(Request::Forward));
+    }
+    let scheme = lower.split_once("://").map(|(s, _)| s.to_string());
+    Err(with_method(match scheme {
+        Some(s) => err(
+            Reason::UnsupportedScheme,
+            format!("{s}:// URLs are not proxied; use CONNECT for https and http:// for plain HTTP"),
+        ),
+        None => err(Reason::InvalidTarget, format!("{path:?} is not an absolute http:// URL")),
+    }))
+}
+
+/// Read until a complete head is buffered, within `max` bytes and `timeout`.
+pub async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Request, HeadError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut chunk = [0u8; 4096];
+    loop {
+        if !buf.is_empty() {
+            if let Some(r) = classify(buf)? {
+                return Ok(r);
+            }
+        }
+        if buf.len() >= max {
+            return Err(err(
+                Reason::HeaderTooLarge,
+                format!("request head is larger than limits.max_header_bytes ({max})"),
+            ));
+        }
+        let want = chunk.len().min(max - buf.len());
+        let n = match tokio::time::timeout_at(deadline, io.read(&mut chunk[..want])).await {
+            Err(_) => {
+                return Err(err(
+                    Reason::HeaderTimeout,
+                    format!("request head not complete within timeouts.header ({timeout:?})"),
+                ))
+            }
+            Ok(Err(e)) => return Err(err(Reason::BadRequest, format!("reading request head: {e}"))),
+            Ok(Ok(n)) => n,
+        };
+        if n == 0 {
+            return Err(err(
+                Reason::BadRequest,
+                if buf.is_empty() {
+                    "connection closed before any request".to_string()
+                } else {
+                    "connection closed in the middle of the request head".to_string()
+                },
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies() {
+        let cases: &[(&str, Result<&str, Reason>)] = &[
+            ("CONNECT api.cast.ai:443 HTTP/1.1\r\nHost: api.cast.ai:443\r\n\r\n", Ok("connect")),
+            ("GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n", Ok("forward")),
+            ("POST HTTP://a.example/ HTTP/1.0\r\n\r\n", Ok("forward")),
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Err(Reason::NotProxyRequest)),
+            ("OPTIONS * HTTP/1.1\r\n\r\n", Err(Reason::NotProxyRequest)),
+            ("GET https://a.example/ HTTP/1.1\r\n\r\n", Err(Reason::UnsupportedScheme)),
+            ("GET ftp://a.example/ HTTP/1.1\r\n\r\n", Err(Reason::UnsupportedScheme)),
+            ("GET a.example HTTP/1.1\r\n\r\n", Err(Reason::InvalidTarget)),
+            ("CONNECT http://a.example:443 HTTP/1.1\r\n\r\n", Err(Reason::InvalidTarget)),
+            ("GET http://a/ HTTP/2.0\r\n\r\n", Err(Reason::UnsupportedVersion)),
+            ("GET http://a/ HTTP/1.1\r\nbad header\r\n\r\n", Err(Reason::BadRequest)),
+            ("\x00\x01\x02 garbage\r\n\r\n", Err(Reason::BadRequest)),
+        ];
+        for (input, want) in cases {
+            let got = classify(input.as_bytes()).map(|r| match r {
+                Some(Request::Connect { .. }) => "connect",
+                Some(Request::Forward) => "forward",
+                None => "partial",
+            });
+            assert_eq!(got.map_err(|e| e.reason), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn partial_and_pipelined() {
+        assert_eq!(classify(b"CONNECT a:443 HTTP/1.1\r\n"), Ok(None));
+        let buf = b"CONNECT a.example:443 HTTP/1.1\r\n\r\n\x16\x03\x01";
+        match classify(buf).unwrap().unwrap() {
+            Request::Connect { authority, head_len } => {
+                assert_eq!(authority, "a.example:443");
+                assert_eq!(&buf[head_len..], b"\x16\x03\x01");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bounds() {
+        let big = format!("GET http://a/ HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(5000));
+        let mut io = big.as_bytes();
+        let mut buf = Vec::new();
+        let e = read_head(&mut io, &mut buf, 2048, Duration::from_secs(5)).await.unwrap_err();
+        assert_eq!(e.reason, Reason::HeaderTooLarge);
+
+        let (mut client, mut server) = tokio::io::duplex(64);
+        use tokio::io::AsyncWriteExt;
+        client.write_all(b"CONNECT a:443 HTTP/1.1\r\n").await.unwrap();
+        let mut buf = Vec::new();
+        let e = read_head(&mut server, &mut buf, 2048, Duration::from_millis(50)).await.unwrap_err();
+        assert_eq!(e.reason, Reason::HeaderTimeout);
+    }
+}

@@ -1,0 +1,188 @@
+//! The proxy listener: accept, bound, read the first request head, and hand off to CONNECT or forwarding.
+
+mod connect;
+pub mod dial;
+mod forward;
+pub mod head;
+mod respond;
+pub mod splice;
+
+use crate::config::{Mode, Settings};
+use crate::policy::Decision;
+use crate::reason::Reason;
+use crate::target::{parse_authority, Target};
+use crate::telemetry::log::{EventLog, Kind, Outcome, Verdict};
+use dial::Dialer;
+use head::Request;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a connection handler needs, shared by all connections.
+pub struct Ctx {
+    pub settings: Settings,
+    pub dialer: Arc<Dialer>,
+    pub log: EventLog,
+    pub shutdown: CancellationToken,
+    next_conn: AtomicU64,
+    client: forward::UpstreamClient,
+}
+
+impl Ctx {
+    pub fn new(settings: Settings, log: EventLog, shutdown: CancellationToken) -> Arc<Self> {
+        let dialer = Arc::new(Dialer::new(&settings));
+        Arc::new(Ctx {
+            client: forward::upstream_client(dialer.clone(), &settings),
+            settings,
+            dialer,
+            log,
+            shutdown,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Policy decision for a normalized target, with report mode applied. Returns whether to proceed.
+    fn decide(&self, target: &Target, o: &mut Outcome) -> bool {
+        let Decision {
+            allowed,
+            rule,
+            reason,
+        } = self.settings.policy.decide(target);
+        o.rule = rule;
+        o.reason = reason;
+        if allowed {
+            o.decision = Verdict::Allow;
+            return true;
+        }
+        if self.settings.mode == Mode::Report && reason.is_policy_denial() {
+            o.decision = Verdict::WouldDeny;
+            return true;
+        }
+        o.decision = Verdict::Deny;
+        o.detail = Some(match reason {
+            Reason::DeniedByRule => "a deny rule matches this host".into(),
+            Reason::DeniedPort => format!("port {} is not in the matching rule's ports", target.port),
+            _ => "no allow rule matches this host and port".into(),
+        });
+        false
+    }
+
+    /// Normalize an authority and record it in the outcome; on error the outcome is refused.
+    fn target(&self, authority: &str, default_port: Option<u16>, o: &mut Outcome) -> Option<Target> {
+        match parse_authority(authority, default_port) {
+            Ok(t) => {
+                o.host = Some(t.host.to_string());
+                o.port = Some(t.port);
+                Some(t)
+            }
+            Err(e) => {
+                let reason = match e.reason() {
+                    "invalid_host" => Reason::InvalidHost,
+                    _ => Reason::InvalidTarget,
+                };
+                o.refuse(reason, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// A bound proxy listener, ready to serve.
+pub struct Proxy {
+    listener: TcpListener,
+    ctx: Arc<Ctx>,
+}
+
+impl Proxy {
+    pub async fn bind(settings: Settings, log: EventLog, shutdown: CancellationToken) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(settings.listen).await?;
+        Ok(Proxy {
+            listener,
+            ctx: Ctx::new(settings, log, shutdown),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// Accept until shutdown. Connections over `limits.max_connections` get 503 `connection_limit`.
+    pub async fn serve(self) {
+        let limit = Arc::new(Semaphore::new(self.ctx.settings.limits.max_connections));
+        loop {
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = self.ctx.shutdown.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let ctx = self.ctx.clone();
+            let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+            match limit.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    tokio::spawn(async move {
+                        handle(ctx, stream, peer, conn_id).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => {
+                    tokio::spawn(async move {
+                        let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+                        o.refuse(
+                            Reason::ConnectionLimit,
+                            format!(
+                                "{} connections already open (limits.max_connections)",
+                                ctx.settings.limits.max_connections
+                            ),
+                        );
+                        ctx.log.decision(&o);
+                        respond::write_refusal(stream, &o).await;
+                    });
+                }
+            }
+        }
+    }
+}
+
+async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+    let limits = &ctx.settings.limits;
+    let mut buf = Vec::with_capacity(1024);
+    let read = head::read_head(&mut stream, &mut buf, limits.max_header_bytes, ctx.settings.timeouts.header);
+    let request = tokio::select! {
+        r = read => r,
+        _ = ctx.shutdown.cancelled() => return,
+    };
+    match request {
+        Ok(Request::Connect { authority, head_len }) => {
+            connect::handle_first(ctx, stream, peer, conn_id, buf, head_len, authority).await
+        }
+        Ok(Request::Forward) => forward::serve(ctx, stream, peer, conn_id, buf).await,
+        // A connection that closes without sending anything made no request: nothing to decide or log.
+        Err(e) if buf.is_empty() && e.reason == Reason::BadRequest => {}
+        Err(e) => {
+            let mut o = Outcome::new(conn_id, 1, peer, Kind::Http);
+            if e.method.as_deref() == Some("CONNECT") {
+                o.kind = Kind::Connect;
+            }
+            o.method = e.method;
+            o.refuse(e.reason, e.detail);
+            ctx.log.decision(&o);
+            respond::write_refusal(stream, &o).await;
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Reason codes: the one stable, snake_case name of every outcome. Logs, HTTP responses and (later) metrics
+//! are all made from these, so they can never disagree.
+
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// An allow rule matched and every resolved address passed the destination checks.
+    Allowed,
+    /// No allow rule matches the host.
+    DeniedNoRule,
+    /// A deny rule matches the host and port.
+    DeniedByRule,
+    /// An allow rule matches the host, but not the port.
+    DeniedPort,
+    /// The destination address (literal or resolved) is loopback, private, link-local, metadata, ...
+    DeniedPrivateAddress,
+    /// The request target is malformed (userinfo, control characters, bad port, ...).
+    InvalidTarget,
+    /// The host is not a valid DNS name (bad IDNA, label too long, numeric-looking name, ...).
+    InvalidHost,
+    /// An origin-form request (`GET /path`) was sent to the proxy port.
+    NotProxyRequest,
+    /// The request head could not be parsed as HTTP/1.x.
+    BadRequest,
+    /// The request line names a protocol version other than HTTP/1.0 or HTTP/1.1.
+    UnsupportedVersion,
+    /// An absolute-form request with a scheme other than http (https:// must use CONNECT).
+    UnsupportedScheme,
+    /// The request head is larger than `limits.max_header_bytes`.
+    HeaderTooLarge,
+    /// The request head did not arrive within `timeouts.header`.
+    HeaderTimeout,
+    /// `limits.max_connections` connections are already open.
+    ConnectionLimit,
+    /// The name does not resolve (NXDOMAIN, SERVFAIL, no addresses).
+    DnsFailed,
+    /// The resolver did not answer within `timeouts.dns`.
+    DnsTimeout,
+    /// Every upstream address refused the connection.
+    UpstreamRefused,
+    /// No upstream address accepted the connection within `timeouts.connect`.
+    UpstreamConnectTimeout,
+    /// The upstream could not be reached (network unreachable, reset, ...).
+    UpstreamUnreachable,
+    /// The upstream broke the HTTP exchange (closed early, sent an invalid response).
+    UpstreamError,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 20] = [
+        Reason::Allowed,
+        Reason::DeniedNoRule,
+        Reason::DeniedByRule,
+        Reason::DeniedPort,
+        Reason::DeniedPrivateAddress,
+        Reason::InvalidTarget,
+        Reason::InvalidHost,
+        Reason::NotProxyRequest,
+        Reason::BadRequest,
+        Reason::UnsupportedVersion,
+        Reason::UnsupportedScheme,
+        Reason::HeaderTooLarge,
+        Reason::HeaderTimeout,
+        Reason::ConnectionLimit,
+        Reason::DnsFailed,
+        Reason::DnsTimeout,
+        Reason::UpstreamRefused,
+        Reason::UpstreamConnectTimeout,
+        Reason::UpstreamUnreachable,
+        Reason::UpstreamError,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Allowed => "allowed",
+            Reason::DeniedNoRule => "denied_no_rule",
+            Reason::DeniedByRule => "denied_by_rule",
+            Reason::DeniedPort => "denied_port",
+            Reason::DeniedPrivateAddress => "denied_private_address",
+            Reason::InvalidTarget => "invalid_target",
+            Reason::InvalidHost => "invalid_host",
+            Reason::NotProxyRequest => "not_proxy_request",
+            Reason::BadRequest => "bad_request",
+            Reason::UnsupportedVersion => "unsupported_version",
+            Reason::UnsupportedScheme => "unsupported_scheme",
+            Reason::HeaderTooLarge => "header_too_large",
+            Reason::HeaderTimeout => "header_timeout",
+            Reason::ConnectionLimit => "connection_limit",
+            Reason::DnsFailed => "dns_failed",
+            Reason::DnsTimeout => "dns_timeout",
+            Reason::UpstreamRefused => "upstream_refused",
+            Reason::UpstreamConnectTimeout => "upstream_connect_timeout",
+            Reason::UpstreamUnreachable => "upstream_unreachable",
+            Reason::UpstreamError => "upstream_error",
+        }
+    }
+
+    /// The HTTP status a client sees for this outcome.
+    pub fn status(self) -> u16 {
+        match self {
+            Reason::Allowed => 200,
+            Reason::DeniedNoRule
+            | Reason::DeniedByRule
+            | Reason::DeniedPort
+            | Reason::DeniedPrivateAddress => 403,
+            Reason::InvalidTarget
+            | Reason::InvalidHost
+            | Reason::NotProxyRequest
+            | Reason::BadRequest
+            | Reason::UnsupportedVersion
+            | Reason::UnsupportedScheme => 400,
+            Reason::HeaderTimeout => 408,
+            Reason::HeaderTooLarge => 431,
+            Reason::ConnectionLimit => 503,
+            Reason::DnsFailed
+            | Reason::UpstreamRefused
+            | Reason::UpstreamUnreachable
+            | Reason::UpstreamError => 502,
+            Reason::DnsTimeout | Reason::UpstreamConnectTimeout => 504,
+        }
+    }
+
+    /// Denials made by policy (rules), as opposed to malformed input or upstream failures. Report mode turns
+    /// only these into `would_deny`.
+    pub fn is_policy_denial(self) -> bool {
+        matches!(
+            self,
+            Reason::DeniedNoRule | Reason::DeniedByRule | Reason::DeniedPort
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_are_unique_snake_case() {
+        let codes: HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(codes.len(), Reason::ALL.len());
+        for c in codes {
+            assert!(c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
+        }
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(Reason::DeniedNoRule.status(), 403);
+        assert_eq!(Reason::DnsFailed.status(), 502);
+        assert_eq!(Reason::UpstreamRefused.status(), 502);
+        assert_eq!(Reason::UpstreamConnectTimeout.status(), 504);
+        assert_eq!(Reason::HeaderTooLarge.status(), 431);
+        assert_eq!(Reason::ConnectionLimit.status(), 503);
+        assert_eq!(Reason::NotProxyRequest.status(), 400);
+    }
+}

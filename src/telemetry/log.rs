@@ -1,0 +1,328 @@
+//! Decision and close events: exactly one decision line per request and one close line per tunnel or
+//! forwarded request, made from the same [`Outcome`]. Field names are stable (listed in README).
+//! Lines go to a [`EventLog`] sink: stdout in production, a buffer in tests.
+
+use crate::reason::Reason;
+use serde_json::{json, Map, Value};
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Connect,
+    Http,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Connect => "connect",
+            Kind::Http => "http",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    WouldDeny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::WouldDeny => "would_deny",
+        }
+    }
+}
+
+/// Everything known about one request when its decision is final.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub conn_id: u64,
+    /// Position of the request on its client connection (1 for the first).
+    pub request: u32,
+    pub client_addr: SocketAddr,
+    pub kind: Kind,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub decision: Verdict,
+    pub reason: Reason,
+    pub rule: Option<Arc<str>>,
+    pub detail: Option<String>,
+    pub resolved_addrs: Vec<IpAddr>,
+    pub denied_addr: Option<IpAddr>,
+    pub upstream_addr: Option<SocketAddr>,
+    pub dns_ms: Option<f64>,
+    pub connect_ms: Option<f64>,
+}
+
+impl Outcome {
+    pub fn new(conn_id: u64, request: u32, client_addr: SocketAddr, kind: Kind) -> Self {
+        Outcome {
+            conn_id,
+            request,
+            client_addr,
+            kind,
+            method: None,
+            host: None,
+            port: None,
+            decision: Verdict::Deny,
+            reason: Reason::BadRequest,
+            rule: None,
+            detail: None,
+            resolved_addrs: Vec::new(),
+            denied_addr: None,
+            upstream_addr: None,
+            dns_ms: None,
+            connect_ms: None,
+        }
+    }
+
+    /// Mark as refused for `reason` with a human explanation.
+    pub fn refuse(&mut self, reason: Reason, detail: impl Into<String>) {
+        self.decision = Verdict::Deny;
+        self.reason = reason;
+        self.detail = Some(detail.into());
+    }
+}
+
+/// How a tunnel or forwarded exchange ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// Both sides finished normally.
+    Eof,
+    /// No bytes either way for `timeouts.idle`.
+    IdleTimeout,
+    /// The client reset or broke the connection.
+    ClientError,
+    /// The upstream reset or broke the connection.
+    UpstreamError,
+    /// The client went away before the response was complete.
+    ClientGone,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Eof => "eof",
+            CloseReason::IdleTimeout => "idle_timeout",
+            CloseReason::ClientError => "client_error",
+            CloseReason::UpstreamError => "upstream_error",
+            CloseReason::ClientGone => "client_gone",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Close {
+    pub conn_id: u64,
+    pub request: u32,
+    pub kind: Kind,
+    pub host: Option<String>,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub duration: Duration,
+    pub close_reason: CloseReason,
+}
+
+type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+
+/// Where decision and close lines go.
+#[derive(Clone)]
+pub struct EventLog {
+    format: LogFormat,
+    sink: Sink,
+}
+
+impl EventLog {
+    pub fn stdout(format: LogFormat) -> Self {
+        Self::to_writer(format, Box::new(std::io::stdout()))
+    }
+
+    pub fn to_writer(format: LogFormat, w: Box<dyn Write + Send>) -> Self {
+        EventLog {
+            format,
+            sink: Arc::new(Mutex::new(w)),
+        }
+    }
+
+    pub fn decision(&self, o: &Outcome) {
+        self.emit(decision_fields(o));
+    }
+
+    pub fn close(&self, c: &Close) {
+        self.emit(close_fields(c));
+    }
+
+    fn emit(&self, fields: Map<String, Value>) {
+        let line = match self.format {
+            LogFormat::Json => Value::Object(fields).to_string(),
+            LogFormat::Text => text_line(&fields),
+        };
+        // A failed log write must not take the proxy down; there is nowhere better to report it.
+        if let Ok(mut w) = self.sink.lock() {
+            let _ = w.write_all(format!("{line}\n").as_bytes());
+            let _ = w.flush();
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+pub fn elapsed_ms(d: Duration) -> f64 {
+    ms(d)
+}
+
+fn timestamp() -> String {
+    let now = time::OffsetDateTime::from(SystemTime::now());
+    now.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+fn decision_fields(o: &Outcome) -> Map<String, Value> {
+    let v = json!({
+        "ts": timestamp(),
+        "event": "decision",
+        "conn_id": o.conn_id,
+        "request": o.request,
+        "client_addr": o.client_addr.to_string(),
+        "kind": o.kind.as_str(),
+        "method": o.method,
+        "host": o.host,
+        "port": o.port,
+        "decision": o.decision.as_str(),
+        "reason": o.reason.as_str(),
+        "rule": o.rule.as_deref(),
+        "detail": o.detail,
+        "resolved_addrs": o.resolved_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "denied_addr": o.denied_addr.map(|a| a.to_string()),
+        "upstream_addr": o.upstream_addr.map(|a| a.to_string()),
+        "dns_ms": o.dns_ms,
+        "connect_ms": o.connect_ms,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+fn close_fields(c: &Close) -> Map<String, Value> {
+    let v = json!({
+        "ts": timestamp(),
+        "event": "close",
+        "conn_id": c.conn_id,
+        "request": c.request,
+        "kind": c.kind.as_str(),
+        "host": c.host,
+        "bytes_up": c.bytes_up,
+        "bytes_down": c.bytes_down,
+        "duration_ms": ms(c.duration),
+        "close_reason": c.close_reason.as_str(),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// `key=value` pairs for people; nulls and empty lists left out.
+fn text_line(fields: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    for (k, v) in fields {
+        let s = match v {
+            Value::Null => continue,
+            Value::Array(a) if a.is_empty() => continue,
+            Value::String(s) if k == "ts" || k == "event" => {
+                out.push_str(s);
+                out.push(' ');
+                continue;
+            }
+            Value::String(s) if s.contains(' ') => format!("{s:?}"),
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push_str(&format!("{k}={s} "));
+    }
+    out.trim_end().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn decision_line_has_stable_fields() {
+        let buf = Buf::default();
+        let log = EventLog::to_writer(LogFormat::Json, Box::new(buf.clone()));
+        let mut o = Outcome::new(7, 1, "127.0.0.1:5555".parse().unwrap(), Kind::Connect);
+        o.host = Some("api.cast.ai".into());
+        o.port = Some(443);
+        o.decision = Verdict::Allow;
+        o.reason = Reason::Allowed;
+        o.rule = Some("castai-api".into());
+        o.resolved_addrs = vec!["104.16.81.56".parse().unwrap()];
+        log.decision(&o);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let v: Value = serde_json::from_str(text.trim()).unwrap();
+        for key in [
+            "ts", "conn_id", "client_addr", "kind", "host", "port", "decision", "reason", "rule",
+            "resolved_addrs", "upstream_addr", "dns_ms", "connect_ms",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        assert_eq!(v["decision"], "allow");
+        assert_eq!(v["rule"], "castai-api");
+        assert_eq!(v["resolved_addrs"][0], "104.16.81.56");
+        assert_eq!(text.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn text_format_is_key_value() {
+        let buf = Buf::default();
+        let log = EventLog::to_writer(LogFormat::Text, Box::new(buf.clone()));
+        log.close(&Close {
+            conn_id: 3,
+            request: 1,
+            kind: Kind::Http,
+            host: Some("a.example".into()),
+            bytes_up: 10,
+            bytes_down: 20,
+            duration: Duration::from_millis(5),
+            close_reason: CloseReason::Eof,
+        });
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("close "), "{text}");
+        assert!(text.contains("bytes_up=10"), "{text}");
+        assert!(text.contains("close_reason=eof"), "{text}");
+    }
+}

@@ -1,0 +1,3 @@
+//! What egressd tells the outside world about each connection.
+
+pub mod log;
