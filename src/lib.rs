@@ -18,7 +18,11 @@ pub use telemetry::log::{EventLog, LogFormat};
 pub use tokio_util::sync::CancellationToken;
 
 /// Bind the proxy listener and serve until `shutdown` is cancelled.
-pub async fn run(settings: Settings, log: EventLog, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn run(
+    settings: Settings,
+    log: EventLog,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let proxy = Proxy::bind(settings, log, shutdown).await?;
     if let Some(e) = proxy.ctx().dialer.resolver_error() {
         tracing::warn!(error = %e, "DNS resolver unavailable; only names in dns.hosts can be reached");

@@ -147,7 +147,10 @@ mod tests {
         let codes: HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
         assert_eq!(codes.len(), Reason::ALL.len());
         for c in codes {
-            assert!(c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{c}");
+            assert!(
+                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
+                "{c}"
+            );
         }
     }
 

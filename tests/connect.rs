@@ -26,7 +26,13 @@ async fn allowed_connect_reaches_origin_with_decision_and_close_lines() {
     let proxy = start_proxy(&allow_yaml(port)).await;
     let url = format!("https://api.test.example:{port}/");
     let out = curl(
-        &["--proxy", &proxy.url(), "--cacert", origin.ca_pem.to_str().unwrap(), &url],
+        &[
+            "--proxy",
+            &proxy.url(),
+            "--cacert",
+            origin.ca_pem.to_str().unwrap(),
+            &url,
+        ],
         &[],
     )
     .await;
@@ -44,7 +50,10 @@ async fn allowed_connect_reaches_origin_with_decision_and_close_lines() {
     assert_eq!(d["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
     assert_eq!(d["upstream_addr"], format!("127.0.0.1:{port}"));
     assert!(d["connect_ms"].as_f64().unwrap() >= 0.0);
-    assert!(d["dns_ms"].is_null(), "static hosts need no DNS lookup: {d}");
+    assert!(
+        d["dns_ms"].is_null(),
+        "static hosts need no DNS lookup: {d}"
+    );
     assert!(d["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert!(d["ts"].as_str().unwrap().contains('T'));
     let conn_id = d["conn_id"].as_u64().unwrap();
@@ -52,11 +61,21 @@ async fn allowed_connect_reaches_origin_with_decision_and_close_lines() {
     let c = &proxy.log.wait_events("close", 1).await[0];
     assert_eq!(c["conn_id"].as_u64().unwrap(), conn_id);
     assert_eq!(c["kind"], "connect");
-    assert!(c["bytes_up"].as_u64().unwrap() > 200, "ClientHello and request go up: {c}");
-    assert!(c["bytes_down"].as_u64().unwrap() > 500, "certificate and response come down: {c}");
+    assert!(
+        c["bytes_up"].as_u64().unwrap() > 200,
+        "ClientHello and request go up: {c}"
+    );
+    assert!(
+        c["bytes_down"].as_u64().unwrap() > 500,
+        "certificate and response come down: {c}"
+    );
     assert!(c["duration_ms"].as_f64().unwrap() > 0.0);
     assert_eq!(c["close_reason"], "eof");
-    assert_eq!(proxy.log.events("decision").len(), 1, "exactly one decision line per request");
+    assert_eq!(
+        proxy.log.events("decision").len(),
+        1,
+        "exactly one decision line per request"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +92,11 @@ async fn https_proxy_environment_variable() {
     assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
     assert_eq!(out.stdout, "hello from tls origin");
     // A denied host through the same variable fails with the proxy's 403.
-    let out = curl(&[&format!("https://denied.test.example:{port}/")], &[("HTTPS_PROXY", &proxy.url())]).await;
+    let out = curl(
+        &[&format!("https://denied.test.example:{port}/")],
+        &[("HTTPS_PROXY", &proxy.url())],
+    )
+    .await;
     assert_ne!(out.code, 0);
     assert!(out.stderr.contains("403"), "{}", out.stderr);
 }
@@ -85,13 +108,22 @@ async fn denied_host_gets_403_with_reason() {
     assert_eq!(status(&resp), 403, "{resp}");
     assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_no_rule"));
     let body = resp.split("\r\n\r\n").nth(1).unwrap();
-    assert!(body.contains("evil.example:443") && body.contains("denied_no_rule"), "{body}");
+    assert!(
+        body.contains("evil.example:443") && body.contains("denied_no_rule"),
+        "{body}"
+    );
     let d = &proxy.log.wait_events("decision", 1).await[0];
     assert_eq!(d["decision"], "deny");
     assert_eq!(d["reason"], "denied_no_rule");
     assert!(d["rule"].is_null());
-    assert!(d["resolved_addrs"].as_array().unwrap().is_empty(), "nothing is resolved before the decision");
-    assert!(proxy.log.events("close").is_empty(), "a refused CONNECT has no tunnel to close");
+    assert!(
+        d["resolved_addrs"].as_array().unwrap().is_empty(),
+        "nothing is resolved before the decision"
+    );
+    assert!(
+        proxy.log.events("close").is_empty(),
+        "a refused CONNECT has no tunnel to close"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +141,10 @@ async fn each_host_pattern_form() {
         "api.glob.test",
         "other.test",
     ];
-    let hosts: String = names.iter().map(|n| format!("    {n}: [\"127.0.0.1\"]\n")).collect();
+    let hosts: String = names
+        .iter()
+        .map(|n| format!("    {n}: [\"127.0.0.1\"]\n"))
+        .collect();
     let yaml = format!(
         r#"
 allow:
@@ -212,12 +247,22 @@ allow:
 "#
     );
     let proxy = start_proxy(&yaml).await;
-    let forms = ["2130706433", "0x7f.1", "127.1", "0177.0.0.1", "0x7F000001", "127.0.0.1."];
+    let forms = [
+        "2130706433",
+        "0x7f.1",
+        "127.1",
+        "0177.0.0.1",
+        "0x7F000001",
+        "127.0.0.1.",
+    ];
     for (i, form) in forms.iter().enumerate() {
         let resp = connect(proxy.addr, &format!("{form}:{port}")).await;
         assert_eq!(status(&resp), 403, "{form}: {resp}");
         let d = &proxy.log.wait_events("decision", i + 1).await[i];
-        assert_eq!(d["host"], "127.0.0.1", "{form} must be logged as the address it means");
+        assert_eq!(
+            d["host"], "127.0.0.1",
+            "{form} must be logged as the address it means"
+        );
         assert_eq!(d["reason"], "denied_no_rule", "{form}");
     }
     // Numeric-looking names that are not valid IPv4 are refused as invalid hosts.
@@ -234,7 +279,10 @@ async fn ip_rule_does_not_bypass_the_address_check() {
     let proxy = start_proxy(&yaml).await;
     let resp = connect(proxy.addr, &format!("0x7f.1:{port}")).await;
     assert_eq!(status(&resp), 403, "{resp}");
-    assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_private_address"));
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("denied_private_address")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,8 +309,7 @@ async fn invalid_targets_get_400() {
 async fn report_mode_allows_and_logs_would_deny() {
     let origin = tls_origin(&["x"]).await;
     let port = origin.addr.port();
-    let yaml = format!(
-        r#"
+    let yaml = r#"
 mode: report
 allow:
   - name: other
@@ -273,9 +320,8 @@ dns:
   hosts:
     unlisted.test: ["127.0.0.1"]
     meta.test: ["169.254.169.254"]
-"#
-    );
-    let proxy = start_proxy(&yaml).await;
+"#;
+    let proxy = start_proxy(yaml).await;
     let resp = connect(proxy.addr, &format!("unlisted.test:{port}")).await;
     assert_eq!(status(&resp), 200, "{resp}");
     let d = &proxy.log.wait_events("decision", 1).await[0];

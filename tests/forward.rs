@@ -56,13 +56,30 @@ async fn get_forwarded_with_hop_by_hop_headers_removed() {
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("x-origin: plain"));
-    assert!(!head.contains("x-hop"), "response headers named in Connection are removed: {head}");
+    assert!(
+        !head.contains("x-hop"),
+        "response headers named in Connection are removed: {head}"
+    );
     // The origin sees the request in origin-form with the Host from the URI, and no hop-by-hop headers.
     assert!(body.starts_with("get /echo?q=1\n"), "{body}");
-    assert!(body.contains(&format!("host: plain.test:{port}\n")), "{body}");
+    assert!(
+        body.contains(&format!("host: plain.test:{port}\n")),
+        "{body}"
+    );
     assert!(body.contains("x-kept: yes"), "{body}");
-    for gone in ["x-private", "keep-alive", "proxy-authorization", "proxy-connection", "te:", "upgrade", "connection"] {
-        assert!(!body.contains(gone), "{gone} must not reach the origin: {body}");
+    for gone in [
+        "x-private",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te:",
+        "upgrade",
+        "connection",
+    ] {
+        assert!(
+            !body.contains(gone),
+            "{gone} must not reach the origin: {body}"
+        );
     }
 
     let d = &proxy.log.wait_events("decision", 1).await[0];
@@ -89,7 +106,11 @@ async fn http_proxy_variable_and_request_body_streamed() {
     let data = format!("@{}", file.display());
     let url = format!("http://plain.test:{port}/upload");
     // curl reads only the lower-case http_proxy for http:// URLs.
-    let out = curl(&["--data-binary", &data, &url], &[("http_proxy", &proxy.url())]).await;
+    let out = curl(
+        &["--data-binary", &data, &url],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.starts_with("POST /upload"), "{}", out.stdout);
     assert!(out.stdout.contains("body-length: 200000"), "{}", out.stdout);
@@ -103,10 +124,16 @@ async fn each_request_on_a_kept_alive_connection_is_decided() {
     let port = origin.port();
     let proxy = start_proxy(&yaml(port)).await;
     let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
-    for (host, want) in [("plain.test", 200), ("denied.test", 403), ("plain.test", 200)] {
-        s.write_all(format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
-            .await
-            .unwrap();
+    for (host, want) in [
+        ("plain.test", 200),
+        ("denied.test", 403),
+        ("plain.test", 200),
+    ] {
+        s.write_all(
+            format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let resp = read_response(&mut s).await;
         assert_eq!(status(&resp), want, "{host}: {resp}");
         if want == 403 {
@@ -135,7 +162,10 @@ async fn uri_decides_not_the_host_header() {
     )
     .await;
     assert_eq!(status(&resp), 200, "{resp}");
-    assert!(resp.contains(&format!("host: plain.test:{port}")), "Host is rewritten from the URI: {resp}");
+    assert!(
+        resp.contains(&format!("host: plain.test:{port}")),
+        "Host is rewritten from the URI: {resp}"
+    );
     assert!(!resp.contains("evil.test"), "{resp}");
     let resp = raw(
         proxy.addr,
@@ -149,17 +179,46 @@ async fn uri_decides_not_the_host_header() {
 async fn malformed_and_non_proxy_requests_get_400() {
     let proxy = start_proxy(&yaml(80)).await;
     let cases: &[(&[u8], u16, &str)] = &[
-        (b"GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n", 400, "not_proxy_request"),
+        (
+            b"GET / HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+            400,
+            "not_proxy_request",
+        ),
         (b"GARBAGE\r\n\r\n", 400, "bad_request"),
-        (b"GET http://plain.test/ HTTP/1.1\r\nBad Header\r\n\r\n", 400, "bad_request"),
-        (b"GET http://plain.test/ HTTP/2.0\r\n\r\n", 400, "unsupported_version"),
-        (b"GET https://plain.test/ HTTP/1.1\r\n\r\n", 400, "unsupported_scheme"),
-        (b"GET http://user:pw@plain.test/ HTTP/1.1\r\n\r\n", 400, "invalid_target"),
-        (b"GET http://plain.test:0/ HTTP/1.1\r\n\r\n", 400, "invalid_target"),
+        (
+            b"GET http://plain.test/ HTTP/1.1\r\nBad Header\r\n\r\n",
+            400,
+            "bad_request",
+        ),
+        (
+            b"GET http://plain.test/ HTTP/2.0\r\n\r\n",
+            400,
+            "unsupported_version",
+        ),
+        (
+            b"GET https://plain.test/ HTTP/1.1\r\n\r\n",
+            400,
+            "unsupported_scheme",
+        ),
+        (
+            b"GET http://user:pw@plain.test/ HTTP/1.1\r\n\r\n",
+            400,
+            "invalid_target",
+        ),
+        (
+            b"GET http://plain.test:0/ HTTP/1.1\r\n\r\n",
+            400,
+            "invalid_target",
+        ),
     ];
     for (i, (req, code, reason)) in cases.iter().enumerate() {
         let resp = raw(proxy.addr, req).await;
-        assert_eq!(status(&resp), *code, "{:?}: {resp}", String::from_utf8_lossy(req));
+        assert_eq!(
+            status(&resp),
+            *code,
+            "{:?}: {resp}",
+            String::from_utf8_lossy(req)
+        );
         assert_eq!(header(&resp, "x-egressd-reason"), Some(*reason), "{resp}");
         let d = &proxy.log.wait_events("decision", i + 1).await[i];
         assert_eq!(d["reason"], *reason);
@@ -172,7 +231,11 @@ async fn malformed_and_non_proxy_requests_get_400() {
 async fn upstream_refused_is_502() {
     let port = closed_port().await;
     let proxy = start_proxy(&yaml(port)).await;
-    let resp = raw(proxy.addr, format!("GET http://plain.test:{port}/ HTTP/1.1\r\n\r\n").as_bytes()).await;
+    let resp = raw(
+        proxy.addr,
+        format!("GET http://plain.test:{port}/ HTTP/1.1\r\n\r\n").as_bytes(),
+    )
+    .await;
     assert_eq!(status(&resp), 502, "{resp}");
     assert_eq!(header(&resp, "x-egressd-reason"), Some("upstream_refused"));
     let resp = connect(proxy.addr, &format!("plain.test:{port}")).await;

@@ -92,9 +92,19 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
 
     let mut builder = PolicyBuilder::default();
     let mut seen = HashSet::new();
-    for (list, kind, rules) in [("allow", RuleKind::Allow, &raw.allow), ("deny", RuleKind::Deny, &raw.deny)] {
+    for (list, kind, rules) in [
+        ("allow", RuleKind::Allow, &raw.allow),
+        ("deny", RuleKind::Deny, &raw.deny),
+    ] {
         for (i, rule) in rules.iter().enumerate() {
-            compile_rule(&mut builder, &mut errs, &mut seen, &format!("{list}[{i}]"), kind, rule);
+            compile_rule(
+                &mut builder,
+                &mut errs,
+                &mut seen,
+                &format!("{list}[{i}]"),
+                kind,
+                rule,
+            );
         }
     }
     let policy = builder.build().unwrap_or_else(|e| {
@@ -134,7 +144,10 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
                 humantime::parse_duration(default).unwrap_or_default()
             }
             Err(e) => {
-                errs.push(path, format!("{text:?} is not a duration such as 10s or 15m ({e})"));
+                errs.push(
+                    path,
+                    format!("{text:?} is not a duration such as 10s or 15m ({e})"),
+                );
                 humantime::parse_duration(default).unwrap_or_default()
             }
         }
@@ -195,7 +208,10 @@ fn compile_rule(
     if rule.name.trim().is_empty() {
         errs.push(format!("{path}.name"), "a rule needs a non-empty name");
     } else if !seen.insert(rule.name.clone()) {
-        errs.push(format!("{path}.name"), format!("{:?} is used by another rule", rule.name));
+        errs.push(
+            format!("{path}.name"),
+            format!("{:?} is used by another rule", rule.name),
+        );
     }
     // Allow rules default to 443 (what the agents use); deny rules default to every port so a deny of a
     // host cannot be sidestepped on another port.
@@ -223,7 +239,10 @@ fn compile_rule(
             path,
             "give either `hosts` or `no_proxy`, not both (split them into two rules)",
         ),
-        (None, true) => errs.push(format!("{path}.hosts"), "a rule needs at least one host pattern"),
+        (None, true) => errs.push(
+            format!("{path}.hosts"),
+            "a rule needs at least one host pattern",
+        ),
         (Some(list), true) => {
             let parsed = noproxy::parse(list);
             for ig in &parsed.ignored {
@@ -314,7 +333,12 @@ fn compile_dns(raw: &RawConfig, errs: &mut Errors) -> Dns {
             .enumerate()
             .filter_map(|(i, a)| {
                 a.parse::<IpAddr>()
-                    .map_err(|_| errs.push(format!("{path}[{i}]"), format!("{a:?} is not an IP address")))
+                    .map_err(|_| {
+                        errs.push(
+                            format!("{path}[{i}]"),
+                            format!("{a:?} is not an IP address"),
+                        )
+                    })
                     .ok()
             })
             .collect();
@@ -399,17 +423,24 @@ limits: {max_connections: 0, max_header_bytes: 10}
             "limits.max_connections",
             "limits.max_header_bytes",
         ] {
-            assert!(paths.contains(&want), "missing error at {want}; got {paths:?}");
+            assert!(
+                paths.contains(&want),
+                "missing error at {want}; got {paths:?}"
+            );
         }
         // The offending value is quoted in the message.
-        assert!(errs.iter().any(|e| e.message.contains("\"nope\"")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.message.contains("\"nope\"")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn unknown_keys_rejected() {
         let err = from_yaml_str("allow: []\nlisten_addr: 1.2.3.4:5\n").unwrap_err();
         assert!(err.to_string().contains("listen_addr"), "{err}");
-        let err = from_yaml_str("allow:\n  - name: x\n    hosts: [a.b]\n    port: [1]\n").unwrap_err();
+        let err =
+            from_yaml_str("allow:\n  - name: x\n    hosts: [a.b]\n    port: [1]\n").unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
     }
 
@@ -427,7 +458,8 @@ limits: {max_connections: 0, max_header_bytes: 10}
 
     #[test]
     fn dotted_host_keys_survive() {
-        let s = from_yaml_str("dns:\n  hosts:\n    API.cast.ai: [\"127.0.0.1\", \"::1\"]\n").unwrap();
+        let s =
+            from_yaml_str("dns:\n  hosts:\n    API.cast.ai: [\"127.0.0.1\", \"::1\"]\n").unwrap();
         assert_eq!(s.dns.hosts["api.cast.ai"].len(), 2);
     }
 }

@@ -55,9 +55,8 @@ impl ConfigErrors {
 /// (`EGRESSD_LISTEN`, `EGRESSD_TIMEOUTS__CONNECT`, ...: `__` separates nested keys), and compile.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
     let text = match path {
-        Some(p) => std::fs::read_to_string(p).map_err(|e| {
-            ConfigErrors::single("", format!("cannot read {}: {e}", p.display()))
-        })?,
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| ConfigErrors::single("", format!("cannot read {}: {e}", p.display())))?,
         None => DEFAULT_CONFIG.to_string(),
     };
     let source = config::File::from_str(&text, config::FileFormat::Yaml);

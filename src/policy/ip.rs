@@ -59,9 +59,7 @@ impl IpIndex {
             IpNet::V4(n) => self
                 .v4
                 .add(32, u32::from(n.network()).into(), n.prefix_len(), r),
-            IpNet::V6(n) => self
-                .v6
-                .add(128, u128::from(n.network()), n.prefix_len(), r),
+            IpNet::V6(n) => self.v6.add(128, u128::from(n.network()), n.prefix_len(), r),
         }
     }
 

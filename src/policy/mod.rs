@@ -127,14 +127,13 @@ impl PolicyBuilder {
 
     /// Adds one parsed NO_PROXY entry. `*` is refused by the caller before this point.
     pub fn no_proxy_entry(&mut self, rule: RuleId, e: &noproxy::Entry) {
-        let with_port = |port| RuleRef {
-            rule: rule.0,
-            port,
-        };
+        let with_port = |port| RuleRef { rule: rule.0, port };
         match e {
             noproxy::Entry::Any => {}
             noproxy::Entry::Cidr(n) => self.policy.ips.add(n.trunc(), with_port(None)),
-            noproxy::Entry::Ip { ip, port } => self.policy.ips.add(IpNet::from(*ip), with_port(*port)),
+            noproxy::Entry::Ip { ip, port } => {
+                self.policy.ips.add(IpNet::from(*ip), with_port(*port))
+            }
             noproxy::Entry::Domain {
                 name,
                 include_apex,
@@ -157,7 +156,9 @@ impl PolicyBuilder {
 
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Policy").field("rules", &self.rules.len()).finish()
+        f.debug_struct("Policy")
+            .field("rules", &self.rules.len())
+            .finish()
     }
 }
 

@@ -33,9 +33,9 @@ pub fn parse_pattern(raw: &str) -> Result<Pattern, String> {
         return Err(format!("{raw:?} has surrounding whitespace"));
     }
     if p.contains('/') {
-        let net: IpNet = p
-            .parse()
-            .map_err(|_| format!("{raw:?} is not a valid CIDR (e.g. 10.0.0.0/8 or 2001:db8::/32)"))?;
+        let net: IpNet = p.parse().map_err(|_| {
+            format!("{raw:?} is not a valid CIDR (e.g. 10.0.0.0/8 or 2001:db8::/32)")
+        })?;
         return Ok(Pattern::Net(net.trunc()));
     }
     let unbracketed = p
@@ -108,12 +108,27 @@ mod tests {
             (".cast.ai", suffix("cast.ai", true)),
             ("api-*.cast.ai", Pattern::Glob("api-*.cast.ai".into())),
             ("*.*.cast.ai", Pattern::Glob("*.*.cast.ai".into())),
-            ("104.16.81.56", Pattern::Net("104.16.81.56/32".parse().unwrap())),
-            ("2001:db8::1", Pattern::Net("2001:db8::1/128".parse().unwrap())),
-            ("[2001:db8::1]", Pattern::Net("2001:db8::1/128".parse().unwrap())),
+            (
+                "104.16.81.56",
+                Pattern::Net("104.16.81.56/32".parse().unwrap()),
+            ),
+            (
+                "2001:db8::1",
+                Pattern::Net("2001:db8::1/128".parse().unwrap()),
+            ),
+            (
+                "[2001:db8::1]",
+                Pattern::Net("2001:db8::1/128".parse().unwrap()),
+            ),
             ("10.1.2.3/8", Pattern::Net("10.0.0.0/8".parse().unwrap())),
-            ("2001:db8::/32", Pattern::Net("2001:db8::/32".parse().unwrap())),
-            ("bücher.example", Pattern::Exact("xn--bcher-kva.example".into())),
+            (
+                "2001:db8::/32",
+                Pattern::Net("2001:db8::/32".parse().unwrap()),
+            ),
+            (
+                "bücher.example",
+                Pattern::Exact("xn--bcher-kva.example".into()),
+            ),
         ];
         for (raw, want) in cases {
             assert_eq!(&parse_pattern(raw).unwrap(), want, "{raw}");

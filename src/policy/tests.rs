@@ -31,8 +31,18 @@ fn host_pattern_forms() {
         ("sub", RuleKind::Allow, P443, &["*.sub.example"]),
         ("apex", RuleKind::Allow, P443, &[".apex.example"]),
         ("glob", RuleKind::Allow, P443, &["api-*.glob.example"]),
-        ("ip", RuleKind::Allow, P443, &["104.16.81.56", "2001:db8::7"]),
-        ("cidr", RuleKind::Allow, P443, &["203.0.113.0/24", "2001:db8:1::/48"]),
+        (
+            "ip",
+            RuleKind::Allow,
+            P443,
+            &["104.16.81.56", "2001:db8::7"],
+        ),
+        (
+            "cidr",
+            RuleKind::Allow,
+            P443,
+            &["203.0.113.0/24", "2001:db8:1::/48"],
+        ),
     ]);
     let cases: &[(&str, bool, Option<&str>, Reason)] = &[
         ("api.cast.ai:443", true, Some("exact"), Reason::Allowed),
@@ -46,15 +56,30 @@ fn host_pattern_forms() {
         ("apex.example:443", true, Some("apex"), Reason::Allowed),
         ("w.apex.example:443", true, Some("apex"), Reason::Allowed),
         ("notapex.example:443", false, None, Reason::DeniedNoRule),
-        ("api-eu.glob.example:443", true, Some("glob"), Reason::Allowed),
+        (
+            "api-eu.glob.example:443",
+            true,
+            Some("glob"),
+            Reason::Allowed,
+        ),
         ("api.glob.example:443", false, None, Reason::DeniedNoRule),
         ("104.16.81.56:443", true, Some("ip"), Reason::Allowed),
         ("104.16.81.57:443", false, None, Reason::DeniedNoRule),
         ("[2001:db8::7]:443", true, Some("ip"), Reason::Allowed),
-        ("[::ffff:104.16.81.56]:443", true, Some("ip"), Reason::Allowed),
+        (
+            "[::ffff:104.16.81.56]:443",
+            true,
+            Some("ip"),
+            Reason::Allowed,
+        ),
         ("203.0.113.200:443", true, Some("cidr"), Reason::Allowed),
         ("203.0.114.1:443", false, None, Reason::DeniedNoRule),
-        ("[2001:db8:1:ffff::1]:443", true, Some("cidr"), Reason::Allowed),
+        (
+            "[2001:db8:1:ffff::1]:443",
+            true,
+            Some("cidr"),
+            Reason::Allowed,
+        ),
         ("[2001:db8:2::1]:443", false, None, Reason::DeniedNoRule),
         ("api.cast.ai:80", false, Some("exact"), Reason::DeniedPort),
     ];
@@ -93,7 +118,12 @@ fn deny_beats_allow_regardless_of_order() {
 #[test]
 fn deny_rule_limited_to_its_ports() {
     let p = policy(&[
-        ("allow", RuleKind::Allow, &[80..=80, 443..=443], &["a.example"]),
+        (
+            "allow",
+            RuleKind::Allow,
+            &[80..=80, 443..=443],
+            &["a.example"],
+        ),
         ("deny-http", RuleKind::Deny, &[80..=80], &["a.example"]),
     ]);
     assert_eq!(decide(&p, "a.example:80").2, Reason::DeniedByRule);
@@ -111,9 +141,25 @@ fn first_allow_rule_in_order_names_the_decision() {
 
 #[test]
 fn port_ranges() {
-    let p = policy(&[("r", RuleKind::Allow, &[8000..=8100, 443..=443], &["a.example"])]);
-    for (port, ok) in [(443, true), (8000, true), (8050, true), (8100, true), (8101, false), (7999, false)] {
-        assert_eq!(decide(&p, &format!("a.example:{port}")).0, ok, "port {port}");
+    let p = policy(&[(
+        "r",
+        RuleKind::Allow,
+        &[8000..=8100, 443..=443],
+        &["a.example"],
+    )]);
+    for (port, ok) in [
+        (443, true),
+        (8000, true),
+        (8050, true),
+        (8100, true),
+        (8101, false),
+        (7999, false),
+    ] {
+        assert_eq!(
+            decide(&p, &format!("a.example:{port}")).0,
+            ok,
+            "port {port}"
+        );
     }
 }
 
@@ -146,7 +192,10 @@ fn no_proxy_entries() {
 #[test]
 fn default_deny_when_empty() {
     let p = policy(&[]);
-    assert_eq!(decide(&p, "api.cast.ai:443"), (false, None, Reason::DeniedNoRule));
+    assert_eq!(
+        decide(&p, "api.cast.ai:443"),
+        (false, None, Reason::DeniedNoRule)
+    );
 }
 
 #[test]

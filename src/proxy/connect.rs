@@ -31,8 +31,13 @@ pub(super) async fn open(ctx: &Ctx, authority: &str, o: &mut Outcome) -> Option<
 
 /// Splice an established tunnel and log its close line. `early` is data the client sent after the CONNECT
 /// head without waiting for the 200; it is forwarded first, never dropped.
-pub(super) async fn run_tunnel<C>(ctx: &Ctx, client: C, mut upstream: TcpStream, early: &[u8], o: &Outcome)
-where
+pub(super) async fn run_tunnel<C>(
+    ctx: &Ctx,
+    client: C,
+    mut upstream: TcpStream,
+    early: &[u8],
+    o: &Outcome,
+) where
     C: AsyncRead + AsyncWrite,
 {
     let started = Instant::now();
@@ -40,7 +45,13 @@ where
     if !early.is_empty() && upstream.write_all(early).await.is_ok() {
         early_bytes = early.len() as u64;
     }
-    let s = splice::splice(client, upstream, ctx.settings.timeouts.idle, ctx.shutdown.cancelled()).await;
+    let s = splice::splice(
+        client,
+        upstream,
+        ctx.settings.timeouts.idle,
+        ctx.shutdown.cancelled(),
+    )
+    .await;
     ctx.log.close(&Close {
         conn_id: o.conn_id,
         request: o.request,

@@ -81,14 +81,21 @@ impl Dialer {
             return None;
         }
         Some(match range.via {
-            Some(via) => format!("{ip} embeds ({via}) an address in {} ({})", range.cidr, range.name),
+            Some(via) => format!(
+                "{ip} embeds ({via}) an address in {} ({})",
+                range.cidr, range.name
+            ),
             None => format!("{ip} is in {} ({})", range.cidr, range.name),
         })
     }
 
     /// Addresses for the target, every one checked. Any forbidden address fails the whole lookup, so a
     /// name that mixes public and private answers cannot be used to reach the private one.
-    pub async fn resolve(&self, target: &Target, info: &mut DialInfo) -> Result<Vec<IpAddr>, DialError> {
+    pub async fn resolve(
+        &self,
+        target: &Target,
+        info: &mut DialInfo,
+    ) -> Result<Vec<IpAddr>, DialError> {
         let addrs = match &target.host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => match self.static_hosts.get(name) {
@@ -113,7 +120,10 @@ impl Dialer {
 
     async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, DialError> {
         let resolver = self.resolver.as_ref().map_err(|e| {
-            DialError::new(Reason::DnsFailed, format!("no usable resolver ({e}); {name} is not in dns.hosts"))
+            DialError::new(
+                Reason::DnsFailed,
+                format!("no usable resolver ({e}); {name} is not in dns.hosts"),
+            )
         })?;
         // hickory treats names without a trailing dot as relative; the target is always absolute.
         let fqdn = format!("{name}.");
@@ -126,7 +136,10 @@ impl Dialer {
             Ok(Ok(lookup)) => {
                 let addrs: Vec<IpAddr> = lookup.iter().collect();
                 if addrs.is_empty() {
-                    Err(DialError::new(Reason::DnsFailed, format!("{name} has no addresses")))
+                    Err(DialError::new(
+                        Reason::DnsFailed,
+                        format!("{name} has no addresses"),
+                    ))
                 } else {
                     Ok(addrs)
                 }
@@ -165,7 +178,10 @@ impl Dialer {
         if timed_out {
             return Err(DialError::new(
                 Reason::UpstreamConnectTimeout,
-                format!("no answer from {addrs:?} port {port} within {:?}", self.connect_timeout),
+                format!(
+                    "no answer from {addrs:?} port {port} within {:?}",
+                    self.connect_timeout
+                ),
             ));
         }
         match last {
@@ -177,7 +193,10 @@ impl Dialer {
                 Reason::UpstreamUnreachable,
                 format!("{addrs:?} port {port}: {e}"),
             )),
-            None => Err(DialError::new(Reason::UpstreamUnreachable, "no addresses to dial")),
+            None => Err(DialError::new(
+                Reason::UpstreamUnreachable,
+                "no addresses to dial",
+            )),
         }
     }
 
@@ -204,7 +223,8 @@ fn interleave(addrs: &[IpAddr]) -> Vec<IpAddr> {
 fn build_resolver(s: &Settings) -> Result<TokioResolver, String> {
     let provider = TokioConnectionProvider::default();
     let mut builder = if s.dns.servers.is_empty() {
-        TokioResolver::builder(provider).map_err(|e| format!("reading the system DNS configuration: {e}"))?
+        TokioResolver::builder(provider)
+            .map_err(|e| format!("reading the system DNS configuration: {e}"))?
     } else {
         let mut cfg = ResolverConfig::new();
         for addr in &s.dns.servers {

@@ -34,7 +34,13 @@ pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
 
 // --- serving the client connection ---
 
-pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, peer: SocketAddr, conn_id: u64, buf: Vec<u8>) {
+pub(super) async fn serve(
+    ctx: Arc<Ctx>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    buf: Vec<u8>,
+) {
     let io = TokioIo::new(Prefixed {
         prefix: Bytes::from(buf),
         inner: stream,
@@ -126,7 +132,10 @@ async fn handle(
     parts.uri = match Uri::try_from(format!("http://{}{}", target.authority(), path)) {
         Ok(u) => u,
         Err(e) => {
-            o.refuse(Reason::InvalidTarget, format!("cannot rebuild the request URI: {e}"));
+            o.refuse(
+                Reason::InvalidTarget,
+                format!("cannot rebuild the request URI: {e}"),
+            );
             ctx.log.decision(&o);
             return refusal(&o);
         }
@@ -171,7 +180,10 @@ async fn handle(
                     d.info.fill(&mut o);
                     o.refuse(d.reason, d.detail.clone());
                 }
-                None => o.refuse(Reason::UpstreamError, format!("upstream exchange failed: {}", chain(&e))),
+                None => o.refuse(
+                    Reason::UpstreamError,
+                    format!("upstream exchange failed: {}", chain(&e)),
+                ),
             }
             ctx.log.decision(&o);
             refusal(&o)
@@ -212,13 +224,19 @@ async fn connect_upgrade(
     n: u32,
 ) -> Response<ProxyBody> {
     let mut o = Outcome::new(conn_id, n, peer, Kind::Connect);
-    let authority = req.uri().authority().map(|a| a.to_string()).unwrap_or_default();
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let Some(upstream) = connect::open(&ctx, &authority, &mut o).await else {
         return refusal(&o);
     };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
-            Ok(upgraded) => connect::run_tunnel(&ctx, TokioIo::new(upgraded), upstream, &[], &o).await,
+            Ok(upgraded) => {
+                connect::run_tunnel(&ctx, TokioIo::new(upgraded), upstream, &[], &o).await
+            }
             Err(_) => ctx.log.close(&Close {
                 conn_id,
                 request: n,
@@ -231,7 +249,11 @@ async fn connect_upgrade(
             }),
         }
     });
-    Response::new(http_body_util::Empty::new().map_err(|never| match never {}).boxed())
+    Response::new(
+        http_body_util::Empty::new()
+            .map_err(|never| match never {})
+            .boxed(),
+    )
 }
 
 // --- headers ---
@@ -270,7 +292,12 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Settings) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(settings.timeouts.idle.min(std::time::Duration::from_secs(90)))
+        .pool_idle_timeout(
+            settings
+                .timeouts
+                .idle
+                .min(std::time::Duration::from_secs(90)),
+        )
         .pool_timer(TokioTimer::new())
         .set_host(false)
         .build(Connector { dialer })
@@ -362,10 +389,12 @@ impl tower_service::Service<Uri> for Connector {
         Box::pin(async move {
             let mut info = DialInfo::default();
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-            let target = crate::target::parse_authority(authority, Some(80)).map_err(|e| ConnectFailure {
-                reason: Reason::InvalidTarget,
-                detail: e.to_string(),
-                info: DialInfo::default(),
+            let target = crate::target::parse_authority(authority, Some(80)).map_err(|e| {
+                ConnectFailure {
+                    reason: Reason::InvalidTarget,
+                    detail: e.to_string(),
+                    info: DialInfo::default(),
+                }
             })?;
             match dialer.dial(&target, &mut info).await {
                 Ok(stream) => Ok(Upstream {
@@ -375,7 +404,11 @@ impl tower_service::Service<Uri> for Connector {
                         reported: AtomicBool::new(false),
                     }),
                 }),
-                Err(DialError { reason, detail }) => Err(ConnectFailure { reason, detail, info }),
+                Err(DialError { reason, detail }) => Err(ConnectFailure {
+                    reason,
+                    detail,
+                    info,
+                }),
             }
         })
     }
@@ -403,7 +436,11 @@ impl hyper::rt::Read for Upstream {
 }
 
 impl hyper::rt::Write for Upstream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.io).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -426,7 +463,10 @@ impl Body for Counted {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &r {
             if let Some(d) = f.data_ref() {
@@ -480,7 +520,10 @@ impl Body for Tracked {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {
@@ -525,7 +568,11 @@ struct Prefixed {
 }
 
 impl AsyncRead for Prefixed {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             let chunk = self.prefix.split_to(n);
@@ -537,7 +584,11 @@ impl AsyncRead for Prefixed {
 }
 
 impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -52,7 +52,12 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 format!("more than {MAX_HEADERS} header fields"),
             ))
         }
-        Err(e) => return Err(err(Reason::BadRequest, format!("malformed request head: {e}"))),
+        Err(e) => {
+            return Err(err(
+                Reason::BadRequest,
+                format!("malformed request head: {e}"),
+            ))
+        }
     };
     let method = req.method.unwrap_or_default();
     let path = req.path.unwrap_or_default();
@@ -89,9 +94,14 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     Err(with_method(match scheme {
         Some(s) => err(
             Reason::UnsupportedScheme,
-            format!("{s}:// URLs are not proxied; use CONNECT for https and http:// for plain HTTP"),
+            format!(
+                "{s}:// URLs are not proxied; use CONNECT for https and http:// for plain HTTP"
+            ),
         ),
-        None => err(Reason::InvalidTarget, format!("{path:?} is not an absolute http:// URL")),
+        None => err(
+            Reason::InvalidTarget,
+            format!("{path:?} is not an absolute http:// URL"),
+        ),
     }))
 }
 
@@ -124,7 +134,12 @@ pub async fn read_head<R: AsyncRead + Unpin>(
                     format!("request head not complete within timeouts.header ({timeout:?})"),
                 ))
             }
-            Ok(Err(e)) => return Err(err(Reason::BadRequest, format!("reading request head: {e}"))),
+            Ok(Err(e)) => {
+                return Err(err(
+                    Reason::BadRequest,
+                    format!("reading request head: {e}"),
+                ))
+            }
             Ok(Ok(n)) => n,
         };
         if n == 0 {
@@ -148,17 +163,41 @@ mod tests {
     #[test]
     fn classifies() {
         let cases: &[(&str, Result<&str, Reason>)] = &[
-            ("CONNECT api.cast.ai:443 HTTP/1.1\r\nHost: api.cast.ai:443\r\n\r\n", Ok("connect")),
-            ("GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n", Ok("forward")),
+            (
+                "CONNECT api.cast.ai:443 HTTP/1.1\r\nHost: api.cast.ai:443\r\n\r\n",
+                Ok("connect"),
+            ),
+            (
+                "GET http://a.example/x HTTP/1.1\r\nHost: a.example\r\n\r\n",
+                Ok("forward"),
+            ),
             ("POST HTTP://a.example/ HTTP/1.0\r\n\r\n", Ok("forward")),
-            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Err(Reason::NotProxyRequest)),
+            (
+                "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+                Err(Reason::NotProxyRequest),
+            ),
             ("OPTIONS * HTTP/1.1\r\n\r\n", Err(Reason::NotProxyRequest)),
-            ("GET https://a.example/ HTTP/1.1\r\n\r\n", Err(Reason::UnsupportedScheme)),
-            ("GET ftp://a.example/ HTTP/1.1\r\n\r\n", Err(Reason::UnsupportedScheme)),
+            (
+                "GET https://a.example/ HTTP/1.1\r\n\r\n",
+                Err(Reason::UnsupportedScheme),
+            ),
+            (
+                "GET ftp://a.example/ HTTP/1.1\r\n\r\n",
+                Err(Reason::UnsupportedScheme),
+            ),
             ("GET a.example HTTP/1.1\r\n\r\n", Err(Reason::InvalidTarget)),
-            ("CONNECT http://a.example:443 HTTP/1.1\r\n\r\n", Err(Reason::InvalidTarget)),
-            ("GET http://a/ HTTP/2.0\r\n\r\n", Err(Reason::UnsupportedVersion)),
-            ("GET http://a/ HTTP/1.1\r\nbad header\r\n\r\n", Err(Reason::BadRequest)),
+            (
+                "CONNECT http://a.example:443 HTTP/1.1\r\n\r\n",
+                Err(Reason::InvalidTarget),
+            ),
+            (
+                "GET http://a/ HTTP/2.0\r\n\r\n",
+                Err(Reason::UnsupportedVersion),
+            ),
+            (
+                "GET http://a/ HTTP/1.1\r\nbad header\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
             ("\x00\x01\x02 garbage\r\n\r\n", Err(Reason::BadRequest)),
         ];
         for (input, want) in cases {
@@ -176,7 +215,10 @@ mod tests {
         assert_eq!(classify(b"CONNECT a:443 HTTP/1.1\r\n"), Ok(None));
         let buf = b"CONNECT a.example:443 HTTP/1.1\r\n\r\n\x16\x03\x01";
         match classify(buf).unwrap().unwrap() {
-            Request::Connect { authority, head_len } => {
+            Request::Connect {
+                authority,
+                head_len,
+            } => {
                 assert_eq!(authority, "a.example:443");
                 assert_eq!(&buf[head_len..], b"\x16\x03\x01");
             }
@@ -189,14 +231,21 @@ mod tests {
         let big = format!("GET http://a/ HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(5000));
         let mut io = big.as_bytes();
         let mut buf = Vec::new();
-        let e = read_head(&mut io, &mut buf, 2048, Duration::from_secs(5)).await.unwrap_err();
+        let e = read_head(&mut io, &mut buf, 2048, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(e.reason, Reason::HeaderTooLarge);
 
         let (mut client, mut server) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
-        client.write_all(b"CONNECT a:443 HTTP/1.1\r\n").await.unwrap();
+        client
+            .write_all(b"CONNECT a:443 HTTP/1.1\r\n")
+            .await
+            .unwrap();
         let mut buf = Vec::new();
-        let e = read_head(&mut server, &mut buf, 2048, Duration::from_millis(50)).await.unwrap_err();
+        let e = read_head(&mut server, &mut buf, 2048, Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert_eq!(e.reason, Reason::HeaderTimeout);
     }
 }

@@ -64,14 +64,21 @@ impl Ctx {
         o.decision = Verdict::Deny;
         o.detail = Some(match reason {
             Reason::DeniedByRule => "a deny rule matches this host".into(),
-            Reason::DeniedPort => format!("port {} is not in the matching rule's ports", target.port),
+            Reason::DeniedPort => {
+                format!("port {} is not in the matching rule's ports", target.port)
+            }
             _ => "no allow rule matches this host and port".into(),
         });
         false
     }
 
     /// Normalize an authority and record it in the outcome; on error the outcome is refused.
-    fn target(&self, authority: &str, default_port: Option<u16>, o: &mut Outcome) -> Option<Target> {
+    fn target(
+        &self,
+        authority: &str,
+        default_port: Option<u16>,
+        o: &mut Outcome,
+    ) -> Option<Target> {
         match parse_authority(authority, default_port) {
             Ok(t) => {
                 o.host = Some(t.host.to_string());
@@ -97,7 +104,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn bind(settings: Settings, log: EventLog, shutdown: CancellationToken) -> std::io::Result<Self> {
+    pub async fn bind(
+        settings: Settings,
+        log: EventLog,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(settings.listen).await?;
         Ok(Proxy {
             listener,
@@ -106,7 +117,9 @@ impl Proxy {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("bound listener has an address")
     }
 
     pub fn ctx(&self) -> &Arc<Ctx> {
@@ -162,15 +175,21 @@ impl Proxy {
 async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr, conn_id: u64) {
     let limits = &ctx.settings.limits;
     let mut buf = Vec::with_capacity(1024);
-    let read = head::read_head(&mut stream, &mut buf, limits.max_header_bytes, ctx.settings.timeouts.header);
+    let read = head::read_head(
+        &mut stream,
+        &mut buf,
+        limits.max_header_bytes,
+        ctx.settings.timeouts.header,
+    );
     let request = tokio::select! {
         r = read => r,
         _ = ctx.shutdown.cancelled() => return,
     };
     match request {
-        Ok(Request::Connect { authority, head_len }) => {
-            connect::handle_first(ctx, stream, peer, conn_id, buf, head_len, authority).await
-        }
+        Ok(Request::Connect {
+            authority,
+            head_len,
+        }) => connect::handle_first(ctx, stream, peer, conn_id, buf, head_len, authority).await,
         Ok(Request::Forward) => forward::serve(ctx, stream, peer, conn_id, buf).await,
         // A connection that closes without sending anything made no request: nothing to decide or log.
         Err(e) if buf.is_empty() && e.reason == Reason::BadRequest => {}

@@ -121,7 +121,12 @@ mod tests {
     async fn copies_counts_and_half_closes() {
         let (client, mut client_peer) = tokio::io::duplex(1024);
         let (upstream, mut upstream_peer) = tokio::io::duplex(1024);
-        let task = tokio::spawn(splice(client, upstream, Duration::from_secs(10), std::future::pending()));
+        let task = tokio::spawn(splice(
+            client,
+            upstream,
+            Duration::from_secs(10),
+            std::future::pending(),
+        ));
         client_peer.write_all(b"hello").await.unwrap();
         client_peer.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -142,7 +147,13 @@ mod tests {
     async fn idle_timeout_closes() {
         let (client, _client_peer) = tokio::io::duplex(1024);
         let (upstream, _upstream_peer) = tokio::io::duplex(1024);
-        let s = splice(client, upstream, Duration::from_millis(50), std::future::pending()).await;
+        let s = splice(
+            client,
+            upstream,
+            Duration::from_millis(50),
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(s.close_reason, CloseReason::IdleTimeout);
     }
 }

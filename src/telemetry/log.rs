@@ -295,8 +295,19 @@ mod tests {
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let v: Value = serde_json::from_str(text.trim()).unwrap();
         for key in [
-            "ts", "conn_id", "client_addr", "kind", "host", "port", "decision", "reason", "rule",
-            "resolved_addrs", "upstream_addr", "dns_ms", "connect_ms",
+            "ts",
+            "conn_id",
+            "client_addr",
+            "kind",
+            "host",
+            "port",
+            "decision",
+            "reason",
+            "rule",
+            "resolved_addrs",
+            "upstream_addr",
+            "dns_ms",
+            "connect_ms",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
         }

@@ -51,10 +51,7 @@ impl Captured {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!(
-            "expected {n} {event} lines, got {:?}",
-            self.events(event)
-        );
+        panic!("expected {n} {event} lines, got {:?}", self.events(event));
     }
 }
 
@@ -115,7 +112,9 @@ pub struct TlsOrigin {
 /// `hello from tls origin`.
 pub async fn tls_origin(names: &[&str]) -> TlsOrigin {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let cert = rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let ca_pem = dir.path().join("origin.pem");
     std::fs::write(&ca_pem, cert.cert.pem()).unwrap();
@@ -129,10 +128,14 @@ pub async fn tls_origin(names: &[&str]) -> TlsOrigin {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(s).await else { return };
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
                 while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -166,23 +169,32 @@ pub async fn http_origin() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
-            let Ok((s, _)) = listener.accept().await else { return };
+            let Ok((s, _)) = listener.accept().await else {
+                return;
+            };
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: hyper::Request<hyper::body::Incoming>| async move {
-                    let mut text = format!("{} {}\n", req.method(), req.uri());
-                    for (k, v) in req.headers() {
-                        text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
-                    }
-                    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                    text.push_str(&format!("body-length: {}\n", body.len()));
-                    let resp = hyper::Response::builder()
-                        .header("x-origin", "plain")
-                        .header("connection", "keep-alive, x-hop")
-                        .header("x-hop", "should be stripped")
-                        .body(Full::new(bytes::Bytes::from(text)))
-                        .unwrap();
-                    Ok::<_, std::convert::Infallible>(resp)
-                });
+                let svc = hyper::service::service_fn(
+                    |req: hyper::Request<hyper::body::Incoming>| async move {
+                        let mut text = format!("{} {}\n", req.method(), req.uri());
+                        for (k, v) in req.headers() {
+                            text.push_str(&format!("{}: {}\n", k, v.to_str().unwrap_or("?")));
+                        }
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|b| b.to_bytes())
+                            .unwrap_or_default();
+                        text.push_str(&format!("body-length: {}\n", body.len()));
+                        let resp = hyper::Response::builder()
+                            .header("x-origin", "plain")
+                            .header("connection", "keep-alive, x-hop")
+                            .header("x-hop", "should be stripped")
+                            .body(Full::new(bytes::Bytes::from(text)))
+                            .unwrap();
+                        Ok::<_, std::convert::Infallible>(resp)
+                    },
+                );
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
                     .await;
@@ -205,7 +217,9 @@ pub async fn dns_server(records: Vec<(&'static str, [u8; 4])>) -> SocketAddr {
     tokio::spawn(async move {
         let mut buf = [0u8; 1500];
         loop {
-            let Ok((n, peer)) = sock.recv_from(&mut buf).await else { return };
+            let Ok((n, peer)) = sock.recv_from(&mut buf).await else {
+                return;
+            };
             if n < 12 {
                 continue;
             }
@@ -273,7 +287,10 @@ pub async fn read_response(s: &mut TcpStream) -> String {
         match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => break,
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Err(_) => panic!("no response within 10s; got {:?}", String::from_utf8_lossy(&buf)),
+            Err(_) => panic!(
+                "no response within 10s; got {:?}",
+                String::from_utf8_lossy(&buf)
+            ),
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
@@ -296,7 +313,11 @@ pub fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
 
 /// `CONNECT authority` and return the proxy's response head.
 pub async fn connect(proxy: SocketAddr, authority: &str) -> String {
-    raw(proxy, format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes()).await
+    raw(
+        proxy,
+        format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes(),
+    )
+    .await
 }
 
 pub struct CurlOut {
@@ -309,7 +330,16 @@ pub struct CurlOut {
 pub async fn curl(args: &[&str], env: &[(&str, &str)]) -> CurlOut {
     let mut cmd = tokio::process::Command::new("curl");
     cmd.args(["-sS", "--max-time", "15"]).args(args);
-    for v in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"] {
+    for v in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "all_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
         cmd.env_remove(v);
     }
     for (k, v) in env {

@@ -1,0 +1,179 @@
+//! The command line: run (embedded default + environment overrides), validate and check exit codes.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_egressd");
+
+fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, text).unwrap();
+    p.display().to_string()
+}
+
+#[test]
+fn validate_exit_codes_and_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        &dir,
+        "good.yaml",
+        "allow:\n  - name: a\n    hosts: [api.cast.ai]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &good])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = write(
+        &dir,
+        "bad.yaml",
+        "allow:\n  - name: a\n    hosts: [\"api.cast.ai:443\", \"10.0.0.0/99\"]\n    ports: [0]\ntimeouts: {connect: soon}\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &bad])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for path in [
+        "allow[0].hosts[0]",
+        "allow[0].hosts[1]",
+        "allow[0].ports[0]",
+        "timeouts.connect",
+    ] {
+        assert!(err.contains(path), "{path} missing from:\n{err}");
+    }
+    assert!(
+        err.contains("\"soon\""),
+        "the offending value is shown:\n{err}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["validate", "--config", "/nonexistent/egressd.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_decisions_and_exit_codes() {
+    // The embedded default allows the CAST AI endpoints.
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "api.cast.ai:443",
+            "https://grpc.cast.ai/",
+            "104.16.81.56:443",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("api.cast.ai:443\tallow\trule=castai-api\treason=allowed"),
+        "{stdout}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "api.cast.ai:443", "evil.example:443"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("evil.example:443\tdeny\trule=-\treason=denied_no_rule"),
+        "{stdout}"
+    );
+
+    let out = Command::new(BIN)
+        .args(["check", "2130706433:443"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "numeric forms of loopback are not allowed"
+    );
+
+    let out = Command::new(BIN).args(["check"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage error");
+}
+
+#[test]
+fn check_resolve_applies_destination_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        &dir,
+        "c.yaml",
+        "allow:\n  - name: a\n    hosts: [.test]\ndns:\n  hosts:\n    meta.test: [169.254.169.254]\n    ok.test: [104.16.81.56]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config", &cfg, "meta.test:443"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "without --resolve only the policy is checked"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "check",
+            "--config",
+            &cfg,
+            "--resolve",
+            "meta.test:443",
+            "ok.test:443",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("meta.test:443\tdeny\trule=a\treason=denied_private_address"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok.test:443\tallow\trule=a\treason=allowed\tresolved=104.16.81.56"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn run_with_embedded_default_and_env_override() {
+    let mut child = Command::new(BIN)
+        .env("EGRESSD_LISTEN", "127.0.0.1:0")
+        .env("EGRESSD_TIMEOUTS__HEADER", "2s")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["message"], "egressd listening");
+    let addr: std::net::SocketAddr = first["listen"].as_str().unwrap().parse().unwrap();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"CONNECT evil.example:443 HTTP/1.1\r\n\r\n")
+        .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 403"), "{resp}");
+    let decision: serde_json::Value =
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(decision["event"], "decision");
+    assert_eq!(decision["reason"], "denied_no_rule");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
