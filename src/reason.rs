@@ -15,6 +15,20 @@ pub enum Reason {
     DeniedPort,
     /// The destination address (literal or resolved) is loopback, private, link-local, metadata, ...
     DeniedPrivateAddress,
+    /// The ClientHello's SNI differs from the CONNECT host (`sni: strict`).
+    DeniedSniMismatch,
+    /// The ClientHello has no SNI where one is required.
+    DeniedSniMissing,
+    /// The SNI names a host the policy does not allow (`sni: policy`, or CONNECT to an allowed IP).
+    DeniedSniNotAllowed,
+    /// The ClientHello carries encrypted_client_hello, hiding the real name (`client_hello.ech: deny`).
+    DeniedEch,
+    /// The first bytes of a tunnel that requires TLS are not a TLS handshake.
+    DeniedNotTls,
+    /// The first bytes look like TLS but the ClientHello is malformed or larger than `client_hello.max_bytes`.
+    InvalidClientHello,
+    /// No complete ClientHello within `client_hello.timeout`.
+    ClientHelloTimeout,
     /// The request target is malformed (userinfo, control characters, bad port, ...).
     InvalidTarget,
     /// The host is not a valid DNS name (bad IDNA, label too long, numeric-looking name, ...).
@@ -48,12 +62,19 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 27] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
         Reason::DeniedPort,
         Reason::DeniedPrivateAddress,
+        Reason::DeniedSniMismatch,
+        Reason::DeniedSniMissing,
+        Reason::DeniedSniNotAllowed,
+        Reason::DeniedEch,
+        Reason::DeniedNotTls,
+        Reason::InvalidClientHello,
+        Reason::ClientHelloTimeout,
         Reason::InvalidTarget,
         Reason::InvalidHost,
         Reason::NotProxyRequest,
@@ -78,6 +99,13 @@ impl Reason {
             Reason::DeniedByRule => "denied_by_rule",
             Reason::DeniedPort => "denied_port",
             Reason::DeniedPrivateAddress => "denied_private_address",
+            Reason::DeniedSniMismatch => "denied_sni_mismatch",
+            Reason::DeniedSniMissing => "denied_sni_missing",
+            Reason::DeniedSniNotAllowed => "denied_sni_not_allowed",
+            Reason::DeniedEch => "denied_ech",
+            Reason::DeniedNotTls => "denied_not_tls",
+            Reason::InvalidClientHello => "invalid_client_hello",
+            Reason::ClientHelloTimeout => "client_hello_timeout",
             Reason::InvalidTarget => "invalid_target",
             Reason::InvalidHost => "invalid_host",
             Reason::NotProxyRequest => "not_proxy_request",
@@ -103,7 +131,14 @@ impl Reason {
             Reason::DeniedNoRule
             | Reason::DeniedByRule
             | Reason::DeniedPort
-            | Reason::DeniedPrivateAddress => 403,
+            | Reason::DeniedPrivateAddress
+            | Reason::DeniedSniMismatch
+            | Reason::DeniedSniMissing
+            | Reason::DeniedSniNotAllowed
+            | Reason::DeniedEch
+            | Reason::DeniedNotTls => 403,
+            Reason::InvalidClientHello => 400,
+            Reason::ClientHelloTimeout => 408,
             Reason::InvalidTarget
             | Reason::InvalidHost
             | Reason::NotProxyRequest
@@ -121,12 +156,19 @@ impl Reason {
         }
     }
 
-    /// Denials made by policy (rules), as opposed to malformed input or upstream failures. Report mode turns
-    /// only these into `would_deny`.
+    /// Denials made by policy (rules and the SNI checks), as opposed to malformed input, destination safety or
+    /// upstream failures. Report mode turns only these into `would_deny`.
     pub fn is_policy_denial(self) -> bool {
         matches!(
             self,
-            Reason::DeniedNoRule | Reason::DeniedByRule | Reason::DeniedPort
+            Reason::DeniedNoRule
+                | Reason::DeniedByRule
+                | Reason::DeniedPort
+                | Reason::DeniedSniMismatch
+                | Reason::DeniedSniMissing
+                | Reason::DeniedSniNotAllowed
+                | Reason::DeniedEch
+                | Reason::DeniedNotTls
         )
     }
 }

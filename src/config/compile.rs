@@ -3,6 +3,7 @@
 
 use super::raw::{RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
+use crate::policy::tls::{EchMode, SniMode, TlsChecks};
 use crate::policy::{noproxy, parse_pattern, Policy, PolicyBuilder, PortSet, RuleKind};
 use crate::target::{normalize_host, Host};
 use ipnet::IpNet;
@@ -48,6 +49,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub mode: Mode,
     pub policy: Arc<Policy>,
+    /// How the ClientHello inside CONNECT tunnels is read and judged.
+    pub tls: TlsChecks,
     /// Exceptions to the special-purpose address deny list.
     pub allow_cidrs: Vec<IpNet>,
     pub dns: Dns,
@@ -89,6 +92,37 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             Mode::Enforce
         }
     };
+
+    let sni = match raw.sni.as_deref().unwrap_or("strict") {
+        "strict" => SniMode::Strict,
+        "policy" => SniMode::Policy,
+        "off" => SniMode::Off,
+        other => {
+            errs.push(
+                "sni",
+                format!("{other:?} is not one of: strict, policy, off"),
+            );
+            SniMode::Strict
+        }
+    };
+    let ech = match raw.client_hello.ech.as_deref().unwrap_or("deny") {
+        "deny" => EchMode::Deny,
+        "outer" => EchMode::Outer,
+        other => {
+            errs.push(
+                "client_hello.ech",
+                format!("{other:?} is not one of: deny, outer"),
+            );
+            EchMode::Deny
+        }
+    };
+    let hello_max = raw.client_hello.max_bytes.unwrap_or(64 * 1024);
+    if !(512..=1024 * 1024).contains(&hello_max) {
+        errs.push(
+            "client_hello.max_bytes",
+            format!("{hello_max} is outside 512..=1048576"),
+        );
+    }
 
     let mut builder = PolicyBuilder::default();
     let mut seen = HashSet::new();
@@ -152,6 +186,12 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             }
         }
     };
+    let tls = TlsChecks {
+        sni,
+        ech,
+        hello_timeout: duration("client_hello.timeout", &raw.client_hello.timeout, "5s"),
+        hello_max_bytes: hello_max as usize,
+    };
     let timeouts = Timeouts {
         header: duration("timeouts.header", &raw.timeouts.header, "10s"),
         connect: duration("timeouts.connect", &raw.timeouts.connect, "10s"),
@@ -190,6 +230,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         listen,
         mode,
         policy: Arc::new(policy),
+        tls,
         allow_cidrs,
         dns,
         timeouts,
@@ -234,6 +275,12 @@ fn compile_rule(
         )
     };
     let id = builder.rule(&rule.name, kind, ports);
+    if let Some(tls) = rule.tls {
+        if kind == RuleKind::Deny {
+            errs.push(format!("{path}.tls"), "`tls` applies to allow rules only");
+        }
+        builder.set_tls(id, tls);
+    }
     match (&rule.no_proxy, rule.hosts.is_empty()) {
         (Some(_), false) => errs.push(
             path,

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 pub struct RawConfig {
     pub listen: Option<String>,
     pub mode: Option<String>,
+    pub sni: Option<String>,
+    #[serde(default)]
+    pub client_hello: RawClientHello,
     #[serde(default)]
     pub allow: Vec<RawRule>,
     #[serde(default)]
@@ -32,6 +35,7 @@ pub struct RawRule {
     pub no_proxy: Option<String>,
     #[serde(default)]
     pub ports: Vec<RawPort>,
+    pub tls: Option<bool>,
 }
 
 /// `443` or `"8000-8100"`.
@@ -40,6 +44,14 @@ pub struct RawRule {
 pub enum RawPort {
     Number(i64),
     Text(String),
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientHello {
+    pub timeout: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub ech: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

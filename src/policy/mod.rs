@@ -9,6 +9,7 @@ mod ip;
 pub mod noproxy;
 pub mod pattern;
 pub mod special_ip;
+pub mod tls;
 
 use crate::reason::Reason;
 use crate::target::{Host, Target};
@@ -45,6 +46,8 @@ struct Rule {
     name: Arc<str>,
     kind: RuleKind,
     ports: PortSet,
+    /// `tls: true|false` on the rule; `None` means TLS is required on port 443 only.
+    tls: Option<bool>,
 }
 
 /// One pattern's link to its rule; `port` is set for NO_PROXY `host:port` entries, which pin one port.
@@ -59,14 +62,17 @@ pub struct Decision {
     pub allowed: bool,
     pub rule: Option<Arc<str>>,
     pub reason: Reason,
+    /// The deciding allow rule's `tls` setting.
+    pub tls: Option<bool>,
 }
 
 impl Decision {
-    fn allow(rule: Arc<str>) -> Self {
+    fn allow(rule: Arc<str>, tls: Option<bool>) -> Self {
         Decision {
             allowed: true,
             rule: Some(rule),
             reason: Reason::Allowed,
+            tls,
         }
     }
     pub fn deny(reason: Reason, rule: Option<Arc<str>>) -> Self {
@@ -74,6 +80,7 @@ impl Decision {
             allowed: false,
             rule,
             reason,
+            tls: None,
         }
     }
 }
@@ -101,8 +108,13 @@ impl PolicyBuilder {
             name: name.into(),
             kind,
             ports,
+            tls: None,
         });
         RuleId(id)
+    }
+
+    pub fn set_tls(&mut self, rule: RuleId, tls: bool) {
+        self.policy.rules[rule.0 as usize].tls = Some(tls);
     }
 
     pub fn pattern(&mut self, rule: RuleId, p: &Pattern) -> Result<(), String> {
@@ -193,7 +205,10 @@ impl Policy {
         let name = |i: u32| Some(self.rules[i as usize].name.clone());
         match (deny, allow, host_only) {
             (Some(d), _, _) => Decision::deny(Reason::DeniedByRule, name(d)),
-            (None, Some(a), _) => Decision::allow(self.rules[a as usize].name.clone()),
+            (None, Some(a), _) => {
+                let rule = &self.rules[a as usize];
+                Decision::allow(rule.name.clone(), rule.tls)
+            }
             (None, None, Some(h)) => Decision::deny(Reason::DeniedPort, name(h)),
             (None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
         }

@@ -1,67 +1,193 @@
-//! CONNECT tunnels: decide, dial the checked address, answer 200, splice.
+//! CONNECT tunnels: decide, dial the checked address, answer 200, read the ClientHello and bind its SNI to the
+//! CONNECT host, then replay the peeked bytes and splice. The decision line is written once the hello has
+//! been judged (or the request refused earlier), so it carries the SNI.
 
+use super::peek::{peek, FirstBytes, Peeked};
 use super::{respond, splice, Ctx};
-use crate::telemetry::log::{Close, Kind, Outcome};
+use crate::config::Mode;
+use crate::policy::tls::{judge, tls_required, Hello, SniMode};
+use crate::reason::Reason;
+use crate::target::Target;
+use crate::telemetry::log::{Close, CloseReason, Kind, Outcome, Verdict};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Decide and dial for a CONNECT authority. The outcome is complete (and logged) when this returns;
-/// `None` means refused, with the reason in the outcome.
-pub(super) async fn open(ctx: &Ctx, authority: &str, o: &mut Outcome) -> Option<TcpStream> {
-    o.method = Some("CONNECT".into());
-    let target = ctx.target(authority, None, o)?;
-    let upstream = if ctx.decide(&target, o) {
-        let mut info = super::dial::DialInfo::default();
-        let r = ctx.dialer.dial(&target, &mut info).await;
-        o.resolved_addrs = info.resolved;
-        o.denied_addr = info.denied_addr;
-        o.upstream_addr = info.upstream;
-        o.dns_ms = info.dns_ms;
-        o.connect_ms = info.connect_ms;
-        r.map_err(|e| o.refuse(e.reason, e.detail)).ok()
-    } else {
-        None
-    };
-    ctx.log.decision(o);
-    upstream
+/// An allowed CONNECT with its upstream connected, waiting for the client's first bytes.
+pub(super) struct Opened {
+    target: Target,
+    upstream: TcpStream,
+    rule_tls: Option<bool>,
 }
 
-/// Splice an established tunnel and log its close line. `early` is data the client sent after the CONNECT
-/// head without waiting for the 200; it is forwarded first, never dropped.
-pub(super) async fn run_tunnel<C>(
+/// Decide and dial for a CONNECT authority. `None` means refused: the decision line is already written and
+/// the outcome holds the reason for the response.
+pub(super) async fn open(ctx: &Ctx, authority: &str, o: &mut Outcome) -> Option<Opened> {
+    o.method = Some("CONNECT".into());
+    let Some(target) = ctx.target(authority, None, o) else {
+        ctx.log.decision(o);
+        return None;
+    };
+    let Some(rule_tls) = ctx.decide(&target, o) else {
+        ctx.log.decision(o);
+        return None;
+    };
+    let mut info = super::dial::DialInfo::default();
+    let r = ctx.dialer.dial(&target, &mut info).await;
+    o.resolved_addrs = info.resolved;
+    o.denied_addr = info.denied_addr;
+    o.upstream_addr = info.upstream;
+    o.dns_ms = info.dns_ms;
+    o.connect_ms = info.connect_ms;
+    match r {
+        Ok(upstream) => Some(Opened {
+            target,
+            upstream,
+            rule_tls,
+        }),
+        Err(e) => {
+            o.refuse(e.reason, e.detail);
+            ctx.log.decision(o);
+            None
+        }
+    }
+}
+
+/// How the judged first bytes let the tunnel go on.
+enum Verdict2 {
+    Splice,
+    /// The client left or stayed silent before sending anything decisive: allowed, but nothing to splice.
+    Ended(CloseReason),
+    Refuse(Reason, String),
+}
+
+/// Peek, judge, log the decision, then replay and splice; log the close line. `early` is data the client
+/// sent after the CONNECT head without waiting for the 200; it is judged and forwarded first, never dropped.
+pub(super) async fn tunnel<C>(
     ctx: &Ctx,
-    client: C,
-    mut upstream: TcpStream,
-    early: &[u8],
-    o: &Outcome,
+    mut client: C,
+    opened: Opened,
+    early: Vec<u8>,
+    mut o: Outcome,
 ) where
-    C: AsyncRead + AsyncWrite,
+    C: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
-    let mut early_bytes = 0;
-    if !early.is_empty() && upstream.write_all(early).await.is_ok() {
-        early_bytes = early.len() as u64;
-    }
-    let s = splice::splice(
-        client,
-        upstream,
-        ctx.settings.timeouts.idle,
-        ctx.shutdown.cancelled(),
-    )
-    .await;
-    ctx.log.close(&Close {
+    let Opened {
+        target,
+        mut upstream,
+        rule_tls,
+    } = opened;
+    let checks = &ctx.settings.tls;
+    let required = tls_required(rule_tls, target.port);
+    let peeked = if checks.sni == SniMode::Off && !required {
+        Peeked {
+            first: FirstBytes::ServerFirst,
+            reads: usize::from(!early.is_empty()),
+            buf: early,
+        }
+    } else {
+        peek(
+            &mut client,
+            &upstream,
+            early,
+            required,
+            checks.hello_max_bytes,
+            checks.hello_timeout,
+            ctx.settings.timeouts.idle,
+        )
+        .await
+    };
+
+    let mut hello_records = None;
+    let verdict = match &peeked.first {
+        FirstBytes::Hello(info) => {
+            o.sni = info.sni.clone();
+            o.alpn = info.alpn.clone();
+            hello_records = Some(info.records);
+            let hello = Hello {
+                sni: info.sni.as_deref(),
+                ech: info.ech,
+            };
+            match judge(&ctx.settings.policy, checks, &target, hello) {
+                Ok(()) => Verdict2::Splice,
+                Err((r, d)) => Verdict2::Refuse(r, d),
+            }
+        }
+        FirstBytes::NotTls if required => Verdict2::Refuse(
+            Reason::DeniedNotTls,
+            "the first bytes are not a TLS ClientHello and this tunnel carries TLS only (port 443, or the \
+             rule's tls: true); set tls: false on the rule to allow plain TCP"
+                .into(),
+        ),
+        FirstBytes::NotTls | FirstBytes::ServerFirst => Verdict2::Splice,
+        FirstBytes::Invalid(why) => Verdict2::Refuse(Reason::InvalidClientHello, format!("malformed ClientHello: {why}")),
+        FirstBytes::TooLarge => Verdict2::Refuse(
+            Reason::InvalidClientHello,
+            format!("ClientHello larger than client_hello.max_bytes ({})", checks.hello_max_bytes),
+        ),
+        FirstBytes::Timeout if required => Verdict2::Refuse(
+            Reason::ClientHelloTimeout,
+            format!("no complete ClientHello within client_hello.timeout ({:?})", checks.hello_timeout),
+        ),
+        FirstBytes::Timeout => Verdict2::Ended(CloseReason::IdleTimeout),
+        FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
+    };
+    let verdict = match verdict {
+        Verdict2::Refuse(r, d) if ctx.settings.mode == Mode::Report && r.is_policy_denial() => {
+            o.decision = Verdict::WouldDeny;
+            o.reason = r;
+            o.detail = Some(d);
+            Verdict2::Splice
+        }
+        v => v,
+    };
+    let mut close = Close {
         conn_id: o.conn_id,
         request: o.request,
         kind: Kind::Connect,
         host: o.host.clone(),
-        bytes_up: s.bytes_up + early_bytes,
-        bytes_down: s.bytes_down,
-        duration: started.elapsed(),
-        close_reason: s.close_reason,
-    });
+        bytes_up: 0,
+        bytes_down: 0,
+        duration: Duration::ZERO,
+        close_reason: CloseReason::Eof,
+        hello_records,
+        hello_reads: Some(peeked.reads),
+    };
+    match verdict {
+        Verdict2::Refuse(reason, detail) => {
+            // The 200 is already sent: refusing means closing the tunnel without forwarding a byte.
+            o.refuse(reason, detail);
+            ctx.log.decision(&o);
+            close.close_reason = CloseReason::Denied;
+        }
+        Verdict2::Ended(reason) => {
+            ctx.log.decision(&o);
+            close.close_reason = reason;
+        }
+        Verdict2::Splice => {
+            ctx.log.decision(&o);
+            if !peeked.buf.is_empty() && upstream.write_all(&peeked.buf).await.is_err() {
+                close.close_reason = CloseReason::UpstreamError;
+            } else {
+                close.bytes_up = peeked.buf.len() as u64;
+                let s = splice::splice(
+                    client,
+                    upstream,
+                    ctx.settings.timeouts.idle,
+                    ctx.shutdown.cancelled(),
+                )
+                .await;
+                close.bytes_up += s.bytes_up;
+                close.bytes_down = s.bytes_down;
+                close.close_reason = s.close_reason;
+            }
+        }
+    }
+    close.duration = started.elapsed();
+    ctx.log.close(&close);
 }
 
 /// CONNECT as the first request on a connection: answered on the raw socket, no HTTP library involved.
@@ -75,24 +201,20 @@ pub(super) async fn handle_first(
     authority: String,
 ) {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-    let Some(upstream) = open(&ctx, &authority, &mut o).await else {
+    let Some(opened) = open(&ctx, &authority, &mut o).await else {
         respond::write_refusal(stream, &o).await;
         return;
     };
-    let established = stream
+    let early = buf[head_len..].to_vec();
+    drop(buf);
+    match stream
         .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        .await;
-    match established {
-        Ok(()) => run_tunnel(&ctx, stream, upstream, &buf[head_len..], &o).await,
-        Err(_) => ctx.log.close(&Close {
-            conn_id,
-            request: 1,
-            kind: Kind::Connect,
-            host: o.host.clone(),
-            bytes_up: 0,
-            bytes_down: 0,
-            duration: std::time::Duration::ZERO,
-            close_reason: crate::telemetry::log::CloseReason::ClientGone,
-        }),
+        .await
+    {
+        Ok(()) => tunnel(&ctx, stream, opened, early, o).await,
+        Err(_) => {
+            ctx.log.decision(&o);
+            ctx.log.close(&Close::ended(&o, CloseReason::ClientGone));
+        }
     }
 }

@@ -111,7 +111,7 @@ async fn handle(
         ctx.log.decision(&o);
         return refusal(&o);
     };
-    if !ctx.decide(&target, &mut o) {
+    if ctx.decide(&target, &mut o).is_none() {
         ctx.log.decision(&o);
         return refusal(&o);
     }
@@ -229,24 +229,18 @@ async fn connect_upgrade(
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let Some(upstream) = connect::open(&ctx, &authority, &mut o).await else {
+    let Some(opened) = connect::open(&ctx, &authority, &mut o).await else {
         return refusal(&o);
     };
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                connect::run_tunnel(&ctx, TokioIo::new(upgraded), upstream, &[], &o).await
+                connect::tunnel(&ctx, TokioIo::new(upgraded), opened, Vec::new(), o).await
             }
-            Err(_) => ctx.log.close(&Close {
-                conn_id,
-                request: n,
-                kind: Kind::Connect,
-                host: o.host.clone(),
-                bytes_up: 0,
-                bytes_down: 0,
-                duration: std::time::Duration::ZERO,
-                close_reason: CloseReason::ClientGone,
-            }),
+            Err(_) => {
+                ctx.log.decision(&o);
+                ctx.log.close(&Close::ended(&o, CloseReason::ClientGone));
+            }
         }
     });
     Response::new(
@@ -511,6 +505,8 @@ impl Tracked {
                 bytes_down: self.down,
                 duration: p.started.elapsed(),
                 close_reason: reason,
+                hello_records: None,
+                hello_reads: None,
             });
         }
     }

@@ -4,7 +4,9 @@ mod connect;
 pub mod dial;
 mod forward;
 pub mod head;
+mod peek;
 mod respond;
+pub mod sni;
 pub mod splice;
 
 use crate::config::{Mode, Settings};
@@ -44,22 +46,24 @@ impl Ctx {
         })
     }
 
-    /// Policy decision for a normalized target, with report mode applied. Returns whether to proceed.
-    fn decide(&self, target: &Target, o: &mut Outcome) -> bool {
+    /// Policy decision for a normalized target, with report mode applied, recorded in the outcome.
+    /// `Some(rule_tls)` means proceed (with the deciding rule's `tls` setting), `None` means refused.
+    fn decide(&self, target: &Target, o: &mut Outcome) -> Option<Option<bool>> {
         let Decision {
             allowed,
             rule,
             reason,
+            tls,
         } = self.settings.policy.decide(target);
         o.rule = rule;
         o.reason = reason;
         if allowed {
             o.decision = Verdict::Allow;
-            return true;
+            return Some(tls);
         }
         if self.settings.mode == Mode::Report && reason.is_policy_denial() {
             o.decision = Verdict::WouldDeny;
-            return true;
+            return Some(None);
         }
         o.decision = Verdict::Deny;
         o.detail = Some(match reason {
@@ -69,7 +73,7 @@ impl Ctx {
             }
             _ => "no allow rule matches this host and port".into(),
         });
-        false
+        None
     }
 
     /// Normalize an authority and record it in the outcome; on error the outcome is refused.

@@ -67,6 +67,9 @@ pub struct Outcome {
     pub upstream_addr: Option<SocketAddr>,
     pub dns_ms: Option<f64>,
     pub connect_ms: Option<f64>,
+    /// SNI and ALPN of the ClientHello inside a CONNECT tunnel.
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
 }
 
 impl Outcome {
@@ -88,6 +91,8 @@ impl Outcome {
             upstream_addr: None,
             dns_ms: None,
             connect_ms: None,
+            sni: None,
+            alpn: Vec::new(),
         }
     }
 
@@ -114,6 +119,8 @@ pub enum CloseReason {
     ClientGone,
     /// The proxy is shutting down.
     Shutdown,
+    /// The tunnel was refused after the 200 (SNI or ClientHello checks) and closed unused.
+    Denied,
 }
 
 impl CloseReason {
@@ -125,6 +132,7 @@ impl CloseReason {
             CloseReason::UpstreamError => "upstream_error",
             CloseReason::ClientGone => "client_gone",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Denied => "denied",
         }
     }
 }
@@ -139,6 +147,28 @@ pub struct Close {
     pub bytes_down: u64,
     pub duration: Duration,
     pub close_reason: CloseReason,
+    /// TLS records the ClientHello spanned, when one was read.
+    pub hello_records: Option<usize>,
+    /// Reads (roughly, TCP segments) the tunnel's first bytes arrived in, when they were peeked.
+    pub hello_reads: Option<usize>,
+}
+
+impl Close {
+    /// A tunnel that ended before any byte was forwarded.
+    pub fn ended(o: &Outcome, reason: CloseReason) -> Self {
+        Close {
+            conn_id: o.conn_id,
+            request: o.request,
+            kind: o.kind,
+            host: o.host.clone(),
+            bytes_up: 0,
+            bytes_down: 0,
+            duration: Duration::ZERO,
+            close_reason: reason,
+            hello_records: None,
+            hello_reads: None,
+        }
+    }
 }
 
 type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
@@ -217,6 +247,8 @@ fn decision_fields(o: &Outcome) -> Map<String, Value> {
         "upstream_addr": o.upstream_addr.map(|a| a.to_string()),
         "dns_ms": o.dns_ms,
         "connect_ms": o.connect_ms,
+        "sni": o.sni,
+        "alpn": o.alpn,
     });
     match v {
         Value::Object(m) => m,
@@ -236,6 +268,8 @@ fn close_fields(c: &Close) -> Map<String, Value> {
         "bytes_down": c.bytes_down,
         "duration_ms": ms(c.duration),
         "close_reason": c.close_reason.as_str(),
+        "hello_records": c.hello_records,
+        "hello_reads": c.hello_reads,
     });
     match v {
         Value::Object(m) => m,
@@ -330,6 +364,8 @@ mod tests {
             bytes_down: 20,
             duration: Duration::from_millis(5),
             close_reason: CloseReason::Eof,
+            hello_records: None,
+            hello_reads: None,
         });
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         assert!(text.contains("close "), "{text}");

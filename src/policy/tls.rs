@@ -1,0 +1,310 @@
+//! Judging the TLS ClientHello a client sends inside an allowed CONNECT tunnel (pure; the hello has already
+//! been parsed). This is what stops domain fronting: a tunnel opened for an allowed name may only carry TLS
+//! for that name.
+
+use super::Policy;
+use crate::reason::Reason;
+use crate::target::{normalize_host, Host, Target};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SniMode {
+    /// The SNI must be present and equal to the CONNECT host.
+    Strict,
+    /// The SNI must be present and itself allowed by the policy.
+    Policy,
+    /// No check (unsafe: allows domain fronting).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EchMode {
+    /// A hello with encrypted_client_hello is refused: the real name is hidden.
+    Deny,
+    /// Judge the outer (public) SNI like any other.
+    Outer,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsChecks {
+    pub sni: SniMode,
+    pub ech: EchMode,
+    pub hello_timeout: Duration,
+    pub hello_max_bytes: usize,
+}
+
+/// Must the tunnel carry TLS? A rule's `tls:` decides; without it, port 443 requires TLS.
+pub fn tls_required(rule_tls: Option<bool>, port: u16) -> bool {
+    rule_tls.unwrap_or(port == 443)
+}
+
+/// What the hello said, as far as the judgment needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Hello<'a> {
+    pub sni: Option<&'a str>,
+    pub ech: bool,
+}
+
+/// `Ok` if the hello may go to the upstream chosen for `target`, else the reason and an explanation.
+pub fn judge(
+    policy: &Policy,
+    checks: &TlsChecks,
+    target: &Target,
+    hello: Hello<'_>,
+) -> Result<(), (Reason, String)> {
+    if hello.ech && checks.ech == EchMode::Deny {
+        return Err((
+            Reason::DeniedEch,
+            "the ClientHello uses encrypted_client_hello, which hides the real server name".into(),
+        ));
+    }
+    if checks.sni == SniMode::Off {
+        return Ok(());
+    }
+    let sni = match hello.sni {
+        Some(raw) => Some(normalize_host(raw).map_err(|e| {
+            (
+                Reason::DeniedSniMismatch,
+                format!("the SNI {raw:?} is not a valid host name ({e})"),
+            )
+        })?),
+        None => None,
+    };
+    let allowed_by_policy = |host: Host| {
+        let t = Target {
+            host,
+            port: target.port,
+        };
+        policy.decide(&t).allowed
+    };
+    // CONNECT to an IP allowed by an IP rule: the SNI is optional, but a name it gives must be allowed.
+    if matches!(target.host, Host::Ip(_)) {
+        return match sni {
+            None => Ok(()),
+            Some(h) if allowed_by_policy(h.clone()) => Ok(()),
+            Some(h) => Err((
+                Reason::DeniedSniNotAllowed,
+                format!("the SNI {h} is not allowed on port {}", target.port),
+            )),
+        };
+    }
+    let Some(sni) = sni else {
+        return Err((
+            Reason::DeniedSniMissing,
+            "the ClientHello has no SNI; egressd needs it to bind the tunnel to the CONNECT host"
+                .into(),
+        ));
+    };
+    match checks.sni {
+        SniMode::Strict if sni == target.host => Ok(()),
+        SniMode::Strict => Err((
+            Reason::DeniedSniMismatch,
+            format!(
+                "the SNI {sni} differs from the CONNECT host {}",
+                target.host
+            ),
+        )),
+        SniMode::Policy if allowed_by_policy(sni.clone()) => Ok(()),
+        SniMode::Policy => Err((
+            Reason::DeniedSniNotAllowed,
+            format!("the SNI {sni} is not allowed on port {}", target.port),
+        )),
+        SniMode::Off => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{parse_pattern, PolicyBuilder, PortSet, RuleKind};
+    use crate::target::parse_authority;
+
+    fn policy() -> Policy {
+        let mut b = PolicyBuilder::default();
+        let id = b.rule("r", RuleKind::Allow, PortSet::from_ranges(vec![443..=443]));
+        for p in ["api.cast.ai", "grpc.cast.ai", "104.16.81.56"] {
+            b.pattern(id, &parse_pattern(p).unwrap()).unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    fn checks(sni: SniMode, ech: EchMode) -> TlsChecks {
+        TlsChecks {
+            sni,
+            ech,
+            hello_timeout: Duration::from_secs(5),
+            hello_max_bytes: 65536,
+        }
+    }
+
+    #[test]
+    fn table() {
+        use EchMode::*;
+        use SniMode::*;
+        let p = policy();
+        let cases: &[(
+            SniMode,
+            EchMode,
+            &str,
+            Option<&str>,
+            bool,
+            Result<(), Reason>,
+        )] = &[
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                Some("api.cast.ai"),
+                false,
+                Ok(()),
+            ),
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                Some("API.cast.ai."),
+                false,
+                Ok(()),
+            ),
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                Some("grpc.cast.ai"),
+                false,
+                Err(Reason::DeniedSniMismatch),
+            ),
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                Some("evil.example"),
+                false,
+                Err(Reason::DeniedSniMismatch),
+            ),
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                None,
+                false,
+                Err(Reason::DeniedSniMissing),
+            ),
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                Some("bad name"),
+                false,
+                Err(Reason::DeniedSniMismatch),
+            ),
+            (
+                Strict,
+                Deny,
+                "api.cast.ai:443",
+                Some("api.cast.ai"),
+                true,
+                Err(Reason::DeniedEch),
+            ),
+            (
+                Strict,
+                Outer,
+                "api.cast.ai:443",
+                Some("api.cast.ai"),
+                true,
+                Ok(()),
+            ),
+            (
+                Strict,
+                Outer,
+                "api.cast.ai:443",
+                Some("other.example"),
+                true,
+                Err(Reason::DeniedSniMismatch),
+            ),
+            (
+                Policy,
+                Deny,
+                "api.cast.ai:443",
+                Some("grpc.cast.ai"),
+                false,
+                Ok(()),
+            ),
+            (
+                Policy,
+                Deny,
+                "api.cast.ai:443",
+                Some("evil.example"),
+                false,
+                Err(Reason::DeniedSniNotAllowed),
+            ),
+            (
+                Policy,
+                Deny,
+                "api.cast.ai:443",
+                None,
+                false,
+                Err(Reason::DeniedSniMissing),
+            ),
+            (
+                Off,
+                Deny,
+                "api.cast.ai:443",
+                Some("evil.example"),
+                false,
+                Ok(()),
+            ),
+            (Off, Deny, "api.cast.ai:443", None, false, Ok(())),
+            (
+                Off,
+                Deny,
+                "api.cast.ai:443",
+                None,
+                true,
+                Err(Reason::DeniedEch),
+            ),
+            (Strict, Deny, "104.16.81.56:443", None, false, Ok(())),
+            (
+                Strict,
+                Deny,
+                "104.16.81.56:443",
+                Some("api.cast.ai"),
+                false,
+                Ok(()),
+            ),
+            (
+                Strict,
+                Deny,
+                "104.16.81.56:443",
+                Some("evil.example"),
+                false,
+                Err(Reason::DeniedSniNotAllowed),
+            ),
+        ];
+        for (mode, ech_mode, target, sni, ech, want) in cases {
+            let t = parse_authority(target, None).unwrap();
+            let got = judge(
+                &p,
+                &checks(*mode, *ech_mode),
+                &t,
+                Hello {
+                    sni: *sni,
+                    ech: *ech,
+                },
+            )
+            .map_err(|e| e.0);
+            assert_eq!(
+                got, *want,
+                "{mode:?} {ech_mode:?} {target} {sni:?} ech={ech}"
+            );
+        }
+    }
+
+    #[test]
+    fn tls_required_by_port_or_rule() {
+        assert!(tls_required(None, 443));
+        assert!(!tls_required(None, 8443));
+        assert!(tls_required(Some(true), 8443));
+        assert!(!tls_required(Some(false), 443));
+    }
+}
