@@ -128,7 +128,8 @@ pub(super) async fn tunnel<C>(
             Reason::InvalidClientHello,
             format!("ClientHello larger than client_hello.max_bytes ({})", checks.hello_max_bytes),
         ),
-        FirstBytes::Timeout if required => Verdict2::Refuse(
+        // A hello that was started must finish, whatever the port; silence is only fatal where TLS is required.
+        FirstBytes::Timeout if required || !peeked.buf.is_empty() => Verdict2::Refuse(
             Reason::ClientHelloTimeout,
             format!("no complete ClientHello within client_hello.timeout ({:?})", checks.hello_timeout),
         ),
