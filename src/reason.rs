@@ -45,10 +45,12 @@ pub enum Reason {
     UpstreamUnreachable,
     /// The upstream broke the HTTP exchange (closed early, sent an invalid response).
     UpstreamError,
+    /// A rule matches host and port but restricts paths, and the request's path is not one of them.
+    DeniedPath,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -69,6 +71,7 @@ impl Reason {
         Reason::UpstreamConnectTimeout,
         Reason::UpstreamUnreachable,
         Reason::UpstreamError,
+        Reason::DeniedPath,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +96,7 @@ impl Reason {
             Reason::UpstreamConnectTimeout => "upstream_connect_timeout",
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::UpstreamError => "upstream_error",
+            Reason::DeniedPath => "denied_path",
         }
     }
 
@@ -103,7 +107,8 @@ impl Reason {
             Reason::DeniedNoRule
             | Reason::DeniedByRule
             | Reason::DeniedPort
-            | Reason::DeniedPrivateAddress => 403,
+            | Reason::DeniedPrivateAddress
+            | Reason::DeniedPath => 403,
             Reason::InvalidTarget
             | Reason::InvalidHost
             | Reason::NotProxyRequest
@@ -126,7 +131,7 @@ impl Reason {
     pub fn is_policy_denial(self) -> bool {
         matches!(
             self,
-            Reason::DeniedNoRule | Reason::DeniedByRule | Reason::DeniedPort
+            Reason::DeniedNoRule | Reason::DeniedByRule | Reason::DeniedPort | Reason::DeniedPath
         )
     }
 }
@@ -163,5 +168,7 @@ mod tests {
         assert_eq!(Reason::HeaderTooLarge.status(), 431);
         assert_eq!(Reason::ConnectionLimit.status(), 503);
         assert_eq!(Reason::NotProxyRequest.status(), 400);
+        assert_eq!(Reason::DeniedPath.status(), 403);
+        assert!(Reason::DeniedPath.is_policy_denial());
     }
 }

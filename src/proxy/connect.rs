@@ -45,13 +45,8 @@ pub(super) async fn run_tunnel<C>(
     if !early.is_empty() && upstream.write_all(early).await.is_ok() {
         early_bytes = early.len() as u64;
     }
-    let s = splice::splice(
-        client,
-        upstream,
-        ctx.settings.timeouts.idle,
-        ctx.shutdown.cancelled(),
-    )
-    .await;
+    let idle = crate::policy::IdleOverride::resolve(o.idle, ctx.settings.timeouts.idle);
+    let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
     ctx.log.close(&Close {
         conn_id: o.conn_id,
         request: o.request,

@@ -111,7 +111,12 @@ async fn handle(
         ctx.log.decision(&o);
         return refusal(&o);
     };
-    if !ctx.decide(&target, &mut o) {
+    let request_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if !ctx.decide_request(&target, Some(request_path), &mut o) {
         ctx.log.decision(&o);
         return refusal(&o);
     }

@@ -67,6 +67,8 @@ pub struct Outcome {
     pub upstream_addr: Option<SocketAddr>,
     pub dns_ms: Option<f64>,
     pub connect_ms: Option<f64>,
+    /// The allowing rule's own tunnel idle timeout (not logged; the rule name says where it came from).
+    pub idle: Option<crate::policy::IdleOverride>,
 }
 
 impl Outcome {
@@ -88,6 +90,7 @@ impl Outcome {
             upstream_addr: None,
             dns_ms: None,
             connect_ms: None,
+            idle: None,
         }
     }
 
