@@ -4,8 +4,10 @@
 //! resolve and check every address → dial the checked address → splice (CONNECT) or forward (HTTP) →
 //! one decision line and one close line per request.
 
+pub mod agent_env;
 pub mod check;
 pub mod config;
+pub mod noproxy;
 pub mod policy;
 pub mod proxy;
 pub mod reason;
