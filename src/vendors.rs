@@ -361,6 +361,46 @@ pub fn render_list() -> String {
     out
 }
 
+/// `egressd vendors show NAME [--param k=v]...`: parameters not given are shown as `<name>` placeholders.
+pub fn show(name: &str, args: &[String]) -> Result<String, String> {
+    let p = find(name).ok_or_else(|| {
+        format!(
+            "{name:?} is not a vendor profile; available: {}",
+            names().join(", ")
+        )
+    })?;
+    let mut params = p.cli_params(args).map_err(|e| e.0)?;
+    let mut placeholders = Vec::new();
+    for spec in p.params.iter().filter(|s| s.required) {
+        if !params.contains_key(&spec.name) {
+            let ph = format!("<{}>", spec.name);
+            placeholders.push(spec.name.clone());
+            params.insert(
+                spec.name.clone(),
+                if spec.list {
+                    ParamValue::Many(vec![ph])
+                } else {
+                    ParamValue::One(ph)
+                },
+            );
+        }
+    }
+    let endpoints = p.expand(&params).map_err(|errs| {
+        errs.iter()
+            .map(|e| e.0.clone())
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let mut out = render_show(p, &endpoints);
+    if !placeholders.is_empty() {
+        out.push_str(&format!(
+            "\n(<{}> shown as placeholders; give --param NAME=VALUE, lists comma-separated)\n",
+            placeholders.join(">, <")
+        ));
+    }
+    Ok(out)
+}
+
 /// `egressd vendors show NAME`: each endpoint with its port, path, idle timeout, purpose and source.
 pub fn render_show(p: &Profile, endpoints: &[Endpoint]) -> String {
     let mut out = format!("{} — {}\n", p.name, p.title);
@@ -556,6 +596,34 @@ mod tests {
         assert!(eps
             .iter()
             .all(|e| e.hosts.iter().all(|h| !h.contains("cloudcasa.io"))));
+    }
+
+    #[test]
+    fn show_fills_placeholders_and_substitutes_params() {
+        let out = show("cloudcasa-self-hosted", &[]).unwrap();
+        assert!(out.contains("  <server>:443\n"), "{out}");
+        assert!(out.contains("placeholders"), "{out}");
+        let out = show(
+            "cloudcasa-self-hosted",
+            &[
+                "server=cc.example.internal".into(),
+                "storage=a.example,b.example".into(),
+            ],
+        )
+        .unwrap();
+        assert!(out.contains("  cc.example.internal:443\n"), "{out}");
+        assert!(out.contains("  b.example:443\n"), "{out}");
+        assert!(!out.contains("placeholders"), "{out}");
+        assert!(show("nosuch", &[]).unwrap_err().contains("castai-us"));
+        // Optional parameters left out drop their entries instead of showing placeholders.
+        let out = show("cloudcasa", &["storage=s3.example".into()]).unwrap();
+        assert!(
+            !out.contains("<registry>") && !out.contains("cloudcasa/registry"),
+            "{out}"
+        );
+        assert!(show("castai-us", &["x=1".into()])
+            .unwrap_err()
+            .contains("no parameter"));
     }
 
     #[test]

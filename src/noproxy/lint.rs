@@ -175,7 +175,7 @@ pub fn lint(no_proxy: &str, pod_cidr: Option<IpNet>, service_cidr: Option<IpNet>
                 warn(
                     "api_server_ip",
                     format!(
-                        "the API server is reached by IP (KUBERNETES_SERVICE_HOST, usually {api}); {} send it \
+                        "the API server is reached by IP (KUBERNETES_SERVICE_HOST, usually {api}); {} would send it \
                          through the proxy (.svc and .cluster.local do not cover an IP)",
                         names(&p)
                     ),
