@@ -257,3 +257,21 @@ fn validate_prints_the_path_warning() {
         "{err}"
     );
 }
+
+#[test]
+fn vendors_from_the_environment() {
+    let (code, out, err) = run(
+        &["check", "api.eu.cast.ai:443", "home.cloudcasa.io:443"],
+        &[("EGRESSD_VENDORS", "castai-eu,cloudcasa-ui")],
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("rule=castai-eu/api") && out.contains("rule=cloudcasa-ui/web"),
+        "{out}"
+    );
+    let (code, out, _) = run(
+        &["check", "castai.github.io:443"],
+        &[("EGRESSD_VENDORS_DISABLE", "castai-us/helm")],
+    );
+    assert_eq!(code, Some(1), "{out}");
+}
