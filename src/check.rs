@@ -51,6 +51,20 @@ pub fn parse_target_arg(arg: &str) -> Result<Target, (Reason, String)> {
     parse_authority(arg, None).map_err(to_reason)
 }
 
+/// The path of an `http://` URL (what a plain-HTTP request would carry, so `paths` rules apply); `None` for
+/// `https://` URLs and `host:port`, which reach egressd as CONNECT.
+pub fn plain_http_path(arg: &str) -> Option<String> {
+    let (scheme, rest) = arg.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") {
+        return None;
+    }
+    Some(match rest.find(['/', '?']) {
+        Some(i) if rest.as_bytes()[i] == b'/' => rest[i..].to_string(),
+        Some(i) => format!("/{}", &rest[i..]),
+        None => "/".to_string(),
+    })
+}
+
 pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> CheckResult {
     let mut r = CheckResult {
         input: arg.to_string(),
@@ -70,7 +84,9 @@ pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> C
         }
     };
     r.target = Some(target.authority());
-    let d = settings.policy.decide(&target);
+    let d = settings
+        .policy
+        .decide_request(&target, plain_http_path(arg).as_deref());
     r.rule = d.rule.map(|s| s.to_string());
     r.reason = d.reason;
     r.decision = if d.allowed {
@@ -91,4 +107,35 @@ pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> C
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_paths() {
+        assert_eq!(plain_http_path("http://h/a/b?q").as_deref(), Some("/a/b?q"));
+        assert_eq!(plain_http_path("HTTP://h").as_deref(), Some("/"));
+        assert_eq!(plain_http_path("http://h?q=1").as_deref(), Some("/?q=1"));
+        assert_eq!(plain_http_path("https://h/a"), None);
+        assert_eq!(plain_http_path("h:80"), None);
+    }
+
+    #[tokio::test]
+    async fn check_applies_paths_to_http_urls_only() {
+        let s = crate::config::from_yaml_str(
+            "allow:\n  - name: b\n    hosts: [storage.example]\n    ports: [80, 443]\n    paths: [\"/bucket/\"]\n",
+        )
+        .unwrap();
+        assert!(check(&s, None, "http://storage.example/bucket/x")
+            .await
+            .allowed());
+        let r = check(&s, None, "http://storage.example/other/x").await;
+        assert_eq!((r.allowed(), r.reason), (false, Reason::DeniedPath));
+        // https:// is a CONNECT: the path is not visible, the host is allowed.
+        assert!(check(&s, None, "https://storage.example/other/x")
+            .await
+            .allowed());
+    }
 }

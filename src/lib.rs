@@ -4,13 +4,16 @@
 //! resolve and check every address → dial the checked address → splice (CONNECT) or forward (HTTP) →
 //! one decision line and one close line per request.
 
+pub mod agent_env;
 pub mod check;
 pub mod config;
+pub mod noproxy;
 pub mod policy;
 pub mod proxy;
 pub mod reason;
 pub mod target;
 pub mod telemetry;
+pub mod vendors;
 
 pub use config::Settings;
 pub use proxy::Proxy;
@@ -23,6 +26,9 @@ pub async fn run(
     log: EventLog,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     let proxy = Proxy::bind(settings, log, shutdown).await?;
     if let Some(e) = proxy.ctx().dialer.resolver_error() {
         tracing::warn!(error = %e, "DNS resolver unavailable; only names in dns.hosts can be reached");

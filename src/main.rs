@@ -2,7 +2,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use egressd::check::check;
 use egressd::config;
 use egressd::proxy::dial::Dialer;
+use egressd::{agent_env, noproxy, vendors};
 use egressd::{CancellationToken, EventLog, LogFormat};
+use ipnet::IpNet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,6 +47,102 @@ enum Command {
         #[arg(required = true)]
         targets: Vec<String>,
     },
+    /// NO_PROXY tools: how Go, curl and Python clients read a NO_PROXY value.
+    Noproxy {
+        #[command(subcommand)]
+        command: NoproxyCommand,
+    },
+    /// List the embedded vendor profiles, or show one profile's endpoints.
+    Vendors {
+        #[command(subcommand)]
+        command: Option<VendorsCommand>,
+    },
+    /// Print the proxy environment and kubectl commands for a vendor's agents.
+    AgentEnv {
+        /// egressd's address as the agents reach it, e.g. http://egressd.egressd.svc:3128.
+        #[arg(long)]
+        proxy_url: String,
+        /// Vendor profile (see `egressd vendors`).
+        #[arg(long)]
+        vendor: String,
+        #[arg(long, value_parser = parse_cidr)]
+        pod_cidr: Option<IpNet>,
+        #[arg(long, value_parser = parse_cidr)]
+        service_cidr: Option<IpNet>,
+        #[arg(long, default_value = "cluster.local")]
+        cluster_domain: String,
+        /// Namespace of the agent workloads, where the vendor documents do not name it.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum NoproxyCommand {
+    /// For each URL and client: direct or through the proxy, and the entry that decided it.
+    Explain {
+        #[arg(long, allow_hyphen_values = true)]
+        no_proxy: String,
+        /// go, curl, python (urllib and requests), urllib, requests or all.
+        #[arg(long, default_value = "all")]
+        client: String,
+        #[arg(required = true)]
+        urls: Vec<String>,
+    },
+    /// Warnings, each with its fix, for known NO_PROXY pitfalls: exit 0 if none, 1 if any.
+    Lint {
+        #[arg(long, allow_hyphen_values = true)]
+        no_proxy: String,
+        #[arg(long, value_parser = parse_cidr)]
+        pod_cidr: Option<IpNet>,
+        #[arg(long, value_parser = parse_cidr)]
+        service_cidr: Option<IpNet>,
+    },
+    /// A NO_PROXY value that works the same for Go, curl and Python clients.
+    Suggest {
+        #[arg(long, value_parser = parse_cidr)]
+        pod_cidr: IpNet,
+        #[arg(long, value_parser = parse_cidr)]
+        service_cidr: IpNet,
+        #[arg(long, default_value = "cluster.local")]
+        cluster_domain: String,
+    },
+    /// Read the proxy variables (both cases) from the environment and explain what each client does.
+    FromEnv {
+        /// URLs to route with each client's own variables.
+        urls: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum VendorsCommand {
+    /// Each endpoint of a profile with its port, purpose and source document.
+    Show {
+        name: String,
+        /// Profile parameter NAME=VALUE (lists comma-separated); repeatable.
+        #[arg(long = "param")]
+        params: Vec<String>,
+    },
+}
+
+fn parse_cidr(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{s:?} is not a CIDR such as 10.96.0.0/12"))
+}
+
+/// Print a command's output, or its error on stderr with exit code 2.
+fn print_or_fail(r: Result<String, String>) -> ExitCode {
+    match r {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn init_tracing(format: Format) {
@@ -118,6 +216,9 @@ fn main() -> ExitCode {
         }
         Command::Validate { config } => match load(config.as_deref()) {
             Ok(s) => {
+                for w in &s.warnings {
+                    eprintln!("warning: {w}");
+                }
                 println!("configuration is valid: {} rules", s.policy.rule_count());
                 ExitCode::SUCCESS
             }
@@ -160,6 +261,77 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             })
+        }
+        Command::Noproxy { command } => run_noproxy(command),
+        Command::Vendors { command } => match command {
+            None => print_or_fail(Ok(vendors::render_list())),
+            Some(VendorsCommand::Show { name, params }) => {
+                print_or_fail(vendors::show(&name, &params))
+            }
+        },
+        Command::AgentEnv {
+            proxy_url,
+            vendor,
+            pod_cidr,
+            service_cidr,
+            cluster_domain,
+            namespace,
+        } => {
+            let Some(profile) = vendors::find(&vendor) else {
+                return print_or_fail(Err(format!(
+                    "{vendor:?} is not a vendor profile; available: {}",
+                    vendors::names().join(", ")
+                )));
+            };
+            print_or_fail(agent_env::render(&agent_env::Request {
+                proxy_url: &proxy_url,
+                profile,
+                pod_cidr,
+                service_cidr,
+                cluster_domain: &cluster_domain,
+                namespace: namespace.as_deref(),
+            }))
+        }
+    }
+}
+
+fn run_noproxy(command: NoproxyCommand) -> ExitCode {
+    match command {
+        NoproxyCommand::Explain {
+            no_proxy,
+            client,
+            urls,
+        } => print_or_fail(
+            noproxy::Client::parse_set(&client)
+                .and_then(|clients| noproxy::explain(&no_proxy, &clients, &urls)),
+        ),
+        NoproxyCommand::Lint {
+            no_proxy,
+            pod_cidr,
+            service_cidr,
+        } => {
+            let warnings = noproxy::lint(&no_proxy, pod_cidr, service_cidr);
+            print!("{}", noproxy::render_warnings(&warnings));
+            if warnings.is_empty() {
+                println!("no warnings");
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        NoproxyCommand::Suggest {
+            pod_cidr,
+            service_cidr,
+            cluster_domain,
+        } => print_or_fail(Ok(format!(
+            "{}\n",
+            noproxy::suggest(Some(pod_cidr), Some(service_cidr), &cluster_domain)
+        ))),
+        NoproxyCommand::FromEnv { urls } => {
+            let vars = std::env::vars()
+                .filter(|(k, _)| noproxy::env::VARIABLES.contains(&k.as_str()))
+                .collect();
+            print_or_fail(noproxy::from_env(&vars, &urls))
         }
     }
 }

@@ -59,10 +59,12 @@ pub enum Reason {
     UpstreamUnreachable,
     /// The upstream broke the HTTP exchange (closed early, sent an invalid response).
     UpstreamError,
+    /// A rule matches host and port but restricts paths, and the request's path is not one of them.
+    DeniedPath,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -90,6 +92,7 @@ impl Reason {
         Reason::UpstreamConnectTimeout,
         Reason::UpstreamUnreachable,
         Reason::UpstreamError,
+        Reason::DeniedPath,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -121,6 +124,7 @@ impl Reason {
             Reason::UpstreamConnectTimeout => "upstream_connect_timeout",
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::UpstreamError => "upstream_error",
+            Reason::DeniedPath => "denied_path",
         }
     }
 
@@ -136,7 +140,8 @@ impl Reason {
             | Reason::DeniedSniMissing
             | Reason::DeniedSniNotAllowed
             | Reason::DeniedEch
-            | Reason::DeniedNotTls => 403,
+            | Reason::DeniedNotTls
+            | Reason::DeniedPath => 403,
             Reason::InvalidClientHello => 400,
             Reason::ClientHelloTimeout => 408,
             Reason::InvalidTarget
@@ -169,6 +174,7 @@ impl Reason {
                 | Reason::DeniedSniNotAllowed
                 | Reason::DeniedEch
                 | Reason::DeniedNotTls
+                | Reason::DeniedPath
         )
     }
 }
@@ -205,5 +211,7 @@ mod tests {
         assert_eq!(Reason::HeaderTooLarge.status(), 431);
         assert_eq!(Reason::ConnectionLimit.status(), 503);
         assert_eq!(Reason::NotProxyRequest.status(), 400);
+        assert_eq!(Reason::DeniedPath.status(), 403);
+        assert!(Reason::DeniedPath.is_policy_denial());
     }
 }

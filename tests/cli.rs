@@ -77,7 +77,7 @@ fn check_decisions_and_exit_codes() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(
-        stdout.contains("api.cast.ai:443\tallow\trule=castai-api\treason=allowed"),
+        stdout.contains("api.cast.ai:443\tallow\trule=castai-us/api\treason=allowed"),
         "{stdout}"
     );
 
@@ -156,8 +156,24 @@ fn run_with_embedded_default_and_env_override() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
-    assert_eq!(first["message"], "egressd listening");
+    // Startup warnings (path rules that CONNECT cannot enforce) come before the listening line.
+    let mut warnings = Vec::new();
+    let first = loop {
+        let v: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+        if v["message"] == "egressd listening" {
+            break v;
+        }
+        warnings.push(v);
+    };
+    assert!(
+        warnings.iter().any(|w| w["level"] == "WARN"
+            && w["message"]
+                .as_str()
+                .unwrap()
+                .contains("castai-us/node-components")
+            && w["message"].as_str().unwrap().contains("TLS interception")),
+        "{warnings:?}"
+    );
     let addr: std::net::SocketAddr = first["listen"].as_str().unwrap().parse().unwrap();
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert_ne!(addr.port(), 0);

@@ -2,6 +2,7 @@
 //! trickles its ClientHello byte by byte or splits it into many records.
 
 mod support;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -218,9 +219,9 @@ async fn client_hello_timeout() {
     assert_eq!(d["reason"], "client_hello_timeout");
 }
 
-/// A stream that writes at most one byte per write call, so every byte of the ClientHello leaves in its own
-/// segment (TCP_NODELAY is set).
-struct Trickle(tokio::net::TcpStream);
+/// A stream that writes at most one byte per write call, with a pause before each, so the bytes of the
+/// ClientHello leave in separate segments (TCP_NODELAY is set).
+struct Trickle(tokio::net::TcpStream, Option<Pin<Box<tokio::time::Sleep>>>);
 
 impl AsyncRead for Trickle {
     fn poll_read(
@@ -238,6 +239,13 @@ impl AsyncWrite for Trickle {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        let pause = self.1.get_or_insert_with(|| {
+            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(1)))
+        });
+        if pause.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.1 = None;
         let n = buf.len().min(1);
         Pin::new(&mut self.0).poll_write(cx, &buf[..n])
     }
@@ -278,7 +286,7 @@ async fn rustls_through_proxy(
     let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
     let mut body = Vec::new();
     if trickle {
-        let mut tls = connector.connect(name, Trickle(s)).await.unwrap();
+        let mut tls = connector.connect(name, Trickle(s, None)).await.unwrap();
         tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
             .await
             .unwrap();

@@ -4,10 +4,13 @@
 use super::raw::{RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
 use crate::policy::tls::{EchMode, SniMode, TlsChecks};
-use crate::policy::{noproxy, parse_pattern, Policy, PolicyBuilder, PortSet, RuleKind};
+use crate::policy::{
+    noproxy, parse_pattern, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
+};
 use crate::target::{normalize_host, Host};
+use crate::vendors::{self, ParamValue};
 use ipnet::IpNet;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +59,8 @@ pub struct Settings {
     pub dns: Dns,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
+    pub warnings: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -126,21 +131,54 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
 
     let mut builder = PolicyBuilder::default();
     let mut seen = HashSet::new();
-    for (list, kind, rules) in [
-        ("allow", RuleKind::Allow, &raw.allow),
-        ("deny", RuleKind::Deny, &raw.deny),
-    ] {
-        for (i, rule) in rules.iter().enumerate() {
-            compile_rule(
-                &mut builder,
-                &mut errs,
-                &mut seen,
-                &format!("{list}[{i}]"),
-                kind,
-                rule,
-            );
-        }
+    // Local allow rules come first, so where one matches the same host and port as a profile entry, its name,
+    // paths and idle timeout decide. Deny rules beat every allow rule whatever their position.
+    for (i, rule) in raw.allow.iter().enumerate() {
+        compile_rule(
+            &mut builder,
+            &mut errs,
+            &mut seen,
+            &format!("allow[{i}]"),
+            RuleKind::Allow,
+            rule,
+        );
     }
+    let vendor_rules = vendor_rules(raw, &mut errs);
+    for (path, rule) in &vendor_rules {
+        compile_rule(
+            &mut builder,
+            &mut errs,
+            &mut seen,
+            path,
+            RuleKind::Allow,
+            rule,
+        );
+    }
+    for (i, rule) in raw.deny.iter().enumerate() {
+        compile_rule(
+            &mut builder,
+            &mut errs,
+            &mut seen,
+            &format!("deny[{i}]"),
+            RuleKind::Deny,
+            rule,
+        );
+    }
+    let warnings = raw
+        .allow
+        .iter()
+        .chain(vendor_rules.iter().map(|(_, r)| r))
+        .filter(|r| !r.paths.is_empty())
+        .map(|r| {
+            format!(
+                "rule {}: paths {:?} are enforced only for plain-HTTP requests; a CONNECT tunnel (https) to {} \
+                 reaches any path, because restricting it would need TLS interception, which egressd does not do",
+                r.name,
+                r.paths,
+                r.hosts.join(", ")
+            )
+        })
+        .collect();
     let policy = builder.build().unwrap_or_else(|e| {
         errs.push("allow", e);
         Policy::default()
@@ -235,7 +273,154 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         dns,
         timeouts,
         limits,
+        warnings,
     })
+}
+
+/// Expand the selected vendor profiles into allow rules (`<profile>/<entry>`), minus `vendors_disable`. Each
+/// comes with the key path its errors are reported at.
+fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
+    let mut out = Vec::new();
+    let mut selected = HashSet::new();
+    for (i, item) in raw.vendors.iter().enumerate() {
+        let at = format!("vendors[{i}]");
+        let (name, params) = match vendor_item(item) {
+            Ok(v) => v,
+            Err(m) => {
+                errs.push(at, m);
+                continue;
+            }
+        };
+        let Some(profile) = vendors::find(&name) else {
+            errs.push(
+                at,
+                format!(
+                    "{name:?} is not a vendor profile; available: {} (see `egressd vendors`)",
+                    vendors::names().join(", ")
+                ),
+            );
+            continue;
+        };
+        if !selected.insert(name.clone()) {
+            errs.push(at, format!("{name:?} is listed twice"));
+            continue;
+        }
+        match profile.expand(&params) {
+            Ok(endpoints) => {
+                for e in endpoints {
+                    let path = format!("{at}({})", e.rule);
+                    out.push((
+                        path,
+                        RawRule {
+                            name: e.rule,
+                            hosts: e.hosts,
+                            no_proxy: None,
+                            ports: e
+                                .ports
+                                .into_iter()
+                                .map(|p| RawPort::Number(p.into()))
+                                .collect(),
+                            paths: e.paths,
+                            idle_timeout: e.idle_timeout,
+                            tls: None,
+                        },
+                    ));
+                }
+            }
+            Err(list) => {
+                for e in list {
+                    errs.push(format!("{at}.params"), e.0);
+                }
+            }
+        }
+    }
+    for (i, name) in raw.vendors_disable.iter().enumerate() {
+        let before = out.len();
+        out.retain(|(_, r)| &r.name != name);
+        if out.len() == before {
+            errs.push(
+                format!("vendors_disable[{i}]"),
+                format!(
+                    "{name:?} is not a rule of the selected vendor profiles (names look like castai-us/helm; \
+                     `egressd vendors show NAME` lists them)"
+                ),
+            );
+        }
+    }
+    out
+}
+
+/// One `vendors:` item: a profile name, or `{name: ..., params: {key: value or [values]}}`.
+fn vendor_item(item: &serde_json::Value) -> Result<(String, BTreeMap<String, ParamValue>), String> {
+    use serde_json::Value;
+    match item {
+        Value::String(name) => Ok((name.clone(), BTreeMap::new())),
+        Value::Object(map) => {
+            if let Some(k) = map
+                .keys()
+                .find(|k| !matches!(k.as_str(), "name" | "params"))
+            {
+                return Err(format!(
+                    "unknown key {k:?}; an item has `name` and `params`"
+                ));
+            }
+            let name = match map.get("name") {
+                Some(Value::String(n)) => n.clone(),
+                _ => {
+                    return Err(
+                        "give the profile `name`, e.g. {name: cloudcasa, params: {...}}".into(),
+                    )
+                }
+            };
+            let mut params = BTreeMap::new();
+            match map.get("params") {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(ps)) => {
+                    for (k, v) in ps {
+                        let value = match v {
+                            Value::String(s) => ParamValue::One(s.clone()),
+                            Value::Array(items) => ParamValue::Many(
+                                items
+                                    .iter()
+                                    .map(|x| match x {
+                                        Value::String(s) => Ok(s.clone()),
+                                        other => {
+                                            Err(format!("params.{k}: {other} is not a string"))
+                                        }
+                                    })
+                                    .collect::<Result<_, _>>()?,
+                            ),
+                            other => {
+                                return Err(format!(
+                                    "params.{k}: {other} is neither a string nor a list of strings"
+                                ))
+                            }
+                        };
+                        params.insert(k.clone(), value);
+                    }
+                }
+                Some(other) => return Err(format!("params: {other} is not a map")),
+            }
+            Ok((name, params))
+        }
+        other => Err(format!(
+            "{other} is neither a profile name nor {{name: ..., params: {{...}}}}"
+        )),
+    }
+}
+
+/// `idle_timeout`: `"none"` (never cut for idleness) or a positive duration.
+fn parse_idle(text: &str) -> Result<IdleOverride, String> {
+    if text.trim().eq_ignore_ascii_case("none") {
+        return Ok(IdleOverride::Never);
+    }
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if !d.is_zero() => Ok(IdleOverride::After(d)),
+        Ok(_) => Err(format!("{text:?} must be greater than zero (or \"none\")")),
+        Err(e) => Err(format!(
+            "{text:?} is not a duration such as 15m or 2h, or \"none\" ({e})"
+        )),
+    }
 }
 
 fn compile_rule(
@@ -280,6 +465,31 @@ fn compile_rule(
             errs.push(format!("{path}.tls"), "`tls` applies to allow rules only");
         }
         builder.set_tls(id, tls);
+    }
+    if !rule.paths.is_empty() {
+        if kind == RuleKind::Deny {
+            errs.push(
+                format!("{path}.paths"),
+                "paths apply only to allow rules (a deny rule covers the whole host)",
+            );
+        }
+        for (j, p) in rule.paths.iter().enumerate() {
+            if !p.starts_with('/') || p.contains(['?', '#']) {
+                errs.push(
+                    format!("{path}.paths[{j}]"),
+                    format!(
+                        "{p:?} must be a path prefix starting with / (no query), e.g. \"/bucket/\""
+                    ),
+                );
+            }
+        }
+        builder.rule_paths(id, &rule.paths);
+    }
+    if let Some(text) = &rule.idle_timeout {
+        match parse_idle(text) {
+            Ok(idle) => builder.rule_idle(id, idle),
+            Err(m) => errs.push(format!("{path}.idle_timeout"), m),
+        }
     }
     match (&rule.no_proxy, rule.hosts.is_empty()) {
         (Some(_), false) => errs.push(
@@ -508,5 +718,144 @@ limits: {max_connections: 0, max_header_bytes: 10}
         let s =
             from_yaml_str("dns:\n  hosts:\n    API.cast.ai: [\"127.0.0.1\", \"::1\"]\n").unwrap();
         assert_eq!(s.dns.hosts["api.cast.ai"].len(), 2);
+    }
+
+    fn decide(s: &super::Settings, authority: &str) -> crate::policy::Decision {
+        s.policy
+            .decide(&crate::target::parse_authority(authority, None).unwrap())
+    }
+
+    #[test]
+    fn vendor_profiles_become_named_rules() {
+        let s = from_yaml_str(
+            "vendors:\n  - castai-us\n  - name: cloudcasa\n    params:\n      storage: [\"s3.us-east-1.amazonaws.com\"]\n",
+        )
+        .unwrap();
+        let rule = |a: &str| decide(&s, a).rule.map(|r| r.to_string());
+        assert_eq!(rule("api.cast.ai:443").as_deref(), Some("castai-us/api"));
+        assert_eq!(rule("grpc.cast.ai:443").as_deref(), Some("castai-us/grpc"));
+        assert_eq!(
+            rule("agent.cloudcasa.io:443").as_deref(),
+            Some("cloudcasa/agent")
+        );
+        assert_eq!(
+            rule("s3.us-east-1.amazonaws.com:443").as_deref(),
+            Some("cloudcasa/storage")
+        );
+        assert_eq!(
+            decide(&s, "grpc.cast.ai:443").idle,
+            Some(crate::policy::IdleOverride::Never)
+        );
+        assert_eq!(decide(&s, "api.cast.ai:443").idle, None);
+        // The storage paths are enforced for plain HTTP only, and that is said at startup.
+        assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
+        assert!(s.warnings[0].contains("castai-us/node-components"));
+        assert!(s.warnings[0].contains("TLS interception"));
+    }
+
+    #[test]
+    fn local_rules_extend_and_override_profiles() {
+        let s = from_yaml_str(
+            r#"
+vendors: [castai-us]
+vendors_disable: ["castai-us/helm"]
+allow:
+  - name: castai-api-long
+    hosts: [api.cast.ai]
+    idle_timeout: 2h
+  - name: extra
+    hosts: [extra.example]
+deny:
+  - name: no-kvisor
+    hosts: [api-grpc.cast.ai]
+"#,
+        )
+        .unwrap();
+        let d = decide(&s, "api.cast.ai:443");
+        assert_eq!(d.rule.as_deref(), Some("castai-api-long"));
+        assert_eq!(
+            d.idle,
+            Some(crate::policy::IdleOverride::After(
+                std::time::Duration::from_secs(7200)
+            ))
+        );
+        assert!(decide(&s, "extra.example:443").allowed);
+        assert!(!decide(&s, "castai.github.io:443").allowed, "disabled");
+        let d = decide(&s, "api-grpc.cast.ai:443");
+        assert_eq!((d.allowed, d.rule.as_deref()), (false, Some("no-kvisor")));
+        assert!(decide(&s, "kvisor.prod-master.cast.ai:443").allowed);
+    }
+
+    #[test]
+    fn vendor_errors_name_the_profile_and_parameter() {
+        let errs = from_yaml_str(
+            r#"
+vendors:
+  - castai-us
+  - cloudcasa
+  - nosuch
+  - castai-us
+  - {name: cloudcasa-self-hosted, params: {storage: []}, extra: 1}
+  - {name: cloudcasa-ui, params: {storage: [a]}}
+  - 42
+vendors_disable: ["castai-us/nope"]
+allow:
+  - name: p
+    hosts: [h.example]
+    paths: ["nope", "/ok/"]
+    idle_timeout: 0s
+  - name: q
+    hosts: [h.example]
+    idle_timeout: soonish
+deny:
+  - name: d
+    hosts: [h.example]
+    paths: ["/x/"]
+"#,
+        )
+        .unwrap_err()
+        .0;
+        let text: Vec<String> = errs
+            .iter()
+            .map(|e| format!("{}: {}", e.path, e.message))
+            .collect();
+        let all = text.join("\n");
+        for want in [
+            "vendors[1].params: vendor profile cloudcasa needs parameter \"storage\"",
+            "vendors[2]: \"nosuch\" is not a vendor profile; available: castai-us",
+            "vendors[3]: \"castai-us\" is listed twice",
+            "vendors[4]: unknown key \"extra\"",
+            "vendors[5].params: vendor profile cloudcasa-ui has no parameter \"storage\"",
+            "vendors[6]: 42 is neither",
+            "vendors_disable[0]: \"castai-us/nope\"",
+            "allow[0].paths[0]: \"nope\" must be a path prefix",
+            "allow[0].idle_timeout: \"0s\" must be greater than zero",
+            "allow[1].idle_timeout: \"soonish\" is not a duration",
+            "deny[0].paths: paths apply only to allow rules",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in\n{all}");
+        }
+    }
+
+    #[test]
+    fn self_hosted_needs_its_server_and_has_no_saas_endpoints() {
+        let errs =
+            from_yaml_str("vendors:\n  - {name: cloudcasa-self-hosted, params: {storage: []}}\n")
+                .unwrap_err();
+        assert!(
+            errs.to_string().contains("needs parameter \"server\""),
+            "{errs}"
+        );
+        let s = from_yaml_str(
+            "vendors:\n  - {name: cloudcasa-self-hosted, params: {server: cc.example.internal, storage: [minio.example.internal]}}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            decide(&s, "cc.example.internal:443").rule.as_deref(),
+            Some("cloudcasa-self-hosted/server")
+        );
+        assert!(decide(&s, "minio.example.internal:443").allowed);
+        assert!(!decide(&s, "agent.cloudcasa.io:443").allowed);
+        assert!(!decide(&s, "api.cloudcasa.io:443").allowed);
     }
 }

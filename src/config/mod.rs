@@ -52,7 +52,8 @@ impl ConfigErrors {
 }
 
 /// Load `path` (or the embedded default when `None`), apply `EGRESSD_*` environment overrides
-/// (`EGRESSD_LISTEN`, `EGRESSD_TIMEOUTS__CONNECT`, ...: `__` separates nested keys), and compile.
+/// (`EGRESSD_LISTEN`, `EGRESSD_TIMEOUTS__CONNECT`, `EGRESSD_VENDORS=castai-eu,cloudcasa-ui`, ...: `__` separates
+/// nested keys), and compile.
 pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p)
@@ -60,9 +61,14 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
         None => DEFAULT_CONFIG.to_string(),
     };
     let source = config::File::from_str(&text, config::FileFormat::Yaml);
+    // Lists of names can be given comma-separated: EGRESSD_VENDORS=castai-eu,cloudcasa-ui.
     let env = config::Environment::with_prefix("EGRESSD")
         .prefix_separator("_")
-        .separator("__");
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .with_list_parse_key("vendors")
+        .with_list_parse_key("vendors_disable");
     let raw = config::Config::builder()
         .add_source(source)
         .add_source(env)

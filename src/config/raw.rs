@@ -16,6 +16,13 @@ pub struct RawConfig {
     pub allow: Vec<RawRule>,
     #[serde(default)]
     pub deny: Vec<RawRule>,
+    /// Vendor profiles: `castai-us` or `{name: cloudcasa, params: {storage: [...]}}`. Kept as plain values so
+    /// `compile` can say exactly what is wrong with an item.
+    #[serde(default)]
+    pub vendors: Vec<serde_json::Value>,
+    /// Profile rules to leave out, by rule name (`castai-us/helm`).
+    #[serde(default)]
+    pub vendors_disable: Vec<String>,
     #[serde(default)]
     pub destinations: RawDestinations,
     #[serde(default)]
@@ -36,6 +43,11 @@ pub struct RawRule {
     #[serde(default)]
     pub ports: Vec<RawPort>,
     pub tls: Option<bool>,
+    /// Path prefixes (allow rules only), enforced for plain-HTTP requests.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// `"none"` or a duration; replaces `timeouts.idle` for tunnels this rule allows.
+    pub idle_timeout: Option<String>,
 }
 
 /// `443` or `"8000-8100"`.

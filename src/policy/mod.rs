@@ -48,6 +48,43 @@ struct Rule {
     ports: PortSet,
     /// `tls: true|false` on the rule; `None` means TLS is required on port 443 only.
     tls: Option<bool>,
+    /// Path prefixes for plain-HTTP requests; empty means any path. CONNECT carries no path, so a CONNECT to the
+    /// host is allowed whatever this says (the config compiler warns about it).
+    paths: Vec<Box<str>>,
+    idle: Option<IdleOverride>,
+}
+
+/// A rule's own idle timeout for tunnels, replacing the global `timeouts.idle`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleOverride {
+    After(std::time::Duration),
+    /// Never closed for idleness (long-lived control connections); TCP keepalive still detects dead peers.
+    Never,
+}
+
+impl IdleOverride {
+    /// The idle timeout to apply, given the global one. `Never` is a duration too long to ever elapse.
+    pub fn resolve(idle: Option<IdleOverride>, global: std::time::Duration) -> std::time::Duration {
+        match idle {
+            None => global,
+            Some(IdleOverride::After(d)) => d,
+            Some(IdleOverride::Never) => std::time::Duration::MAX,
+        }
+    }
+}
+
+/// Does a request path fall under a rule's path prefix? Dot segments and encoded separators or dots are refused
+/// outright, because the origin may resolve them to a path outside the prefix.
+pub fn path_allowed(prefix: &str, path: &str) -> bool {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let lower = path.to_ascii_lowercase();
+    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
+        return false;
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return false;
+    }
+    path.starts_with(prefix)
 }
 
 /// One pattern's link to its rule; `port` is set for NO_PROXY `host:port` entries, which pin one port.
@@ -64,15 +101,18 @@ pub struct Decision {
     pub reason: Reason,
     /// The deciding allow rule's `tls` setting.
     pub tls: Option<bool>,
+    /// The allowing rule's own idle timeout, if it has one.
+    pub idle: Option<IdleOverride>,
 }
 
 impl Decision {
-    fn allow(rule: Arc<str>, tls: Option<bool>) -> Self {
+    fn allow(rule: Arc<str>, tls: Option<bool>, idle: Option<IdleOverride>) -> Self {
         Decision {
             allowed: true,
             rule: Some(rule),
             reason: Reason::Allowed,
             tls,
+            idle,
         }
     }
     pub fn deny(reason: Reason, rule: Option<Arc<str>>) -> Self {
@@ -81,6 +121,7 @@ impl Decision {
             rule,
             reason,
             tls: None,
+            idle: None,
         }
     }
 }
@@ -109,12 +150,25 @@ impl PolicyBuilder {
             kind,
             ports,
             tls: None,
+            paths: Vec::new(),
+            idle: None,
         });
         RuleId(id)
     }
 
     pub fn set_tls(&mut self, rule: RuleId, tls: bool) {
         self.policy.rules[rule.0 as usize].tls = Some(tls);
+    }
+
+    /// Restrict an allow rule to these path prefixes (plain HTTP only).
+    pub fn rule_paths(&mut self, rule: RuleId, paths: &[String]) {
+        self.policy.rules[rule.0 as usize].paths =
+            paths.iter().map(|p| p.as_str().into()).collect();
+    }
+
+    /// Give a rule its own tunnel idle timeout.
+    pub fn rule_idle(&mut self, rule: RuleId, idle: IdleOverride) {
+        self.policy.rules[rule.0 as usize].idle = Some(idle);
     }
 
     pub fn pattern(&mut self, rule: RuleId, p: &Pattern) -> Result<(), String> {
@@ -179,20 +233,36 @@ impl Policy {
         self.rules.len()
     }
 
+    /// The decision for a target without a request path (CONNECT): path restrictions cannot apply.
     pub fn decide(&self, target: &Target) -> Decision {
-        // Best match so far, by rule order: deny beats a host-and-port allow, which beats a host-only allow.
+        self.decide_request(target, None)
+    }
+
+    /// The decision for a target and, for plain-HTTP requests, the request path (`/a/b?q`). An allow rule with
+    /// path prefixes allows only matching paths when a path is given; it allows the host when none is.
+    pub fn decide_request(&self, target: &Target, path: Option<&str>) -> Decision {
+        // Best match so far, by rule order: deny beats a host-and-port allow, which beats a host-and-port
+        // allow whose paths do not match, which beats a host-only allow.
         let mut deny: Option<u32> = None;
         let mut allow: Option<u32> = None;
+        let mut wrong_path: Option<u32> = None;
         let mut host_only: Option<u32> = None;
         let port = target.port;
         let mut consider = |r: &RuleRef| {
             let rule = &self.rules[r.rule as usize];
             let port_ok = rule.ports.contains(port) && r.port.is_none_or(|p| p == port);
-            let slot = match (rule.kind, port_ok) {
-                (RuleKind::Deny, true) => &mut deny,
-                (RuleKind::Allow, true) => &mut allow,
-                (RuleKind::Allow, false) => &mut host_only,
-                (RuleKind::Deny, false) => return,
+            let path_ok = match path {
+                Some(p) if !rule.paths.is_empty() => {
+                    rule.paths.iter().any(|prefix| path_allowed(prefix, p))
+                }
+                _ => true,
+            };
+            let slot = match (rule.kind, port_ok, path_ok) {
+                (RuleKind::Deny, true, _) => &mut deny,
+                (RuleKind::Allow, true, true) => &mut allow,
+                (RuleKind::Allow, true, false) => &mut wrong_path,
+                (RuleKind::Allow, false, _) => &mut host_only,
+                (RuleKind::Deny, false, _) => return,
             };
             if slot.is_none_or(|s| r.rule < s) {
                 *slot = Some(r.rule);
@@ -203,15 +273,24 @@ impl Policy {
             Host::Ip(ip) => self.ips.for_each_match(*ip, &mut consider),
         }
         let name = |i: u32| Some(self.rules[i as usize].name.clone());
-        match (deny, allow, host_only) {
-            (Some(d), _, _) => Decision::deny(Reason::DeniedByRule, name(d)),
-            (None, Some(a), _) => {
+        match (deny, allow, wrong_path, host_only) {
+            (Some(d), _, _, _) => Decision::deny(Reason::DeniedByRule, name(d)),
+            (None, Some(a), _, _) => {
                 let rule = &self.rules[a as usize];
-                Decision::allow(rule.name.clone(), rule.tls)
+                Decision::allow(rule.name.clone(), rule.tls, rule.idle)
             }
-            (None, None, Some(h)) => Decision::deny(Reason::DeniedPort, name(h)),
-            (None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
+            (None, None, Some(p), _) => Decision::deny(Reason::DeniedPath, name(p)),
+            (None, None, None, Some(h)) => Decision::deny(Reason::DeniedPort, name(h)),
+            (None, None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
         }
+    }
+
+    /// Names and path prefixes of the allow rules that restrict paths (for the startup warning).
+    pub fn path_rules(&self) -> impl Iterator<Item = (&str, &[Box<str>])> {
+        self.rules
+            .iter()
+            .filter(|r| !r.paths.is_empty())
+            .map(|r| (&*r.name, r.paths.as_slice()))
     }
 }
 

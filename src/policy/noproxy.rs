@@ -33,6 +33,17 @@ pub enum Entry {
     },
 }
 
+/// Why Go sends a request direct.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GoMatch<'a> {
+    /// The host is exactly `localhost` (Go's implicit rule).
+    Localhost,
+    /// The host is a loopback IP (Go's implicit rule).
+    Loopback,
+    /// This entry of the list.
+    Entry(&'a Entry),
+}
+
 /// An entry that Go skips or that can never match a target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ignored {
@@ -247,6 +258,12 @@ impl NoProxyList {
     /// Would a Go client (net/http ProxyFromEnvironment) go DIRECT (bypass the proxy) for this host and port?
     /// `host` is as it appears in the URL (may be bracketed IPv6 "[::1]", may have a trailing dot, any case).
     pub fn go_bypasses(&self, host: &str, port: u16) -> bool {
+        self.go_match(host, port).is_some()
+    }
+
+    /// Why a Go client goes direct, if it does: Go's implicit localhost/loopback rule or the first entry that
+    /// matches.
+    pub fn go_match(&self, host: &str, port: u16) -> Option<GoMatch<'_>> {
         let host = host
             .strip_prefix('[')
             .and_then(|h| h.strip_suffix(']'))
@@ -256,20 +273,23 @@ impl NoProxyList {
 
         // Go's implicit rule, applied before the list and case-sensitively.
         if host == "localhost" {
-            return true;
+            return Some(GoMatch::Localhost);
         }
         let ip = host.parse::<IpAddr>().ok().map(|ip| ip.to_canonical());
         if ip.is_some_and(|ip| ip.is_loopback()) {
-            return true;
+            return Some(GoMatch::Loopback);
         }
 
         let lower = host.trim().to_lowercase();
-        self.entries.iter().any(|entry| match entry {
-            // Go runs its domain matchers on IP targets too, comparing the
-            // address text; only all-numeric entries such as `0.1` can hit.
-            Entry::Domain { .. } => domain_matches(entry, &lower, port),
-            _ => Self::matches_entry(entry, None, ip, port),
-        })
+        self.entries
+            .iter()
+            .find(|entry| match entry {
+                // Go runs its domain matchers on IP targets too, comparing the
+                // address text; only all-numeric entries such as `0.1` can hit.
+                Entry::Domain { .. } => domain_matches(entry, &lower, port),
+                _ => Self::matches_entry(entry, None, ip, port),
+            })
+            .map(GoMatch::Entry)
     }
 
     /// Does one of the list's entries (ignoring Go's implicit localhost/loopback rule) match this already-normalized

@@ -206,3 +206,178 @@ fn many_rules_still_match_exactly() {
     assert!(decide(&p, "host9999.example:443").0);
     assert!(!decide(&p, "host10000.example:443").0);
 }
+
+#[test]
+fn path_prefixes_apply_to_plain_http_only() {
+    let mut b = PolicyBuilder::default();
+    let comp = b.rule(
+        "components",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![80..=80, 443..=443]),
+    );
+    b.pattern(comp, &parse_pattern("storage.googleapis.com").unwrap())
+        .unwrap();
+    b.rule_paths(comp, &["/castai-node-components/".to_string()]);
+    let logs = b.rule(
+        "logs",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![80..=80, 443..=443]),
+    );
+    b.pattern(logs, &parse_pattern("storage.googleapis.com").unwrap())
+        .unwrap();
+    b.rule_paths(logs, &["/castai-node-logs-sender/".to_string()]);
+    let p = b.build().unwrap();
+    let t = parse_authority("storage.googleapis.com:80", None).unwrap();
+    let cases: &[(Option<&str>, bool, Option<&str>, Reason)] = &[
+        (None, true, Some("components"), Reason::Allowed),
+        (
+            Some("/castai-node-components/bin/x.tar.gz"),
+            true,
+            Some("components"),
+            Reason::Allowed,
+        ),
+        (
+            Some("/castai-node-logs-sender/n1?upload=1"),
+            true,
+            Some("logs"),
+            Reason::Allowed,
+        ),
+        (
+            Some("/castai-node-components"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+        (
+            Some("/other-bucket/x"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+        (Some("/"), false, Some("components"), Reason::DeniedPath),
+        (
+            Some("/castai-node-components/../other/x"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+        (
+            Some("/castai-node-components/%2e%2e/other"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+        (
+            Some("/castai-node-components/..%2Fother"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+        (
+            Some("/castai-node-components/./x"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+        (
+            Some("/castai-node-components/a\\..\\b"),
+            false,
+            Some("components"),
+            Reason::DeniedPath,
+        ),
+    ];
+    for (path, allowed, rule, reason) in cases {
+        let d = p.decide_request(&t, *path);
+        assert_eq!(
+            (d.allowed, d.rule.as_deref(), d.reason),
+            (*allowed, *rule, *reason),
+            "path {path:?}"
+        );
+    }
+    // Same as decide_request(.., None).
+    assert!(p.decide(&t).allowed);
+    let names: Vec<&str> = p.path_rules().map(|(n, _)| n).collect();
+    assert_eq!(names, ["components", "logs"]);
+}
+
+#[test]
+fn path_rule_does_not_hide_a_pathless_rule_or_a_deny() {
+    let mut b = PolicyBuilder::default();
+    let narrow = b.rule(
+        "narrow",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![80..=80]),
+    );
+    b.pattern(narrow, &parse_pattern("h.example").unwrap())
+        .unwrap();
+    b.rule_paths(narrow, &["/a/".to_string()]);
+    let wide = b.rule("wide", RuleKind::Allow, PortSet::from_ranges(vec![80..=80]));
+    b.pattern(wide, &parse_pattern("h.example").unwrap())
+        .unwrap();
+    let deny = b.rule("no-d", RuleKind::Deny, PortSet::any());
+    b.pattern(deny, &parse_pattern("d.h.example").unwrap())
+        .unwrap();
+    let p = b.build().unwrap();
+    let t = parse_authority("h.example:80", None).unwrap();
+    assert_eq!(
+        p.decide_request(&t, Some("/b/")).rule.as_deref(),
+        Some("wide")
+    );
+    assert_eq!(
+        p.decide_request(&t, Some("/a/x")).rule.as_deref(),
+        Some("narrow")
+    );
+    let t = parse_authority("d.h.example:80", None).unwrap();
+    assert_eq!(
+        p.decide_request(&t, Some("/a/")).reason,
+        Reason::DeniedByRule
+    );
+}
+
+#[test]
+fn idle_override_comes_from_the_allowing_rule() {
+    use std::time::Duration;
+    let mut b = PolicyBuilder::default();
+    let ctl = b.rule(
+        "control",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(ctl, &parse_pattern("agent.cloudcasa.io").unwrap())
+        .unwrap();
+    b.rule_idle(ctl, IdleOverride::Never);
+    let slow = b.rule(
+        "slow",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(slow, &parse_pattern("api.cloudcasa.io").unwrap())
+        .unwrap();
+    b.rule_idle(slow, IdleOverride::After(Duration::from_secs(3600)));
+    let plain = b.rule(
+        "plain",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(plain, &parse_pattern("home.cloudcasa.io").unwrap())
+        .unwrap();
+    let p = b.build().unwrap();
+    let idle = |a: &str| p.decide(&parse_authority(a, None).unwrap()).idle;
+    assert_eq!(idle("agent.cloudcasa.io:443"), Some(IdleOverride::Never));
+    assert_eq!(
+        idle("api.cloudcasa.io:443"),
+        Some(IdleOverride::After(Duration::from_secs(3600)))
+    );
+    assert_eq!(idle("home.cloudcasa.io:443"), None);
+    assert_eq!(
+        idle("agent.cloudcasa.io:80"),
+        None,
+        "denials carry no override"
+    );
+    let global = Duration::from_secs(900);
+    assert_eq!(IdleOverride::resolve(None, global), global);
+    assert_eq!(
+        IdleOverride::resolve(Some(IdleOverride::Never), global),
+        Duration::MAX
+    );
+}

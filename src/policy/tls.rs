@@ -137,19 +137,21 @@ mod tests {
         }
     }
 
+    type Case<'a> = (
+        SniMode,
+        EchMode,
+        &'a str,
+        Option<&'a str>,
+        bool,
+        Result<(), Reason>,
+    );
+
     #[test]
     fn table() {
         use EchMode::*;
         use SniMode::*;
         let p = policy();
-        let cases: &[(
-            SniMode,
-            EchMode,
-            &str,
-            Option<&str>,
-            bool,
-            Result<(), Reason>,
-        )] = &[
+        let cases: &[Case] = &[
             (
                 Strict,
                 Deny,

@@ -81,6 +81,7 @@ pub(super) async fn tunnel<C>(
         rule_tls,
     } = opened;
     let checks = &ctx.settings.tls;
+    let idle = crate::policy::IdleOverride::resolve(o.idle, ctx.settings.timeouts.idle);
     let required = tls_required(rule_tls, target.port);
     let peeked = if checks.sni == SniMode::Off && !required {
         Peeked {
@@ -96,7 +97,7 @@ pub(super) async fn tunnel<C>(
             required,
             checks.hello_max_bytes,
             checks.hello_timeout,
-            ctx.settings.timeouts.idle,
+            idle,
         )
         .await
     };
@@ -174,13 +175,7 @@ pub(super) async fn tunnel<C>(
                 close.close_reason = CloseReason::UpstreamError;
             } else {
                 close.bytes_up = peeked.buf.len() as u64;
-                let s = splice::splice(
-                    client,
-                    upstream,
-                    ctx.settings.timeouts.idle,
-                    ctx.shutdown.cancelled(),
-                )
-                .await;
+                let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
                 close.bytes_up += s.bytes_up;
                 close.bytes_down = s.bytes_down;
                 close.close_reason = s.close_reason;

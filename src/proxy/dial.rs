@@ -163,6 +163,7 @@ impl Dialer {
             match tokio::time::timeout_at(deadline.into(), TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
                     let _ = stream.set_nodelay(true);
+                    enable_keepalive(&stream);
                     info.upstream = Some(addr);
                     info.connect_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
                     return Ok(stream);
@@ -245,6 +246,21 @@ fn build_resolver(s: &Settings) -> Result<TokioResolver, String> {
     Ok(builder.build())
 }
 
+/// Long-lived tunnels (agent control streams) may be quiet for hours: TCP keepalive lets the kernel notice a
+/// dead peer or a NAT that forgot the flow, on both legs, without an application idle timeout.
+pub const KEEPALIVE_TIME: Duration = Duration::from_secs(60);
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Turn on TCP keepalive (best effort: a failure only loses the early dead-peer detection).
+pub fn enable_keepalive(stream: &TcpStream) {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL);
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_keepalive(&ka) {
+        tracing::debug!(error = %e, "cannot enable TCP keepalive");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +273,18 @@ mod tests {
             .collect();
         let got: Vec<String> = interleave(&a).iter().map(|a| a.to_string()).collect();
         assert_eq!(got, ["2001:db8::1", "1.1.1.1", "2.2.2.2"]);
+    }
+
+    #[tokio::test]
+    async fn keepalive_is_enabled_on_dialled_streams() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(!sock.keepalive().unwrap(), "off by default");
+        enable_keepalive(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.keepalive_time().unwrap(), KEEPALIVE_TIME);
+        assert_eq!(sock.keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
     }
 }

@@ -111,7 +111,15 @@ async fn handle(
         ctx.log.decision(&o);
         return refusal(&o);
     };
-    if ctx.decide(&target, &mut o).is_none() {
+    let request_path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if ctx
+        .decide_request(&target, Some(request_path), &mut o)
+        .is_none()
+    {
         ctx.log.decision(&o);
         return refusal(&o);
     }

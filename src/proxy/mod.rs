@@ -49,14 +49,26 @@ impl Ctx {
     /// Policy decision for a normalized target, with report mode applied, recorded in the outcome.
     /// `Some(rule_tls)` means proceed (with the deciding rule's `tls` setting), `None` means refused.
     fn decide(&self, target: &Target, o: &mut Outcome) -> Option<Option<bool>> {
+        self.decide_request(target, None, o)
+    }
+
+    /// As [`Ctx::decide`], with the request path of a plain-HTTP request for rules that restrict paths.
+    fn decide_request(
+        &self,
+        target: &Target,
+        path: Option<&str>,
+        o: &mut Outcome,
+    ) -> Option<Option<bool>> {
         let Decision {
             allowed,
             rule,
             reason,
             tls,
-        } = self.settings.policy.decide(target);
+            idle,
+        } = self.settings.policy.decide_request(target, path);
         o.rule = rule;
         o.reason = reason;
+        o.idle = idle;
         if allowed {
             o.decision = Verdict::Allow;
             return Some(tls);
@@ -71,6 +83,7 @@ impl Ctx {
             Reason::DeniedPort => {
                 format!("port {} is not in the matching rule's ports", target.port)
             }
+            Reason::DeniedPath => "the path is not under the matching rule's paths".into(),
             _ => "no allow rule matches this host and port".into(),
         });
         None
@@ -148,6 +161,7 @@ impl Proxy {
                 }
             };
             let _ = stream.set_nodelay(true);
+            dial::enable_keepalive(&stream);
             let ctx = self.ctx.clone();
             let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
             match limit.clone().try_acquire_owned() {

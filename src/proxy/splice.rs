@@ -94,7 +94,10 @@ where
     let idle_watch = async {
         loop {
             let quiet_since = epoch + Duration::from_millis(last.load(Ordering::Relaxed));
-            let wake = quiet_since + idle;
+            // `Duration::MAX` (a rule with `idle_timeout: none`) never wakes.
+            let Some(wake) = quiet_since.checked_add(idle) else {
+                return std::future::pending().await;
+            };
             if Instant::now() >= wake {
                 return;
             }
@@ -141,6 +144,18 @@ mod tests {
         let s = task.await.unwrap();
         assert_eq!((s.bytes_up, s.bytes_down), (5, 6));
         assert_eq!(s.close_reason, CloseReason::Eof);
+    }
+
+    #[tokio::test]
+    async fn unbounded_idle_never_fires() {
+        let (client, _client_peer) = tokio::io::duplex(1024);
+        let (upstream, _upstream_peer) = tokio::io::duplex(1024);
+        let r = tokio::time::timeout(
+            Duration::from_millis(200),
+            splice(client, upstream, Duration::MAX, std::future::pending()),
+        )
+        .await;
+        assert!(r.is_err(), "the tunnel closed although idle is unbounded");
     }
 
     #[tokio::test]

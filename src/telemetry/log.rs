@@ -70,6 +70,8 @@ pub struct Outcome {
     /// SNI and ALPN of the ClientHello inside a CONNECT tunnel.
     pub sni: Option<String>,
     pub alpn: Vec<String>,
+    /// The allowing rule's own tunnel idle timeout (not logged; the rule name says where it came from).
+    pub idle: Option<crate::policy::IdleOverride>,
 }
 
 impl Outcome {
@@ -93,6 +95,7 @@ impl Outcome {
             connect_ms: None,
             sni: None,
             alpn: Vec::new(),
+            idle: None,
         }
     }
 

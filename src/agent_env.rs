@@ -1,0 +1,196 @@
+//! `egressd agent-env`: the proxy environment for a vendor's agents (both cases of every variable, a NO_PROXY
+//! that works the same in Go, curl and Python) and the `kubectl set env` commands for the workloads the vendor
+//! documents name. Pure.
+
+use crate::noproxy;
+use crate::vendors::Profile;
+use ipnet::IpNet;
+
+pub struct Request<'a> {
+    pub proxy_url: &'a str,
+    pub profile: &'a Profile,
+    pub pod_cidr: Option<IpNet>,
+    pub service_cidr: Option<IpNet>,
+    pub cluster_domain: &'a str,
+    /// Overrides the namespace the vendor documents give (or fills it in where they give none).
+    pub namespace: Option<&'a str>,
+}
+
+/// Check the proxy URL: `http://host:port`. egressd's listener speaks plain HTTP (CONNECT for https), so an
+/// https:// proxy URL would make clients attempt TLS to the proxy and fail.
+pub fn check_proxy_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(match url.strip_prefix("https://") {
+            Some(rest) => format!(
+                "{url:?}: egressd listens for plain HTTP (https:// goes through CONNECT); an https:// proxy URL \
+                 means TLS to the proxy itself. Use http://{rest}"
+            ),
+            None => format!(
+                "{url:?}: write the proxy URL as http://host:port, e.g. http://egressd.egressd.svc:3128"
+            ),
+        });
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains(['/', '@', ' ']) {
+        return Err(format!(
+            "{url:?}: write the proxy URL as http://host:port with nothing after the port"
+        ));
+    }
+    Ok(())
+}
+
+fn quote(v: &str) -> String {
+    format!("'{}'", v.replace('\'', r"'\''"))
+}
+
+pub fn render(r: &Request) -> Result<String, String> {
+    check_proxy_url(r.proxy_url)?;
+    let proxy = r.proxy_url.trim_end_matches('/');
+    let no_proxy = noproxy::suggest(r.pod_cidr, r.service_cidr, r.cluster_domain);
+    let vars = [
+        ("HTTP_PROXY", proxy),
+        ("HTTPS_PROXY", proxy),
+        ("NO_PROXY", no_proxy.as_str()),
+        ("http_proxy", proxy),
+        ("https_proxy", proxy),
+        ("no_proxy", no_proxy.as_str()),
+    ];
+    let p = r.profile;
+    let mut out = format!(
+        "# Proxy environment for {} ({}) through egressd at {proxy}\n",
+        p.name, p.title
+    );
+    for (k, v) in vars {
+        out.push_str(&format!("{k}={v}\n"));
+    }
+    out.push_str(
+        "\n# Both cases are set because Go reads the upper-case variables and curl and Python the lower-case ones.\n\
+         # HTTPS_PROXY is http:// on purpose: egressd speaks plain HTTP to clients and tunnels https with CONNECT.\n",
+    );
+    if r.pod_cidr.is_none() || r.service_cidr.is_none() {
+        out.push_str(
+            "# WARNING: without --pod-cidr and --service-cidr, NO_PROXY does not cover pod IPs or the API server's\n\
+             # IP (KUBERNETES_SERVICE_HOST); agents would send those through egressd, which refuses private addresses.\n",
+        );
+    }
+    out.push_str(
+        "# Python urllib cannot match CIDRs: pod IPs go through the proxy for urllib-based tools.\n",
+    );
+
+    out.push_str("\n# kubectl\n");
+    let Some(agents) = &p.agents else {
+        out.push_str(&format!(
+            "# The vendor documents for {} name no agent workloads; set the variables above on them yourself.\n",
+            p.name
+        ));
+        return Ok(out);
+    };
+    let namespace = r
+        .namespace
+        .map(str::to_string)
+        .or_else(|| agents.namespace.clone());
+    let ns = namespace
+        .clone()
+        .unwrap_or_else(|| "<namespace>".to_string());
+    let assignments: Vec<String> = vars
+        .iter()
+        .map(|(k, v)| format!("{k}={}", quote(v)))
+        .collect();
+    for w in &agents.workloads {
+        out.push_str(&format!(
+            "kubectl -n {ns} set env {w} {}\n",
+            assignments.join(" ")
+        ));
+    }
+    if namespace.is_none() {
+        out.push_str("# The vendor documents do not name the namespace: replace <namespace> or pass --namespace.\n");
+    }
+    out.push_str(&format!(
+        "# {}\n# (source: {})\n",
+        agents.note.split_whitespace().collect::<Vec<_>>().join(" "),
+        agents.source
+    ));
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vendors;
+
+    fn req<'a>(profile: &'a Profile, url: &'a str) -> Request<'a> {
+        Request {
+            proxy_url: url,
+            profile,
+            pod_cidr: Some("10.244.0.0/16".parse().unwrap()),
+            service_cidr: Some("10.96.0.0/12".parse().unwrap()),
+            cluster_domain: "cluster.local",
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn castai_block_and_commands() {
+        let p = vendors::find("castai-us").unwrap();
+        let out = render(&req(p, "http://egressd.egressd.svc:3128")).unwrap();
+        let no_proxy = noproxy::suggest(
+            Some("10.244.0.0/16".parse().unwrap()),
+            Some("10.96.0.0/12".parse().unwrap()),
+            "cluster.local",
+        );
+        for k in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert!(
+                out.contains(&format!("\n{k}=http://egressd.egressd.svc:3128\n")),
+                "{k}\n{out}"
+            );
+        }
+        assert!(out.contains(&format!("\nNO_PROXY={no_proxy}\n")), "{out}");
+        assert!(out.contains(&format!("\nno_proxy={no_proxy}\n")), "{out}");
+        assert!(
+            out.contains("kubectl -n <namespace> set env deployment/castai-agent HTTP_PROXY='http://egressd.egressd.svc:3128' "),
+            "{out}"
+        );
+        assert!(out.contains("do not name the namespace"), "{out}");
+        assert!(out.contains("source: 004_fd5360d1679fc21e.txt"), "{out}");
+        assert!(!out.contains("WARNING"), "{out}");
+
+        let mut r = req(p, "http://egressd:3128");
+        r.namespace = Some("castai-agent");
+        r.pod_cidr = None;
+        let out = render(&r).unwrap();
+        assert!(
+            out.contains("kubectl -n castai-agent set env deployment/castai-agent"),
+            "{out}"
+        );
+        assert!(out.contains("WARNING: without --pod-cidr"), "{out}");
+    }
+
+    #[test]
+    fn cloudcasa_uses_the_documented_namespace() {
+        let p = vendors::find("cloudcasa").unwrap();
+        let out = render(&req(p, "http://egressd:3128/")).unwrap();
+        assert!(
+            out.contains(
+                "kubectl -n cloudcasa-io set env deployment --all HTTP_PROXY='http://egressd:3128'"
+            ),
+            "{out}"
+        );
+        assert!(!out.contains("<namespace>"), "{out}");
+        let p = vendors::find("cloudcasa-ui").unwrap();
+        assert!(render(&req(p, "http://egressd:3128"))
+            .unwrap()
+            .contains("name no agent workloads"));
+    }
+
+    #[test]
+    fn proxy_url_must_be_plain_http() {
+        let p = vendors::find("castai-us").unwrap();
+        let e = render(&req(p, "https://egressd:3128")).unwrap_err();
+        assert!(e.contains("Use http://egressd:3128"), "{e}");
+        assert!(render(&req(p, "egressd:3128"))
+            .unwrap_err()
+            .contains("http://host:port"));
+        assert!(render(&req(p, "http://egressd:3128/path")).is_err());
+        assert!(check_proxy_url("http://10.0.0.5:3128").is_ok());
+    }
+}

@@ -1,0 +1,779 @@
+//! How each client decides "direct or through the proxy" for one URL and one NO_PROXY value. Go is
+//! [`crate::policy::noproxy`] (the reference); curl, Python urllib and requests are alternates written from their
+//! sources (curl lib/noproxy.c; CPython urllib.request.proxy_bypass_environment; requests
+//! utils.should_bypass_proxies). Pure functions, no environment access.
+
+use crate::policy::noproxy::{self, GoMatch};
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// Go net/http (ProxyFromEnvironment, golang.org/x/net/http/httpproxy).
+    Go,
+    /// curl / libcurl.
+    Curl,
+    /// Python urllib.request.
+    Urllib,
+    /// Python requests (its own check, then urllib's).
+    Requests,
+}
+
+impl Client {
+    pub const ALL: [Client; 4] = [Client::Go, Client::Curl, Client::Urllib, Client::Requests];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Client::Go => "go",
+            Client::Curl => "curl",
+            Client::Urllib => "python-urllib",
+            Client::Requests => "python-requests",
+        }
+    }
+
+    /// `go`, `curl`, `python` (urllib and requests), `urllib`, `requests`, `all`.
+    pub fn parse_set(s: &str) -> Result<Vec<Client>, String> {
+        Ok(match s {
+            "go" => vec![Client::Go],
+            "curl" => vec![Client::Curl],
+            "python" => vec![Client::Urllib, Client::Requests],
+            "urllib" | "python-urllib" => vec![Client::Urllib],
+            "requests" | "python-requests" => vec![Client::Requests],
+            "all" => Client::ALL.to_vec(),
+            other => {
+                return Err(format!(
+                    "unknown client {other:?}; use go, curl, python, urllib, requests or all"
+                ))
+            }
+        })
+    }
+}
+
+impl fmt::Display for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A request URL as the clients see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Url {
+    pub scheme: String,
+    /// The host exactly as written (IPv6 keeps its brackets, case kept).
+    pub host: String,
+    /// The port if the URL writes one.
+    pub port_written: Option<u16>,
+}
+
+impl Url {
+    /// `http://host[:port]/...` or `https://...`; a bare `host[:port]` is read as https.
+    pub fn parse(s: &str) -> Result<Url, String> {
+        let (scheme, rest) = match s.split_once("://") {
+            Some((sc, rest)) => (sc.to_ascii_lowercase(), rest),
+            None => ("https".to_string(), s),
+        };
+        if scheme != "http" && scheme != "https" {
+            return Err(format!(
+                "{s:?}: only http:// and https:// URLs are explained"
+            ));
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let authority = authority.rsplit('@').next().unwrap_or_default();
+        let (host, port) = if let Some(stripped) = authority.strip_prefix('[') {
+            let end = stripped
+                .find(']')
+                .ok_or_else(|| format!("{s:?}: unclosed '['"))?;
+            let host = &authority[..end + 2];
+            let after = &stripped[end + 1..];
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(format!("{s:?}: no host"));
+        }
+        let port_written = match port {
+            None | Some("") => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("{s:?}: {p:?} is not a port"))?,
+            ),
+        };
+        Ok(Url {
+            scheme,
+            host: host.to_string(),
+            port_written,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port_written
+            .unwrap_or(if self.scheme == "http" { 80 } else { 443 })
+    }
+
+    /// The host without IPv6 brackets, lowercased (what Python's `urlparse().hostname` gives).
+    pub fn hostname(&self) -> String {
+        self.host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(&self.host)
+            .to_lowercase()
+    }
+
+    /// `host[:port]` as written in the URL (what urllib's `Request.host` gives).
+    pub fn netloc(&self) -> String {
+        match self.port_written {
+            Some(p) => format!("{}:{p}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+/// A client's verdict for one URL, with what decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub direct: bool,
+    /// The entry (or built-in rule) that sent it direct; `None` when it goes through the proxy.
+    pub because: Option<String>,
+}
+
+impl Route {
+    fn proxy() -> Route {
+        Route {
+            direct: false,
+            because: None,
+        }
+    }
+    fn direct(because: impl Into<String>) -> Route {
+        Route {
+            direct: true,
+            because: Some(because.into()),
+        }
+    }
+}
+
+/// What `client` does for `url` given the NO_PROXY value it reads (`None`: unset).
+pub fn route(client: Client, no_proxy: Option<&str>, url: &Url) -> Route {
+    match client {
+        Client::Go => go(no_proxy.unwrap_or(""), url),
+        Client::Curl => curl(no_proxy.unwrap_or(""), url),
+        Client::Urllib => urllib(no_proxy, &url.netloc()),
+        Client::Requests => requests(no_proxy, url),
+    }
+}
+
+// --- Go ---
+
+fn go(no_proxy: &str, url: &Url) -> Route {
+    let list = noproxy::parse(no_proxy);
+    match list.go_match(&url.host, url.port()) {
+        None => Route::proxy(),
+        Some(GoMatch::Localhost) => Route::direct("built-in: localhost always goes direct"),
+        Some(GoMatch::Loopback) => Route::direct("built-in: loopback IPs always go direct"),
+        Some(GoMatch::Entry(e)) => Route::direct(format!("entry {:?}", e.to_string())),
+    }
+}
+
+// --- curl ---
+
+enum CurlHost {
+    Name(String),
+    V4(Ipv4Addr),
+    V6(Ipv6Addr),
+}
+
+/// curl's `Curl_check_noproxy`: `*` only as the whole value; entries end at a comma or blank, and a blank not
+/// followed by a comma ends the list; leading and trailing dots ignored; ports never parsed; IP targets only
+/// against IP/CIDR entries.
+pub fn curl(no_proxy: &str, url: &Url) -> Route {
+    if no_proxy.is_empty() {
+        return Route::proxy();
+    }
+    if no_proxy == "*" {
+        return Route::direct("the whole value is \"*\"");
+    }
+    let target = if let Some(inner) = url.host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        match inner.parse::<Ipv6Addr>() {
+            Ok(ip) => CurlHost::V6(ip),
+            Err(_) => CurlHost::Name(inner.to_string()),
+        }
+    } else if let Ok(ip) = url.host.parse::<Ipv4Addr>() {
+        CurlHost::V4(ip)
+    } else {
+        let h = url.host.strip_suffix('.').unwrap_or(&url.host);
+        CurlHost::Name(h.to_ascii_lowercase())
+    };
+    let bytes = no_proxy.as_bytes();
+    let blank = |b: u8| b == b' ' || b == b'\t';
+    let mut i = 0;
+    while i < bytes.len() {
+        while i < bytes.len() && blank(bytes[i]) {
+            i += 1;
+        }
+        let start = i;
+        while i < bytes.len() && !blank(bytes[i]) && bytes[i] != b',' {
+            i += 1;
+        }
+        let token = &no_proxy[start..i];
+        if !token.is_empty() && curl_token_matches(token, &target) {
+            return Route::direct(format!("entry {token:?}"));
+        }
+        while i < bytes.len() && blank(bytes[i]) {
+            i += 1;
+        }
+        if i >= bytes.len() || bytes[i] != b',' {
+            break;
+        }
+        while i < bytes.len() && bytes[i] == b',' {
+            i += 1;
+        }
+    }
+    Route::proxy()
+}
+
+fn curl_token_matches(token: &str, target: &CurlHost) -> bool {
+    match target {
+        CurlHost::Name(name) => {
+            let t = token.strip_suffix('.').unwrap_or(token);
+            let t = t.strip_prefix('.').unwrap_or(t).to_ascii_lowercase();
+            if t.is_empty() {
+                return false;
+            }
+            name == &t
+                || name
+                    .strip_suffix(t.as_str())
+                    .is_some_and(|head| head.ends_with('.'))
+        }
+        CurlHost::V4(ip) => {
+            let (addr, bits) = match curl_split_bits(token) {
+                Some(v) => v,
+                None => return false,
+            };
+            let Ok(net_ip) = addr.parse::<Ipv4Addr>() else {
+                return false;
+            };
+            match bits {
+                0 => net_ip == *ip,
+                1..=32 => Ipv4Net::new(net_ip, bits as u8)
+                    .map(|n| n.trunc().contains(ip))
+                    .unwrap_or(false),
+                _ => false,
+            }
+        }
+        CurlHost::V6(ip) => {
+            let (addr, bits) = match curl_split_bits(token) {
+                Some(v) => v,
+                None => return false,
+            };
+            let Ok(net_ip) = addr.parse::<Ipv6Addr>() else {
+                return false;
+            };
+            match bits {
+                0 => net_ip == *ip,
+                1..=128 => Ipv6Net::new(net_ip, bits as u8)
+                    .map(|n| n.trunc().contains(ip))
+                    .unwrap_or(false),
+                _ => false,
+            }
+        }
+    }
+}
+
+/// `addr[/bits]`; a prefix length that is not all digits makes the entry unusable.
+fn curl_split_bits(token: &str) -> Option<(&str, u32)> {
+    match token.split_once('/') {
+        None => Some((token, 0)),
+        Some((a, b)) if !b.is_empty() && b.bytes().all(|c| c.is_ascii_digit()) && b.len() <= 3 => {
+            Some((a, b.parse().ok()?))
+        }
+        Some(_) => None,
+    }
+}
+
+// --- Python ---
+
+/// CPython `urllib.request.proxy_bypass_environment(host)`, where `host` is `host[:port]` as the caller passes
+/// it (urllib: as written in the URL, brackets kept; requests: the bare hostname).
+pub fn urllib(no_proxy: Option<&str>, host: &str) -> Route {
+    let Some(no_proxy) = no_proxy else {
+        return Route::proxy();
+    };
+    if no_proxy == "*" {
+        return Route::direct("the whole value is \"*\"");
+    }
+    let host = host.to_lowercase();
+    let hostonly = python_splitport(&host);
+    for raw in no_proxy.split(',') {
+        let name = raw.trim();
+        if name.is_empty() {
+            continue;
+        }
+        let bare = name.trim_start_matches('.').to_lowercase();
+        let dotted = format!(".{bare}");
+        if hostonly == bare
+            || host == bare
+            || hostonly.ends_with(&dotted)
+            || host.ends_with(&dotted)
+        {
+            return Route::direct(format!("entry {name:?}"));
+        }
+    }
+    Route::proxy()
+}
+
+/// Python's `_splitport`: `(.*):([0-9]*)` over the whole string; a non-empty port is split off. (So a bare
+/// IPv6 address loses its last group.)
+fn python_splitport(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if i + 1 < host.len() && host[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            &host[..i]
+        }
+        _ => host,
+    }
+}
+
+/// requests `should_bypass_proxies`: spaces removed and split on commas; IPv4 targets against IPv4 CIDRs and
+/// exact IPs; other targets by label-boundary suffix with and without the written port; then urllib's check
+/// on the bare hostname.
+pub fn requests(no_proxy: Option<&str>, url: &Url) -> Route {
+    let hostname = url.hostname();
+    if let Some(np) = no_proxy.filter(|s| !s.is_empty()) {
+        let cleaned = np.replace(' ', "");
+        let entries = cleaned.split(',').filter(|e| !e.is_empty());
+        if let Ok(ip) = hostname.parse::<Ipv4Addr>() {
+            for e in entries {
+                if let Some(net) = requests_cidr(e) {
+                    if net.contains(&ip) {
+                        return Route::direct(format!("entry {e:?} (CIDR)"));
+                    }
+                } else if hostname == e {
+                    return Route::direct(format!("entry {e:?}"));
+                }
+            }
+        } else {
+            let with_port = match url.port_written {
+                Some(p) => format!("{hostname}:{p}"),
+                None => hostname.clone(),
+            };
+            for e in entries {
+                let bare = e.trim_start_matches('.');
+                let dotted = format!(".{bare}");
+                if hostname == bare
+                    || with_port == bare
+                    || hostname.ends_with(&dotted)
+                    || with_port.ends_with(&dotted)
+                {
+                    return Route::direct(format!("entry {e:?}"));
+                }
+            }
+        }
+    }
+    match urllib(no_proxy, &hostname) {
+        Route {
+            direct: true,
+            because: Some(b),
+        } => Route::direct(format!("{b} (urllib's check on the hostname)")),
+        other => other,
+    }
+}
+
+/// requests `is_valid_cidr`: `a.b.c.d/n` with 1 <= n <= 32; host bits allowed.
+fn requests_cidr(e: &str) -> Option<Ipv4Net> {
+    let (a, b) = e.split_once('/')?;
+    let bits: u8 = b.parse().ok().filter(|n| (1..=32).contains(n))?;
+    Ipv4Net::new(a.parse().ok()?, bits).ok().map(|n| n.trunc())
+}
+
+/// The host as an IP, if it is one (brackets removed).
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const N: &str = "foobar.com, .barbaz.net, *.wildcard.io, 192.168.1.1, 192.168.1.2:81, \
+        192.168.1.3:80, 10.0.0.0/30, 2001:db8::52:0:1, [2001:db8::52:0:2]:443, \
+        [2001:db8::52:0:3]:80, 2002:db8:a::45/64";
+
+    /// Every vector of NO_PROXY.md. Go and curl columns are the document's table (URL `http://host/`, port 80).
+    /// Python columns were derived from the urllib and requests sources and checked against CPython 3.11.7 and
+    /// requests 2.34.2, for the URL without a port (`http://host/`) and with it written (`http://host:80/`),
+    /// because urllib compares `host[:port]` as written.
+    /// (n, NO_PROXY, host, go, curl, urllib, urllib :80, requests, requests :80); true = direct.
+    #[allow(clippy::type_complexity)]
+    const VECTORS: &[(u32, &str, &str, bool, bool, bool, bool, bool, bool)] = &[
+        (1, N, "localhost", true, false, false, false, false, false),
+        (2, N, "127.0.0.2", true, false, false, false, false, false),
+        (3, N, "[::1]", true, false, false, false, false, false),
+        (4, N, "[::2]", false, false, false, false, false, false),
+        (5, N, "192.168.1.1", true, true, true, true, true, true),
+        (
+            6,
+            N,
+            "192.168.1.2",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (7, N, "192.168.1.3", true, false, false, true, false, false),
+        (8, N, "10.0.0.2", true, true, false, false, true, true),
+        (
+            9,
+            N,
+            "[2001:db8::52:0:1]",
+            true,
+            true,
+            false,
+            false,
+            true,
+            true,
+        ),
+        (
+            10,
+            N,
+            "[2001:db8::52:0:3]",
+            true,
+            false,
+            false,
+            true,
+            false,
+            false,
+        ),
+        (
+            11,
+            N,
+            "[2002:db8:a::123]",
+            true,
+            true,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (12, N, "barbaz.net", false, true, true, true, true, true),
+        (13, N, "www.barbaz.net", true, true, true, true, true, true),
+        (14, N, "www.foobar.com", true, true, true, true, true, true),
+        (
+            15,
+            N,
+            "foofoobar.com",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            16,
+            N,
+            "nested.wildcard.io",
+            true,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            17,
+            N,
+            "wildcard.io",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (18, "*", "example.org", true, true, true, true, true, true),
+        (18, "*", "10.1.2.3", true, true, true, true, true, true),
+        (18, "*", "[2001:db8::1]", true, true, true, true, true, true),
+        (
+            19,
+            ".example.com",
+            "example.com",
+            false,
+            true,
+            true,
+            true,
+            true,
+            true,
+        ),
+        (
+            20,
+            "ample.com",
+            "example.com",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            21,
+            "localhost,.example.com,.example.de",
+            "example.com",
+            false,
+            true,
+            true,
+            true,
+            true,
+            true,
+        ),
+        (
+            22,
+            "localhost,www.example.com.,.example.de",
+            "www.example.com",
+            false,
+            true,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            23,
+            "localhost,.example.com,.example.de",
+            "www.example.com.",
+            false,
+            true,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            24,
+            "localhost .example.com .example.de",
+            "www.example.com",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            25,
+            "192.168.0.0/16a",
+            "192.168.0.1",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            26,
+            "192.168.0.0/16 ",
+            "192.168.0.1",
+            true,
+            true,
+            false,
+            false,
+            true,
+            true,
+        ),
+        (
+            27,
+            "foo,,,,,   bar, ::1/64",
+            "BAr",
+            true,
+            true,
+            true,
+            true,
+            true,
+            true,
+        ),
+        (
+            28,
+            "2001:db8::/65",
+            "[2001:db8::1]",
+            true,
+            true,
+            false,
+            false,
+            false,
+            false,
+        ),
+        (
+            29,
+            "2001:db8::/65",
+            "[2001:db8:8000::1]",
+            false,
+            false,
+            false,
+            false,
+            false,
+            false,
+        ),
+    ];
+
+    #[test]
+    fn every_vector_per_client() {
+        for &(n, np, host, go, curl, ul, ul80, rq, rq80) in VECTORS {
+            let plain = Url::parse(&format!("http://{host}/")).unwrap();
+            let written = Url::parse(&format!("http://{host}:80/")).unwrap();
+            let got = [
+                (route(Client::Go, Some(np), &plain).direct, go, "go"),
+                (route(Client::Go, Some(np), &written).direct, go, "go :80"),
+                (route(Client::Curl, Some(np), &plain).direct, curl, "curl"),
+                (
+                    route(Client::Curl, Some(np), &written).direct,
+                    curl,
+                    "curl :80",
+                ),
+                (route(Client::Urllib, Some(np), &plain).direct, ul, "urllib"),
+                (
+                    route(Client::Urllib, Some(np), &written).direct,
+                    ul80,
+                    "urllib :80",
+                ),
+                (
+                    route(Client::Requests, Some(np), &plain).direct,
+                    rq,
+                    "requests",
+                ),
+                (
+                    route(Client::Requests, Some(np), &written).direct,
+                    rq80,
+                    "requests :80",
+                ),
+            ];
+            for (got, want, client) in got {
+                assert_eq!(
+                    got, want,
+                    "vector {n} {client}: NO_PROXY={np:?} host={host:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn deciding_entry_is_reported() {
+        let u = Url::parse("http://nested.barbaz.net/").unwrap();
+        assert_eq!(
+            route(Client::Go, Some(N), &u).because.as_deref(),
+            Some("entry \".barbaz.net\"")
+        );
+        assert_eq!(
+            route(Client::Curl, Some(N), &u).because.as_deref(),
+            Some("entry \".barbaz.net\"")
+        );
+        let u = Url::parse("http://localhost/").unwrap();
+        assert!(route(Client::Go, None, &u)
+            .because
+            .unwrap()
+            .contains("built-in"));
+        assert_eq!(route(Client::Curl, None, &u), Route::proxy());
+        assert_eq!(route(Client::Urllib, None, &u), Route::proxy());
+        let u = Url::parse("http://10.0.0.1/").unwrap();
+        assert!(route(Client::Requests, Some("10.0.0.0/8"), &u)
+            .because
+            .unwrap()
+            .contains("CIDR"));
+    }
+
+    #[test]
+    fn curl_details() {
+        let cases: &[(&str, &str, bool)] = &[
+            // `*` only as the whole value.
+            ("*,foo", "http://example.com/", false),
+            ("foo,*", "http://example.com/", false),
+            // Ports are not parsed: the token never equals a host.
+            ("example.com:443", "https://example.com/", false),
+            // Case-insensitive, trailing dots on both sides ignored.
+            ("EXAMPLE.com.", "http://www.example.COM./", true),
+            // IPv4 CIDR, host bits allowed; IPv4 entries never match names.
+            ("10.1.2.3/8", "http://10.9.9.9/", true),
+            ("10.0.0.0/8", "http://10.0.0.1.example/", false),
+            // Blank-separated: only the first entry counts.
+            ("a.example b.example", "http://b.example/", false),
+            ("a.example b.example", "http://a.example/", true),
+            // Blank then comma continues.
+            ("a.example , b.example", "http://b.example/", true),
+            ("10.0.0.0/40", "http://10.0.0.1/", false),
+        ];
+        for &(np, url, want) in cases {
+            assert_eq!(
+                route(Client::Curl, Some(np), &Url::parse(url).unwrap()).direct,
+                want,
+                "{np:?} {url}"
+            );
+        }
+    }
+
+    #[test]
+    fn python_details() {
+        // urllib: no CIDR; compares host[:port] as written, so brackets matter for IPv6.
+        let u = Url::parse("http://[::1]:8080/").unwrap();
+        assert!(route(Client::Urllib, Some("[::1]"), &u).direct);
+        assert!(!route(Client::Urllib, Some("::1"), &u).direct);
+        // requests matches ::1 on the bare hostname.
+        assert!(route(Client::Requests, Some("::1"), &u).direct);
+        assert!(
+            !route(
+                Client::Urllib,
+                Some("10.0.0.0/8"),
+                &Url::parse("http://10.0.0.1/").unwrap()
+            )
+            .direct
+        );
+        // An unset NO_PROXY is not the same as "*" or an empty list.
+        assert!(!route(Client::Urllib, None, &Url::parse("http://a/").unwrap()).direct);
+        // Case-insensitive on both sides.
+        assert!(
+            route(
+                Client::Urllib,
+                Some("Example.COM"),
+                &Url::parse("http://WWW.example.com/").unwrap()
+            )
+            .direct
+        );
+        // *.x is dead in urllib.
+        assert!(
+            !route(
+                Client::Urllib,
+                Some("*.example.com"),
+                &Url::parse("http://a.example.com/").unwrap()
+            )
+            .direct
+        );
+    }
+
+    #[test]
+    fn url_parsing() {
+        let u = Url::parse("https://[2001:db8::1]:8443/x").unwrap();
+        assert_eq!(u.host, "[2001:db8::1]");
+        assert_eq!(u.port(), 8443);
+        assert_eq!(u.hostname(), "2001:db8::1");
+        let u = Url::parse("api.cast.ai").unwrap();
+        assert_eq!((u.scheme.as_str(), u.port()), ("https", 443));
+        let u = Url::parse("http://user@Host.example/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port(), u.netloc()),
+            ("Host.example", 80, "Host.example".to_string())
+        );
+        assert!(Url::parse("ftp://x/").is_err());
+        assert!(Url::parse("http://x:99999/").is_err());
+        assert!(Url::parse("http://[::1/").is_err());
+        assert_eq!(Client::parse_set("python").unwrap().len(), 2);
+        assert!(Client::parse_set("java").is_err());
+    }
+}
