@@ -5,6 +5,7 @@
 //! one decision line and one close line per request.
 
 pub mod check;
+pub mod load;
 pub mod config;
 pub mod policy;
 pub mod proxy;
