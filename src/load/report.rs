@@ -46,7 +46,11 @@ impl TargetResult {
     /// Errors across every scenario.
     pub fn error_count(&self) -> u64 {
         let rates = [&self.tunnels, &self.single, &self.deny];
-        rates.iter().filter_map(|r| r.as_ref()).map(|r| r.errors.count).sum::<u64>()
+        rates
+            .iter()
+            .filter_map(|r| r.as_ref())
+            .map(|r| r.errors.count)
+            .sum::<u64>()
             + self.bulk.as_ref().map_or(0, |b| b.errors.count)
             + self.idle.as_ref().map_or(0, |i| i.errors.count)
     }
@@ -111,7 +115,10 @@ impl Report {
                 .map(|l| l.p50_us)
         };
 
-        let mut head = vec![format!("target"), format!("tunnels/s ({} clients)", self.run.clients)];
+        let mut head = vec![
+            format!("target"),
+            format!("tunnels/s ({} clients)", self.run.clients),
+        ];
         if direct.is_some() {
             head.push("vs direct".into());
         }
@@ -159,13 +166,19 @@ impl Report {
             if let Some(s) = squid {
                 row.push(ratio(tunnels(t), tunnels(s)));
             }
-            row.push(opt(t.tunnels.as_ref().and_then(|r| r.latency.as_ref()).map(
-                |l| format!("{} / {}", micros(l.p50_us), micros(l.p99_us)),
-            )));
+            row.push(opt(t
+                .tunnels
+                .as_ref()
+                .and_then(|r| r.latency.as_ref())
+                .map(|l| format!("{} / {}", micros(l.p50_us), micros(l.p99_us)))));
             row.push(match (p50(t), direct.and_then(p50)) {
                 (Some(v), Some(d)) if t.name != "direct" => {
                     let delta = v - d;
-                    format!("{}{}", if delta >= 0.0 { "+" } else { "−" }, micros(delta.abs()))
+                    format!(
+                        "{}{}",
+                        if delta >= 0.0 { "+" } else { "−" },
+                        micros(delta.abs())
+                    )
                 }
                 (Some(v), _) => format!("(p50 {})", micros(v)),
                 _ => "—".into(),
@@ -297,15 +310,24 @@ mod tests {
         assert_eq!(lines.len(), 5, "{table}");
         assert!(lines[0].starts_with("| target | tunnels/s (32 clients) | vs direct | vs squid |"));
         let egressd_row = lines[3];
-        assert!(egressd_row.starts_with("| egressd | 3600 | 0.90 | 1.80 |"), "{egressd_row}");
+        assert!(
+            egressd_row.starts_with("| egressd | 3600 | 0.90 | 1.80 |"),
+            "{egressd_row}"
+        );
         assert!(egressd_row.contains("| +50 µs |"), "{egressd_row}");
-        assert!(egressd_row.contains("| 1900 | 0.95 | 1.90 |"), "{egressd_row}");
+        assert!(
+            egressd_row.contains("| 1900 | 0.95 | 1.90 |"),
+            "{egressd_row}"
+        );
         assert!(egressd_row.contains("| 9000 | 3.00 |"), "{egressd_row}");
         assert!(egressd_row.contains("| 2.0 KiB | 0.06 |"), "{egressd_row}");
         assert!(egressd_row.ends_with("| 10 / 10 | 0 |"), "{egressd_row}");
         assert!(lines[2].contains("(p50 100 µs)"), "{}", lines[2]);
         let columns = |l: &str| l.matches('|').count();
-        assert!(lines.iter().all(|l| columns(l) == columns(lines[0])), "{table}");
+        assert!(
+            lines.iter().all(|l| columns(l) == columns(lines[0])),
+            "{table}"
+        );
     }
 
     #[test]
@@ -325,7 +347,9 @@ mod tests {
         assert!(!table.contains("vs direct"), "{table}");
         assert!(table.contains("squid (unavailable: squid is not installed) | —"));
         assert!(table.lines().nth(2).unwrap().ends_with("| 1 |"), "{table}");
-        assert!(report.notes().contains("egressd deny: 1 errors, e.g. connect refused"));
+        assert!(report
+            .notes()
+            .contains("egressd deny: 1 errors, e.g. connect refused"));
         let json = serde_json::to_string(&report).unwrap();
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);

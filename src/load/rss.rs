@@ -42,7 +42,11 @@ fn process_pairs(proc_root: &Path) -> io::Result<Vec<(u32, u32)>> {
     let mut pairs = Vec::new();
     for entry in std::fs::read_dir(proc_root)? {
         let entry = entry?;
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         // Processes may exit between listing and reading.

@@ -115,7 +115,11 @@ impl Bulk {
         Bulk {
             bytes,
             secs,
-            mb_per_sec: if secs > 0.0 { bytes as f64 / 1e6 / secs } else { 0.0 },
+            mb_per_sec: if secs > 0.0 {
+                bytes as f64 / 1e6 / secs
+            } else {
+                0.0
+            },
             errors,
         }
     }
@@ -186,7 +190,12 @@ mod tests {
 
     #[test]
     fn rate_and_bulk_divide_by_elapsed() {
-        let r = Rate::new(2, vec![1; 50], Errors::default(), Duration::from_millis(500));
+        let r = Rate::new(
+            2,
+            vec![1; 50],
+            Errors::default(),
+            Duration::from_millis(500),
+        );
         assert_eq!(r.ok, 50);
         assert_eq!(r.per_sec, 100.0);
         let b = Bulk::new(10_000_000, Duration::from_secs(2), Errors::default());
