@@ -5,8 +5,8 @@
 //! one decision line and one close line per request.
 
 pub mod check;
-pub mod load;
 pub mod config;
+pub mod load;
 pub mod policy;
 pub mod proxy;
 pub mod reason;

@@ -48,6 +48,10 @@ struct Cli {
     /// Pid of the proxy given as ip:port, for its RSS per idle tunnel.
     #[arg(long)]
     pid: Option<u32>,
+    /// Fixed origin ports: echo on PORT, bulk on PORT+1 (for a proxy given as ip:port, whose allowlist must
+    /// name them) [default: two ephemeral ports].
+    #[arg(long, value_name = "PORT")]
+    origin_port: Option<u16>,
     /// Also write every raw number to this file as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         egressd_bin,
         squid_bin: cli.squid_bin,
         pid: cli.pid,
+        origin_port: cli.origin_port,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

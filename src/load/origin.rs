@@ -31,10 +31,10 @@ impl Drop for Origin {
     }
 }
 
-fn listener() -> io::Result<TcpListener> {
+fn listener(port: u16) -> io::Result<TcpListener> {
     let s = TcpSocket::new_v4()?;
     s.set_reuseaddr(true)?;
-    s.bind("127.0.0.1:0".parse().expect("literal address"))?;
+    s.bind(SocketAddr::from(([127, 0, 0, 1], port)))?;
     s.listen(4096)
 }
 
@@ -42,8 +42,9 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Start the origin on two ephemeral loopback ports.
-pub async fn start(name: &str) -> io::Result<Origin> {
+/// Start the origin on 127.0.0.1: echo on `port` and bulk on `port + 1`, or on two ephemeral ports when
+/// `port` is `None` (a proxy the harness does not configure itself needs fixed ports in its allowlist).
+pub async fn start(name: &str, port: Option<u16>) -> io::Result<Origin> {
     let err = |e: &dyn std::fmt::Display| io::Error::other(e.to_string());
     let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).map_err(|e| err(&e))?;
     let der: CertificateDer<'static> = cert.cert.der().clone();
@@ -66,8 +67,8 @@ pub async fn start(name: &str) -> io::Result<Origin> {
     let server_name = ServerName::try_from(name.to_string()).map_err(|e| err(&e))?;
 
     let stop = CancellationToken::new();
-    let echo = listener()?;
-    let bulk = listener()?;
+    let echo = listener(port.unwrap_or(0))?;
+    let bulk = listener(port.map_or(0, |p| p.wrapping_add(1)))?;
     let (echo_addr, bulk_addr) = (echo.local_addr()?, bulk.local_addr()?);
     tokio::spawn(serve(echo, acceptor.clone(), stop.clone(), false));
     tokio::spawn(serve(bulk, acceptor, stop.clone(), true));

@@ -55,6 +55,8 @@ pub struct Options {
     pub squid_bin: String,
     /// Process whose RSS is measured for an `Addr` target.
     pub pid: Option<u32>,
+    /// Fixed origin ports (echo, and bulk on the next port) instead of ephemeral ones.
+    pub origin_port: Option<u16>,
 }
 
 pub const ECHO_BYTES: usize = 64;
@@ -290,10 +292,14 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
     let idle_n = opts.idle.min(max_idle);
     let work = WorkDir::new().map_err(|e| format!("temporary directory: {e}"))?;
     let origin = Arc::new(
-        origin::start(origin::ORIGIN_NAME)
+        origin::start(origin::ORIGIN_NAME, opts.origin_port)
             .await
             .map_err(|e| format!("cannot start the origin: {e}"))?,
     );
+    progress(&format!(
+        "origin {} on {} (echo) and {} (bulk)",
+        origin.name, origin.echo, origin.bulk
+    ));
     let mut report = Report {
         run: RunInfo {
             smoke: opts.smoke,
