@@ -8,6 +8,7 @@ pub mod agent_env;
 pub mod check;
 pub mod config;
 pub mod noproxy;
+pub mod load;
 pub mod policy;
 pub mod proxy;
 pub mod reason;

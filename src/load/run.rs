@@ -1,0 +1,397 @@
+//! One harness run: start the origin, then for each target in turn run every scenario and collect a
+//! [`Report`].
+
+use super::client::{self, Error, Via};
+use super::origin::{self, Origin};
+use super::report::{Report, RunInfo, TargetResult};
+use super::rss::tree_rss;
+use super::stats::{Bulk, Errors, Idle, Rate};
+use super::targets::{self, Launched};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+/// What the clients are pointed at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// No proxy: the baseline.
+    Direct,
+    /// egressd, started by the harness from `Options::egressd_bin`.
+    Egressd,
+    /// Squid, started by the harness if it is installed.
+    Squid,
+    /// A proxy that is already running.
+    Addr(SocketAddr),
+}
+
+impl FromStr for TargetSpec {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "direct" => Ok(TargetSpec::Direct),
+            "egressd" => Ok(TargetSpec::Egressd),
+            "squid" => Ok(TargetSpec::Squid),
+            other => other.parse().map(TargetSpec::Addr).map_err(|_| {
+                format!("target {other:?}: expected direct, egressd, squid or ip:port")
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub targets: Vec<TargetSpec>,
+    pub clients: usize,
+    pub duration: Duration,
+    pub latency_duration: Duration,
+    pub bulk_bytes: u64,
+    pub idle: usize,
+    pub smoke: bool,
+    pub egressd_bin: PathBuf,
+    pub squid_bin: String,
+    /// Process whose RSS is measured for an `Addr` target.
+    pub pid: Option<u32>,
+    /// Fixed origin ports (echo, and bulk on the next port) instead of ephemeral ones.
+    pub origin_port: Option<u16>,
+}
+
+pub const ECHO_BYTES: usize = 64;
+/// Idle tunnels opened at once while building up the idle set.
+const IDLE_OPENERS: usize = 64;
+
+/// A directory for the run's generated files, removed at the end.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> std::io::Result<WorkDir> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("egressd-load-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(WorkDir(dir))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Raise the soft descriptor limit to the hard one; returns the limit now in force.
+#[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+pub fn raise_nofile_limit() -> u64 {
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                lim = want;
+            }
+        }
+        u64::from(lim.rlim_cur)
+    }
+}
+
+/// Run `op` from `clients` concurrent clients, each starting a new operation until `duration` has passed.
+async fn rate<F, Fut>(clients: usize, duration: Duration, op: F) -> Rate
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Duration, Error>> + Send,
+{
+    let op = Arc::new(op);
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = Errors::default();
+            while Instant::now() < deadline {
+                match op().await {
+                    Ok(took) => samples.push(took.as_nanos() as u64),
+                    Err(e) => {
+                        errors.record(e);
+                        // A refusing target must not turn into a busy loop.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            (samples, errors)
+        }));
+    }
+    let mut samples = Vec::new();
+    let mut errors = Errors::default();
+    for t in tasks {
+        match t.await {
+            Ok((s, e)) => {
+                samples.extend(s);
+                errors.merge(e);
+            }
+            Err(e) => errors.record(format!("client task failed: {e}")),
+        }
+    }
+    Rate::new(clients, samples, errors, start.elapsed())
+}
+
+/// Open `n` echo tunnels (handshake + one echo each), hold them, and measure the proxy's RSS growth.
+async fn idle(
+    via: Via,
+    origin: &Arc<Origin>,
+    n: usize,
+    pid: Option<u32>,
+    settle: Duration,
+) -> Idle {
+    let payload = [0x61u8; ECHO_BYTES];
+    let rss = || pid.and_then(|p| tree_rss(p).ok());
+    let baseline = rss();
+    let gate = Arc::new(Semaphore::new(IDLE_OPENERS));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (gate, origin) = (gate.clone(), origin.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = gate.acquire_owned().await;
+            client::echo_tunnel(via, &origin, &payload).await
+        }));
+    }
+    let mut held = Vec::with_capacity(n);
+    let mut errors = Errors::default();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(tls)) => held.push(tls),
+            Ok(Err(e)) => errors.record(e),
+            Err(e) => errors.record(format!("client task failed: {e}")),
+        }
+    }
+    tokio::time::sleep(settle).await;
+    let loaded = rss();
+    // Every tunnel must still work after being idle.
+    let mut alive = Vec::with_capacity(held.len());
+    for mut tls in held {
+        match client::echo(&mut tls, &payload).await {
+            Ok(()) => alive.push(tls),
+            Err(e) => errors.record(format!("after idling: {e}")),
+        }
+    }
+    let opened = alive.len();
+    drop(alive);
+    Idle::new(n, opened, errors, baseline, loaded)
+}
+
+/// Every scenario against one target.
+async fn scenarios(
+    opts: &Options,
+    origin: &Arc<Origin>,
+    via: Via,
+    pid: Option<u32>,
+    idle_n: usize,
+    result: &mut TargetResult,
+    progress: &dyn Fn(&str),
+) {
+    let settle = if opts.smoke {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_secs(1)
+    };
+    let payload: Arc<[u8]> = Arc::from(vec![0x61u8; ECHO_BYTES]);
+    let tunnel_op = {
+        let (origin, payload) = (origin.clone(), payload.clone());
+        move || {
+            let (origin, payload) = (origin.clone(), payload.clone());
+            async move { client::tunnel_once(via, &origin, &payload).await }
+        }
+    };
+    let name = result.name.clone();
+
+    // Warm-up, so the idle baseline and the rates do not include first-use costs.
+    let _ = rate(4, Duration::from_millis(300), tunnel_op.clone()).await;
+    tokio::time::sleep(settle).await;
+
+    if let Via::Proxy(_) = via {
+        progress(&format!("{name}: {idle_n} idle tunnels"));
+        let r = idle(via, origin, idle_n, pid, settle).await;
+        progress(&format!(
+            "{name}:   {} / {} held, {} errors, RSS per tunnel {}",
+            r.opened,
+            r.requested,
+            r.errors.count,
+            r.rss_per_tunnel_bytes
+                .map_or("—".into(), super::report::kib)
+        ));
+        result.idle = Some(r);
+        tokio::time::sleep(settle).await;
+    }
+
+    progress(&format!("{name}: tunnel rate, {} clients", opts.clients));
+    let r = rate(opts.clients, opts.duration, tunnel_op.clone()).await;
+    progress(&format!(
+        "{name}:   {:.0} tunnels/s, {} errors",
+        r.per_sec, r.errors.count
+    ));
+    result.tunnels = Some(r);
+
+    progress(&format!("{name}: single-client latency"));
+    let r = rate(1, opts.latency_duration, tunnel_op).await;
+    progress(&format!(
+        "{name}:   p50 {}",
+        r.latency
+            .as_ref()
+            .map_or("—".into(), |l| super::report::micros(l.p50_us))
+    ));
+    result.single = Some(r);
+
+    progress(&format!("{name}: bulk, one stream"));
+    let t0 = Instant::now();
+    let b = match client::bulk(via, origin, opts.bulk_bytes).await {
+        Ok((bytes, took)) => Bulk::new(bytes, took, Errors::default()),
+        Err(e) => {
+            let mut errors = Errors::default();
+            errors.record(e);
+            Bulk::new(0, t0.elapsed(), errors)
+        }
+    };
+    progress(&format!("{name}:   {:.0} MB/s", b.mb_per_sec));
+    result.bulk = Some(b);
+
+    if let Via::Proxy(proxy) = via {
+        progress(&format!("{name}: deny rate, {} clients", opts.clients));
+        let r = rate(opts.clients, opts.duration, move || {
+            client::deny_once(proxy)
+        })
+        .await;
+        progress(&format!(
+            "{name}:   {:.0} denies/s, {} errors",
+            r.per_sec, r.errors.count
+        ));
+        result.deny = Some(r);
+    }
+}
+
+/// Run every scenario against every target, in order. `progress` receives one line per step.
+pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, String> {
+    let nofile = raise_nofile_limit();
+    // Each idle tunnel costs two descriptors in the harness (client and origin ends) and two in the proxy.
+    let max_idle = (nofile.saturating_sub(512) / 2) as usize;
+    let idle_n = opts.idle.min(max_idle);
+    let work = WorkDir::new().map_err(|e| format!("temporary directory: {e}"))?;
+    let origin = Arc::new(
+        origin::start(origin::ORIGIN_NAME, opts.origin_port)
+            .await
+            .map_err(|e| format!("cannot start the origin: {e}"))?,
+    );
+    progress(&format!(
+        "origin {} on {} (echo) and {} (bulk)",
+        origin.name, origin.echo, origin.bulk
+    ));
+    let mut report = Report {
+        run: RunInfo {
+            smoke: opts.smoke,
+            clients: opts.clients,
+            duration_secs: opts.duration.as_secs_f64(),
+            latency_duration_secs: opts.latency_duration.as_secs_f64(),
+            bulk_bytes: opts.bulk_bytes,
+            echo_bytes: ECHO_BYTES,
+            idle_requested: opts.idle,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        },
+        targets: Vec::new(),
+    };
+    for spec in &opts.targets {
+        let name = match spec {
+            TargetSpec::Direct => "direct".to_string(),
+            TargetSpec::Egressd => "egressd".to_string(),
+            TargetSpec::Squid => "squid".to_string(),
+            TargetSpec::Addr(a) => a.to_string(),
+        };
+        let mut result = TargetResult::new(&name);
+        if idle_n < opts.idle && !matches!(spec, TargetSpec::Direct) {
+            result.notes.push(format!(
+                "{idle_n} idle tunnels instead of {}: the descriptor limit is {nofile} and each tunnel \
+                 needs two in the harness and two in the proxy",
+                opts.idle
+            ));
+        }
+        let dir = work.0.join(&name);
+        let _ = std::fs::create_dir_all(&dir);
+        let launched: Result<Option<Launched>, String> = match spec {
+            TargetSpec::Direct | TargetSpec::Addr(_) => Ok(None),
+            TargetSpec::Egressd => targets::start_egressd(
+                &opts.egressd_bin,
+                &dir,
+                &origin,
+                idle_n + 4 * opts.clients + 100,
+            )
+            .await
+            .map(Some),
+            TargetSpec::Squid => targets::start_squid(&opts.squid_bin, &dir, &origin, nofile)
+                .await
+                .map(Some),
+        };
+        let mut launched = match launched {
+            Ok(l) => l,
+            Err(e) => {
+                progress(&format!("{name}: unavailable: {e}"));
+                result.unavailable = Some(e);
+                report.targets.push(result);
+                continue;
+            }
+        };
+        let (via, pid) = match (spec, &launched) {
+            (TargetSpec::Direct, _) => (Via::Direct, None),
+            (TargetSpec::Addr(a), _) => (Via::Proxy(*a), opts.pid),
+            (_, Some(l)) => (Via::Proxy(l.addr), Some(l.pid)),
+            (_, None) => unreachable!("egressd and squid are launched"),
+        };
+        if let Some(l) = &launched {
+            result.proxy_addr = Some(l.addr.to_string());
+            result.pid = Some(l.pid);
+            result.version = l.version.clone();
+        } else if let Via::Proxy(a) = via {
+            result.proxy_addr = Some(a.to_string());
+            result.pid = pid;
+        }
+        progress(&format!("{name}: starting scenarios"));
+        scenarios(opts, &origin, via, pid, idle_n, &mut result, progress).await;
+        if let Some(l) = launched.as_mut() {
+            l.stop();
+        }
+        report.targets.push(result);
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_specs() {
+        assert_eq!("direct".parse(), Ok(TargetSpec::Direct));
+        assert_eq!(" squid".parse(), Ok(TargetSpec::Squid));
+        assert_eq!(
+            "127.0.0.1:3128".parse(),
+            Ok(TargetSpec::Addr("127.0.0.1:3128".parse().unwrap()))
+        );
+        assert!("squidd".parse::<TargetSpec>().is_err());
+    }
+}
