@@ -7,13 +7,14 @@
 pub mod agent_env;
 pub mod check;
 pub mod config;
-pub mod noproxy;
 pub mod load;
+pub mod noproxy;
 pub mod policy;
 pub mod proxy;
 pub mod reason;
 pub mod target;
 pub mod telemetry;
+pub mod tls_files;
 pub mod vendors;
 
 pub use config::Settings;

@@ -61,10 +61,13 @@ pub enum Reason {
     UpstreamError,
     /// A rule matches host and port but restricts paths, and the request's path is not one of them.
     DeniedPath,
+    /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
+    /// (no HTTP answer is possible without TLS; the log line is the only record).
+    ClientTlsFailed,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -93,6 +96,7 @@ impl Reason {
         Reason::UpstreamUnreachable,
         Reason::UpstreamError,
         Reason::DeniedPath,
+        Reason::ClientTlsFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -125,6 +129,7 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::UpstreamError => "upstream_error",
             Reason::DeniedPath => "denied_path",
+            Reason::ClientTlsFailed => "client_tls_failed",
         }
     }
 
@@ -149,7 +154,8 @@ impl Reason {
             | Reason::NotProxyRequest
             | Reason::BadRequest
             | Reason::UnsupportedVersion
-            | Reason::UnsupportedScheme => 400,
+            | Reason::UnsupportedScheme
+            | Reason::ClientTlsFailed => 400,
             Reason::HeaderTimeout => 408,
             Reason::HeaderTooLarge => 431,
             Reason::ConnectionLimit => 503,

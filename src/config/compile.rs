@@ -50,6 +50,8 @@ pub struct Dns {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub listen: SocketAddr,
+    /// Optional listener speaking TLS to clients (`HTTPS_PROXY=https://...`), with its server configuration.
+    pub listen_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     pub mode: Mode,
     pub policy: Arc<Policy>,
     /// How the ClientHello inside CONNECT tunnels is read and judged.
@@ -88,6 +90,8 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         );
         SocketAddr::from(([127, 0, 0, 1], 3128))
     });
+
+    let listen_tls = compile_tls_listener(raw, &mut errs);
 
     let mode = match raw.mode.as_deref().unwrap_or("enforce") {
         "enforce" => Mode::Enforce,
@@ -266,6 +270,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     }
     Ok(Settings {
         listen,
+        listen_tls,
         mode,
         policy: Arc::new(policy),
         tls,
@@ -563,6 +568,42 @@ fn parse_port(p: &RawPort) -> Result<std::ops::RangeInclusive<u16>, String> {
                     Ok(a..=b)
                 }
             }
+        }
+    }
+}
+
+fn compile_tls_listener(
+    raw: &RawConfig,
+    errs: &mut Errors,
+) -> Option<(SocketAddr, Arc<rustls::ServerConfig>)> {
+    let (cert, key) = (raw.tls.cert.as_deref(), raw.tls.key.as_deref());
+    let Some(addr_text) = raw.listen_tls.as_deref() else {
+        if cert.is_some() || key.is_some() {
+            errs.push(
+                "tls",
+                "tls.cert and tls.key are only used with listen_tls; set listen_tls too",
+            );
+        }
+        return None;
+    };
+    let addr = addr_text
+        .parse::<SocketAddr>()
+        .map_err(|_| {
+            errs.push(
+                "listen_tls",
+                format!("{addr_text:?} is not an address:port such as 0.0.0.0:3129"),
+            )
+        })
+        .ok();
+    let (Some(cert), Some(key)) = (cert, key) else {
+        errs.push("tls", "listen_tls needs tls.cert and tls.key (PEM files)");
+        return None;
+    };
+    match crate::tls_files::server_config(std::path::Path::new(cert), std::path::Path::new(key)) {
+        Ok(cfg) => addr.map(|a| (a, cfg)),
+        Err((which, msg)) => {
+            errs.push(format!("tls.{which}"), msg);
+            None
         }
     }
 }

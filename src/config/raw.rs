@@ -8,6 +8,9 @@ use std::collections::BTreeMap;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
+    pub listen_tls: Option<String>,
+    #[serde(default)]
+    pub tls: RawTlsFiles,
     pub mode: Option<String>,
     pub sni: Option<String>,
     #[serde(default)]
@@ -56,6 +59,14 @@ pub struct RawRule {
 pub enum RawPort {
     Number(i64),
     Text(String),
+}
+
+/// Certificate and key for the TLS listener (PEM files).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsFiles {
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

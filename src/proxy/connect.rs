@@ -187,9 +187,9 @@ pub(super) async fn tunnel<C>(
 }
 
 /// CONNECT as the first request on a connection: answered on the raw socket, no HTTP library involved.
-pub(super) async fn handle_first(
+pub(super) async fn handle_first<S: super::ClientIo>(
     ctx: Arc<Ctx>,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     conn_id: u64,
     buf: Vec<u8>,

@@ -34,9 +34,9 @@ pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
 
 // --- serving the client connection ---
 
-pub(super) async fn serve(
+pub(super) async fn serve<S: super::ClientIo>(
     ctx: Arc<Ctx>,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     conn_id: u64,
     buf: Vec<u8>,
@@ -566,12 +566,12 @@ impl Drop for Tracked {
 // --- replaying the already-read head ---
 
 /// The client stream with the bytes already read (the first head) put back in front.
-struct Prefixed {
+struct Prefixed<S> {
     prefix: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl AsyncRead for Prefixed {
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -587,7 +587,7 @@ impl AsyncRead for Prefixed {
     }
 }
 
-impl AsyncWrite for Prefixed {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

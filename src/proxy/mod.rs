@@ -19,8 +19,10 @@ use head::Request;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 /// Everything a connection handler needs, shared by all connections.
@@ -114,9 +116,21 @@ impl Ctx {
     }
 }
 
-/// A bound proxy listener, ready to serve.
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Plain,
+    Tls,
+}
+
+/// Anything a client connection can be: a TCP stream or TLS over one.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+
+/// The bound proxy listeners, ready to serve.
 pub struct Proxy {
-    listener: TcpListener,
+    plain: TcpListener,
+    tls: Option<(TcpListener, TlsAcceptor)>,
     ctx: Arc<Ctx>,
 }
 
@@ -126,71 +140,130 @@ impl Proxy {
         log: EventLog,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(settings.listen).await?;
+        let plain = TcpListener::bind(settings.listen).await?;
+        let tls = match &settings.listen_tls {
+            Some((addr, cfg)) => Some((
+                TcpListener::bind(addr).await?,
+                TlsAcceptor::from(cfg.clone()),
+            )),
+            None => None,
+        };
         Ok(Proxy {
-            listener,
+            plain,
+            tls,
             ctx: Ctx::new(settings, log, shutdown),
         })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.plain
             .local_addr()
             .expect("bound listener has an address")
+    }
+
+    /// The TLS listener's address, when one is configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn ctx(&self) -> &Arc<Ctx> {
         &self.ctx
     }
 
-    /// Accept until shutdown. Connections over `limits.max_connections` get 503 `connection_limit`.
+    /// Accept on every listener until shutdown. Connections over `limits.max_connections` (counted across
+    /// listeners) get 503 `connection_limit`.
     pub async fn serve(self) {
         let limit = Arc::new(Semaphore::new(self.ctx.settings.limits.max_connections));
-        loop {
-            let accepted = tokio::select! {
-                a = self.listener.accept() => a,
-                _ = self.ctx.shutdown.cancelled() => return,
-            };
-            let (stream, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of file descriptors and similar: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            dial::enable_keepalive(&stream);
-            let ctx = self.ctx.clone();
-            let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-            match limit.clone().try_acquire_owned() {
-                Ok(permit) => {
-                    tokio::spawn(async move {
-                        handle(ctx, stream, peer, conn_id).await;
-                        drop(permit);
-                    });
-                }
-                Err(_) => {
-                    tokio::spawn(async move {
-                        let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-                        o.refuse(
-                            Reason::ConnectionLimit,
-                            format!(
-                                "{} connections already open (limits.max_connections)",
-                                ctx.settings.limits.max_connections
-                            ),
-                        );
-                        ctx.log.decision(&o);
-                        respond::write_refusal(stream, &o).await;
-                    });
-                }
+        let plain = accept_loop(self.plain, None, self.ctx.clone(), limit.clone());
+        match self.tls {
+            Some((listener, acceptor)) => {
+                let tls = accept_loop(listener, Some(acceptor), self.ctx.clone(), limit);
+                tokio::join!(plain, tls);
             }
+            None => plain.await,
         }
     }
 }
 
-async fn handle(ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr, conn_id: u64) {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    ctx: Arc<Ctx>,
+    limit: Arc<Semaphore>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        dial::enable_keepalive(&stream);
+        let ctx = ctx.clone();
+        let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+        let permit = limit.clone().try_acquire_owned().ok();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => admit(ctx, stream, peer, conn_id, permit).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header time: a client that stalls in it is cut there.
+                    let handshake =
+                        tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
+                    let detail = match handshake.await {
+                        Ok(Ok(tls_stream)) => return admit(ctx, tls_stream, peer, conn_id, permit).await,
+                        Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
+                        Err(_) => format!(
+                            "TLS handshake with the client did not finish within {:?} (timeouts.header)",
+                            ctx.settings.timeouts.header
+                        ),
+                    };
+                    let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+                    o.refuse(Reason::ClientTlsFailed, detail);
+                    ctx.log.decision(&o);
+                }
+            }
+        });
+    }
+}
+
+/// Serve a connection that holds a slot, or refuse it with 503 when none was free.
+async fn admit<S: ClientIo>(
+    ctx: Arc<Ctx>,
+    stream: S,
+    peer: SocketAddr,
+    conn_id: u64,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    match permit {
+        Some(permit) => {
+            handle(ctx, stream, peer, conn_id).await;
+            drop(permit);
+        }
+        None => {
+            let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+            o.refuse(
+                Reason::ConnectionLimit,
+                format!(
+                    "{} connections already open (limits.max_connections)",
+                    ctx.settings.limits.max_connections
+                ),
+            );
+            ctx.log.decision(&o);
+            respond::write_refusal(stream, &o).await;
+        }
+    }
+}
+
+async fn handle<S: ClientIo>(ctx: Arc<Ctx>, mut stream: S, peer: SocketAddr, conn_id: u64) {
     let limits = &ctx.settings.limits;
     let mut buf = Vec::with_capacity(1024);
     let read = head::read_head(

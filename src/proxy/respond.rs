@@ -5,8 +5,7 @@ use crate::telemetry::log::{Kind, Outcome};
 use bytes::Bytes;
 use http_body_util::Full;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 pub const REASON_HEADER: &str = "x-egressd-reason";
 
@@ -40,7 +39,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Write a refusal on a raw connection and close it.
-pub async fn write_refusal(mut stream: TcpStream, o: &Outcome) {
+pub async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, o: &Outcome) {
     let body = body_text(o);
     let status = o.reason.status();
     let head = format!(

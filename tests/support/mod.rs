@@ -59,6 +59,8 @@ impl Captured {
 
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The TLS listener's address when the config sets `listen_tls`.
+    pub tls_addr: Option<SocketAddr>,
     pub log: Captured,
     pub shutdown: CancellationToken,
     pub dir: tempfile::TempDir,
@@ -91,9 +93,11 @@ pub async fn start_proxy(yaml: &str) -> TestProxy {
     .await
     .unwrap();
     let addr = proxy.local_addr();
+    let tls_addr = proxy.tls_local_addr();
     tokio::spawn(proxy.serve());
     TestProxy {
         addr,
+        tls_addr,
         log,
         shutdown,
         dir: tempfile::tempdir().unwrap(),

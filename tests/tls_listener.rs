@@ -1,0 +1,180 @@
+//! The TLS listener (`listen_tls`): clients reach the proxy over TLS (`HTTPS_PROXY=https://...`) and send
+//! CONNECT inside it; the same policy, SNI binding and logs apply as on the plain listener.
+
+mod support;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+struct ProxyCert {
+    dir: tempfile::TempDir,
+}
+
+impl ProxyCert {
+    /// A self-signed certificate for the proxy itself, valid for 127.0.0.1 and "proxy.test".
+    fn new() -> Self {
+        let cert =
+            rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "proxy.test".into()])
+                .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("proxy.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(dir.path().join("proxy.key"), cert.key_pair.serialize_pem()).unwrap();
+        ProxyCert { dir }
+    }
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+    fn yaml(&self, origin_port: u16) -> String {
+        format!(
+            r#"
+listen_tls: 127.0.0.1:0
+tls:
+  cert: {cert}
+  key: {key}
+allow:
+  - name: origin
+    hosts: ["api.test.example"]
+    ports: [{origin_port}]
+destinations:
+  allow_cidrs: ["127.0.0.1/32"]
+dns:
+  hosts:
+    api.test.example: ["127.0.0.1"]
+    denied.test.example: ["127.0.0.1"]
+"#,
+            cert = self.path("proxy.pem"),
+            key = self.path("proxy.key"),
+        )
+    }
+}
+
+#[tokio::test]
+async fn curl_over_https_proxy_reaches_allowed_origin_and_is_denied_elsewhere() {
+    let origin = tls_origin(&["api.test.example", "denied.test.example"]).await;
+    let port = origin.addr.port();
+    let cert = ProxyCert::new();
+    let proxy = start_proxy(&cert.yaml(port)).await;
+    let tls_addr = proxy.tls_addr.expect("listen_tls is set");
+    assert_ne!(tls_addr, proxy.addr, "the TLS listener is its own socket");
+
+    let proxy_url = format!("https://{tls_addr}");
+    let ca = origin.ca_pem.display().to_string();
+    let proxy_ca = cert.path("proxy.pem");
+    let ok = curl(
+        &[
+            "--proxy",
+            &proxy_url,
+            "--proxy-cacert",
+            &proxy_ca,
+            "--cacert",
+            &ca,
+            &format!("https://api.test.example:{port}/"),
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(
+        ok.code, 0,
+        "curl over the TLS listener failed: {}",
+        ok.stderr
+    );
+    assert_eq!(ok.stdout, "hello from tls origin");
+
+    let denied = curl(
+        &[
+            "--proxy",
+            &proxy_url,
+            "--proxy-cacert",
+            &proxy_ca,
+            "--cacert",
+            &ca,
+            "-w",
+            "%{http_connect}",
+            &format!("https://denied.test.example:{port}/"),
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(denied.code, 0);
+    assert!(
+        denied.stdout.contains("403"),
+        "expected a 403 to CONNECT: {denied:?}",
+        denied = denied.stdout
+    );
+
+    let decisions = proxy.log.wait_events("decision", 2).await;
+    let reasons: Vec<_> = decisions
+        .iter()
+        .map(|d| d["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.contains(&"allowed".to_string()), "{reasons:?}");
+    assert!(
+        reasons.contains(&"denied_no_rule".to_string()),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn untrusted_proxy_certificate_is_refused_by_the_client() {
+    let origin = tls_origin(&["api.test.example"]).await;
+    let cert = ProxyCert::new();
+    let proxy = start_proxy(&cert.yaml(origin.addr.port())).await;
+    let tls_addr = proxy.tls_addr.unwrap();
+    // Trusting only the origin's CA, curl must refuse the proxy's certificate.
+    let ca = origin.ca_pem.display().to_string();
+    let out = curl(
+        &[
+            "--proxy",
+            &format!("https://{tls_addr}"),
+            "--proxy-cacert",
+            &ca,
+            "--cacert",
+            &ca,
+            &format!("https://api.test.example:{}/", origin.addr.port()),
+        ],
+        &[],
+    )
+    .await;
+    assert_ne!(out.code, 0, "curl accepted an untrusted proxy certificate");
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_gets_no_answer_and_the_proxy_keeps_serving() {
+    let origin = tls_origin(&["api.test.example"]).await;
+    let cert = ProxyCert::new();
+    let proxy = start_proxy(&cert.yaml(origin.addr.port())).await;
+    let tls_addr = proxy.tls_addr.unwrap();
+    let mut s = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+    s.write_all(b"CONNECT api.test.example:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("200"),
+        "plain text was served on the TLS port"
+    );
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["reason"], "client_tls_failed");
+    assert_eq!(d["decision"], "deny");
+    // The plain listener still answers.
+    let resp = connect(proxy.addr, "denied.test.example:443").await;
+    assert_eq!(status(&resp), 403);
+}
+
+#[test]
+fn listen_tls_without_files_is_a_config_error() {
+    let err = egressd::config::from_yaml_str("listen_tls: 127.0.0.1:0\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls.cert and tls.key"), "{err}");
+    let err = egressd::config::from_yaml_str(
+        "listen_tls: 127.0.0.1:0\ntls: {cert: /nonexistent.pem, key: /nonexistent.key}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("/nonexistent.pem"), "{err}");
+    let err = egressd::config::from_yaml_str("tls: {cert: a.pem, key: a.key}\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set listen_tls"), "{err}");
+}
