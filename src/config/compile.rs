@@ -61,11 +61,16 @@ pub struct Settings {
     pub dns: Dns,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    /// Admin listener (/metrics, /healthz, /readyz); `None` when `admin.listen: off`.
+    pub admin: Option<SocketAddr>,
+    /// How long open connections may drain after SIGTERM/SIGINT before they are cut.
+    pub shutdown_grace: Duration,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 
 #[derive(Default)]
 struct Errors(Vec<ConfigError>);
@@ -240,6 +245,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         idle: duration("timeouts.idle", &raw.timeouts.idle, "15m"),
         dns: duration("timeouts.dns", &raw.timeouts.dns, "5s"),
     };
+    let shutdown_grace = duration("shutdown.grace", &raw.shutdown.grace, "30s");
     let dns = Dns {
         min_ttl: duration("dns.min_ttl", &raw.dns.min_ttl, "5s"),
         max_ttl: duration("dns.max_ttl", &raw.dns.max_ttl, "5m"),
@@ -249,6 +255,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         errs.push("dns.min_ttl", "must not be greater than dns.max_ttl");
     }
 
+    let admin = compile_admin(raw, listen, &mut errs);
     let max_connections = raw.limits.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         errs.push("limits.max_connections", "must be at least 1");
@@ -278,8 +285,38 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         dns,
         timeouts,
         limits,
+        admin,
+        shutdown_grace,
         warnings,
     })
+}
+
+fn compile_admin(
+    raw: &RawConfig,
+    proxy_listen: SocketAddr,
+    errs: &mut Errors,
+) -> Option<SocketAddr> {
+    let text = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
+    if text == "off" {
+        return None;
+    }
+    match text.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 && a == proxy_listen => {
+            errs.push(
+                "admin.listen",
+                format!("{a} is the proxy listener; the admin endpoints need their own port"),
+            );
+            None
+        }
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                "admin.listen",
+                format!("{text:?} is not an address:port such as 127.0.0.1:9090 (or \"off\")"),
+            );
+            None
+        }
+    }
 }
 
 /// Expand the selected vendor profiles into allow rules (`<profile>/<entry>`), minus `vendors_disable`. Each
@@ -752,6 +789,25 @@ limits: {max_connections: 0, max_header_bytes: 10}
         assert_eq!(s.limits.max_connections, 10_000);
         assert_eq!(s.limits.max_header_bytes, 32768);
         assert_eq!(s.mode, super::Mode::Enforce);
+        assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
+        assert_eq!(s.shutdown_grace.as_secs(), 30);
+    }
+
+    #[test]
+    fn admin_listener_and_grace() {
+        let s = from_yaml_str("admin: {listen: off}\nshutdown: {grace: 5s}\n").unwrap();
+        assert_eq!(s.admin, None);
+        assert_eq!(s.shutdown_grace.as_secs(), 5);
+        let err =
+            from_yaml_str("listen: 127.0.0.1:3128\nadmin: {listen: 127.0.0.1:3128}\n").unwrap_err();
+        assert!(err.to_string().contains("admin.listen"), "{err}");
+        let err = from_yaml_str("admin: {listen: nine}\nshutdown: {grace: 0s}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("admin.listen") && err.contains("shutdown.grace"),
+            "{err}"
+        );
     }
 
     #[test]

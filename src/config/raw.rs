@@ -34,6 +34,25 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+}
+
+/// The admin listener (metrics, health, readiness).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// address:port, or "off".
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    /// How long open tunnels may drain after SIGTERM/SIGINT.
+    pub grace: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
