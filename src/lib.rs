@@ -7,6 +7,7 @@
 pub mod agent_env;
 pub mod check;
 pub mod config;
+pub mod fd_limit;
 pub mod load;
 pub mod noproxy;
 pub mod policy;

@@ -189,10 +189,14 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Run { config: None }) {
         Command::Run { config } => {
             init_tracing(cli.log_format);
+            let nofile = egressd::fd_limit::raise();
             let settings = match load(config.as_deref()) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            if let Some(w) = egressd::fd_limit::shortfall(nofile, settings.limits.max_connections) {
+                tracing::warn!("{w}");
+            }
             let format = match cli.log_format {
                 Format::Json => LogFormat::Json,
                 Format::Text => LogFormat::Text,

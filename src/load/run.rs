@@ -84,29 +84,9 @@ impl Drop for WorkDir {
     }
 }
 
-/// Raise the soft descriptor limit to the hard one; returns the limit now in force.
-#[allow(clippy::useless_conversion)] // rlim_t is u64 on Linux, not everywhere
+/// Raise the descriptor limit as far as the process may; returns the limit now in force.
 pub fn raise_nofile_limit() -> u64 {
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
-    unsafe {
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim = want;
-            }
-        }
-        u64::from(lim.rlim_cur)
-    }
+    crate::fd_limit::raise()
 }
 
 /// Run `op` from `clients` concurrent clients, each starting a new operation until `duration` has passed.

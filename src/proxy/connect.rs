@@ -63,16 +63,49 @@ enum Verdict2 {
     Refuse(Reason, String),
 }
 
-/// Peek, judge, log the decision, then replay and splice; log the close line. `early` is data the client
-/// sent after the CONNECT head without waiting for the 200; it is judged and forwarded first, never dropped.
+/// A judged tunnel whose first bytes went upstream: all an established (often idle) tunnel keeps.
+pub(super) struct Splicing<C> {
+    client: C,
+    upstream: TcpStream,
+    idle: Duration,
+    close: Close,
+    started: Instant,
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
+    /// Splice until the tunnel ends, then write the close line.
+    pub(super) async fn run(self, ctx: &Ctx) {
+        let Splicing {
+            client,
+            upstream,
+            idle,
+            mut close,
+            started,
+        } = self;
+        let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
+        close.bytes_up += s.bytes_up;
+        close.bytes_down = s.bytes_down;
+        close.close_reason = s.close_reason;
+        close.duration = started.elapsed();
+        ctx.log.close(&close);
+    }
+}
+
+/// Peek, judge, log the decision, then replay the first bytes upstream. Returns the tunnel to splice, or
+/// `None` when it ended here (its close line written). `early` is data the client sent after the CONNECT head
+/// without waiting for the 200; it is judged and forwarded first, never dropped.
+///
+/// Callers run this boxed and the returned [`Splicing`] inline, so a connection's task is only as large as
+/// an established tunnel needs, not as large as the peek and judgment.
 pub(super) async fn tunnel<C>(
     ctx: &Ctx,
     mut client: C,
     opened: Opened,
     early: Vec<u8>,
     mut o: Outcome,
-) where
-    C: AsyncRead + AsyncWrite + Unpin,
+) -> Option<Splicing<C>>
+where
+    C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let started = Instant::now();
     let Opened {
@@ -83,14 +116,14 @@ pub(super) async fn tunnel<C>(
     let checks = &ctx.settings.tls;
     let idle = crate::policy::IdleOverride::resolve(o.idle, ctx.settings.timeouts.idle);
     let required = tls_required(rule_tls, target.port);
-    let peeked = if checks.sni == SniMode::Off && !required {
+    let mut peeked = if checks.sni == SniMode::Off && !required {
         Peeked {
             first: FirstBytes::ServerFirst,
             reads: usize::from(!early.is_empty()),
             buf: early,
         }
     } else {
-        peek(
+        Box::pin(peek(
             &mut client,
             &upstream,
             early,
@@ -98,7 +131,7 @@ pub(super) async fn tunnel<C>(
             checks.hello_max_bytes,
             checks.hello_timeout,
             idle,
-        )
+        ))
         .await
     };
 
@@ -171,19 +204,25 @@ pub(super) async fn tunnel<C>(
         }
         Verdict2::Splice => {
             ctx.log.decision(&o);
-            if !peeked.buf.is_empty() && upstream.write_all(&peeked.buf).await.is_err() {
+            // The replayed bytes are released before splicing: an idle tunnel holds no buffer.
+            let replay = std::mem::take(&mut peeked.buf);
+            if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
                 close.close_reason = CloseReason::UpstreamError;
             } else {
-                close.bytes_up = peeked.buf.len() as u64;
-                let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
-                close.bytes_up += s.bytes_up;
-                close.bytes_down = s.bytes_down;
-                close.close_reason = s.close_reason;
+                close.bytes_up = replay.len() as u64;
+                return Some(Splicing {
+                    client,
+                    upstream,
+                    idle,
+                    close,
+                    started,
+                });
             }
         }
     }
     close.duration = started.elapsed();
     ctx.log.close(&close);
+    None
 }
 
 /// CONNECT as the first request on a connection: answered on the raw socket, no HTTP library involved.
@@ -195,11 +234,13 @@ pub(super) async fn handle_first<S: super::ClientIo>(
     buf: Vec<u8>,
     head_len: usize,
     authority: String,
-) {
+) -> Option<Splicing<S>> {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-    let Some(opened) = open(&ctx, &authority, &mut o).await else {
+    // Boxed, like the peek below: resolving and dialling take far more state than a spliced tunnel, and a
+    // future's size is reserved for the whole life of the connection's task.
+    let Some(opened) = Box::pin(open(&ctx, &authority, &mut o)).await else {
         respond::write_refusal(stream, &o).await;
-        return;
+        return None;
     };
     let early = buf[head_len..].to_vec();
     drop(buf);
@@ -211,6 +252,7 @@ pub(super) async fn handle_first<S: super::ClientIo>(
         Err(_) => {
             ctx.log.decision(&o);
             ctx.log.close(&Close::ended(&o, CloseReason::ClientGone));
+            None
         }
     }
 }

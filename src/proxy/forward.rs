@@ -243,7 +243,10 @@ async fn connect_upgrade(
     tokio::spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
-                connect::tunnel(&ctx, TokioIo::new(upgraded), opened, Vec::new(), o).await
+                let judged = connect::tunnel(&ctx, TokioIo::new(upgraded), opened, Vec::new(), o);
+                if let Some(tunnel) = Box::pin(judged).await {
+                    tunnel.run(&ctx).await;
+                }
             }
             Err(_) => {
                 ctx.log.decision(&o);

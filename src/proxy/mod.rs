@@ -210,29 +210,40 @@ async fn accept_loop(
         let ctx = ctx.clone();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
         let permit = limit.clone().try_acquire_owned().ok();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => admit(ctx, stream, peer, conn_id, permit).await,
-                Some(acceptor) => {
-                    // The handshake counts against the header time: a client that stalls in it is cut there.
-                    let handshake =
-                        tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
-                    let detail = match handshake.await {
-                        Ok(Ok(tls_stream)) => return admit(ctx, tls_stream, peer, conn_id, permit).await,
-                        Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
-                        Err(_) => format!(
-                            "TLS handshake with the client did not finish within {:?} (timeouts.header)",
-                            ctx.settings.timeouts.header
-                        ),
-                    };
-                    let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-                    o.refuse(Reason::ClientTlsFailed, detail);
-                    ctx.log.decision(&o);
-                }
+        // Separate tasks: a plain connection's task is not sized by the TLS session state.
+        match tls.clone() {
+            None => {
+                tokio::spawn(admit(ctx, stream, peer, conn_id, permit));
             }
-        });
+            Some(acceptor) => {
+                tokio::spawn(accept_tls(ctx, acceptor, stream, peer, conn_id, permit));
+            }
+        }
     }
+}
+
+/// The TLS handshake with a client of the TLS listener, then the same service as the plain listener.
+async fn accept_tls(
+    ctx: Arc<Ctx>,
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    conn_id: u64,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    // The handshake counts against the header time: a client that stalls in it is cut there.
+    let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
+    let detail = match handshake.await {
+        Ok(Ok(tls_stream)) => return admit(ctx, tls_stream, peer, conn_id, permit).await,
+        Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
+        Err(_) => format!(
+            "TLS handshake with the client did not finish within {:?} (timeouts.header)",
+            ctx.settings.timeouts.header
+        ),
+    };
+    let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+    o.refuse(Reason::ClientTlsFailed, detail);
+    ctx.log.decision(&o);
 }
 
 /// Serve a connection that holds a slot, or refuse it with 503 when none was free.
@@ -245,7 +256,11 @@ async fn admit<S: ClientIo>(
 ) {
     match permit {
         Some(permit) => {
-            handle(ctx, stream, peer, conn_id).await;
+            // Everything up to an established tunnel runs boxed and is freed once done; the task keeps only
+            // the tunnel itself (see connect::Splicing).
+            if let Some(tunnel) = Box::pin(handle(ctx.clone(), stream, peer, conn_id)).await {
+                tunnel.run(&ctx).await;
+            }
             drop(permit);
         }
         None => {
@@ -263,7 +278,14 @@ async fn admit<S: ClientIo>(
     }
 }
 
-async fn handle<S: ClientIo>(ctx: Arc<Ctx>, mut stream: S, peer: SocketAddr, conn_id: u64) {
+/// Read the first request head and serve it. A CONNECT that becomes an established tunnel is returned for the
+/// caller to splice.
+async fn handle<S: ClientIo>(
+    ctx: Arc<Ctx>,
+    mut stream: S,
+    peer: SocketAddr,
+    conn_id: u64,
+) -> Option<connect::Splicing<S>> {
     let limits = &ctx.settings.limits;
     let mut buf = Vec::with_capacity(1024);
     let read = head::read_head(
@@ -274,16 +296,19 @@ async fn handle<S: ClientIo>(ctx: Arc<Ctx>, mut stream: S, peer: SocketAddr, con
     );
     let request = tokio::select! {
         r = read => r,
-        _ = ctx.shutdown.cancelled() => return,
+        _ = ctx.shutdown.cancelled() => return None,
     };
     match request {
         Ok(Request::Connect {
             authority,
             head_len,
         }) => connect::handle_first(ctx, stream, peer, conn_id, buf, head_len, authority).await,
-        Ok(Request::Forward) => forward::serve(ctx, stream, peer, conn_id, buf).await,
+        Ok(Request::Forward) => {
+            forward::serve(ctx, stream, peer, conn_id, buf).await;
+            None
+        }
         // A connection that closes without sending anything made no request: nothing to decide or log.
-        Err(e) if buf.is_empty() && e.reason == Reason::BadRequest => {}
+        Err(e) if buf.is_empty() && e.reason == Reason::BadRequest => None,
         Err(e) => {
             let mut o = Outcome::new(conn_id, 1, peer, Kind::Http);
             if e.method.as_deref() == Some("CONNECT") {
@@ -293,6 +318,7 @@ async fn handle<S: ClientIo>(ctx: Arc<Ctx>, mut stream: S, peer: SocketAddr, con
             o.refuse(e.reason, e.detail);
             ctx.log.decision(&o);
             respond::write_refusal(stream, &o).await;
+            None
         }
     }
 }
