@@ -92,7 +92,7 @@ pub(super) async fn tunnel<C>(
     } else {
         peek(
             &mut client,
-            &upstream,
+            Some(&upstream),
             early,
             required,
             checks.hello_max_bytes,
