@@ -20,6 +20,12 @@ impl Transparent {
     }
 }
 
+/// Would binding both addresses clash? The same port on the same address, or on any address when one of them is
+/// the wildcard.
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 /// Compile the transparent keys. `others` are the addresses of the other listeners (proxy, TLS, admin), which
 /// a transparent listener must not share.
 pub(super) fn compile(
@@ -36,7 +42,7 @@ pub(super) fn compile(
             message,
         };
         match text.parse::<SocketAddr>() {
-            Ok(a) if a.port() != 0 && taken.contains(&a) => {
+            Ok(a) if a.port() != 0 && taken.iter().any(|t| overlaps(*t, a)) => {
                 errs.push(err(format!(
                     "{a} is already used by another egressd listener; give {key} its own port"
                 )));
@@ -133,6 +139,13 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("listen_transparent_http"), "{err}");
+        let err = from_yaml_str("listen: 127.0.0.1:3128\nlisten_transparent: 0.0.0.0:3128\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen_transparent: 0.0.0.0:3128 is already used"),
+            "{err}"
+        );
     }
 
     #[test]
