@@ -117,7 +117,7 @@ impl Net {
 
     /// Redirect TCP to `port` arriving on the host-side veth to `to` (egressd's transparent port).
     fn redirect(&self, port: u16, to: u16) {
-        let rule = to_args(&[
+        self.nat_rule(to_args(&[
             "PREROUTING",
             "-i",
             &self.host_if,
@@ -129,10 +129,14 @@ impl Net {
             "REDIRECT",
             "--to-ports",
             &to.to_string(),
-        ]);
+        ]));
+    }
+
+    /// Add a rule to the nat table, removed on drop.
+    fn nat_rule(&self, rule: Vec<String>) {
         let mut args = vec!["-w", "-t", "nat", "-A"];
         args.extend(rule.iter().map(String::as_str));
-        run(IPTABLES, &args).unwrap_or_else(|e| panic!("adding the REDIRECT rule: {e}"));
+        run(IPTABLES, &args).unwrap_or_else(|e| panic!("adding a nat rule: {e}"));
         self.rules.lock().unwrap().push(rule);
     }
 
@@ -440,4 +444,57 @@ async fn redirected_http_is_judged_by_its_host_header() {
         assert_eq!(d["reason"], reason, "{d}");
         assert_eq!(d["original_dst"], format!("{addr}:80"));
     }
+}
+
+#[tokio::test]
+async fn egressd_own_traffic_redirected_back_is_refused() {
+    let net = Net::new();
+    let (host, host2) = (net.host().to_string(), net.host2().to_string());
+    let yaml = transparent_yaml(&net, "listen_transparent", 443, false).replace(
+        &format!("allowed.test: [\"{host}\"]"),
+        &format!("allowed.test: [\"{host2}\"]"),
+    );
+    let proxy = start_proxy(&yaml).await;
+    let listener = proxy.transparent_addr.unwrap();
+    net.redirect(443, listener.port());
+    // A redirect that also catches egressd's own upstream connection to the test's second address.
+    net.nat_rule(to_args(&[
+        "OUTPUT",
+        "-d",
+        &host2,
+        "-p",
+        "tcp",
+        "--dport",
+        "443",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &listener.to_string(),
+    ]));
+
+    let looped = net
+        .curl(&[
+            "-k",
+            "--resolve",
+            &format!("allowed.test:443:{host2}"),
+            "https://allowed.test/",
+        ])
+        .await;
+    assert_ne!(looped.code, 0, "{}", looped.stdout);
+    let first = nth_decision(&proxy, "transparent", 1).await;
+    assert_eq!(first["decision"], "allow", "{first}");
+    assert_eq!(
+        first["client_addr"].as_str().unwrap().split(':').next(),
+        Some(net.ip(2).to_string().as_str())
+    );
+    let second = nth_decision(&proxy, "transparent", 2).await;
+    assert_eq!(second["reason"], "denied_original_dst_loop", "{second}");
+    assert_eq!(second["original_dst"], format!("{host2}:443"));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(
+        decisions_for(&proxy, "transparent").len(),
+        2,
+        "the loop stops at the first round: {:?}",
+        proxy.log.lines()
+    );
 }

@@ -123,6 +123,20 @@ fn redirected_to(stream: &TcpStream, own: &[SocketAddr]) -> Result<SocketAddr, R
     Ok(original)
 }
 
+/// egressd's own upstream traffic redirected back to it (a REDIRECT rule that does not exclude egressd).
+/// Checked once the connection's first bytes arrived: by then the dial that sent them has been recorded.
+pub(super) fn own_traffic(ctx: &Ctx, client: SocketAddr) -> Option<Refusal> {
+    ctx.dialer.dialled_from(client).then(|| {
+        (
+            Reason::DeniedOriginalDstLoop,
+            format!(
+                "the connection comes from {client}, an upstream connection of egressd itself: its own traffic \
+                 is redirected back to it (exclude egressd from the REDIRECT rule, e.g. -m owner ! --uid-owner)"
+            ),
+        )
+    })
+}
+
 /// Log the refusal and end the connection: a reset for TLS (there is no way to answer inside the client's TLS
 /// session), a response with the reason for plain HTTP.
 async fn refuse(ctx: &Ctx, stream: TcpStream, flavor: Flavor, o: &Outcome) {
@@ -229,7 +243,10 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
         checks.hello_timeout,
     )
     .await;
-    let target = match hello_target(&peeked, checks, original.port(), &mut o) {
+    let target = match own_traffic(ctx, o.client_addr).map_or_else(
+        || hello_target(&peeked, checks, original.port(), &mut o),
+        |r| Err(Some(r)),
+    ) {
         Ok(t) => t,
         Err(None) => return,
         Err(Some((reason, detail))) => {

@@ -8,7 +8,7 @@ use super::forward::{
     chain, log_connection_error, refusal, server_builder, strip_hop_by_hop, Counted, PendingClose,
     ProxyBody, Tracked,
 };
-use super::transparent::dial_original;
+use super::transparent::{dial_original, own_traffic};
 use super::Ctx;
 use crate::policy::transparent::host_target;
 use crate::reason::Reason;
@@ -69,6 +69,11 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Respon
         return refusal(&o);
     };
     o.method = Some(req.method().to_string());
+    if let Some((reason, detail)) = own_traffic(&ctx, o.client_addr) {
+        o.refuse(reason, detail);
+        ctx.log.decision(&o);
+        return refusal(&o);
+    }
     if req.method() == Method::CONNECT {
         o.refuse(
             Reason::BadRequest,
