@@ -4,7 +4,7 @@
 //! Needs root (CI runs as root); without the rights to create namespaces every test here fails, loudly.
 
 mod support;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -12,6 +12,7 @@ use support::*;
 
 /// iptables with the nftables backend (Debian's default `iptables`); `.ci/run` installs the package.
 const IPTABLES: &str = "iptables-nft";
+const IP6TABLES: &str = "ip6tables-nft";
 
 /// Run a command that must succeed; its failure output goes into the panic.
 fn run(program: &str, args: &[&str]) -> Result<(), String> {
@@ -34,14 +35,15 @@ fn run(program: &str, args: &[&str]) -> Result<(), String> {
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A client namespace and a veth pair into it, on a /29 of 10.200.0.0/16 no other interface uses:
-/// `.1` and `.3` on the host side (origins, egressd), `.2` in the namespace (the client). Removed, with the
-/// REDIRECT rules, on drop, also when a test panics.
+/// `.1` and `.3` on the host side (origins, egressd), `.2` in the namespace (the client); the same in IPv6 on
+/// fdee:200:x::/64. Removed, with the nat rules, on drop, also when a test panics.
 struct Net {
     ns: String,
     host_if: String,
     /// The subnet's third octet.
     octet: u8,
-    rules: Mutex<Vec<Vec<String>>>,
+    /// (iptables binary, rule) to delete.
+    rules: Mutex<Vec<(&'static str, Vec<String>)>>,
 }
 
 impl Net {
@@ -64,6 +66,7 @@ impl Net {
         let client_if = format!("egt{}y{n}", pid % 100_000);
         let (host_if, ns) = (net.host_if.clone(), net.ns.clone());
         let cidr = |last: u8| format!("10.200.{}.{last}/29", net.octet);
+        let cidr6 = |last: u16| format!("{}/64", net.ip6(last));
         let steps: Vec<(&str, Vec<String>)> = vec![
             (
                 "ip",
@@ -89,6 +92,29 @@ impl Net {
             ),
             ("ip", to_args(&["-n", &ns, "link", "set", &client_if, "up"])),
             ("ip", to_args(&["-n", &ns, "link", "set", "lo", "up"])),
+            // nodad: usable at once, no duplicate address detection to wait for.
+            (
+                "ip",
+                to_args(&["-6", "addr", "add", &cidr6(1), "dev", &host_if, "nodad"]),
+            ),
+            (
+                "ip",
+                to_args(&["-6", "addr", "add", &cidr6(3), "dev", &host_if, "nodad"]),
+            ),
+            (
+                "ip",
+                to_args(&[
+                    "-n",
+                    &ns,
+                    "-6",
+                    "addr",
+                    "add",
+                    &cidr6(2),
+                    "dev",
+                    &client_if,
+                    "nodad",
+                ]),
+            ),
         ];
         for (program, args) in steps {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -99,6 +125,10 @@ impl Net {
 
     fn ip(&self, last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 200, self.octet, last)
+    }
+
+    fn ip6(&self, last: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfdee, 0x200, self.octet.into(), 0, 0, 0, 0, last)
     }
 
     /// The host-side address the allowed origin and egressd listen on.
@@ -117,7 +147,20 @@ impl Net {
 
     /// Redirect TCP to `port` arriving on the host-side veth to `to` (egressd's transparent port).
     fn redirect(&self, port: u16, to: u16) {
-        self.nat_rule(to_args(&[
+        let target = ["REDIRECT", "--to-ports", &to.to_string()].map(String::from);
+        self.nat_rule(IPTABLES, self.prerouting(port, &target));
+    }
+
+    /// [`Net::redirect`] for IPv6, as DNAT to `to`: ip6tables REDIRECT picks whichever global address the
+    /// interface lists first, which need not be the one egressd listens on here.
+    fn redirect6(&self, port: u16, to: SocketAddr) {
+        let target = ["DNAT", "--to-destination", &to.to_string()].map(String::from);
+        self.nat_rule(IP6TABLES, self.prerouting(port, &target));
+    }
+
+    /// A PREROUTING rule for TCP to `port` arriving on the host-side veth, jumping to `target`.
+    fn prerouting(&self, port: u16, target: &[String]) -> Vec<String> {
+        let mut rule = to_args(&[
             "PREROUTING",
             "-i",
             &self.host_if,
@@ -126,18 +169,17 @@ impl Net {
             "--dport",
             &port.to_string(),
             "-j",
-            "REDIRECT",
-            "--to-ports",
-            &to.to_string(),
-        ]));
+        ]);
+        rule.extend_from_slice(target);
+        rule
     }
 
     /// Add a rule to the nat table, removed on drop.
-    fn nat_rule(&self, rule: Vec<String>) {
+    fn nat_rule(&self, iptables: &'static str, rule: Vec<String>) {
         let mut args = vec!["-w", "-t", "nat", "-A"];
         args.extend(rule.iter().map(String::as_str));
-        run(IPTABLES, &args).unwrap_or_else(|e| panic!("adding a nat rule: {e}"));
-        self.rules.lock().unwrap().push(rule);
+        run(iptables, &args).unwrap_or_else(|e| panic!("adding a nat rule: {e}"));
+        self.rules.lock().unwrap().push((iptables, rule));
     }
 
     /// curl inside the client namespace.
@@ -149,10 +191,10 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         let mut problems = Vec::new();
-        for rule in self.rules.lock().map(|r| r.clone()).unwrap_or_default() {
+        for (iptables, rule) in self.rules.lock().map(|r| r.clone()).unwrap_or_default() {
             let mut args = vec!["-w", "-t", "nat", "-D"];
             args.extend(rule.iter().map(String::as_str));
-            problems.extend(run(IPTABLES, &args).err());
+            problems.extend(run(iptables, &args).err());
         }
         if self.octet != 0 {
             // Deleting one end removes the pair.
@@ -458,19 +500,22 @@ async fn egressd_own_traffic_redirected_back_is_refused() {
     let listener = proxy.transparent_addr.unwrap();
     net.redirect(443, listener.port());
     // A redirect that also catches egressd's own upstream connection to the test's second address.
-    net.nat_rule(to_args(&[
-        "OUTPUT",
-        "-d",
-        &host2,
-        "-p",
-        "tcp",
-        "--dport",
-        "443",
-        "-j",
-        "DNAT",
-        "--to-destination",
-        &listener.to_string(),
-    ]));
+    net.nat_rule(
+        IPTABLES,
+        to_args(&[
+            "OUTPUT",
+            "-d",
+            &host2,
+            "-p",
+            "tcp",
+            "--dport",
+            "443",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            &listener.to_string(),
+        ]),
+    );
 
     let looped = net
         .curl(&[
@@ -497,4 +542,60 @@ async fn egressd_own_traffic_redirected_back_is_refused() {
         "the loop stops at the first round: {:?}",
         proxy.log.lines()
     );
+}
+
+#[tokio::test]
+async fn redirected_tls_over_ipv6() {
+    let net = Net::new();
+    let (host, host3) = (net.ip6(1), net.ip6(3));
+    let allowed = tls_origin_at(SocketAddr::from((host, 443)), &["allowed.test"]).await;
+    let other = tls_origin_at(SocketAddr::from((host3, 443)), &["allowed.test"]).await;
+    let proxy = start_proxy(&format!(
+        r#"
+listen_transparent: "[{host}]:0"
+allow:
+  - name: allowed
+    hosts: ["allowed.test"]
+destinations:
+  allow_cidrs: ["{subnet}/64"]
+dns:
+  hosts:
+    allowed.test: ["{host}"]
+"#,
+        subnet = net.ip6(0)
+    ))
+    .await;
+    net.redirect6(443, proxy.transparent_addr.unwrap());
+    let ca = allowed.ca_pem.display().to_string();
+
+    let ok = net
+        .curl(&[
+            "--cacert",
+            &ca,
+            "--resolve",
+            &format!("allowed.test:443:[{host}]"),
+            "https://allowed.test/",
+        ])
+        .await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.stdout, "hello from tls origin");
+    let d = nth_decision(&proxy, "transparent", 1).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    assert_eq!(d["original_dst"], format!("[{host}]:443"));
+
+    let other_ca = other.ca_pem.display().to_string();
+    let mismatch = net
+        .curl(&[
+            "--cacert",
+            &other_ca,
+            "--resolve",
+            &format!("allowed.test:443:[{host3}]"),
+            "https://allowed.test/",
+        ])
+        .await;
+    assert_ne!(mismatch.code, 0, "{}", mismatch.stdout);
+    let d = nth_decision(&proxy, "transparent", 2).await;
+    assert_eq!(d["reason"], "denied_original_dst_mismatch", "{d}");
+    assert_eq!(d["original_dst"], format!("[{host3}]:443"));
+    assert_eq!(other.accepted.load(Ordering::SeqCst), 0);
 }
