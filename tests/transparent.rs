@@ -178,7 +178,9 @@ impl Net {
     fn nat_rule(&self, iptables: &'static str, rule: Vec<String>) {
         let mut args = vec!["-w", "-t", "nat", "-A"];
         args.extend(rule.iter().map(String::as_str));
-        run(iptables, &args).unwrap_or_else(|e| panic!("adding a nat rule: {e}"));
+        run(iptables, &args).unwrap_or_else(|e| {
+            panic!("adding a nat rule (needs root and the iptables package): {e}")
+        });
         self.rules.lock().unwrap().push((iptables, rule));
     }
 
