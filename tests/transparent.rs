@@ -488,6 +488,40 @@ async fn redirected_http_is_judged_by_its_host_header() {
         assert_eq!(d["reason"], reason, "{d}");
         assert_eq!(d["original_dst"], format!("{addr}:80"));
     }
+
+    // Two requests on one kept-alive connection: the second names another host and is judged on its own.
+    let resolve = format!("allowed.test:80:{host}");
+    let r = net
+        .curl(&[
+            "-i",
+            "--resolve",
+            &resolve,
+            "http://allowed.test/first",
+            "--next",
+            "-i",
+            "--resolve",
+            &resolve,
+            "-H",
+            "Host: denied.test",
+            "http://allowed.test/second",
+        ])
+        .await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("GET /first\n"), "{}", r.stdout);
+    assert!(!r.stdout.contains("GET /second"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("X-Egressd-Reason: denied_no_rule")
+            || r.stdout.contains("x-egressd-reason: denied_no_rule"),
+        "{}",
+        r.stdout
+    );
+    let first = nth_decision(&proxy, "transparent_http", 4).await;
+    let second = nth_decision(&proxy, "transparent_http", 5).await;
+    assert_eq!(first["decision"], "allow", "{first}");
+    assert_eq!(second["reason"], "denied_no_rule", "{second}");
+    assert_eq!(second["host"], "denied.test");
+    assert_eq!(first["conn_id"], second["conn_id"], "one connection");
+    assert_eq!(second["request"], 2);
 }
 
 #[tokio::test]
