@@ -37,6 +37,10 @@ pub async fn run(
         tracing::warn!(error = %e, "DNS resolver unavailable; only names in dns.hosts can be reached");
     }
     tracing::info!(listen = %proxy.local_addr(), "egressd listening");
+    let (tls, http) = proxy.transparent_local_addrs();
+    if tls.is_some() || http.is_some() {
+        tracing::info!(transparent = ?tls, transparent_http = ?http, "transparent listeners ready");
+    }
     proxy.serve().await;
     Ok(())
 }

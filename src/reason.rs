@@ -64,10 +64,19 @@ pub enum Reason {
     /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
     /// (no HTTP answer is possible without TLS; the log line is the only record).
     ClientTlsFailed,
+    /// Transparent mode: the address the client connected to (SO_ORIGINAL_DST) is not one of the addresses
+    /// the SNI or Host name resolves to (`trust_original_dst: false`).
+    DeniedOriginalDstMismatch,
+    /// Transparent mode: the original destination is egressd's own listener (a connection made to the
+    /// transparent port directly, or egressd's own traffic redirected back to it).
+    DeniedOriginalDstLoop,
+    /// Transparent mode: the kernel has no original destination for the connection (it was not redirected
+    /// with iptables REDIRECT/DNAT, or connection tracking is off).
+    OriginalDstUnknown,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 32] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -97,6 +106,9 @@ impl Reason {
         Reason::UpstreamError,
         Reason::DeniedPath,
         Reason::ClientTlsFailed,
+        Reason::DeniedOriginalDstMismatch,
+        Reason::DeniedOriginalDstLoop,
+        Reason::OriginalDstUnknown,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +142,9 @@ impl Reason {
             Reason::UpstreamError => "upstream_error",
             Reason::DeniedPath => "denied_path",
             Reason::ClientTlsFailed => "client_tls_failed",
+            Reason::DeniedOriginalDstMismatch => "denied_original_dst_mismatch",
+            Reason::DeniedOriginalDstLoop => "denied_original_dst_loop",
+            Reason::OriginalDstUnknown => "original_dst_unknown",
         }
     }
 
@@ -146,7 +161,11 @@ impl Reason {
             | Reason::DeniedSniNotAllowed
             | Reason::DeniedEch
             | Reason::DeniedNotTls
-            | Reason::DeniedPath => 403,
+            | Reason::DeniedPath
+            | Reason::DeniedOriginalDstMismatch => 403,
+            // The request names a real destination, but egressd cannot tell where the connection was going.
+            Reason::OriginalDstUnknown => 421,
+            Reason::DeniedOriginalDstLoop => 508,
             Reason::InvalidClientHello => 400,
             Reason::ClientHelloTimeout => 408,
             Reason::InvalidTarget
@@ -219,5 +238,10 @@ mod tests {
         assert_eq!(Reason::NotProxyRequest.status(), 400);
         assert_eq!(Reason::DeniedPath.status(), 403);
         assert!(Reason::DeniedPath.is_policy_denial());
+        assert_eq!(Reason::DeniedOriginalDstMismatch.status(), 403);
+        assert_eq!(Reason::DeniedOriginalDstLoop.status(), 508);
+        assert_eq!(Reason::OriginalDstUnknown.status(), 421);
+        // Destination safety, not policy: report mode never lets a mismatched address through.
+        assert!(!Reason::DeniedOriginalDstMismatch.is_policy_denial());
     }
 }

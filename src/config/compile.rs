@@ -52,6 +52,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// Optional listener speaking TLS to clients (`HTTPS_PROXY=https://...`), with its server configuration.
     pub listen_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    /// Listeners for connections redirected with iptables REDIRECT (transparent mode).
+    pub transparent: super::Transparent,
     pub mode: Mode,
     pub policy: Arc<Policy>,
     /// How the ClientHello inside CONNECT tunnels is read and judged.
@@ -256,6 +258,16 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     }
 
     let admin = compile_admin(raw, listen, &mut errs);
+    let mut warnings = warnings;
+    let transparent = super::transparent::compile(
+        raw,
+        &[Some(listen), listen_tls.as_ref().map(|(a, _)| *a), admin],
+        &mut warnings,
+    )
+    .unwrap_or_else(|e| {
+        errs.0.extend(e);
+        super::Transparent::default()
+    });
     let max_connections = raw.limits.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         errs.push("limits.max_connections", "must be at least 1");
@@ -278,6 +290,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     Ok(Settings {
         listen,
         listen_tls,
+        transparent,
         mode,
         policy: Arc::new(policy),
         tls,

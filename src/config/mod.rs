@@ -3,9 +3,11 @@
 
 mod compile;
 mod raw;
+mod transparent;
 
 pub use compile::{compile, Dns, Limits, Mode, Settings, Timeouts};
 pub use raw::RawConfig;
+pub use transparent::Transparent;
 
 use std::fmt;
 use std::path::Path;

@@ -9,6 +9,12 @@ use std::collections::BTreeMap;
 pub struct RawConfig {
     pub listen: Option<String>,
     pub listen_tls: Option<String>,
+    /// Listener for TLS connections redirected by iptables REDIRECT (the SNI names the destination).
+    pub listen_transparent: Option<String>,
+    /// Listener for plain-HTTP connections redirected by iptables REDIRECT (the Host header names it).
+    pub listen_transparent_http: Option<String>,
+    /// Transparent mode: skip the check that the original destination is one of the name's addresses.
+    pub trust_original_dst: Option<bool>,
     #[serde(default)]
     pub tls: RawTlsFiles,
     pub mode: Option<String>,

@@ -10,6 +10,7 @@ pub mod noproxy;
 pub mod pattern;
 pub mod special_ip;
 pub mod tls;
+pub mod transparent;
 
 use crate::reason::Reason;
 use crate::target::{Host, Target};

@@ -125,7 +125,7 @@ where
     } else {
         Box::pin(peek(
             &mut client,
-            &upstream,
+            Some(&upstream),
             early,
             required,
             checks.hello_max_bytes,

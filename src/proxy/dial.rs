@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -55,7 +56,21 @@ pub struct Dialer {
     allow_cidrs: Vec<IpNet>,
     dns_timeout: Duration,
     connect_timeout: Duration,
+    /// Local addresses of recent upstream connections: a connection that arrives from one of them is egressd's
+    /// own traffic redirected back to a transparent listener. `None` without transparent listeners.
+    recent_local: Option<Mutex<RecentLocal>>,
 }
+
+#[derive(Default)]
+struct RecentLocal {
+    at: HashMap<SocketAddr, Instant>,
+    pruned: Option<Instant>,
+}
+
+/// How long an upstream connection's local address is remembered. A redirected copy of it arrives at once.
+const RECENT_LOCAL_WINDOW: Duration = Duration::from_secs(30);
+/// Pruning starts past this many remembered addresses, at most once a second.
+const RECENT_LOCAL_PRUNE: usize = 4096;
 
 impl Dialer {
     pub fn new(s: &Settings) -> Self {
@@ -66,6 +81,10 @@ impl Dialer {
             allow_cidrs: s.allow_cidrs.clone(),
             dns_timeout: s.timeouts.dns,
             connect_timeout: s.timeouts.connect,
+            recent_local: s
+                .transparent
+                .enabled()
+                .then(|| Mutex::new(RecentLocal::default())),
         }
     }
 
@@ -162,6 +181,9 @@ impl Dialer {
             let addr = SocketAddr::new(ip, port);
             match tokio::time::timeout_at(deadline.into(), TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
+                    if let Ok(local) = stream.local_addr() {
+                        self.remember_local(local);
+                    }
                     let _ = stream.set_nodelay(true);
                     enable_keepalive(&stream);
                     info.upstream = Some(addr);
@@ -199,6 +221,35 @@ impl Dialer {
                 "no addresses to dial",
             )),
         }
+    }
+
+    fn remember_local(&self, local: SocketAddr) {
+        let Some(Ok(mut recent)) = self.recent_local.as_ref().map(Mutex::lock) else {
+            return;
+        };
+        let now = Instant::now();
+        let due = recent
+            .pruned
+            .is_none_or(|p| now.duration_since(p) >= Duration::from_secs(1));
+        if recent.at.len() >= RECENT_LOCAL_PRUNE && due {
+            recent
+                .at
+                .retain(|_, at| now.duration_since(*at) < RECENT_LOCAL_WINDOW);
+            recent.pruned = Some(now);
+        }
+        recent.at.insert(local, now);
+    }
+
+    /// Is `peer` the local address of an upstream connection egressd opened recently (its own traffic coming
+    /// back through a redirect)?
+    pub fn dialled_from(&self, peer: SocketAddr) -> bool {
+        let Some(Ok(recent)) = self.recent_local.as_ref().map(Mutex::lock) else {
+            return false;
+        };
+        recent
+            .at
+            .get(&peer)
+            .is_some_and(|at| at.elapsed() < RECENT_LOCAL_WINDOW)
     }
 
     /// Resolve, check and connect.
@@ -273,6 +324,34 @@ mod tests {
             .collect();
         let got: Vec<String> = interleave(&a).iter().map(|a| a.to_string()).collect();
         assert_eq!(got, ["2001:db8::1", "1.1.1.1", "2.2.2.2"]);
+    }
+
+    #[tokio::test]
+    async fn remembers_where_its_own_connections_come_from() {
+        let s =
+            crate::config::from_yaml_str("listen: 127.0.0.1:0\nlisten_transparent: 127.0.0.1:0\n")
+                .unwrap();
+        let dialer = Dialer::new(&s);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut info = DialInfo::default();
+        let stream = dialer
+            .connect(&["127.0.0.1".parse().unwrap()], port, &mut info)
+            .await
+            .unwrap();
+        let (_, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer, stream.local_addr().unwrap());
+        assert!(dialer.dialled_from(peer));
+        let stranger = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        assert!(!dialer.dialled_from(stranger.local_addr().unwrap()));
+
+        // Without transparent listeners there is nothing to loop back: nothing is remembered.
+        let plain = Dialer::new(&crate::config::from_yaml_str("listen: 127.0.0.1:0\n").unwrap());
+        let stream = plain
+            .connect(&["127.0.0.1".parse().unwrap()], port, &mut info)
+            .await
+            .unwrap();
+        assert!(!plain.dialled_from(stream.local_addr().unwrap()));
     }
 
     #[tokio::test]

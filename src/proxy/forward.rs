@@ -29,7 +29,7 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(super) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
 
 // --- serving the client connection ---
@@ -52,18 +52,14 @@ pub(super) async fn serve<S: super::ClientIo>(
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
         async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, conn_id, n).await) }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(ctx.settings.timeouts.header)
-        .max_buf_size(ctx.settings.limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    let conn = builder.serve_connection(io, service).with_upgrades();
+    let conn = server_builder(&ctx)
+        .serve_connection(io, service)
+        .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                log_connection_error(&ctx, peer, conn_id, &e);
+                log_connection_error(&ctx, peer, conn_id, Kind::Http, &e);
             }
         }
         _ = ctx.shutdown.cancelled() => {
@@ -73,9 +69,26 @@ pub(super) async fn serve<S: super::ClientIo>(
     }
 }
 
+/// The client-side HTTP/1 server: header time and size bounds, keep-alive.
+pub(super) fn server_builder(ctx: &Ctx) -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.settings.timeouts.header)
+        .max_buf_size(ctx.settings.limits.max_header_bytes.max(8192))
+        .keep_alive(true);
+    builder
+}
+
 /// Errors hyper hit between requests (malformed or oversized later heads, header timeouts). hyper has
 /// already answered with the status; this records the reason.
-fn log_connection_error(ctx: &Ctx, peer: SocketAddr, conn_id: u64, e: &hyper::Error) {
+pub(super) fn log_connection_error(
+    ctx: &Ctx,
+    peer: SocketAddr,
+    conn_id: u64,
+    kind: Kind,
+    e: &hyper::Error,
+) {
     let reason = if e.is_parse_too_large() {
         Reason::HeaderTooLarge
     } else if e.is_timeout() {
@@ -86,7 +99,7 @@ fn log_connection_error(ctx: &Ctx, peer: SocketAddr, conn_id: u64, e: &hyper::Er
         // The client went away or reset between requests: nothing was asked, nothing to decide.
         return;
     };
-    let mut o = Outcome::new(conn_id, 0, peer, Kind::Http);
+    let mut o = Outcome::new(conn_id, 0, peer, kind);
     o.refuse(reason, format!("on a kept-alive connection: {e}"));
     ctx.log.decision(&o);
 }
@@ -175,6 +188,7 @@ async fn handle(
                     ctx: ctx.clone(),
                     conn_id,
                     request: n,
+                    kind: Kind::Http,
                     host: o.host.clone(),
                     up,
                     started,
@@ -199,7 +213,7 @@ async fn handle(
     }
 }
 
-fn refusal(o: &Outcome) -> Response<ProxyBody> {
+pub(super) fn refusal(o: &Outcome) -> Response<ProxyBody> {
     respond::refusal_response(o).map(|b| b.map_err(|never| match never {}).boxed())
 }
 
@@ -276,7 +290,7 @@ const HOP_BY_HOP: [&str; 9] = [
 ];
 
 /// Remove hop-by-hop headers: the fixed list plus every header named in Connection.
-fn strip_hop_by_hop(h: &mut HeaderMap) {
+pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -328,7 +342,7 @@ impl DialRecord {
 }
 
 impl DialInfo {
-    fn fill(&self, o: &mut Outcome) {
+    pub(super) fn fill(&self, o: &mut Outcome) {
         o.resolved_addrs = self.resolved.clone();
         o.denied_addr = self.denied_addr;
         o.upstream_addr = self.upstream;
@@ -364,7 +378,7 @@ fn find_dial_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a C
     None
 }
 
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(err) = cur {
@@ -459,9 +473,9 @@ impl hyper::rt::Write for Upstream {
 // --- bodies ---
 
 /// Request body passed through while counting its bytes.
-struct Counted {
-    inner: Incoming,
-    count: Arc<AtomicU64>,
+pub(super) struct Counted {
+    pub(super) inner: Incoming,
+    pub(super) count: Arc<AtomicU64>,
 }
 
 impl Body for Counted {
@@ -488,20 +502,21 @@ impl Body for Counted {
     }
 }
 
-struct PendingClose {
-    ctx: Arc<Ctx>,
-    conn_id: u64,
-    request: u32,
-    host: Option<String>,
-    up: Arc<AtomicU64>,
-    started: Instant,
+pub(super) struct PendingClose {
+    pub(super) ctx: Arc<Ctx>,
+    pub(super) conn_id: u64,
+    pub(super) request: u32,
+    pub(super) kind: Kind,
+    pub(super) host: Option<String>,
+    pub(super) up: Arc<AtomicU64>,
+    pub(super) started: Instant,
 }
 
 /// Response body passed through while counting; the close line is written when it ends or is dropped.
-struct Tracked {
-    inner: Incoming,
-    down: u64,
-    close: Option<PendingClose>,
+pub(super) struct Tracked {
+    pub(super) inner: Incoming,
+    pub(super) down: u64,
+    pub(super) close: Option<PendingClose>,
 }
 
 impl Tracked {
@@ -510,7 +525,7 @@ impl Tracked {
             p.ctx.log.close(&Close {
                 conn_id: p.conn_id,
                 request: p.request,
-                kind: Kind::Http,
+                kind: p.kind,
                 host: p.host,
                 bytes_up: p.up.load(Ordering::Relaxed),
                 bytes_down: self.down,

@@ -4,10 +4,13 @@ mod connect;
 pub mod dial;
 mod forward;
 pub mod head;
+mod original_dst;
 mod peek;
 mod respond;
 pub mod sni;
 pub mod splice;
+mod transparent;
+mod transparent_http;
 
 use crate::config::{Mode, Settings};
 use crate::policy::Decision;
@@ -131,6 +134,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 pub struct Proxy {
     plain: TcpListener,
     tls: Option<(TcpListener, TlsAcceptor)>,
+    transparent: Vec<(TcpListener, transparent::Flavor)>,
     ctx: Arc<Ctx>,
 }
 
@@ -148,9 +152,19 @@ impl Proxy {
             )),
             None => None,
         };
+        let mut transparent = Vec::new();
+        for (addr, flavor) in [
+            (settings.transparent.tls, transparent::Flavor::Tls),
+            (settings.transparent.http, transparent::Flavor::Http),
+        ] {
+            if let Some(addr) = addr {
+                transparent.push((TcpListener::bind(addr).await?, flavor));
+            }
+        }
         Ok(Proxy {
             plain,
             tls,
+            transparent,
             ctx: Ctx::new(settings, log, shutdown),
         })
     }
@@ -166,6 +180,20 @@ impl Proxy {
         self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// The transparent listeners' addresses (`listen_transparent`, `listen_transparent_http`), when set.
+    pub fn transparent_local_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        let find = |f| {
+            self.transparent
+                .iter()
+                .find(|(_, flavor)| *flavor == f)
+                .and_then(|(l, _)| l.local_addr().ok())
+        };
+        (
+            find(transparent::Flavor::Tls),
+            find(transparent::Flavor::Http),
+        )
+    }
+
     pub fn ctx(&self) -> &Arc<Ctx> {
         &self.ctx
     }
@@ -174,6 +202,22 @@ impl Proxy {
     /// listeners) get 503 `connection_limit`.
     pub async fn serve(self) {
         let limit = Arc::new(Semaphore::new(self.ctx.settings.limits.max_connections));
+        // Transparent connections whose original destination is one of these are loops.
+        let own: Vec<SocketAddr> = [Some(self.local_addr()), self.tls_local_addr()]
+            .into_iter()
+            .flatten()
+            .chain(
+                self.transparent
+                    .iter()
+                    .filter_map(|(l, _)| l.local_addr().ok()),
+            )
+            .chain(self.ctx.settings.admin)
+            .collect();
+        let own = Arc::new(own);
+        for (listener, flavor) in self.transparent {
+            let (ctx, limit, own) = (self.ctx.clone(), limit.clone(), own.clone());
+            tokio::spawn(transparent::accept_loop(listener, flavor, ctx, limit, own));
+        }
         let plain = accept_loop(self.plain, None, self.ctx.clone(), limit.clone());
         match self.tls {
             Some((listener, acceptor)) => {

@@ -34,10 +34,11 @@ pub struct Peeked {
 }
 
 /// Read from `client` (after any `early` bytes that came with the CONNECT head). When TLS is not required,
-/// the wait for the first byte also ends if the upstream speaks first, and lasts up to `first_wait`.
+/// the wait for the first byte also ends if the upstream (when there is one yet) speaks first, and lasts up
+/// to `first_wait`.
 pub async fn peek<C: AsyncRead + Unpin>(
     client: &mut C,
-    upstream: &TcpStream,
+    upstream: Option<&TcpStream>,
     early: Vec<u8>,
     require_tls: bool,
     max_bytes: usize,
@@ -53,7 +54,12 @@ pub async fn peek<C: AsyncRead + Unpin>(
     if p.buf.is_empty() && !require_tls {
         let read = tokio::select! {
             r = client.read(&mut chunk) => r,
-            _ = upstream.readable() => {
+            _ = async {
+                match upstream {
+                    Some(u) => u.readable().await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 p.first = FirstBytes::ServerFirst;
                 return p;
             }

@@ -12,7 +12,10 @@ pub const REASON_HEADER: &str = "x-egressd-reason";
 pub fn body_text(o: &Outcome) -> String {
     let what = match (o.kind, &o.host, o.port) {
         (Kind::Connect, Some(h), Some(p)) => format!("CONNECT to {}:{p}", bracket(h)),
-        (Kind::Http, Some(h), Some(p)) => format!("request to {}:{p}", bracket(h)),
+        (Kind::Transparent, Some(h), Some(p)) => format!("connection to {}:{p}", bracket(h)),
+        (Kind::Http | Kind::TransparentHttp, Some(h), Some(p)) => {
+            format!("request to {}:{p}", bracket(h))
+        }
         _ => "request".to_string(),
     };
     let mut s = format!("egressd refused the {what}: {}", o.reason);

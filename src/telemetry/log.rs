@@ -19,6 +19,10 @@ pub enum LogFormat {
 pub enum Kind {
     Connect,
     Http,
+    /// A TLS connection redirected to `listen_transparent` (the SNI names the destination).
+    Transparent,
+    /// A plain-HTTP request on a connection redirected to `listen_transparent_http` (the Host header names it).
+    TransparentHttp,
 }
 
 impl Kind {
@@ -26,6 +30,8 @@ impl Kind {
         match self {
             Kind::Connect => "connect",
             Kind::Http => "http",
+            Kind::Transparent => "transparent",
+            Kind::TransparentHttp => "transparent_http",
         }
     }
 }
@@ -70,6 +76,8 @@ pub struct Outcome {
     /// SNI and ALPN of the ClientHello inside a CONNECT tunnel.
     pub sni: Option<String>,
     pub alpn: Vec<String>,
+    /// Transparent mode: where the client was connecting to before the redirect (SO_ORIGINAL_DST).
+    pub original_dst: Option<SocketAddr>,
     /// The allowing rule's own tunnel idle timeout (not logged; the rule name says where it came from).
     pub idle: Option<crate::policy::IdleOverride>,
 }
@@ -95,6 +103,7 @@ impl Outcome {
             connect_ms: None,
             sni: None,
             alpn: Vec::new(),
+            original_dst: None,
             idle: None,
         }
     }
@@ -252,6 +261,7 @@ fn decision_fields(o: &Outcome) -> Map<String, Value> {
         "connect_ms": o.connect_ms,
         "sni": o.sni,
         "alpn": o.alpn,
+        "original_dst": o.original_dst.map(|a| a.to_string()),
     });
     match v {
         Value::Object(m) => m,

@@ -61,6 +61,9 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// The TLS listener's address when the config sets `listen_tls`.
     pub tls_addr: Option<SocketAddr>,
+    /// The transparent listeners' addresses when the config sets `listen_transparent` / `_http`.
+    pub transparent_addr: Option<SocketAddr>,
+    pub transparent_http_addr: Option<SocketAddr>,
     pub log: Captured,
     pub shutdown: CancellationToken,
     pub dir: tempfile::TempDir,
@@ -94,10 +97,13 @@ pub async fn start_proxy(yaml: &str) -> TestProxy {
     .unwrap();
     let addr = proxy.local_addr();
     let tls_addr = proxy.tls_local_addr();
+    let (transparent_addr, transparent_http_addr) = proxy.transparent_local_addrs();
     tokio::spawn(proxy.serve());
     TestProxy {
         addr,
         tls_addr,
+        transparent_addr,
+        transparent_http_addr,
         log,
         shutdown,
         dir: tempfile::tempdir().unwrap(),
@@ -108,6 +114,8 @@ pub async fn start_proxy(yaml: &str) -> TestProxy {
 
 pub struct TlsOrigin {
     pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<std::sync::atomic::AtomicUsize>,
     pub ca_pem: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -115,6 +123,11 @@ pub struct TlsOrigin {
 /// A TLS origin on 127.0.0.1 with a self-signed certificate for `names`. It answers any HTTP request with
 /// `hello from tls origin`.
 pub async fn tls_origin(names: &[&str]) -> TlsOrigin {
+    tls_origin_at("127.0.0.1:0".parse().unwrap(), names).await
+}
+
+/// [`tls_origin`] on a given address.
+pub async fn tls_origin_at(bind: SocketAddr, names: &[&str]) -> TlsOrigin {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cert =
         rcgen::generate_simple_self_signed(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -128,13 +141,18 @@ pub async fn tls_origin(names: &[&str]) -> TlsOrigin {
         .with_single_cert(vec![cert.cert.der().clone()], key)
         .unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(bind)
+        .await
+        .unwrap_or_else(|e| panic!("binding the TLS origin to {bind}: {e}"));
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = listener.accept().await else {
                 return;
             };
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(s).await else {
@@ -160,6 +178,7 @@ pub async fn tls_origin(names: &[&str]) -> TlsOrigin {
     });
     TlsOrigin {
         addr,
+        accepted,
         ca_pem,
         _dir: dir,
     }
@@ -168,8 +187,15 @@ pub async fn tls_origin(names: &[&str]) -> TlsOrigin {
 /// A plain HTTP/1.1 origin (hyper) that answers every request with its request line and headers as the body,
 /// one `name: value` per line, after reading the whole request body (whose length it reports).
 pub async fn http_origin() -> SocketAddr {
+    http_origin_at("127.0.0.1:0".parse().unwrap()).await
+}
+
+/// [`http_origin`] on a given address.
+pub async fn http_origin_at(bind: SocketAddr) -> SocketAddr {
     use http_body_util::{BodyExt, Full};
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind(bind)
+        .await
+        .unwrap_or_else(|e| panic!("binding the HTTP origin to {bind}: {e}"));
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -332,7 +358,19 @@ pub struct CurlOut {
 
 /// Run curl with `args` and extra environment variables (proxy variables from the environment are cleared).
 pub async fn curl(args: &[&str], env: &[(&str, &str)]) -> CurlOut {
-    let mut cmd = tokio::process::Command::new("curl");
+    curl_in(&[], args, env).await
+}
+
+/// [`curl`] run through a wrapper command, such as `["ip", "netns", "exec", "ns1"]`.
+pub async fn curl_in(wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> CurlOut {
+    let mut cmd = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(rest).arg("curl");
+            c
+        }
+        None => tokio::process::Command::new("curl"),
+    };
     cmd.args(["-sS", "--max-time", "15"]).args(args);
     for v in [
         "http_proxy",

@@ -1,0 +1,368 @@
+//! Transparent mode: connections redirected to egressd with iptables REDIRECT, without CONNECT. The kernel
+//! says where the client was going (SO_ORIGINAL_DST); the ClientHello's SNI (or, on the plain-HTTP listener,
+//! the Host header) says which name that is for. The name is judged by the policy on the original port, and
+//! the original destination must be one of the name's resolved, checked addresses before anything is
+//! forwarded to it.
+
+use super::dial::{DialError, DialInfo};
+use super::peek::{peek, FirstBytes, Peeked};
+use super::{original_dst, splice, transparent_http, Ctx};
+use crate::policy::tls::TlsChecks;
+use crate::policy::transparent::{check_original_dst, is_loop, sni_target, Refusal};
+use crate::reason::Reason;
+use crate::target::Target;
+use crate::telemetry::log::{Close, CloseReason, Kind, Outcome};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+/// Which transparent listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// `listen_transparent`: TLS, named by the SNI.
+    Tls,
+    /// `listen_transparent_http`: plain HTTP, named by the Host header.
+    Http,
+}
+
+impl Flavor {
+    fn kind(self) -> Kind {
+        match self {
+            Flavor::Tls => Kind::Transparent,
+            Flavor::Http => Kind::TransparentHttp,
+        }
+    }
+}
+
+/// Accept redirected connections until shutdown. `own` are the addresses egressd listens on (the loop guard).
+pub(super) async fn accept_loop(
+    listener: TcpListener,
+    flavor: Flavor,
+    ctx: Arc<Ctx>,
+    limit: Arc<Semaphore>,
+    own: Arc<Vec<SocketAddr>>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = ctx.shutdown.cancelled() => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on a transparent listener");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        super::dial::enable_keepalive(&stream);
+        let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
+        let permit = limit.clone().try_acquire_owned().ok();
+        let (ctx, own) = (ctx.clone(), own.clone());
+        tokio::spawn(async move {
+            let mut o = Outcome::new(conn_id, 1, peer, flavor.kind());
+            let original = match redirected_to(&stream, &own) {
+                Ok(a) => a,
+                Err((reason, detail)) => {
+                    o.refuse(reason, detail);
+                    return refuse(&ctx, stream, flavor, &o).await;
+                }
+            };
+            o.original_dst = Some(original);
+            let Some(permit) = permit else {
+                o.refuse(
+                    Reason::ConnectionLimit,
+                    format!(
+                        "{} connections already open (limits.max_connections)",
+                        ctx.settings.limits.max_connections
+                    ),
+                );
+                return refuse(&ctx, stream, flavor, &o).await;
+            };
+            match flavor {
+                Flavor::Tls => serve_tls(&ctx, stream, o).await,
+                Flavor::Http => transparent_http::serve(ctx.clone(), stream, o).await,
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The original destination of an accepted connection, unless it is unknown or egressd itself.
+fn redirected_to(stream: &TcpStream, own: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
+    let original = original_dst::original_dst(stream).map_err(|e| {
+        (
+            Reason::OriginalDstUnknown,
+            format!(
+                "no original destination for this connection ({e}); transparent listeners serve only \
+                 connections redirected with iptables REDIRECT"
+            ),
+        )
+    })?;
+    let local = stream.local_addr().map_err(|e| {
+        (
+            Reason::OriginalDstUnknown,
+            format!("the connection has no local address: {e}"),
+        )
+    })?;
+    if is_loop(original, local, own) {
+        return Err((
+            Reason::DeniedOriginalDstLoop,
+            format!(
+                "the original destination {original} is egressd's own listener: the connection was not \
+                 redirected, or egressd's own traffic is redirected back to it (exclude egressd's user from \
+                 the REDIRECT rule)"
+            ),
+        ));
+    }
+    Ok(original)
+}
+
+/// egressd's own upstream traffic redirected back to it (a REDIRECT rule that does not exclude egressd).
+/// Checked once the connection's first bytes arrived: by then the dial that sent them has been recorded.
+pub(super) fn own_traffic(ctx: &Ctx, client: SocketAddr) -> Option<Refusal> {
+    ctx.dialer.dialled_from(client).then(|| {
+        (
+            Reason::DeniedOriginalDstLoop,
+            format!(
+                "the connection comes from {client}, an upstream connection of egressd itself: its own traffic \
+                 is redirected back to it (exclude egressd from the REDIRECT rule, e.g. -m owner ! --uid-owner)"
+            ),
+        )
+    })
+}
+
+/// Log the refusal and end the connection: a reset for TLS (there is no way to answer inside the client's TLS
+/// session), a response with the reason for plain HTTP.
+async fn refuse(ctx: &Ctx, stream: TcpStream, flavor: Flavor, o: &Outcome) {
+    ctx.log.decision(o);
+    match flavor {
+        Flavor::Tls => reset(stream),
+        Flavor::Http => super::respond::write_refusal(stream, o).await,
+    }
+}
+
+/// Close with RST, so the client fails at once instead of waiting for a TLS answer.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+/// Resolve the name, check every address, require the original destination among them (unless
+/// `trust_original_dst`), and connect to the original destination.
+pub(super) async fn dial_original(
+    ctx: &Ctx,
+    target: &Target,
+    original: SocketAddr,
+    info: &mut DialInfo,
+) -> Result<TcpStream, DialError> {
+    let refusal = |(reason, detail): Refusal| DialError { reason, detail };
+    if let Some(why) = ctx.dialer.forbidden(original.ip()) {
+        info.denied_addr = Some(original.ip());
+        return Err(refusal((
+            Reason::DeniedPrivateAddress,
+            format!("original destination {why}"),
+        )));
+    }
+    if !ctx.settings.transparent.trust_original_dst {
+        let resolved = ctx.dialer.resolve(target, info).await?;
+        check_original_dst(original.ip(), &resolved, &target.host).map_err(refusal)?;
+    }
+    ctx.dialer
+        .connect(&[original.ip()], original.port(), info)
+        .await
+}
+
+/// The target a peeked ClientHello names, or why there is none. `Err(None)`: the client left without sending
+/// anything, so there was no request to decide.
+fn hello_target(
+    p: &Peeked,
+    checks: &TlsChecks,
+    port: u16,
+    o: &mut Outcome,
+) -> Result<Target, Option<Refusal>> {
+    let refusal = |reason, detail: String| Err(Some((reason, detail)));
+    match &p.first {
+        FirstBytes::Hello(info) => {
+            o.sni = info.sni.clone();
+            o.alpn = info.alpn.clone();
+            sni_target(info.sni.as_deref(), info.ech, checks.ech, port).map_err(Some)
+        }
+        FirstBytes::NotTls | FirstBytes::ServerFirst => refusal(
+            Reason::DeniedNotTls,
+            "the first bytes are not a TLS ClientHello; listen_transparent carries TLS only (redirect \
+             plain HTTP to listen_transparent_http)"
+                .into(),
+        ),
+        FirstBytes::Invalid(why) => refusal(
+            Reason::InvalidClientHello,
+            format!("malformed ClientHello: {why}"),
+        ),
+        FirstBytes::TooLarge => refusal(
+            Reason::InvalidClientHello,
+            format!(
+                "ClientHello larger than client_hello.max_bytes ({})",
+                checks.hello_max_bytes
+            ),
+        ),
+        FirstBytes::Timeout => refusal(
+            Reason::ClientHelloTimeout,
+            format!(
+                "no complete ClientHello within client_hello.timeout ({:?})",
+                checks.hello_timeout
+            ),
+        ),
+        FirstBytes::Closed if p.buf.is_empty() => Err(None),
+        FirstBytes::Closed => refusal(
+            Reason::InvalidClientHello,
+            "the client closed the connection in the middle of its ClientHello".into(),
+        ),
+    }
+}
+
+/// A redirected TLS connection: peek the ClientHello, judge its SNI on the original port, dial the original
+/// destination if it is one of the name's addresses, replay the hello and splice.
+async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
+    let started = Instant::now();
+    let Some(original) = o.original_dst else {
+        return;
+    };
+    let checks = &ctx.settings.tls;
+    let peeked = peek(
+        &mut client,
+        None,
+        Vec::new(),
+        true,
+        checks.hello_max_bytes,
+        checks.hello_timeout,
+        checks.hello_timeout,
+    )
+    .await;
+    let target = match own_traffic(ctx, o.client_addr).map_or_else(
+        || hello_target(&peeked, checks, original.port(), &mut o),
+        |r| Err(Some(r)),
+    ) {
+        Ok(t) => t,
+        Err(None) => return,
+        Err(Some((reason, detail))) => {
+            o.refuse(reason, detail);
+            ctx.log.decision(&o);
+            return reset(client);
+        }
+    };
+    o.host = Some(target.host.to_string());
+    o.port = Some(target.port);
+    if ctx.decide(&target, &mut o).is_none() {
+        ctx.log.decision(&o);
+        return reset(client);
+    }
+    let mut info = DialInfo::default();
+    let dialled = dial_original(ctx, &target, original, &mut info).await;
+    info.fill(&mut o);
+    let mut upstream = match dialled {
+        Ok(u) => u,
+        Err(e) => {
+            o.refuse(e.reason, e.detail);
+            ctx.log.decision(&o);
+            return reset(client);
+        }
+    };
+    ctx.log.decision(&o);
+
+    let idle = crate::policy::IdleOverride::resolve(o.idle, ctx.settings.timeouts.idle);
+    let mut close = Close::ended(&o, CloseReason::Eof);
+    close.hello_records = match &peeked.first {
+        FirstBytes::Hello(info) => Some(info.records),
+        _ => None,
+    };
+    close.hello_reads = Some(peeked.reads);
+    if upstream.write_all(&peeked.buf).await.is_err() {
+        close.close_reason = CloseReason::UpstreamError;
+    } else {
+        let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
+        close.bytes_up = peeked.buf.len() as u64 + s.bytes_up;
+        close.bytes_down = s.bytes_down;
+        close.close_reason = s.close_reason;
+    }
+    close.duration = started.elapsed();
+    ctx.log.close(&close);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::tls::{EchMode, SniMode};
+    use crate::proxy::sni::HelloInfo;
+
+    fn checks() -> TlsChecks {
+        TlsChecks {
+            sni: SniMode::Strict,
+            ech: EchMode::Deny,
+            hello_timeout: Duration::from_secs(5),
+            hello_max_bytes: 16384,
+        }
+    }
+
+    fn peeked(first: FirstBytes, buf: &[u8]) -> Peeked {
+        Peeked {
+            first,
+            buf: buf.to_vec(),
+            reads: 1,
+        }
+    }
+
+    fn outcome() -> Outcome {
+        Outcome::new(1, 1, "10.0.0.2:40000".parse().unwrap(), Kind::Transparent)
+    }
+
+    #[test]
+    fn first_bytes_decide_the_target_or_the_refusal() {
+        let hello = HelloInfo {
+            sni: Some("api.example.com".into()),
+            alpn: vec!["h2".into()],
+            ech: false,
+            records: 1,
+            hello_len: 100,
+            legacy_version: 0x0303,
+            supported_versions: vec![0x0304],
+        };
+        let mut o = outcome();
+        let t = hello_target(
+            &peeked(FirstBytes::Hello(hello.clone()), b"x"),
+            &checks(),
+            443,
+            &mut o,
+        )
+        .unwrap();
+        assert_eq!(t.authority(), "api.example.com:443");
+        assert_eq!(o.sni.as_deref(), Some("api.example.com"));
+        assert_eq!(o.alpn, ["h2"]);
+
+        let no_sni = HelloInfo { sni: None, ..hello };
+        let cases = [
+            (FirstBytes::Hello(no_sni), Reason::DeniedSniMissing),
+            (FirstBytes::NotTls, Reason::DeniedNotTls),
+            (FirstBytes::Invalid("bad"), Reason::InvalidClientHello),
+            (FirstBytes::TooLarge, Reason::InvalidClientHello),
+            (FirstBytes::Timeout, Reason::ClientHelloTimeout),
+            (FirstBytes::Closed, Reason::InvalidClientHello),
+        ];
+        for (first, want) in cases {
+            let what = format!("{first:?}");
+            let got = hello_target(&peeked(first, b"\x16\x03"), &checks(), 443, &mut outcome());
+            assert_eq!(got.unwrap_err().map(|r| r.0), Some(want), "{what}");
+        }
+        let silent = hello_target(
+            &peeked(FirstBytes::Closed, b""),
+            &checks(),
+            443,
+            &mut outcome(),
+        );
+        assert!(silent.unwrap_err().is_none(), "no bytes, no request");
+    }
+}

@@ -1,0 +1,176 @@
+//! Transparent plain HTTP (`listen_transparent_http`): requests on a redirected connection are origin-form
+//! (`GET /path`), named by their Host header. Every request on a kept-alive connection is judged on its own
+//! (name, original port, path), and goes over its own upstream connection to the original destination, so a
+//! later request for another name cannot ride on an earlier request's approval.
+
+use super::dial::DialInfo;
+use super::forward::{
+    chain, log_connection_error, refusal, server_builder, strip_hop_by_hop, Counted, PendingClose,
+    ProxyBody, Tracked,
+};
+use super::transparent::{dial_original, own_traffic};
+use super::Ctx;
+use crate::policy::transparent::host_target;
+use crate::reason::Reason;
+use crate::telemetry::log::{Kind, Outcome};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// Serve the requests of one redirected connection. `first` carries the connection's identity and original
+/// destination.
+pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
+    let Some(original) = first.original_dst else {
+        return;
+    };
+    let (peer, conn_id) = (first.client_addr, first.conn_id);
+    let requests = Arc::new(AtomicU32::new(0));
+    let svc_ctx = ctx.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = svc_ctx.clone();
+        let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut o = Outcome::new(conn_id, n, peer, Kind::TransparentHttp);
+        o.original_dst = Some(original);
+        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, o).await) }
+    });
+    let conn = server_builder(&ctx).serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                log_connection_error(&ctx, peer, conn_id, Kind::TransparentHttp, &e);
+            }
+        }
+        _ = ctx.shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// The name a request is for: the authority of an absolute-form target (which overrides Host, RFC 9112
+/// §3.2.2), else the Host header.
+fn request_name(req: &Request<Incoming>) -> Option<String> {
+    if let Some(a) = req.uri().authority() {
+        return Some(a.as_str().to_string());
+    }
+    let host = req.headers().get(header::HOST)?;
+    Some(String::from_utf8_lossy(host.as_bytes()).into_owned())
+}
+
+async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Response<ProxyBody> {
+    let Some(original) = o.original_dst else {
+        return refusal(&o);
+    };
+    o.method = Some(req.method().to_string());
+    if let Some((reason, detail)) = own_traffic(&ctx, o.client_addr) {
+        o.refuse(reason, detail);
+        ctx.log.decision(&o);
+        return refusal(&o);
+    }
+    if req.method() == Method::CONNECT {
+        o.refuse(
+            Reason::BadRequest,
+            "CONNECT is not served on listen_transparent_http; send it to the proxy listener",
+        );
+        ctx.log.decision(&o);
+        return refusal(&o);
+    }
+    let target = match host_target(request_name(&req).as_deref(), original.port()) {
+        Ok(t) => t,
+        Err((reason, detail)) => {
+            o.refuse(reason, detail);
+            ctx.log.decision(&o);
+            return refusal(&o);
+        }
+    };
+    o.host = Some(target.host.to_string());
+    o.port = Some(target.port);
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    if ctx.decide_request(&target, Some(&path), &mut o).is_none() {
+        ctx.log.decision(&o);
+        return refusal(&o);
+    }
+
+    let started = Instant::now();
+    let mut info = DialInfo::default();
+    let dialled = dial_original(&ctx, &target, original, &mut info).await;
+    info.fill(&mut o);
+    let upstream = match dialled {
+        Ok(u) => u,
+        Err(e) => {
+            o.refuse(e.reason, e.detail);
+            ctx.log.decision(&o);
+            return refusal(&o);
+        }
+    };
+    let (mut sender, conn) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
+            Ok(h) => h,
+            Err(e) => {
+                o.refuse(
+                    Reason::UpstreamError,
+                    format!("upstream exchange failed: {}", chain(&e)),
+                );
+                ctx.log.decision(&o);
+                return refusal(&o);
+            }
+        };
+    tokio::spawn(conn);
+
+    let (mut parts, body) = req.into_parts();
+    // Origin-form upstream, as the client sent it to the origin it thought it reached.
+    parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
+    strip_hop_by_hop(&mut parts.headers);
+    if !parts.headers.contains_key(header::HOST) {
+        if let Ok(v) = HeaderValue::from_str(&target.host_for_header()) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let up = Arc::new(AtomicU64::new(0));
+    let body = Counted {
+        inner: body,
+        count: up.clone(),
+    }
+    .boxed();
+    match sender.send_request(Request::from_parts(parts, body)).await {
+        Ok(resp) => {
+            ctx.log.decision(&o);
+            let (mut parts, body) = resp.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let tracked = Tracked {
+                inner: body,
+                down: 0,
+                close: Some(PendingClose {
+                    ctx: ctx.clone(),
+                    conn_id: o.conn_id,
+                    request: o.request,
+                    kind: Kind::TransparentHttp,
+                    host: o.host.clone(),
+                    up,
+                    started,
+                }),
+            };
+            Response::from_parts(parts, tracked.boxed())
+        }
+        Err(e) => {
+            o.refuse(
+                Reason::UpstreamError,
+                format!("upstream exchange failed: {}", chain(&e)),
+            );
+            ctx.log.decision(&o);
+            refusal(&o)
+        }
+    }
+}
