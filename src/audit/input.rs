@@ -97,42 +97,21 @@ pub fn decompress(mut r: Box<dyn BufRead>) -> io::Result<Box<dyn BufRead>> {
 /// longer than `max` (skipped, `buf` left empty), `Ok(None)` at the end. Memory stays at `max` whatever the input.
 pub fn next_line(r: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Option<bool>> {
     buf.clear();
-    let mut overlong = false;
-    let mut any = false;
-    loop {
-        let avail = match r.fill_buf() {
-            Ok(a) => a,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if avail.is_empty() {
-            break;
-        }
-        any = true;
-        let (chunk, used, done) = match avail.iter().position(|&b| b == b'\n') {
-            Some(i) => (&avail[..i], i + 1, true),
-            None => (avail, avail.len(), false),
-        };
-        if !overlong {
-            if buf.len() + chunk.len() > max {
-                overlong = true;
-                buf.clear();
-            } else {
-                buf.extend_from_slice(chunk);
-            }
-        }
-        r.consume(used);
-        if done {
-            break;
-        }
-    }
-    if !any {
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    if r.take(limit).read_until(b'\n', buf)? == 0 {
         return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if buf.len() > max {
+        buf.clear();
+        r.skip_until(b'\n')?;
+        return Ok(Some(false));
     }
     if buf.last() == Some(&b'\r') {
         buf.pop();
     }
-    Ok(Some(!overlong))
+    Ok(Some(true))
 }
 
 #[cfg(test)]

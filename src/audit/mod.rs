@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use summary::Summary;
 use window::Window;
 
-/// Default for `--max-groups`: about 20 MB of aggregates at most.
+/// Default for `--max-groups`: about 30 MB of aggregates at most (some 300 bytes per group).
 pub const DEFAULT_MAX_GROUPS: usize = 100_000;
 
 #[derive(Debug, Clone)]

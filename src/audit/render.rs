@@ -84,9 +84,9 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
         }
         for (k, s) in r.shown() {
             let cells = [
-                k.destination(),
+                printable(&k.destination()),
                 k.client(),
-                k.reason.to_string(),
+                printable(&k.reason),
                 s.denied.to_string(),
                 s.would_deny.to_string(),
                 rfc3339(s.first_seen),
@@ -172,6 +172,16 @@ fn notes_after(r: &Report<'_>) -> Vec<String> {
 /// Pipes would end a Markdown table cell; hosts and reasons never hold one, but a hand-edited log might.
 fn escape_markdown(s: &str) -> String {
     s.replace('|', "\\|")
+}
+
+/// `s` as is when it is printable ASCII, else quoted with escapes, so that a value read from a log can never
+/// break a table row, a Markdown cell or a YAML comment.
+pub fn printable(s: &str) -> String {
+    if s.chars().all(|c| c.is_ascii_graphic()) {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.escape_default())
+    }
 }
 
 fn json(r: &Report<'_>) -> String {

@@ -3,6 +3,7 @@
 //! `denied_port`); a deny rule, the destination address checks or malformed requests are not overridden by
 //! allowing more, and are listed as comments instead.
 
+use super::render::printable;
 use super::summary::{GroupKey, GroupStats};
 use super::window::rfc3339;
 use crate::target::{parse_authority, Host, Target};
@@ -210,7 +211,7 @@ fn why_not(reason: &str) -> &'static str {
 }
 
 fn list(items: &BTreeSet<String>) -> String {
-    let mut v: Vec<&str> = items.iter().map(String::as_str).collect();
+    let mut v: Vec<String> = items.iter().map(|i| printable(i)).collect();
     let more = v.len().saturating_sub(LISTED_SIBLINGS);
     v.truncate(LISTED_SIBLINGS);
     let mut s = v.join(", ");
