@@ -57,6 +57,7 @@ enum Command {
         /// Only decisions at or before this time: RFC 3339 or a duration before now (30m).
         #[arg(long)]
         until: Option<String>,
+        /// table for people, json for scripts, markdown for tickets.
         #[arg(long, value_enum, default_value = "table")]
         format: AuditFormat,
         /// Print a YAML allow-rule snippet for the refused destinations instead of the summary.

@@ -136,9 +136,14 @@ fn notes_before(r: &Report<'_>) -> Vec<String> {
         ));
     }
     if c.skipped > 0 {
+        let not_json = if c.not_json > 0 {
+            format!(" ({} not JSON)", c.not_json)
+        } else {
+            String::new()
+        };
         v.push(format!(
-            "skipped {} lines that are not decision events ({} not JSON)",
-            c.skipped, c.not_json
+            "skipped {} lines that are not decision events{not_json}",
+            c.skipped
         ));
     }
     if c.invalid > 0 {
