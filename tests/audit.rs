@@ -209,85 +209,29 @@ async fn report_mode_would_deny_is_counted_apart() {
 // --- generated logs ---
 
 fn sample_log() -> String {
-    [
-        decision(
-            "2026-11-29T08:00:00Z",
-            "10.0.0.1:4000",
-            "a.vendor.example.com",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T09:00:00Z",
-            "10.0.0.1:4001",
-            "a.vendor.example.com",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T09:30:00+01:00",
-            "10.0.0.2:4000",
-            "b.vendor.example.com",
-            8443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T10:00:00Z",
-            "[fd00::2]:4000",
-            "2001:db8::10",
-            443,
-            "would_deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T10:00:00Z",
-            "10.0.0.3:4000",
-            "203.0.113.9",
-            443,
-            "deny",
-            "denied_port",
-        ),
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:4000",
-            "x.co.uk",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:4000",
-            "y.co.uk",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:4000",
-            "169.254.169.254",
-            80,
-            "deny",
-            "denied_private_address",
-        ),
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:4000",
-            "ok.example.com",
-            443,
-            "allow",
-            "allowed",
-        ),
-        r#"{"ts":"2026-11-29T11:00:00Z","event":"decision","decision":"deny"}"#.to_string(),
-        r#"{"timestamp":"2026-11-29T11:00:00Z","level":"INFO","message":"egressd listening"}"#
-            .to_string(),
-        "\u{0}\u{1}garbage".to_string(),
-    ]
-    .join("\n")
+    #[rustfmt::skip]
+    let decisions = [
+        ("2026-11-29T08:00:00Z", "10.0.0.1:4000", "a.vendor.example.com", 443, "deny", "denied_no_rule"),
+        ("2026-11-29T09:00:00Z", "10.0.0.1:4001", "a.vendor.example.com", 443, "deny", "denied_no_rule"),
+        ("2026-11-29T09:30:00+01:00", "10.0.0.2:4000", "b.vendor.example.com", 8443, "deny", "denied_no_rule"),
+        ("2026-11-29T10:00:00Z", "[fd00::2]:4000", "2001:db8::10", 443, "would_deny", "denied_no_rule"),
+        ("2026-11-29T10:00:00Z", "10.0.0.3:4000", "203.0.113.9", 443, "deny", "denied_port"),
+        ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "x.co.uk", 443, "deny", "denied_no_rule"),
+        ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "y.co.uk", 443, "deny", "denied_no_rule"),
+        ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "169.254.169.254", 80, "deny", "denied_private_address"),
+        ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "ok.example.com", 443, "allow", "allowed"),
+    ];
+    decisions
+        .iter()
+        .map(|&(ts, client, host, port, d, reason)| decision(ts, client, host, port, d, reason))
+        .chain([
+            r#"{"ts":"2026-11-29T11:00:00Z","event":"decision","decision":"deny"}"#.to_string(),
+            r#"{"timestamp":"2026-11-29T11:00:00Z","level":"INFO","message":"egressd listening"}"#
+                .to_string(),
+            "\u{0}\u{1}garbage".to_string(),
+        ])
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 const SUGGESTED: [&str; 6] = [
@@ -548,31 +492,20 @@ fn suggestions_compile_and_allow_each_destination() {
 #[test]
 fn hostile_hosts_are_not_pasted_into_yaml() {
     let dir = tempfile::tempdir().unwrap();
+    let deny = |host: &str| {
+        decision(
+            "2026-11-29T11:00:00Z",
+            "10.0.0.3:1",
+            host,
+            443,
+            "deny",
+            "denied_no_rule",
+        )
+    };
     let log = [
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:1",
-            "a.example\"]\n    ports: [1-65535",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:1",
-            "UPPER.example",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
-        decision(
-            "2026-11-29T11:00:00Z",
-            "10.0.0.3:1",
-            "fine.example",
-            443,
-            "deny",
-            "denied_no_rule",
-        ),
+        deny("a.example\"]\n    ports: [1-65535"),
+        deny("UPPER.example"),
+        deny("fine.example"),
     ]
     .join("\n");
     let file = write_file(dir.path(), "hostile.log", &log);

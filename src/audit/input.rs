@@ -25,6 +25,12 @@ impl Input {
     pub fn open(path: Option<&Path>) -> Result<Input, String> {
         let path = path.filter(|p| p.as_os_str() != "-");
         let Some(path) = path else {
+            if io::stdin().is_terminal() {
+                return Err(
+                    "no log to read: give a decision log file, or pipe one in (`egressd audit -`)"
+                        .to_string(),
+                );
+            }
             return Ok(Input {
                 name: "stdin".to_string(),
                 reader: decompress(Box::new(io::stdin().lock()))

@@ -182,49 +182,22 @@ mod tests {
     #[test]
     fn groups_count_and_track_first_and_last_seen() {
         let mut s = Summary::new(Window::default(), 100);
-        feed(
-            &mut s,
-            &[
-                line(
-                    "2026-11-29T10:00:00Z",
-                    "deny",
-                    "a.example",
-                    "10.0.0.1",
-                    "denied_no_rule",
-                ),
-                line(
-                    "2026-11-29T09:00:00Z",
-                    "deny",
-                    "a.example",
-                    "10.0.0.1",
-                    "denied_no_rule",
-                ),
-                line(
-                    "2026-11-29T11:00:00Z",
-                    "would_deny",
-                    "a.example",
-                    "10.0.0.1",
-                    "denied_no_rule",
-                ),
-                line(
-                    "2026-11-29T11:00:00Z",
-                    "deny",
-                    "a.example",
-                    "10.0.0.2",
-                    "denied_no_rule",
-                ),
-                line(
-                    "2026-11-29T11:00:00Z",
-                    "allow",
-                    "b.example",
-                    "10.0.0.2",
-                    "allowed",
-                ),
-                "garbage".to_string(),
-                r#"{"event":"close"}"#.to_string(),
-                r#"{"event":"decision"}"#.to_string(),
-            ],
+        #[rustfmt::skip]
+        let decisions = [
+            ("2026-11-29T10:00:00Z", "deny", "a.example", "10.0.0.1", "denied_no_rule"),
+            ("2026-11-29T09:00:00Z", "deny", "a.example", "10.0.0.1", "denied_no_rule"),
+            ("2026-11-29T11:00:00Z", "would_deny", "a.example", "10.0.0.1", "denied_no_rule"),
+            ("2026-11-29T11:00:00Z", "deny", "a.example", "10.0.0.2", "denied_no_rule"),
+            ("2026-11-29T11:00:00Z", "allow", "b.example", "10.0.0.2", "allowed"),
+        ];
+        let mut lines: Vec<String> = decisions
+            .iter()
+            .map(|&(ts, d, host, client, reason)| line(ts, d, host, client, reason))
+            .collect();
+        lines.extend(
+            ["garbage", r#"{"event":"close"}"#, r#"{"event":"decision"}"#].map(String::from),
         );
+        feed(&mut s, &lines);
         let c = s.counts;
         assert_eq!(
             (c.lines, c.decisions, c.allowed, c.denied, c.would_deny),
@@ -256,24 +229,17 @@ mod tests {
     #[test]
     fn groups_beyond_the_limit_are_counted_not_kept() {
         let mut s = Summary::new(Window::default(), 2);
-        let lines: Vec<String> = (0..5)
-            .map(|i| {
-                line(
-                    "2026-11-29T10:00:00Z",
-                    "deny",
-                    &format!("h{i}.example"),
-                    "10.0.0.1",
-                    "denied_no_rule",
-                )
-            })
-            .chain(std::iter::once(line(
+        let deny = |host: &str| {
+            line(
                 "2026-11-29T10:00:00Z",
                 "deny",
-                "h0.example",
+                host,
                 "10.0.0.1",
                 "denied_no_rule",
-            )))
-            .collect();
+            )
+        };
+        let mut lines: Vec<String> = (0..5).map(|i| deny(&format!("h{i}.example"))).collect();
+        lines.push(deny("h0.example"));
         feed(&mut s, &lines);
         assert_eq!(s.groups().len(), 2);
         assert_eq!(s.counts.untracked, 3);
@@ -294,25 +260,21 @@ mod tests {
             until: None,
         };
         let mut s = Summary::new(w, 10);
-        feed(
-            &mut s,
-            &[
-                line(
-                    "2026-11-29T09:59:59Z",
-                    "deny",
-                    "a.example",
-                    "10.0.0.1",
-                    "denied_no_rule",
-                ),
-                line(
-                    "2026-11-29T10:00:00Z",
-                    "deny",
-                    "a.example",
-                    "10.0.0.1",
-                    "denied_no_rule",
-                ),
-            ],
+        let early = line(
+            "2026-11-29T09:59:59Z",
+            "deny",
+            "a.example",
+            "10.0.0.1",
+            "denied_no_rule",
         );
+        let on_time = line(
+            "2026-11-29T10:00:00Z",
+            "deny",
+            "a.example",
+            "10.0.0.1",
+            "denied_no_rule",
+        );
+        feed(&mut s, &[early, on_time]);
         assert_eq!((s.counts.outside_window, s.counts.denied), (1, 1));
     }
 
