@@ -459,8 +459,26 @@ fn suggestions_compile_and_allow_each_destination() {
     assert!(!grouped.contains("*.co.uk"), "{grouped}");
     assert!(!allowed(&g, "z.co.uk:443"), "{grouped}");
 
+    // A group limit that was reached is said, since some refused destinations are then missing.
+    let capped = audit_ok(&["--suggest", "--max-groups", "2", path]);
+    assert!(
+        capped.contains("# Incomplete: 5 refused decisions"),
+        "{capped}"
+    );
+    assert_eq!(
+        egressd::config::from_yaml_str(&capped)
+            .unwrap()
+            .policy
+            .rule_count(),
+        2
+    );
+
     // The window applies to suggestions too.
     let late = audit_ok(&["--suggest", "--since", "2026-11-29T10:30:00Z", path]);
+    assert!(
+        late.contains("# Decisions from 2026-11-29T10:30:00Z to the end only."),
+        "{late}"
+    );
     let l = egressd::config::from_yaml_str(&late).unwrap();
     assert!(allowed(&l, "x.co.uk:443"), "{late}");
     assert!(!allowed(&l, "a.vendor.example.com:443"), "{late}");

@@ -61,9 +61,6 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
     }
     input.finish();
     let groups = summary.groups();
-    if opts.suggest {
-        return Ok(suggest::suggest(&groups, opts.group_wildcards, &input.name));
-    }
     let report = render::Report {
         source: &input.name,
         window: summary.window(),
@@ -72,5 +69,8 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
         groups: &groups,
         top: opts.top,
     };
+    if opts.suggest {
+        return Ok(suggest::suggest(&report, opts.group_wildcards));
+    }
     Ok(render::render(&report, opts.format))
 }

@@ -3,7 +3,7 @@
 //! `denied_port`); a deny rule, the destination address checks or malformed requests are not overridden by
 //! allowing more, and are listed as comments instead.
 
-use super::render::printable;
+use super::render::{printable, Report};
 use super::summary::{GroupKey, GroupStats};
 use super::window::rfc3339;
 use crate::target::{parse_authority, Host, Target};
@@ -61,11 +61,11 @@ impl Seen {
 /// The snippet for `groups` (every kept group; those with other reasons become comments). With
 /// `group_wildcards`, two or more sibling names (`a.example.com`, `b.example.com`) become one `*.example.com`
 /// rule, unless their parent is a public suffix (`*.co.uk`, `*.s3.amazonaws.com` would allow anyone's hosts).
-pub fn suggest(groups: &[(&GroupKey, &GroupStats)], group_wildcards: bool, source: &str) -> String {
+pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
     let mut by_host: BTreeMap<String, Seen> = BTreeMap::new();
     let mut not_fixable: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut invalid = BTreeSet::new();
-    for (k, s) in groups {
+    for (k, s) in report.groups {
         if !FIXABLE.contains(&&*k.reason) {
             not_fixable
                 .entry(k.reason.to_string())
@@ -95,9 +95,27 @@ pub fn suggest(groups: &[(&GroupKey, &GroupStats)], group_wildcards: bool, sourc
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "# Allow rules suggested by `egressd audit --suggest` from {source}.\n\
-         # Review each one before adding it to the `allow:` list of the egressd configuration."
+        "# Allow rules suggested by `egressd audit --suggest` from {}.\n\
+         # Review each one before adding it to the `allow:` list of the egressd configuration.",
+        report.source
     );
+    let w = report.window;
+    if !w.is_open() {
+        let _ = writeln!(
+            out,
+            "# Decisions from {} to {} only.",
+            w.since.map_or("the start".to_string(), rfc3339),
+            w.until.map_or("the end".to_string(), rfc3339)
+        );
+    }
+    if report.counts.untracked > 0 {
+        let _ = writeln!(
+            out,
+            "# Incomplete: {} refused decisions belong to groups beyond --max-groups {} and are not covered; \
+             run again with a higher --max-groups.",
+            report.counts.untracked, report.max_groups
+        );
+    }
     if rules.is_empty() {
         out.push_str("# No destination was refused for want of an allow rule.\nallow: []\n");
     } else {
