@@ -129,9 +129,8 @@ fn notes_before(r: &Report<'_>) -> Vec<String> {
     )];
     if !r.window.is_open() {
         v.push(format!(
-            "time window {} to {}: {} decisions outside it not counted",
-            r.window.since.map_or("the start".to_string(), rfc3339),
-            r.window.until.map_or("the end".to_string(), rfc3339),
+            "time window {}: {} decisions outside it not counted",
+            r.window.describe(),
             c.outside_window
         ));
     }

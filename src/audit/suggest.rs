@@ -14,8 +14,8 @@ use time::OffsetDateTime;
 /// Reasons an added allow rule turns into `allowed`.
 pub const FIXABLE: [&str; 2] = ["denied_no_rule", "denied_port"];
 
-/// Host names listed in a wildcard rule's comment before "and N more".
-const LISTED_SIBLINGS: usize = 5;
+/// Names listed in a comment before "and N more".
+const LISTED: usize = 5;
 
 /// What was seen for one suggested pattern.
 #[derive(Debug, Default)]
@@ -58,7 +58,8 @@ impl Seen {
     }
 }
 
-/// The snippet for `groups` (every kept group; those with other reasons become comments). With
+/// The snippet for the report's groups (all kept groups, not only the shown ones; those refused for reasons an
+/// allow rule does not change become comments). With
 /// `group_wildcards`, two or more sibling names (`a.example.com`, `b.example.com`) become one `*.example.com`
 /// rule, unless their parent is a public suffix (`*.co.uk`, `*.s3.amazonaws.com` would allow anyone's hosts).
 pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
@@ -101,12 +102,7 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
     );
     let w = report.window;
     if !w.is_open() {
-        let _ = writeln!(
-            out,
-            "# Decisions from {} to {} only.",
-            w.since.map_or("the start".to_string(), rfc3339),
-            w.until.map_or("the end".to_string(), rfc3339)
-        );
+        let _ = writeln!(out, "# Decisions from {} only.", w.describe());
     }
     if report.counts.untracked > 0 {
         let _ = writeln!(
@@ -124,15 +120,7 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
     for (pattern, seen) in &rules {
         let _ = writeln!(out, "  # {}", describe(seen));
         if pattern.starts_with("*.") {
-            let mut names: Vec<&str> = seen.hosts.iter().map(String::as_str).collect();
-            let more = names.len().saturating_sub(LISTED_SIBLINGS);
-            names.truncate(LISTED_SIBLINGS);
-            let tail = if more > 0 {
-                format!(" and {more} more")
-            } else {
-                String::new()
-            };
-            let _ = writeln!(out, "  # covers {}{tail}", names.join(", "));
+            let _ = writeln!(out, "  # covers {}", list(&seen.hosts));
         }
         let ports: Vec<String> = seen.ports.iter().map(u16::to_string).collect();
         let _ = writeln!(
@@ -230,8 +218,8 @@ fn why_not(reason: &str) -> &'static str {
 
 fn list(items: &BTreeSet<String>) -> String {
     let mut v: Vec<String> = items.iter().map(|i| printable(i)).collect();
-    let more = v.len().saturating_sub(LISTED_SIBLINGS);
-    v.truncate(LISTED_SIBLINGS);
+    let more = v.len().saturating_sub(LISTED);
+    v.truncate(LISTED);
     let mut s = v.join(", ");
     if more > 0 {
         let _ = write!(s, " and {more} more");

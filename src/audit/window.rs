@@ -40,6 +40,15 @@ impl Window {
     pub fn is_open(&self) -> bool {
         self.since.is_none() && self.until.is_none()
     }
+
+    /// `2026-11-29T09:00:00Z to the end`, for notes.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} to {}",
+            self.since.map_or("the start".to_string(), rfc3339),
+            self.until.map_or("the end".to_string(), rfc3339)
+        )
+    }
 }
 
 fn parse_bound(option: &str, value: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
