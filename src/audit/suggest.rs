@@ -236,6 +236,68 @@ fn quote(s: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::audit::summary::Counts;
+    use crate::audit::window::Window;
+    use time::format_description::well_known::Rfc3339;
+
+    fn group(
+        host: &str,
+        port: u16,
+        client: &str,
+        denied: u64,
+        first: &str,
+        last: &str,
+    ) -> (GroupKey, GroupStats) {
+        let at = |s: &str| OffsetDateTime::parse(s, &Rfc3339).unwrap();
+        let key = GroupKey {
+            host: Some(host.into()),
+            port: Some(port),
+            client: Some(client.parse().unwrap()),
+            reason: "denied_no_rule".into(),
+        };
+        let stats = GroupStats {
+            denied,
+            would_deny: 1,
+            first_seen: at(first),
+            last_seen: at(last),
+        };
+        (key, stats)
+    }
+
+    #[test]
+    fn siblings_merge_counts_ports_clients_and_times() {
+        #[rustfmt::skip]
+        let groups = [
+            group("b.vendor.example.com", 8443, "10.0.0.2", 3, "2026-11-29T08:00:00Z", "2026-11-29T09:00:00Z"),
+            group("a.vendor.example.com", 443, "10.0.0.1", 2, "2026-11-29T07:00:00Z", "2026-11-29T08:30:00Z"),
+            group("a.vendor.example.com", 443, "10.0.0.2", 1, "2026-11-29T10:00:00Z", "2026-11-29T10:00:00Z"),
+            group("solo.other.example.com", 443, "10.0.0.1", 1, "2026-11-29T10:00:00Z", "2026-11-29T10:00:00Z"),
+        ];
+        let refs: Vec<(&GroupKey, &GroupStats)> = groups.iter().map(|(k, s)| (k, s)).collect();
+        let report = Report {
+            source: "test.log",
+            window: Window::default(),
+            counts: Counts::default(),
+            max_groups: 10,
+            groups: &refs,
+            top: 0,
+        };
+        let out = suggest(&report, true);
+        let expected =
+            "  # 6 denied, 3 would_deny from 2 clients (denied_no_rule), 2026-11-29T07:00:00Z to \
+                        2026-11-29T10:00:00Z\n  \
+                        # covers a.vendor.example.com, b.vendor.example.com\n  \
+                        - name: \"audit-any.vendor.example.com\"\n    \
+                        hosts: [\"*.vendor.example.com\"]\n    \
+                        ports: [443, 8443]\n";
+        assert!(out.contains(expected), "{out}");
+        // A name without siblings stays exact.
+        assert!(out.contains("hosts: [\"solo.other.example.com\"]"), "{out}");
+        let exact = suggest(&report, false);
+        assert!(!exact.contains('*'), "{exact}");
+        assert_eq!(exact.matches("- name:").count(), 3, "{exact}");
+    }
+
     #[test]
     fn parents_stop_below_public_suffixes() {
         assert_eq!(groupable_parent("a.example.com"), Some("example.com"));
