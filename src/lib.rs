@@ -5,6 +5,7 @@
 //! one decision line and one close line per request.
 
 pub mod agent_env;
+pub mod audit;
 pub mod check;
 pub mod config;
 pub mod fd_limit;

@@ -47,6 +47,32 @@ enum Command {
         #[arg(required = true)]
         targets: Vec<String>,
     },
+    /// Summarize denied and would_deny decisions in a decision log (JSON lines, plain or gzip).
+    Audit {
+        /// Decision log file, plain or gzip; `-` or nothing reads stdin.
+        file: Option<PathBuf>,
+        /// Only decisions at or after this time: RFC 3339 (2026-11-29T09:00:00Z) or a duration before now (1h).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only decisions at or before this time: RFC 3339 or a duration before now (30m).
+        #[arg(long)]
+        until: Option<String>,
+        /// table for people, json for scripts, markdown for tickets.
+        #[arg(long, value_enum, default_value = "table")]
+        format: AuditFormat,
+        /// Print a YAML allow-rule snippet for the refused destinations instead of the summary.
+        #[arg(long)]
+        suggest: bool,
+        /// With --suggest: one `*.parent` rule for two or more sibling names under the same parent domain.
+        #[arg(long, requires = "suggest")]
+        group_wildcards: bool,
+        /// Groups shown, most decisions first; 0 shows all.
+        #[arg(long, default_value_t = 50)]
+        top: usize,
+        /// Distinct (destination, client, reason) groups kept; decisions for more are counted, not shown.
+        #[arg(long, default_value_t = egressd::audit::DEFAULT_MAX_GROUPS)]
+        max_groups: usize,
+    },
     /// NO_PROXY tools: how Go, curl and Python clients read a NO_PROXY value.
     Noproxy {
         #[command(subcommand)]
@@ -75,6 +101,13 @@ enum Command {
         #[arg(long)]
         namespace: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuditFormat {
+    Table,
+    Json,
+    Markdown,
 }
 
 #[derive(Subcommand)]
@@ -265,6 +298,32 @@ fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             })
+        }
+        Command::Audit {
+            file,
+            since,
+            until,
+            format,
+            suggest,
+            group_wildcards,
+            top,
+            max_groups,
+        } => {
+            let opts = egressd::audit::Options {
+                file,
+                since,
+                until,
+                format: match format {
+                    AuditFormat::Table => egressd::audit::Format::Table,
+                    AuditFormat::Json => egressd::audit::Format::Json,
+                    AuditFormat::Markdown => egressd::audit::Format::Markdown,
+                },
+                suggest,
+                group_wildcards,
+                top,
+                max_groups,
+            };
+            print_or_fail(egressd::audit::run(&opts, time::OffsetDateTime::now_utc()))
         }
         Command::Noproxy { command } => run_noproxy(command),
         Command::Vendors { command } => match command {

@@ -1,0 +1,297 @@
+//! Counting denied and would_deny decisions by (destination, client, reason), in memory bounded by the number
+//! of groups: once `max_groups` distinct groups exist, decisions for new groups are only counted, not kept.
+
+use super::event::{Decision, Line, Verdict};
+use super::window::Window;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use time::OffsetDateTime;
+
+/// What one group is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupKey {
+    pub host: Option<Box<str>>,
+    pub port: Option<u16>,
+    pub client: Option<IpAddr>,
+    pub reason: Box<str>,
+}
+
+impl GroupKey {
+    /// `host:port` (IPv6 in brackets), `host` without a port, `-` when the request named no host.
+    pub fn destination(&self) -> String {
+        match (&self.host, self.port) {
+            (None, _) => "-".to_string(),
+            (Some(h), Some(p)) if h.contains(':') => format!("[{h}]:{p}"),
+            (Some(h), Some(p)) => format!("{h}:{p}"),
+            (Some(h), None) => h.to_string(),
+        }
+    }
+
+    pub fn client(&self) -> String {
+        self.client
+            .map_or_else(|| "-".to_string(), |c| c.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupStats {
+    pub denied: u64,
+    pub would_deny: u64,
+    pub first_seen: OffsetDateTime,
+    pub last_seen: OffsetDateTime,
+}
+
+impl GroupStats {
+    pub fn total(&self) -> u64 {
+        self.denied + self.would_deny
+    }
+}
+
+/// Line and decision counts of one run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub lines: u64,
+    pub decisions: u64,
+    pub allowed: u64,
+    pub denied: u64,
+    pub would_deny: u64,
+    /// Lines that are not decision events (other events, operational logs, not JSON, too long).
+    pub skipped: u64,
+    /// Of `skipped`: lines that are not JSON objects (or too long to read).
+    pub not_json: u64,
+    /// Decision events with missing or unusable fields.
+    pub invalid: u64,
+    /// Decisions outside `--since` / `--until`.
+    pub outside_window: u64,
+    /// Denied or would_deny decisions whose group could not be kept (`max_groups` reached).
+    pub untracked: u64,
+}
+
+pub struct Summary {
+    window: Window,
+    max_groups: usize,
+    groups: HashMap<GroupKey, GroupStats>,
+    pub counts: Counts,
+}
+
+impl Summary {
+    pub fn new(window: Window, max_groups: usize) -> Self {
+        Summary {
+            window,
+            max_groups,
+            groups: HashMap::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    pub fn max_groups(&self) -> usize {
+        self.max_groups
+    }
+
+    /// Count one line that was too long to be read at all.
+    pub fn add_overlong(&mut self) {
+        self.counts.lines += 1;
+        self.counts.skipped += 1;
+        self.counts.not_json += 1;
+    }
+
+    pub fn add(&mut self, line: Line<'_>) {
+        self.counts.lines += 1;
+        match line {
+            Line::Decision(d) => self.add_decision(d),
+            Line::OtherEvent => self.counts.skipped += 1,
+            Line::NotJson => {
+                self.counts.skipped += 1;
+                self.counts.not_json += 1;
+            }
+            Line::InvalidDecision => self.counts.invalid += 1,
+        }
+    }
+
+    fn add_decision(&mut self, d: Decision<'_>) {
+        if !self.window.contains(d.ts) {
+            self.counts.outside_window += 1;
+            return;
+        }
+        self.counts.decisions += 1;
+        match d.verdict {
+            Verdict::Allow => {
+                self.counts.allowed += 1;
+                return;
+            }
+            Verdict::Deny => self.counts.denied += 1,
+            Verdict::WouldDeny => self.counts.would_deny += 1,
+        }
+        let key = GroupKey {
+            host: d.host.map(|h| h.into()),
+            port: d.port,
+            client: d.client,
+            reason: d.reason.into(),
+        };
+        let len = self.groups.len();
+        let stats = match self.groups.get_mut(&key) {
+            Some(s) => s,
+            None if len >= self.max_groups => {
+                self.counts.untracked += 1;
+                return;
+            }
+            None => self.groups.entry(key).or_insert(GroupStats {
+                denied: 0,
+                would_deny: 0,
+                first_seen: d.ts,
+                last_seen: d.ts,
+            }),
+        };
+        match d.verdict {
+            Verdict::WouldDeny => stats.would_deny += 1,
+            _ => stats.denied += 1,
+        }
+        stats.first_seen = stats.first_seen.min(d.ts);
+        stats.last_seen = stats.last_seen.max(d.ts);
+    }
+
+    /// Every kept group, most decisions first (ties in key order, so output is stable).
+    pub fn groups(&self) -> Vec<(&GroupKey, &GroupStats)> {
+        let mut v: Vec<_> = self.groups.iter().collect();
+        v.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(b.0)));
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::event::classify;
+    use super::*;
+
+    fn line(ts: &str, decision: &str, host: &str, client: &str, reason: &str) -> String {
+        format!(
+            r#"{{"ts":"{ts}","event":"decision","client_addr":"{client}:4000","host":"{host}","port":443,"decision":"{decision}","reason":"{reason}"}}"#
+        )
+    }
+
+    fn feed(s: &mut Summary, lines: &[String]) {
+        for l in lines {
+            s.add(classify(l.as_bytes()));
+        }
+    }
+
+    #[test]
+    fn groups_count_and_track_first_and_last_seen() {
+        let mut s = Summary::new(Window::default(), 100);
+        #[rustfmt::skip]
+        let decisions = [
+            ("2026-11-29T10:00:00Z", "deny", "a.example", "10.0.0.1", "denied_no_rule"),
+            ("2026-11-29T09:00:00Z", "deny", "a.example", "10.0.0.1", "denied_no_rule"),
+            ("2026-11-29T11:00:00Z", "would_deny", "a.example", "10.0.0.1", "denied_no_rule"),
+            ("2026-11-29T11:00:00Z", "deny", "a.example", "10.0.0.2", "denied_no_rule"),
+            ("2026-11-29T11:00:00Z", "allow", "b.example", "10.0.0.2", "allowed"),
+        ];
+        let mut lines: Vec<String> = decisions
+            .iter()
+            .map(|&(ts, d, host, client, reason)| line(ts, d, host, client, reason))
+            .collect();
+        lines.extend(
+            ["garbage", r#"{"event":"close"}"#, r#"{"event":"decision"}"#].map(String::from),
+        );
+        feed(&mut s, &lines);
+        let c = s.counts;
+        assert_eq!(
+            (c.lines, c.decisions, c.allowed, c.denied, c.would_deny),
+            (8, 5, 1, 3, 1)
+        );
+        assert_eq!(
+            (c.skipped, c.not_json, c.invalid, c.untracked),
+            (2, 1, 1, 0)
+        );
+        let g = s.groups();
+        assert_eq!(g.len(), 2);
+        let (k, st) = g[0];
+        assert_eq!(
+            (k.destination(), k.client(), &*k.reason),
+            ("a.example:443".into(), "10.0.0.1".into(), "denied_no_rule")
+        );
+        assert_eq!((st.denied, st.would_deny), (2, 1));
+        assert_eq!(
+            super::super::window::rfc3339(st.first_seen),
+            "2026-11-29T09:00:00Z"
+        );
+        assert_eq!(
+            super::super::window::rfc3339(st.last_seen),
+            "2026-11-29T11:00:00Z"
+        );
+        assert_eq!(g[1].0.client(), "10.0.0.2");
+    }
+
+    #[test]
+    fn groups_beyond_the_limit_are_counted_not_kept() {
+        let mut s = Summary::new(Window::default(), 2);
+        let deny = |host: &str| {
+            line(
+                "2026-11-29T10:00:00Z",
+                "deny",
+                host,
+                "10.0.0.1",
+                "denied_no_rule",
+            )
+        };
+        let mut lines: Vec<String> = (0..5).map(|i| deny(&format!("h{i}.example"))).collect();
+        lines.push(deny("h0.example"));
+        feed(&mut s, &lines);
+        assert_eq!(s.groups().len(), 2);
+        assert_eq!(s.counts.untracked, 3);
+        // Known groups keep counting after the limit is reached.
+        assert_eq!(s.groups()[0].1.denied, 2);
+    }
+
+    #[test]
+    fn window_filters_decisions() {
+        let w = Window {
+            since: Some(
+                OffsetDateTime::parse(
+                    "2026-11-29T10:00:00Z",
+                    &time::format_description::well_known::Rfc3339,
+                )
+                .unwrap(),
+            ),
+            until: None,
+        };
+        let mut s = Summary::new(w, 10);
+        let early = line(
+            "2026-11-29T09:59:59Z",
+            "deny",
+            "a.example",
+            "10.0.0.1",
+            "denied_no_rule",
+        );
+        let on_time = line(
+            "2026-11-29T10:00:00Z",
+            "deny",
+            "a.example",
+            "10.0.0.1",
+            "denied_no_rule",
+        );
+        feed(&mut s, &[early, on_time]);
+        assert_eq!((s.counts.outside_window, s.counts.denied), (1, 1));
+    }
+
+    #[test]
+    fn destinations_render_like_authorities() {
+        let k = |host: Option<&str>, port| GroupKey {
+            host: host.map(Into::into),
+            port,
+            client: None,
+            reason: "x".into(),
+        };
+        assert_eq!(
+            k(Some("2001:db8::1"), Some(443)).destination(),
+            "[2001:db8::1]:443"
+        );
+        assert_eq!(k(Some("a.example"), None).destination(), "a.example");
+        assert_eq!(k(None, Some(443)).destination(), "-");
+        assert_eq!(k(None, None).client(), "-");
+    }
+}
