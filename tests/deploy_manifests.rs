@@ -79,15 +79,20 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{pointer} is not a string"))
 }
 
+/// The item of a list (ports, volumes, env, generators ...) whose `name` is `name`.
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("no item named {name} in {list}"))
+}
+
 /// The named port of a container or Service port list.
 fn port_named(ports: &Value, name: &str, field: &str) -> u64 {
-    ports
-        .as_array()
-        .expect("ports list")
-        .iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p[field].as_u64())
-        .unwrap_or_else(|| panic!("no port named {name} with {field} in {ports}"))
+    named(ports, name)[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("port {name} has no {field}"))
 }
 
 /// Compile a shipped config with egressd's own loader; a broken config fails here.
@@ -110,9 +115,26 @@ fn kube_configs() -> Vec<&'static str> {
     ]
 }
 
-fn base_container() -> Value {
+/// The base Deployment, its pod spec and its egressd container.
+struct Base {
+    deployment: Value,
+    pod: Value,
+    container: Value,
+}
+
+fn base() -> Base {
     let deployment = yaml_doc("deploy/kubernetes/base/deployment.yaml");
-    at(&deployment, "/spec/template/spec/containers/0").clone()
+    let pod = at(&deployment, "/spec/template/spec").clone();
+    let container = at(&pod, "/containers/0").clone();
+    Base {
+        deployment,
+        pod,
+        container,
+    }
+}
+
+fn base_container() -> Value {
+    base().container
 }
 
 // --- Kubernetes base and overlays ---
@@ -157,9 +179,8 @@ fn every_kubernetes_config_compiles_and_listens_where_the_manifests_point() {
 
 #[test]
 fn probes_config_path_and_drain_period_match_egressd() {
-    let deployment = yaml_doc("deploy/kubernetes/base/deployment.yaml");
-    let pod = at(&deployment, "/spec/template/spec");
-    let container = base_container();
+    let Base { pod, container, .. } = base();
+    let pod = &pod;
 
     for (probe, path) in [
         ("livenessProbe", "/healthz"),
@@ -186,24 +207,14 @@ fn probes_config_path_and_drain_period_match_egressd() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert_eq!(args, ["run", "--config", CONFIG_PATH]);
-    let mount = at(&container, "/volumeMounts")
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "config")
-        .expect("config volume mount");
+    let mount = named(at(&container, "/volumeMounts"), "config");
     let (dir, file) = CONFIG_PATH.rsplit_once('/').unwrap();
     assert_eq!(mount["mountPath"], dir);
     assert!(
         mount.get("subPath").is_none(),
         "a subPath mount never sees ConfigMap updates, so reloads would not happen"
     );
-    let volume = pod["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == "config")
-        .expect("config volume");
+    let volume = named(&pod["volumes"], "config");
     assert_eq!(volume["configMap"]["name"], "egressd");
     let kustomization = yaml_doc("deploy/kubernetes/base/kustomization.yaml");
     let generator = &kustomization["configMapGenerator"][0];
@@ -232,9 +243,12 @@ fn probes_config_path_and_drain_period_match_egressd() {
 
 #[test]
 fn pod_security_replicas_and_disruption_budget() {
-    let deployment = yaml_doc("deploy/kubernetes/base/deployment.yaml");
-    let pod = at(&deployment, "/spec/template/spec");
-    let container = base_container();
+    let Base {
+        deployment,
+        pod,
+        container,
+    } = base();
+    let pod = &pod;
     assert!(u64_at(&deployment, "/spec/replicas") >= 2);
     assert_eq!(at(pod, "/securityContext/runAsNonRoot"), true);
     assert_eq!(
@@ -370,14 +384,7 @@ fn tls_component_listens_where_its_ports_point() {
             .unwrap_or_else(|| panic!("no op for {path}"))["value"]
     };
     let env = value_at("/spec/template/spec/containers/0/env");
-    let env_var = |name: &str| -> &str {
-        env.as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["name"] == name)
-            .and_then(|e| e["value"].as_str())
-            .unwrap()
-    };
+    let env_var = |name: &str| -> &str { named(env, name)["value"].as_str().unwrap() };
     let listen: std::net::SocketAddr = env_var("EGRESSD_LISTEN_TLS").parse().unwrap();
     let port = value_at("/spec/template/spec/containers/0/ports/-");
     assert_eq!(port["name"], "proxy-tls");
@@ -448,12 +455,7 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
         let kustomization = yaml_doc(&format!(
             "deploy/kubernetes/overlays/{overlay}/kustomization.yaml"
         ));
-        let generator = kustomization["configMapGenerator"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["name"] == "egressd-proxy-env")
-            .unwrap_or_else(|| panic!("{overlay}: no egressd-proxy-env ConfigMap"));
+        let generator = named(&kustomization["configMapGenerator"], "egressd-proxy-env");
         assert_eq!(generator["namespace"], ns);
         assert_eq!(generator["envs"][0], "agent-proxy.env");
     }
