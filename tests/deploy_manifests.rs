@@ -249,7 +249,10 @@ fn pod_security_replicas_and_disruption_budget() {
         container,
     } = base();
     let pod = &pod;
-    assert!(u64_at(&deployment, "/spec/replicas") >= 2);
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "the HPA owns the replica count; a fixed one is re-applied by every kubectl apply"
+    );
     assert_eq!(at(pod, "/securityContext/runAsNonRoot"), true);
     assert_eq!(
         str_at(pod, "/securityContext/seccompProfile/type"),
@@ -274,6 +277,11 @@ fn pod_security_replicas_and_disruption_budget() {
 
     let hpa = yaml_doc("deploy/kubernetes/base/horizontalpodautoscaler.yaml");
     assert!(u64_at(&hpa, "/spec/minReplicas") >= 2);
+    assert_eq!(str_at(&hpa, "/spec/scaleTargetRef/kind"), "Deployment");
+    assert_eq!(
+        at(&hpa, "/spec/scaleTargetRef/name"),
+        at(&deployment, "/metadata/name")
+    );
     let pdb = yaml_doc("deploy/kubernetes/base/poddisruptionbudget.yaml");
     assert_eq!(
         at(&pdb, "/spec/selector"),
