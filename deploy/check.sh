@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile; renders the kustomize
 # base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
-# object against the Kubernetes schemas and every rendered egressd config with `egressd validate`; checks and
+# object against the Kubernetes schemas; cross-checks ports, probes, config path, drain period and network
+# policies in every rendered set (deploy/check_rendered.py) and runs `egressd validate` on its config; checks and
 # unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
 # rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
 # `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
@@ -75,6 +76,12 @@ if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-apiserver.yaml" >
   fail "the chart rendered an agent NetworkPolicy without apiServer.cidrs"
 fi
 grep -q 'apiServer.cidrs is required' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for missing apiServer.cidrs"; }
+# A misspelt value is refused by values.schema.json instead of being ignored.
+printf 'config: {vendor: [castai-us]}\n' > "$out/typo.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/typo.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart accepted the unknown value config.vendor"
+fi
+grep -q "additional properties 'vendor' not allowed" "$out/err" || { cat "$out/err" >&2; fail "unexpected error for config.vendor"; }
 
 echo "== Kubernetes schemas (${kube_versions[*]}, strict)"
 for v in "${kube_versions[@]}"; do
@@ -82,21 +89,10 @@ for v in "${kube_versions[@]}"; do
   "$venv/bin/kubernetes-validate" --strict --quiet --no-warn -k "$v" "$out"/rendered/*.yaml
 done
 
-echo "== egressd validate (every rendered config)"
-"$venv/bin/python" - "$out/rendered" "$out/configs" <<'PY'
-import os, sys, yaml
-src, dst = sys.argv[1], sys.argv[2]
-os.makedirs(dst)
-n = 0
-for f in sorted(os.listdir(src)):
-    for doc in yaml.safe_load_all(open(os.path.join(src, f))):
-        if doc and doc.get("kind") == "ConfigMap" and "egressd.yaml" in (doc.get("data") or {}):
-            n += 1
-            with open(os.path.join(dst, f"{f[:-5]}--{doc['metadata']['name']}.yaml"), "w") as out:
-                out.write(doc["data"]["egressd.yaml"])
-if n == 0:
-    sys.exit("no egressd config found in the rendered objects")
-PY
+echo "== consistency and egressd validate (every rendered set)"
+for rendered in "$out"/rendered/*.yaml; do
+  "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
+done
 for cfg in "$out"/configs/*.yaml; do
   if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
     echo "$msg" >&2
