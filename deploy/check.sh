@@ -101,6 +101,43 @@ for cfg in "$out"/configs/*.yaml; do
   echo "$(basename "$cfg"): $(echo "$msg" | tail -n 1)"
 done
 
+echo "== image runtime (as in the container: UID 65532, read-only filesystem, the image's config)"
+# No container engine here: run the binary the image would carry the way the image runs it, in a private
+# network and mount namespace with every filesystem read-only, and check it serves decisions and exits 0 on
+# SIGTERM.
+if [ "$(id -u)" = 0 ] && [ -d /mnt ] && command -v unshare >/dev/null && command -v setpriv >/dev/null \
+  && command -v curl >/dev/null; then
+  uid=$(sed -n 's/^USER \([0-9]*\):.*/\1/p' Dockerfile)
+  # /mnt (in the private mount namespace only) holds a copy of the binary, the config and the log, so the
+  # unprivileged UID needs no access to the checkout.
+  unshare --mount --net bash -euo pipefail -c '
+    mount --make-rprivate /
+    mount -t tmpfs -o mode=0755 tmpfs /mnt
+    install -m 0755 "$1" /mnt/egressd
+    install -m 0644 deploy/container/egressd.yaml /mnt/egressd.yaml
+    install -m 0666 /dev/null /mnt/log
+    findmnt -rn -o TARGET | grep -Ev "^(/proc|/sys|/dev|/mnt$)" | while read -r m; do
+      mount -o remount,bind,ro "$m" 2>/dev/null || true
+    done
+    ip link set lo up
+    if touch /egressd-smoke 2>/dev/null; then echo "root filesystem still writable" >&2; exit 1; fi
+    setpriv --reuid "$2" --regid "$2" --clear-groups /mnt/egressd run --config /mnt/egressd.yaml > /mnt/log 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+      grep -q "egressd listening" /mnt/log && break
+      sleep 0.1
+    done
+    code=$(curl -s -o /dev/null -w "%{http_code}" -x http://127.0.0.1:3128 http://denied.example/ || true)
+    kill -TERM "$pid"
+    wait "$pid" || { cat /mnt/log >&2; echo "egressd exited non-zero after SIGTERM" >&2; exit 1; }
+    [ "$code" = 403 ] || { cat /mnt/log >&2; echo "expected 403 for a denied request, got $code" >&2; exit 1; }
+    grep -q "\"event\":\"decision\".*\"reason\":\"denied_no_rule\"" /mnt/log || { cat /mnt/log >&2; exit 1; }
+    echo "UID $2, read-only filesystem: served a decision (403 denied_no_rule), exit 0 after SIGTERM"
+  ' smoke "$egressd" "$uid"
+else
+  echo "skipped: needs root, /mnt, unshare, setpriv and curl"
+fi
+
 echo "== alert rules (promtool)"
 # The rule file, its unit tests, and every rendered PrometheusRule's groups.
 promtool check rules deploy/prometheus/egressd-rules.yaml
