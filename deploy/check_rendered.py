@@ -7,7 +7,8 @@ tests/deploy_manifests.rs checks the kustomize sources:
 - args name the config file the ConfigMap volume mounts (a directory mount, never subPath);
 - terminationGracePeriodSeconds covers the preStop sleep plus shutdown.grace;
 - egressd's egress NetworkPolicy opens every port the config's allow rules name (443 by default);
-- an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service.
+- an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service;
+- every object but the Namespace has a namespace.
 
 usage: check_rendered.py RENDERED.yaml CONFIG_OUT_DIR   (writes the egressd config for `egressd validate`)
 """
@@ -50,6 +51,11 @@ def main():
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
+
+    # Every object but the Namespace names its namespace, so nothing lands in the kubectl context's default.
+    for d in docs:
+        if d["kind"] != "Namespace":
+            check(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
 
     deployment = next(d for d in by_kind["Deployment"] if d["metadata"]["name"].endswith("egressd"))
     pod = deployment["spec"]["template"]["spec"]
