@@ -6,12 +6,14 @@
 # unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
 # rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
 # `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
-# $EGRESSD_DEPLOY_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
-# EGRESSD names the egressd binary (default target/release/egressd, else target/debug/egressd).
+# $DEPLOY_CHECK_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
+# DEPLOY_CHECK_BIN names the egressd binary (default target/release/egressd, else target/debug/egressd).
+# EGRESSD_* variables are cleared first: egressd would read them as config overrides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-venv=${EGRESSD_DEPLOY_VENV:-/opt/egressd-deploy-venv}
+while read -r name; do unset "$name"; done < <(compgen -e | grep '^EGRESSD_' || true)
+venv=${DEPLOY_CHECK_VENV:-/opt/egressd-deploy-venv}
 # Oldest and newest Kubernetes versions the manifests are validated against (preStop sleep needs 1.30).
 kube_versions=(1.30 1.37)
 
@@ -39,13 +41,13 @@ done
 for tool in hadolint kubernetes-validate checkov python; do
   [ -x "$venv/bin/$tool" ] || fail "$venv/bin/$tool not found (bash deploy/check.sh --install)"
 done
-egressd=${EGRESSD:-}
+egressd=${DEPLOY_CHECK_BIN:-}
 if [ -z "$egressd" ]; then
   for candidate in target/release/egressd target/debug/egressd; do
     if [ -x "$candidate" ]; then egressd=$candidate; break; fi
   done
 fi
-[ -n "$egressd" ] && [ -x "$egressd" ] || fail "no egressd binary: cargo build first, or set EGRESSD"
+[ -n "$egressd" ] && [ -x "$egressd" ] || fail "no egressd binary: cargo build first, or set DEPLOY_CHECK_BIN"
 
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
