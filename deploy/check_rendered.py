@@ -8,7 +8,8 @@ tests/deploy_manifests.rs checks the kustomize sources:
 - terminationGracePeriodSeconds covers the preStop sleep plus shutdown.grace;
 - egressd's egress NetworkPolicy opens every port the config's allow rules name (443 by default);
 - an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service;
-- every object but the Namespace has a namespace.
+- every object but the Namespace has a namespace;
+- a ServiceMonitor selects the Service and scrapes a port it has, on /metrics.
 
 usage: check_rendered.py RENDERED.yaml CONFIG_OUT_DIR   (writes the egressd config for `egressd validate`)
 """
@@ -124,6 +125,16 @@ def main():
         if c["metadata"]["name"] == "egressd-proxy-env":
             for key in ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy"):
                 check(c["data"].get(key) == url, f"{c['metadata']['namespace']}/egressd-proxy-env {key} is not {url}")
+
+    # The ServiceMonitor (no bundled schema) selects the Service and scrapes a port it has, on /metrics.
+    service_labels = service["metadata"].get("labels") or {}
+    for sm in by_kind.get("ServiceMonitor", []):
+        selector_labels = sm["spec"]["selector"]["matchLabels"]
+        check(all(service_labels.get(k) == v for k, v in selector_labels.items()), "ServiceMonitor does not select the Service")
+        for ep in sm["spec"]["endpoints"]:
+            check(named(service["spec"]["ports"], ep["port"]) is not None, f"ServiceMonitor port {ep['port']} is not on the Service")
+            check(ep.get("path") == "/metrics", "ServiceMonitor path is not /metrics")
+        check(sm["metadata"].get("namespace") == namespace, "ServiceMonitor is not in egressd's namespace")
 
     if errors:
         for e in errors:
