@@ -22,22 +22,19 @@ dns:
 "#
     );
     let proxy = start_proxy(&yaml).await;
-    for (i, (name, addr)) in [
+    for (name, addr) in [
         ("loop.test", "127.0.0.1"),
         ("meta.test", "169.254.169.254"),
         ("mapped.test", "::ffff:10.0.0.1"),
         ("ula.test", "fd00::1"),
-    ]
-    .iter()
-    .enumerate()
-    {
+    ] {
         let resp = connect(proxy.addr, &format!("{name}:{port}")).await;
         assert_eq!(status(&resp), 403, "{name}: {resp}");
         assert_eq!(
             header(&resp, "x-egressd-reason"),
             Some("denied_private_address")
         );
-        let d = &proxy.log.wait_events("decision", i + 1).await[i];
+        let d = &proxy.log.decision_for(name).await;
         assert_eq!(d["reason"], "denied_private_address");
         assert_eq!(d["denied_addr"], *addr, "{name}");
         assert_eq!(
@@ -72,7 +69,7 @@ dns:
     // One bad answer poisons the whole name, even when the first answer is allowed.
     let resp = connect(proxy.addr, &format!("mixed.test:{port}")).await;
     assert_eq!(status(&resp), 403, "{resp}");
-    let d = &proxy.log.wait_events("decision", 2).await[1];
+    let d = &proxy.log.decision_for("mixed.test").await;
     assert_eq!(d["denied_addr"], "169.254.169.254");
     assert_eq!(
         d["resolved_addrs"],
@@ -115,7 +112,11 @@ timeouts:
     let resp = connect(proxy.addr, &format!("missing.dns.test:{port}")).await;
     assert_eq!(status(&resp), 502, "{resp}");
     assert_eq!(header(&resp, "x-egressd-reason"), Some("dns_failed"));
-    let d = proxy.log.wait_events("decision", 3).await;
+    let d = [
+        proxy.log.decision_for("api.dns.test").await,
+        proxy.log.decision_for("meta.dns.test").await,
+        proxy.log.decision_for("missing.dns.test").await,
+    ];
     assert_eq!(d[0]["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
     assert_eq!(d[0]["upstream_addr"], format!("127.0.0.1:{port}"));
     assert!(

@@ -53,6 +53,23 @@ impl Captured {
         }
         panic!("expected {n} {event} lines, got {:?}", self.events(event));
     }
+
+    /// Wait (up to 5 s) for the decision line about `host` and return it. Lines of concurrent or tunnelled
+    /// requests can arrive in any order (a tunnel's line waits for its ClientHello), so tests that make
+    /// several requests look lines up by host rather than by position.
+    pub async fn decision_for(&self, host: &str) -> Value {
+        for _ in 0..500 {
+            if let Some(d) = self
+                .events("decision")
+                .into_iter()
+                .find(|d| d["host"] == host)
+            {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no decision line for {host}: {:?}", self.events("decision"));
+    }
 }
 
 // --- the proxy ---
