@@ -193,6 +193,7 @@ fn main() -> ExitCode {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            let config_path = config.clone();
             let format = match cli.log_format {
                 Format::Json => LogFormat::Json,
                 Format::Text => LogFormat::Text,
@@ -202,10 +203,11 @@ fn main() -> ExitCode {
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
                     wait_for_signal().await;
-                    tracing::info!("shutting down");
+                    tracing::info!("SIGTERM/SIGINT: shutting down");
                     on_signal.cancel();
                 });
-                match egressd::run(settings, EventLog::stdout(format), shutdown).await {
+                match egressd::run(settings, config_path, EventLog::stdout(format), shutdown).await
+                {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start the proxy listener");

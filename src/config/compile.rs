@@ -65,6 +65,9 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// How long open connections may drain after SIGTERM/SIGINT before they are cut.
     pub shutdown_grace: Duration,
+    /// Files the configuration reads besides itself (the TLS listener's certificate and key): a reload
+    /// re-reads them and the configuration watcher watches them.
+    pub files: Vec<std::path::PathBuf>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
 }
@@ -287,6 +290,11 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         limits,
         admin,
         shutdown_grace,
+        files: [&raw.tls.cert, &raw.tls.key]
+            .into_iter()
+            .flatten()
+            .map(std::path::PathBuf::from)
+            .collect(),
         warnings,
     })
 }

@@ -75,6 +75,7 @@ pub(super) async fn tunnel<C>(
     C: AsyncRead + AsyncWrite + Unpin,
 {
     let started = Instant::now();
+    let _active = ctx.metrics.tunnel_opened();
     let Opened {
         target,
         mut upstream,

@@ -12,11 +12,15 @@ pub mod splice;
 use crate::config::{Mode, Settings};
 use crate::policy::Decision;
 use crate::reason::Reason;
+use crate::reload::Reloader;
 use crate::target::{parse_authority, Target};
 use crate::telemetry::log::{EventLog, Kind, Outcome, Verdict};
+use crate::telemetry::metrics::Metrics;
+use arc_swap::ArcSwap;
 use dial::Dialer;
 use head::Request;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,27 +28,75 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Everything a connection handler needs, shared by all connections.
+/// Everything a connection handler needs, shared by all connections that started under one configuration.
+/// A reload builds a new `Ctx` (new policy, resolver and upstream pool) that new connections pick up; open
+/// connections keep the one they started with.
 pub struct Ctx {
     pub settings: Settings,
     pub dialer: Arc<Dialer>,
+    /// Decision and close lines, each also counted in `metrics`.
     pub log: EventLog,
+    pub metrics: Arc<Metrics>,
+    /// Fires when shutdown begins: listeners stop accepting, idle kept-alive connections close, the rest
+    /// may finish within `shutdown.grace`.
+    pub drain: CancellationToken,
+    /// Fires when the grace period is over (or at once without one): open tunnels and requests are cut.
     pub shutdown: CancellationToken,
-    next_conn: AtomicU64,
+    next_conn: Arc<AtomicU64>,
+    /// Every connection task (and tunnel task) of every configuration generation, for draining.
+    tasks: TaskTracker,
     client: forward::UpstreamClient,
 }
 
 impl Ctx {
-    pub fn new(settings: Settings, log: EventLog, shutdown: CancellationToken) -> Arc<Self> {
+    fn new(settings: Settings, log: EventLog, drain: CancellationToken) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        Self::build(
+            settings,
+            log.with_metrics(metrics.clone()),
+            metrics,
+            drain,
+            CancellationToken::new(),
+            Arc::new(AtomicU64::new(1)),
+            TaskTracker::new(),
+        )
+    }
+
+    /// The context for a reloaded configuration: the same log, metrics, shutdown signals and connection ids.
+    fn next(&self, settings: Settings) -> Arc<Self> {
+        Self::build(
+            settings,
+            self.log.clone(),
+            self.metrics.clone(),
+            self.drain.clone(),
+            self.shutdown.clone(),
+            self.next_conn.clone(),
+            self.tasks.clone(),
+        )
+    }
+
+    fn build(
+        settings: Settings,
+        log: EventLog,
+        metrics: Arc<Metrics>,
+        drain: CancellationToken,
+        shutdown: CancellationToken,
+        next_conn: Arc<AtomicU64>,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(&settings));
         Arc::new(Ctx {
             client: forward::upstream_client(dialer.clone(), &settings),
             settings,
             dialer,
             log,
+            metrics,
+            drain,
             shutdown,
-            next_conn: AtomicU64::new(1),
+            next_conn,
+            tasks,
         })
     }
 
@@ -123,18 +175,106 @@ pub enum ListenerKind {
     Tls,
 }
 
+impl ListenerKind {
+    /// The `listener` label of `egressd_connections_active`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Plain => "plain",
+            ListenerKind::Tls => "tls",
+        }
+    }
+}
+
 /// Anything a client connection can be: a TCP stream or TLS over one.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 
+/// What outlives a configuration reload: the configuration in force and the connection limit.
+pub struct Live {
+    current: ArcSwap<Ctx>,
+    limit: Arc<Semaphore>,
+    /// The permits `limit` was sized for (`limits.max_connections` in force).
+    limit_size: std::sync::Mutex<usize>,
+}
+
+impl Live {
+    /// The context new connections start with.
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.current.load_full()
+    }
+
+    /// Ready to serve: not draining, and the resolver is usable (the listeners are bound and a policy is
+    /// loaded once a `Live` exists). `Err` says why not.
+    pub fn ready(&self) -> Result<(), String> {
+        let ctx = self.current.load();
+        if ctx.drain.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        if let Some(e) = ctx.dialer.resolver_error() {
+            return Err(format!("DNS resolver unusable: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Put a new configuration in force for new connections. Listener addresses cannot change without a
+    /// restart: where they differ, the old ones are kept and a warning says so.
+    pub(crate) fn replace(&self, mut new: Settings) {
+        let old = self.current.load_full();
+        let was = &old.settings;
+        if new.listen != was.listen {
+            tracing::warn!(listen = %was.listen, new = %new.listen, "listen cannot change on reload; restart to apply it");
+            new.listen = was.listen;
+        }
+        let tls_addr = |s: &Settings| s.listen_tls.as_ref().map(|(a, _)| *a);
+        if tls_addr(&new) != tls_addr(was) {
+            tracing::warn!(
+                listen_tls = ?tls_addr(was),
+                new = ?tls_addr(&new),
+                "listen_tls cannot change on reload; restart to apply it (the old listener and certificate stay)"
+            );
+            new.listen_tls = was.listen_tls.clone();
+        }
+        if new.admin != was.admin {
+            tracing::warn!(admin = ?was.admin, new = ?new.admin, "admin.listen cannot change on reload; restart to apply it");
+            new.admin = was.admin;
+        }
+        self.resize_limit(new.limits.max_connections);
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
+        self.current.store(old.next(new));
+    }
+
+    fn resize_limit(&self, want: usize) {
+        let mut size = self.limit_size.lock().unwrap_or_else(|e| e.into_inner());
+        if want > *size {
+            self.limit.add_permits(want - *size);
+        } else {
+            // Permits held by open connections come back and are forgotten as those connections end is not
+            // possible with a semaphore; forget what is free now, the rest shrinks the limit as it frees.
+            let forgotten = self.limit.forget_permits(*size - want);
+            if forgotten < *size - want {
+                tracing::warn!(
+                    "limits.max_connections lowered below the connections open now; it takes full effect as they close"
+                );
+            }
+        }
+        *size = want;
+    }
+}
+
 /// The bound proxy listeners, ready to serve.
 pub struct Proxy {
     plain: TcpListener,
-    tls: Option<(TcpListener, TlsAcceptor)>,
-    ctx: Arc<Ctx>,
+    tls: Option<TcpListener>,
+    admin: Option<TcpListener>,
+    live: Arc<Live>,
+    config_path: Option<PathBuf>,
 }
 
 impl Proxy {
+    /// Bind the proxy listeners and the admin listener. Cancelling `shutdown` starts a graceful shutdown:
+    /// readiness turns false, listeners stop accepting and open connections get `shutdown.grace` to finish.
     pub async fn bind(
         settings: Settings,
         log: EventLog,
@@ -142,17 +282,37 @@ impl Proxy {
     ) -> std::io::Result<Self> {
         let plain = TcpListener::bind(settings.listen).await?;
         let tls = match &settings.listen_tls {
-            Some((addr, cfg)) => Some((
-                TcpListener::bind(addr).await?,
-                TlsAcceptor::from(cfg.clone()),
-            )),
+            Some((addr, _)) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        let admin = match settings.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("admin listener {addr} (admin.listen): {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let max = settings.limits.max_connections;
+        let ctx = Ctx::new(settings, log, shutdown);
+        ctx.metrics.config_ok_now();
         Ok(Proxy {
             plain,
             tls,
-            ctx: Ctx::new(settings, log, shutdown),
+            admin,
+            live: Arc::new(Live {
+                current: ArcSwap::new(ctx),
+                limit: Arc::new(Semaphore::new(max)),
+                limit_size: std::sync::Mutex::new(max),
+            }),
+            config_path: None,
         })
+    }
+
+    /// Watch this configuration file (and the files it names) and reload when they change.
+    pub fn watch_config(&mut self, path: PathBuf) {
+        self.config_path = Some(path);
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -163,38 +323,93 @@ impl Proxy {
 
     /// The TLS listener's address, when one is configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.tls.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    pub fn ctx(&self) -> &Arc<Ctx> {
-        &self.ctx
+    /// The admin listener's address, unless `admin.listen: off`.
+    pub fn admin_local_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Accept on every listener until shutdown. Connections over `limits.max_connections` (counted across
-    /// listeners) get 503 `connection_limit`.
+    /// The configuration in force for new connections.
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.live.ctx()
+    }
+
+    /// A handle that reloads the configuration (from the watched file, or from settings given to it).
+    pub fn reload_handle(&self) -> Reloader {
+        Reloader::new(self.live.clone(), self.config_path.clone())
+    }
+
+    /// Accept on every listener until shutdown begins, then drain. Connections over
+    /// `limits.max_connections` (counted across listeners) get 503 `connection_limit`.
     pub async fn serve(self) {
-        let limit = Arc::new(Semaphore::new(self.ctx.settings.limits.max_connections));
-        let plain = accept_loop(self.plain, None, self.ctx.clone(), limit.clone());
-        match self.tls {
-            Some((listener, acceptor)) => {
-                let tls = accept_loop(listener, Some(acceptor), self.ctx.clone(), limit);
+        let Proxy {
+            plain,
+            tls,
+            admin,
+            live,
+            config_path,
+        } = self;
+        let ctx = live.ctx();
+        // The admin endpoints answer through the drain (readiness false) and stop when it is over.
+        let stopped = CancellationToken::new();
+        if let Some(listener) = admin {
+            tokio::spawn(crate::admin::serve(listener, live.clone(), stopped.clone()));
+        }
+        tokio::spawn(crate::admin::upkeep(ctx.metrics.clone(), stopped.clone()));
+        if let Some(path) = config_path {
+            let reloader = Reloader::new(live.clone(), Some(path));
+            if let Err(e) = crate::reload::watch(reloader, ctx.drain.clone()) {
+                tracing::warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP");
+            }
+        }
+        let plain = accept_loop(plain, ListenerKind::Plain, live.clone());
+        match tls {
+            Some(listener) => {
+                let tls = accept_loop(listener, ListenerKind::Tls, live.clone());
                 tokio::join!(plain, tls);
             }
             None => plain.await,
         }
+        drain(&live.ctx()).await;
+        stopped.cancel();
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    ctx: Arc<Ctx>,
-    limit: Arc<Semaphore>,
-) {
+/// After the listeners stopped: wait up to `shutdown.grace` for open connections, then cut the rest.
+async fn drain(ctx: &Ctx) {
+    ctx.tasks.close();
+    let grace = ctx.settings.shutdown_grace;
+    tracing::info!(
+        open_connections = ctx.tasks.len(),
+        open_tunnels = ctx.metrics.tunnels_open(),
+        grace = ?grace,
+        "shutting down: listeners closed, draining open connections"
+    );
+    if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_ok() {
+        tracing::info!("shutdown: every connection finished within shutdown.grace");
+        ctx.shutdown.cancel();
+        return;
+    }
+    let (connections, tunnels) = (ctx.tasks.len(), ctx.metrics.tunnels_open());
+    ctx.shutdown.cancel();
+    // Cut tasks write their close lines promptly; do not wait on a stuck one forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ctx.tasks.wait()).await;
+    tracing::warn!(
+        cut_connections = connections,
+        cut_tunnels = tunnels,
+        grace = ?grace,
+        "shutdown: shutdown.grace is over; cut the connections still open"
+    );
+}
+
+async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>) {
+    let drain = live.ctx().drain.clone();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = ctx.shutdown.cancelled() => return,
+            _ = drain.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -207,14 +422,20 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         dial::enable_keepalive(&stream);
-        let ctx = ctx.clone();
+        let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-        let permit = limit.clone().try_acquire_owned().ok();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            match tls {
-                None => admit(ctx, stream, peer, conn_id, permit).await,
-                Some(acceptor) => {
+        let permit = live.limit.clone().try_acquire_owned().ok();
+        let active = ctx.metrics.connection_opened(kind.as_str());
+        let tasks = ctx.tasks.clone();
+        tasks.spawn(async move {
+            match kind {
+                ListenerKind::Plain => admit(ctx, stream, peer, conn_id, permit).await,
+                ListenerKind::Tls => {
+                    // The certificate in force now: a reload re-reads it.
+                    let Some((_, cfg)) = &ctx.settings.listen_tls else {
+                        return;
+                    };
+                    let acceptor = TlsAcceptor::from(cfg.clone());
                     // The handshake counts against the header time: a client that stalls in it is cut there.
                     let handshake =
                         tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
@@ -231,10 +452,10 @@ async fn accept_loop(
                     ctx.log.decision(&o);
                 }
             }
+            drop(active);
         });
     }
 }
-
 /// Serve a connection that holds a slot, or refuse it with 503 when none was free.
 async fn admit<S: ClientIo>(
     ctx: Arc<Ctx>,

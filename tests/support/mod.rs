@@ -61,6 +61,9 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     /// The TLS listener's address when the config sets `listen_tls`.
     pub tls_addr: Option<SocketAddr>,
+    /// The admin listener's address (127.0.0.1:0 unless the config sets `admin`).
+    pub admin_addr: Option<SocketAddr>,
+    pub reloader: egressd::reload::Reloader,
     pub log: Captured,
     pub shutdown: CancellationToken,
     pub dir: tempfile::TempDir,
@@ -76,28 +79,82 @@ impl TestProxy {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// GET a path on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self.admin_addr.expect("the admin listener is off");
+        let resp = raw(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+        (status(&resp), body.unwrap_or_default())
+    }
+
+    /// The /metrics exposition.
+    pub async fn metrics(&self) -> String {
+        let (code, body) = self.admin_get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series).unwrap_or(0.0)
+    }
 }
 
-/// Start the proxy from a YAML config (listen is forced to 127.0.0.1:0).
+/// The value of one series in a Prometheus exposition, by its exact `name{labels}` text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Start the proxy from a YAML config (listen is forced to 127.0.0.1:0, and admin to 127.0.0.1:0 unless the
+/// config sets `admin`).
 pub async fn start_proxy(yaml: &str) -> TestProxy {
-    let yaml = format!("listen: 127.0.0.1:0\n{yaml}");
+    let admin = if yaml.contains("admin:") {
+        ""
+    } else {
+        "admin: {listen: 127.0.0.1:0}\n"
+    };
+    let yaml = format!("listen: 127.0.0.1:0\n{admin}{yaml}");
     let settings = egressd::config::from_yaml_str(&yaml)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
+    launch(settings, None).await
+}
+
+/// Start the proxy from a configuration file, watched for changes like `egressd run --config`.
+pub async fn start_proxy_file(path: &std::path::Path) -> TestProxy {
+    let settings =
+        egressd::config::load(Some(path)).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    launch(settings, Some(path.to_path_buf())).await
+}
+
+async fn launch(settings: egressd::Settings, watch: Option<PathBuf>) -> TestProxy {
     let log = Captured::default();
     let shutdown = CancellationToken::new();
-    let proxy = egressd::Proxy::bind(
+    let mut proxy = egressd::Proxy::bind(
         settings,
         EventLog::to_writer(LogFormat::Json, Box::new(log.clone())),
         shutdown.clone(),
     )
     .await
     .unwrap();
+    if let Some(p) = watch {
+        proxy.watch_config(p);
+    }
     let addr = proxy.local_addr();
     let tls_addr = proxy.tls_local_addr();
+    let admin_addr = proxy.admin_local_addr();
+    let reloader = proxy.reload_handle();
     tokio::spawn(proxy.serve());
     TestProxy {
         addr,
         tls_addr,
+        admin_addr,
+        reloader,
         log,
         shutdown,
         dir: tempfile::tempdir().unwrap(),
