@@ -265,6 +265,47 @@ pub async fn http_origin() -> SocketAddr {
     addr
 }
 
+/// A TCP origin on 127.0.0.1 that echoes every byte back until the client closes.
+pub async fn echo_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Open a CONNECT tunnel through the proxy and return the stream once the 200 is read.
+pub async fn open_tunnel(proxy: SocketAddr, authority: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let resp = read_response(&mut s).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    s
+}
+
+/// Send `msg` through an echo tunnel and read it back (panics after 5 s).
+pub async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    s.write_all(msg).await?;
+    let mut got = vec![0u8; msg.len()];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await {
+        Ok(r) => r?,
+        Err(_) => panic!("no echo within 5s"),
+    };
+    assert_eq!(got, msg);
+    Ok(())
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
