@@ -45,8 +45,8 @@ pub async fn run(
     }
     tracing::info!(
         listen = %proxy.local_addr(),
-        listen_tls = ?proxy.tls_local_addr(),
-        admin = ?proxy.admin_local_addr(),
+        listen_tls = %proxy.tls_local_addr().map_or("none".into(), |a| a.to_string()),
+        admin = %proxy.admin_local_addr().map_or("off".into(), |a| a.to_string()),
         "egressd listening"
     );
     reload_on_sighup(proxy.reload_handle(), shutdown);

@@ -11,23 +11,38 @@ use crate::proxy::Live;
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Events closer together than this are one change (an editor's write + rename, a ConfigMap swap).
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
-/// Reloads a running proxy's configuration.
+/// The content of each watched file (`None` where it cannot be read): what "changed" is judged on.
+type Snapshot = Vec<(PathBuf, Option<Vec<u8>>)>;
+
+/// Reloads a running proxy's configuration. Clones share what was last loaded, so a change already applied
+/// (through the API or SIGHUP) is not applied again by the watcher.
 #[derive(Clone)]
 pub struct Reloader {
     live: Arc<Live>,
     path: Option<PathBuf>,
+    loaded: Arc<Mutex<Snapshot>>,
 }
 
 impl Reloader {
     pub(crate) fn new(live: Arc<Live>, path: Option<PathBuf>) -> Self {
-        Reloader { live, path }
+        let r = Reloader {
+            live,
+            path,
+            loaded: Arc::default(),
+        };
+        *r.loaded() = snapshot(&r.files());
+        r
+    }
+
+    fn loaded(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.loaded.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The configuration file reloads read (`None`: the embedded default with environment overrides).
@@ -37,7 +52,11 @@ impl Reloader {
 
     /// Load the configuration again (file, the files it names, environment) and put it in force.
     pub fn reload(&self) -> Result<(), ConfigErrors> {
-        self.apply(config::load(self.path.as_deref()))
+        *self.loaded() = snapshot(&self.files());
+        let r = self.apply(config::load(self.path.as_deref()));
+        // The new configuration may name other files (a new certificate path).
+        *self.loaded() = snapshot(&self.files());
+        r
     }
 
     /// Put an already loaded configuration in force, or count and log why it could not be loaded. The
@@ -82,8 +101,7 @@ fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
         .collect()
 }
 
-/// The content of each file (`None` where it cannot be read): what "changed" is judged on.
-fn snapshot(files: &[PathBuf]) -> Vec<(PathBuf, Option<Vec<u8>>)> {
+fn snapshot(files: &[PathBuf]) -> Snapshot {
     files
         .iter()
         .map(|f| (f.clone(), std::fs::read(f).ok()))
@@ -98,13 +116,11 @@ pub fn watch(reloader: Reloader, stop: CancellationToken) -> notify::Result<()> 
             let _ = tx.send(());
         }
     })?;
-    let mut files = reloader.files();
-    let mut dirs = directories(&files);
+    let mut dirs = directories(&reloader.files());
     for d in &dirs {
         watcher.watch(d, RecursiveMode::NonRecursive)?;
     }
     tokio::spawn(async move {
-        let mut seen = snapshot(&files);
         loop {
             tokio::select! {
                 e = rx.recv() => if e.is_none() { return },
@@ -112,31 +128,24 @@ pub fn watch(reloader: Reloader, stop: CancellationToken) -> notify::Result<()> 
             }
             tokio::time::sleep(DEBOUNCE).await;
             while rx.try_recv().is_ok() {}
-            let now = snapshot(&files);
-            if now == seen {
+            let files = reloader.files();
+            if snapshot(&files) == *reloader.loaded() {
                 continue;
             }
-            seen = now;
             tracing::info!("configuration files changed; reloading");
-            if reloader.reload().is_err() {
-                continue;
+            // Errors are logged and counted by the reloader; the configuration in force keeps serving.
+            let _ = reloader.reload();
+            // Follow the files the configuration now names.
+            let new_dirs = directories(&reloader.files());
+            for d in dirs.difference(&new_dirs) {
+                let _ = watcher.unwatch(d);
             }
-            // The new configuration may name other files (a new certificate path).
-            let new_files = reloader.files();
-            if new_files != files {
-                let new_dirs = directories(&new_files);
-                for d in dirs.difference(&new_dirs) {
-                    let _ = watcher.unwatch(d);
+            for d in new_dirs.difference(&dirs) {
+                if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %d.display(), error = %e, "cannot watch a directory of the configuration");
                 }
-                for d in new_dirs.difference(&dirs) {
-                    if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
-                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch a directory of the configuration");
-                    }
-                }
-                files = new_files;
-                dirs = new_dirs;
-                seen = snapshot(&files);
             }
+            dirs = new_dirs;
         }
     });
     Ok(())

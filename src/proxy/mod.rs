@@ -269,7 +269,8 @@ pub struct Proxy {
     tls: Option<TcpListener>,
     admin: Option<TcpListener>,
     live: Arc<Live>,
-    config_path: Option<PathBuf>,
+    reloader: Reloader,
+    watch: bool,
 }
 
 impl Proxy {
@@ -297,22 +298,26 @@ impl Proxy {
         let max = settings.limits.max_connections;
         let ctx = Ctx::new(settings, log, shutdown);
         ctx.metrics.config_ok_now();
+        let live = Arc::new(Live {
+            current: ArcSwap::new(ctx),
+            limit: Arc::new(Semaphore::new(max)),
+            limit_size: std::sync::Mutex::new(max),
+        });
         Ok(Proxy {
             plain,
             tls,
             admin,
-            live: Arc::new(Live {
-                current: ArcSwap::new(ctx),
-                limit: Arc::new(Semaphore::new(max)),
-                limit_size: std::sync::Mutex::new(max),
-            }),
-            config_path: None,
+            reloader: Reloader::new(live.clone(), None),
+            live,
+            watch: false,
         })
     }
 
-    /// Watch this configuration file (and the files it names) and reload when they change.
+    /// Reload from this configuration file (the one the settings were loaded from), and watch it and the
+    /// files it names for changes.
     pub fn watch_config(&mut self, path: PathBuf) {
-        self.config_path = Some(path);
+        self.reloader = Reloader::new(self.live.clone(), Some(path));
+        self.watch = true;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -338,7 +343,7 @@ impl Proxy {
 
     /// A handle that reloads the configuration (from the watched file, or from settings given to it).
     pub fn reload_handle(&self) -> Reloader {
-        Reloader::new(self.live.clone(), self.config_path.clone())
+        self.reloader.clone()
     }
 
     /// Accept on every listener until shutdown begins, then drain. Connections over
@@ -349,7 +354,8 @@ impl Proxy {
             tls,
             admin,
             live,
-            config_path,
+            reloader,
+            watch,
         } = self;
         let ctx = live.ctx();
         // The admin endpoints answer through the drain (readiness false) and stop when it is over.
@@ -358,8 +364,7 @@ impl Proxy {
             tokio::spawn(crate::admin::serve(listener, live.clone(), stopped.clone()));
         }
         tokio::spawn(crate::admin::upkeep(ctx.metrics.clone(), stopped.clone()));
-        if let Some(path) = config_path {
-            let reloader = Reloader::new(live.clone(), Some(path));
+        if watch {
             if let Err(e) = crate::reload::watch(reloader, ctx.drain.clone()) {
                 tracing::warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP");
             }
