@@ -139,7 +139,9 @@ pub(super) async fn tunnel<C>(
         FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
     };
     let verdict = match verdict {
-        Verdict2::Refuse(r, d) if ctx.settings.mode == Mode::Report && r.is_policy_denial() => {
+        Verdict2::Refuse(r, d)
+            if (ctx.settings.mode == Mode::Report || o.report_rule) && r.is_policy_denial() =>
+        {
             o.decision = Verdict::WouldDeny;
             o.reason = r;
             o.detail = Some(d);

@@ -119,17 +119,19 @@ impl Ctx {
             reason,
             tls,
             idle,
+            report,
         } = self.settings.policy.decide_request(target, path);
         o.rule = rule;
         o.reason = reason;
         o.idle = idle;
+        o.report_rule = report;
         if allowed {
             o.decision = Verdict::Allow;
             return Some(tls);
         }
-        if self.settings.mode == Mode::Report && reason.is_policy_denial() {
+        if report || (self.settings.mode == Mode::Report && reason.is_policy_denial()) {
             o.decision = Verdict::WouldDeny;
-            return Some(None);
+            return Some(tls);
         }
         o.decision = Verdict::Deny;
         o.detail = Some(match reason {

@@ -73,6 +73,9 @@ pub struct Outcome {
     pub alpn: Vec<String>,
     /// The allowing rule's own tunnel idle timeout (not logged; the rule name says where it came from).
     pub idle: Option<crate::policy::IdleOverride>,
+    /// The request goes through on a rule in report mode (`mode: report` on the rule): later policy refusals
+    /// (SNI checks) are reported as `would_deny` too. Not logged; `decision` and `rule` say it.
+    pub report_rule: bool,
 }
 
 impl Outcome {
@@ -97,6 +100,7 @@ impl Outcome {
             sni: None,
             alpn: Vec::new(),
             idle: None,
+            report_rule: false,
         }
     }
 
