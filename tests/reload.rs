@@ -391,3 +391,40 @@ async fn sighup_reloads() {
         .unwrap();
     assert!(status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_follows_reloads_up_and_down() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    let yaml = |max: u32| {
+        format!("listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\nlimits: {{max_connections: {max}}}\n")
+    };
+    std::fs::write(&path, yaml(1)).unwrap();
+    let proxy = start_proxy_file(&path).await;
+    // A connection that holds a slot: it has started a request head and waits.
+    let hold = || async {
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        s.write_all(b"CON").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        s
+    };
+    let refused = || async { status(&connect(proxy.addr, "a.test:443").await) == 503 };
+
+    let a = hold().await;
+    assert!(refused().await);
+    std::fs::write(&path, yaml(3)).unwrap();
+    proxy.reloader.reload().unwrap();
+    let b = hold().await;
+    let c = hold().await;
+    assert!(refused().await, "three held, limit three");
+
+    std::fs::write(&path, yaml(1)).unwrap();
+    proxy.reloader.reload().unwrap();
+    drop((b, c));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(refused().await, "one held, limit one");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!refused().await, "nothing held, limit one");
+}

@@ -110,10 +110,12 @@ pub struct Decision {
     pub tls: Option<bool>,
     /// The allowing rule's own idle timeout, if it has one.
     pub idle: Option<IdleOverride>,
-    /// The deciding rule is in report mode. A denial (`allowed: false`) then lets the request proceed (with
-    /// `tls` and `idle` of the rule that lets it through) as a would-be denial; an allowed tunnel has its later
-    /// refusals (the SNI checks) reported the same way.
+    /// A denial (`allowed: false`) by a rule in report mode: the request proceeds (with `tls` and `idle` of
+    /// the rule that lets it through) as a would-be denial.
     pub report: bool,
+    /// The rule the request proceeds on is in report mode, so its later refusals (the SNI checks) are
+    /// would-be denials too.
+    pub lenient: bool,
 }
 
 impl Decision {
@@ -124,7 +126,8 @@ impl Decision {
             reason: Reason::Allowed,
             tls: rule.tls,
             idle: rule.idle,
-            report: rule.report,
+            report: false,
+            lenient: rule.report,
         }
     }
     pub fn deny(reason: Reason, rule: Option<Arc<str>>) -> Self {
@@ -135,6 +138,7 @@ impl Decision {
             tls: None,
             idle: None,
             report: false,
+            lenient: false,
         }
     }
 
@@ -147,6 +151,7 @@ impl Decision {
             tls: through.tls,
             idle: through.idle,
             report: true,
+            lenient: through.report,
         }
     }
 }

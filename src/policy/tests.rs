@@ -420,6 +420,8 @@ fn report_mode_deny_rule_is_passed_over_and_reported() {
     );
     let t = parse_authority("a.example:443", None).unwrap();
     assert_eq!(p.decide(&t).tls, Some(false));
+    // The allow rule it proceeds on is enforcing: its SNI checks stay enforced.
+    assert!(!p.decide(&t).lenient);
     // An enforcing deny rule still wins.
     assert_eq!(
         decide_full(&p, "bad.example:443", None),
@@ -460,7 +462,7 @@ fn report_mode_allow_rule_lets_its_near_misses_through() {
     let r = |s: &str| Some(s.to_string());
     assert_eq!(
         decide_full(&p, "api.vendor.test:443", Some("/v1/x")),
-        (true, true, r("vendor/api"), Reason::Allowed)
+        (true, false, r("vendor/api"), Reason::Allowed)
     );
     assert_eq!(
         decide_full(&p, "api.vendor.test:443", Some("/admin")),
@@ -470,6 +472,11 @@ fn report_mode_allow_rule_lets_its_near_misses_through() {
         decide_full(&p, "api.vendor.test:8443", None),
         (false, true, r("vendor/api"), Reason::DeniedPort)
     );
+    // SNI checks of tunnels it lets through are reported, not enforced.
+    let t = parse_authority("api.vendor.test:443", None).unwrap();
+    assert!(p.decide(&t).lenient);
+    let t = parse_authority("api.vendor.test:8443", None).unwrap();
+    assert!(p.decide(&t).lenient);
     // Enforcing rules and unmatched hosts are not affected.
     assert_eq!(
         decide_full(&p, "strict.test:8443", None),

@@ -120,11 +120,12 @@ impl Ctx {
             tls,
             idle,
             report,
+            lenient,
         } = self.settings.policy.decide_request(target, path);
         o.rule = rule;
         o.reason = reason;
         o.idle = idle;
-        o.report_rule = report;
+        o.report_rule = lenient;
         if allowed {
             o.decision = Verdict::Allow;
             return Some(tls);
@@ -251,14 +252,18 @@ impl Live {
         let mut size = self.limit_size.lock().unwrap_or_else(|e| e.into_inner());
         if want > *size {
             self.limit.add_permits(want - *size);
-        } else {
-            // Permits held by open connections come back and are forgotten as those connections end is not
-            // possible with a semaphore; forget what is free now, the rest shrinks the limit as it frees.
-            let forgotten = self.limit.forget_permits(*size - want);
-            if forgotten < *size - want {
-                tracing::warn!(
-                    "limits.max_connections lowered below the connections open now; it takes full effect as they close"
-                );
+        } else if want < *size {
+            let excess = *size - want;
+            let forgotten = self.limit.forget_permits(excess);
+            if forgotten < excess {
+                // The rest are held by open connections: take them back as those close.
+                let missing = u32::try_from(excess - forgotten).unwrap_or(u32::MAX);
+                let limit = self.limit.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = limit.acquire_many_owned(missing).await {
+                        p.forget();
+                    }
+                });
             }
         }
         *size = want;
