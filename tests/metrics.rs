@@ -270,3 +270,39 @@ async fn connection_limit_rejection_is_counted() {
     );
     drop(first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_client_tls_handshake_is_counted_as_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    std::fs::write(dir.path().join("p.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("p.key"), cert.key_pair.serialize_pem()).unwrap();
+    let yaml = format!(
+        "listen_tls: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n",
+        dir.path().join("p.pem").display(),
+        dir.path().join("p.key").display()
+    );
+    let proxy = start_proxy(&yaml).await;
+    // Plain HTTP to the TLS listener: not a TLS handshake.
+    let mut s = tokio::net::TcpStream::connect(proxy.tls_addr.unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
+        .await
+        .unwrap();
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["reason"], "client_tls_failed");
+    let text = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"egressd_connections_rejected_total{reason="client_tls_failed"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"egressd_connections_active{listener="tls"}"#),
+        "{text}"
+    );
+}
