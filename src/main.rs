@@ -210,7 +210,7 @@ fn main() -> ExitCode {
                 {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot start the proxy listener");
+                        tracing::error!(error = %e, "cannot start a listener");
                         ExitCode::from(1)
                     }
                 }

@@ -151,3 +151,42 @@ dns:
     assert_eq!(d["reason"], "denied_sni_mismatch", "{d}");
     assert_eq!(d["rule"], "trial");
 }
+
+/// `egressd check` shows a trial rule's would-be denials the way the proxy logs them.
+#[test]
+fn check_shows_would_deny_for_a_rule_on_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    std::fs::write(
+        &path,
+        "allow:\n  - name: a\n    hosts: [\".test.example\"]\n\
+         deny:\n  - name: trial\n    hosts: [\"api.test.example\"]\n    mode: report\n\
+         \x20 - name: enforced\n    hosts: [\"bad.test.example\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .args(["api.test.example:443", "ok.test.example:443"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("api.test.example:443\twould_deny\trule=trial\treason=denied_by_rule"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok.test.example:443\tallow\trule=a"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args([
+            "check",
+            "--config",
+            path.to_str().unwrap(),
+            "bad.test.example:443",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
