@@ -402,11 +402,16 @@ async fn connection_limit_follows_reloads_up_and_down() {
     };
     std::fs::write(&path, yaml(1)).unwrap();
     let proxy = start_proxy_file(&path).await;
-    // A connection that holds a slot: it has started a request head and waits.
+    // A connection that holds a slot: it has started a request head and waits (no 503 came back).
     let hold = || async {
         let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
         s.write_all(b"CON").await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut b = [0u8; 64];
+        match s.try_read(&mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            other => panic!("the connection did not get a slot: {other:?}"),
+        }
         s
     };
     let refused = || async { status(&connect(proxy.addr, "a.test:443").await) == 503 };
@@ -427,4 +432,21 @@ async fn connection_limit_follows_reloads_up_and_down() {
     drop(a);
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!refused().await, "nothing held, limit one");
+
+    // Lowered while connections are open, then raised again before they close: the raise wins.
+    std::fs::write(&path, yaml(2)).unwrap();
+    proxy.reloader.reload().unwrap();
+    let (a, b) = (hold().await, hold().await);
+    assert!(refused().await, "two held, limit two");
+    std::fs::write(&path, yaml(1)).unwrap();
+    proxy.reloader.reload().unwrap();
+    std::fs::write(&path, yaml(3)).unwrap();
+    proxy.reloader.reload().unwrap();
+    let c = hold().await;
+    assert!(refused().await, "three held, limit three");
+    drop((a, b, c));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held: Vec<_> = [hold().await, hold().await, hold().await].into();
+    assert!(refused().await, "three held again, limit three");
+    drop(held);
 }
