@@ -14,6 +14,12 @@ async fn admin_endpoints_answer_and_unknown_paths_are_404() {
     assert_eq!(proxy.admin_get("/readyz").await, (200, "ready\n".into()));
     assert_eq!(proxy.admin_get("/nope").await.0, 404);
     assert_eq!(proxy.admin_get("/metrics/extra").await.0, 404);
+    let resp = raw(
+        admin,
+        b"POST /metrics HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 405, "{resp}");
     let text = proxy.metrics().await;
     assert_eq!(
         metric_value(
