@@ -367,12 +367,7 @@ async fn sighup_reloads() {
         metric_value(&resp, SUCCESS).unwrap_or(-1.0)
     };
     assert_eq!(scrape().await, 0.0);
-    let pid = child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    send_signal(&child, libc::SIGHUP);
     let mut reloaded = false;
     for _ in 0..250 {
         if scrape().await == 1.0 {
@@ -382,9 +377,7 @@ async fn sighup_reloads() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(reloaded, "SIGHUP did not reload");
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status();
+    send_signal(&child, libc::SIGTERM);
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()

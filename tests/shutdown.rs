@@ -136,12 +136,7 @@ async fn sigterm_drains_cuts_and_logs_the_count() {
 
     let mut tunnel = open_tunnel(addr, &format!("echo.test:{}", echo.port())).await;
     echo_roundtrip(&mut tunnel, b"ping").await.unwrap();
-    let pid = child.id().unwrap().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    send_signal(&child, libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     echo_roundtrip(&mut tunnel, b"still here").await.unwrap();
     wait_closed(&mut tunnel).await;

@@ -306,6 +306,14 @@ pub async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()
     Ok(())
 }
 
+/// Send a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to a child process.
+pub fn send_signal(child: &tokio::process::Child, sig: i32) {
+    let pid = child.id().expect("the child is running") as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}) failed");
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 pub async fn closed_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
