@@ -3,7 +3,7 @@
 mod support;
 use std::time::Duration;
 use support::*;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_endpoints_answer_and_unknown_paths_are_404() {
@@ -311,4 +311,67 @@ async fn failed_client_tls_handshake_is_counted_as_rejected() {
         text.contains(r#"egressd_connections_active{listener="tls"}"#),
         "{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_becomes_a_tunnel_stays_counted() {
+    let plain = http_origin().await;
+    let echo = echo_origin().await;
+    let yaml = format!(
+        "allow:\n  - name: plain\n    hosts: [\"plain.test\"]\n    ports: [{}]\n\
+         \x20 - name: echo\n    hosts: [\"echo.test\"]\n    ports: [{}]\n\
+         destinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\n\
+         dns:\n  hosts:\n    plain.test: [\"127.0.0.1\"]\n    echo.test: [\"127.0.0.1\"]\n",
+        plain.port(),
+        echo.port()
+    );
+    let proxy = start_proxy(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(
+        format!(
+            "GET http://plain.test:{}/ HTTP/1.1\r\nHost: plain.test\r\n\r\n",
+            plain.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&read_response(&mut s).await), 200);
+    let authority = format!("echo.test:{}", echo.port());
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // The upgrade's 200 has no body and no length: read just the head.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0u8; 1];
+        assert_eq!(s.read(&mut b).await.unwrap(), 1, "{head:?}");
+        head.push(b[0]);
+    }
+    assert_eq!(status(&String::from_utf8_lossy(&head)), 200);
+    echo_roundtrip(&mut s, b"through the upgrade")
+        .await
+        .unwrap();
+    let text = proxy.metrics().await;
+    assert_eq!(
+        metric_value(&text, r#"egressd_connections_active{listener="plain"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(&text, "egressd_tunnels_active"),
+        Some(1.0),
+        "{text}"
+    );
+    drop(s);
+    for _ in 0..100 {
+        let text = proxy.metrics().await;
+        if metric_value(&text, r#"egressd_connections_active{listener="plain"}"#) == Some(0.0)
+            && metric_value(&text, "egressd_tunnels_active") == Some(0.0)
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("still counted: {}", proxy.metrics().await);
 }

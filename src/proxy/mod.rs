@@ -1,6 +1,7 @@
 //! The proxy listener: accept, bound, read the first request head, and hand off to CONNECT or forwarding.
 
 mod connect;
+mod counted;
 pub mod dial;
 mod forward;
 pub mod head;
@@ -437,7 +438,8 @@ async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>)
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
         let permit = live.limit.clone().try_acquire_owned().ok();
-        let active = ctx.metrics.connection_opened(kind.as_str());
+        let stream =
+            counted::CountedStream::new(stream, ctx.metrics.connection_opened(kind.as_str()));
         let tasks = ctx.tasks.clone();
         tasks.spawn(async move {
             match kind {
@@ -464,7 +466,6 @@ async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>)
                     ctx.log.decision(&o);
                 }
             }
-            drop(active);
         });
     }
 }
