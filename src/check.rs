@@ -91,7 +91,7 @@ pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> C
     r.reason = d.reason;
     r.decision = if d.allowed {
         "allow"
-    } else if settings.mode == Mode::Report && d.reason.is_policy_denial() {
+    } else if d.report || (settings.mode == Mode::Report && d.reason.is_policy_denial()) {
         "would_deny"
     } else {
         return r;

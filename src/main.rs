@@ -230,6 +230,7 @@ fn main() -> ExitCode {
             if let Some(w) = egressd::fd_limit::shortfall(nofile, settings.limits.max_connections) {
                 tracing::warn!("{w}");
             }
+            let config_path = config.clone();
             let format = match cli.log_format {
                 Format::Json => LogFormat::Json,
                 Format::Text => LogFormat::Text,
@@ -239,13 +240,14 @@ fn main() -> ExitCode {
                 let on_signal = shutdown.clone();
                 tokio::spawn(async move {
                     wait_for_signal().await;
-                    tracing::info!("shutting down");
+                    tracing::info!("SIGTERM/SIGINT: shutting down");
                     on_signal.cancel();
                 });
-                match egressd::run(settings, EventLog::stdout(format), shutdown).await {
+                match egressd::run(settings, config_path, EventLog::stdout(format), shutdown).await
+                {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
-                        tracing::error!(error = %e, "cannot start the proxy listener");
+                        tracing::error!(error = %e, "cannot start a listener");
                         ExitCode::from(1)
                     }
                 }

@@ -22,19 +22,22 @@ dns:
 "#
     );
     let proxy = start_proxy(&yaml).await;
-    for (name, addr) in [
+    for (i, (name, addr)) in [
         ("loop.test", "127.0.0.1"),
         ("meta.test", "169.254.169.254"),
         ("mapped.test", "::ffff:10.0.0.1"),
         ("ula.test", "fd00::1"),
-    ] {
+    ]
+    .iter()
+    .enumerate()
+    {
         let resp = connect(proxy.addr, &format!("{name}:{port}")).await;
         assert_eq!(status(&resp), 403, "{name}: {resp}");
         assert_eq!(
             header(&resp, "x-egressd-reason"),
             Some("denied_private_address")
         );
-        let d = &proxy.log.decision_for(name).await;
+        let d = &proxy.log.wait_events("decision", i + 1).await[i];
         assert_eq!(d["reason"], "denied_private_address");
         assert_eq!(d["denied_addr"], *addr, "{name}");
         assert_eq!(
@@ -69,7 +72,9 @@ dns:
     // One bad answer poisons the whole name, even when the first answer is allowed.
     let resp = connect(proxy.addr, &format!("mixed.test:{port}")).await;
     assert_eq!(status(&resp), 403, "{resp}");
-    let d = &proxy.log.decision_for("mixed.test").await;
+    // The tunnel's line may come after the refusal (it is written when its first bytes are judged).
+    let lines = proxy.log.wait_events("decision", 2).await;
+    let d = lines.iter().find(|v| v["host"] == "mixed.test").unwrap();
     assert_eq!(d["denied_addr"], "169.254.169.254");
     assert_eq!(
         d["resolved_addrs"],
@@ -112,20 +117,23 @@ timeouts:
     let resp = connect(proxy.addr, &format!("missing.dns.test:{port}")).await;
     assert_eq!(status(&resp), 502, "{resp}");
     assert_eq!(header(&resp, "x-egressd-reason"), Some("dns_failed"));
-    let d = [
-        proxy.log.decision_for("api.dns.test").await,
-        proxy.log.decision_for("meta.dns.test").await,
-        proxy.log.decision_for("missing.dns.test").await,
-    ];
-    assert_eq!(d[0]["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
-    assert_eq!(d[0]["upstream_addr"], format!("127.0.0.1:{port}"));
+    // A tunnel's decision line is written once its first bytes (here: the client closing) are judged, so it
+    // may come after the refusals that follow it: find each line by host.
+    let d = proxy.log.wait_events("decision", 3).await;
+    let by_host = |h: &str| {
+        d.iter()
+            .find(|v| v["host"] == h)
+            .unwrap_or_else(|| panic!("no decision for {h}: {d:?}"))
+    };
+    let api = by_host("api.dns.test");
+    assert_eq!(api["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(api["upstream_addr"], format!("127.0.0.1:{port}"));
     assert!(
-        d[0]["dns_ms"].as_f64().is_some(),
-        "a real lookup is timed: {}",
-        d[0]
+        api["dns_ms"].as_f64().is_some(),
+        "a real lookup is timed: {api}"
     );
-    assert_eq!(d[1]["denied_addr"], "169.254.169.254");
-    assert_eq!(d[2]["reason"], "dns_failed");
+    assert_eq!(by_host("meta.dns.test")["denied_addr"], "169.254.169.254");
+    assert_eq!(by_host("missing.dns.test")["reason"], "dns_failed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -67,6 +67,9 @@ pub struct Settings {
     pub admin: Option<SocketAddr>,
     /// How long open connections may drain after SIGTERM/SIGINT before they are cut.
     pub shutdown_grace: Duration,
+    /// Files the configuration reads besides itself (the TLS listener's certificate and key): a reload
+    /// re-reads them and the configuration watcher watches them.
+    pub files: Vec<std::path::PathBuf>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
 }
@@ -300,6 +303,11 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         limits,
         admin,
         shutdown_grace,
+        files: [&raw.tls.cert, &raw.tls.key]
+            .into_iter()
+            .flatten()
+            .map(std::path::PathBuf::from)
+            .collect(),
         warnings,
     })
 }
@@ -339,7 +347,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     let mut selected = HashSet::new();
     for (i, item) in raw.vendors.iter().enumerate() {
         let at = format!("vendors[{i}]");
-        let (name, params) = match vendor_item(item) {
+        let (name, params, mode) = match vendor_item(item) {
             Ok(v) => v,
             Err(m) => {
                 errs.push(at, m);
@@ -378,6 +386,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
                             paths: e.paths,
                             idle_timeout: e.idle_timeout,
                             tls: None,
+                            mode: mode.clone(),
                         },
                     ));
                 }
@@ -405,20 +414,28 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     out
 }
 
-/// One `vendors:` item: a profile name, or `{name: ..., params: {key: value or [values]}}`.
-fn vendor_item(item: &serde_json::Value) -> Result<(String, BTreeMap<String, ParamValue>), String> {
+/// A profile's name, parameters and `mode` (for its rules), from one `vendors:` item.
+type VendorItem = (String, BTreeMap<String, ParamValue>, Option<String>);
+
+/// One `vendors:` item: a profile name, or `{name: ..., mode: report, params: {key: value or [values]}}`.
+fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
     use serde_json::Value;
     match item {
-        Value::String(name) => Ok((name.clone(), BTreeMap::new())),
+        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None)),
         Value::Object(map) => {
             if let Some(k) = map
                 .keys()
-                .find(|k| !matches!(k.as_str(), "name" | "params"))
+                .find(|k| !matches!(k.as_str(), "name" | "params" | "mode"))
             {
                 return Err(format!(
-                    "unknown key {k:?}; an item has `name` and `params`"
+                    "unknown key {k:?}; an item has `name`, `params` and `mode`"
                 ));
             }
+            let mode = match map.get("mode") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(m)) if m == "enforce" || m == "report" => Some(m.clone()),
+                Some(other) => return Err(format!("mode: {other} is not one of: enforce, report")),
+            };
             let name = match map.get("name") {
                 Some(Value::String(n)) => n.clone(),
                 _ => {
@@ -456,7 +473,7 @@ fn vendor_item(item: &serde_json::Value) -> Result<(String, BTreeMap<String, Par
                 }
                 Some(other) => return Err(format!("params: {other} is not a map")),
             }
-            Ok((name, params))
+            Ok((name, params, mode))
         }
         other => Err(format!(
             "{other} is neither a profile name nor {{name: ..., params: {{...}}}}"
@@ -539,6 +556,14 @@ fn compile_rule(
             }
         }
         builder.rule_paths(id, &rule.paths);
+    }
+    match rule.mode.as_deref() {
+        None | Some("enforce") => {}
+        Some("report") => builder.rule_report(id),
+        Some(other) => errs.push(
+            format!("{path}.mode"),
+            format!("{other:?} is not one of: enforce, report"),
+        ),
     }
     if let Some(text) = &rule.idle_timeout {
         match parse_idle(text) {
@@ -821,6 +846,30 @@ limits: {max_connections: 0, max_header_bytes: 10}
             err.contains("admin.listen") && err.contains("shutdown.grace"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rule_and_profile_mode() {
+        let s = from_yaml_str(
+            "deny:\n  - name: trial\n    hosts: [\"a.test\"]\n    mode: report\n\
+             allow:\n  - name: a\n    hosts: [\"a.test\"]\n\
+             vendors: [{name: castai-us, mode: report}]\n",
+        )
+        .unwrap();
+        let d = decide(&s, "a.test:443");
+        assert!(d.report && !d.allowed, "{d:?}");
+        assert_eq!(d.rule.as_deref(), Some("trial"));
+        let d = decide(&s, "api.cast.ai:8443");
+        assert!(d.report, "{d:?}");
+        assert_eq!(d.rule.as_deref(), Some("castai-us/api"));
+        let err = from_yaml_str(
+            "allow:\n  - name: a\n    hosts: [\"a.test\"]\n    mode: audit\n\
+             vendors: [{name: castai-us, mode: loud}]\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("allow[0].mode"), "{err}");
+        assert!(err.contains("vendors[0]") && err.contains("loud"), "{err}");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct RawRule {
     pub paths: Vec<String>,
     /// `"none"` or a duration; replaces `timeouts.idle` for tunnels this rule allows.
     pub idle_timeout: Option<String>,
+    /// `enforce` (default) or `report`: what the rule would refuse is let through and logged `would_deny`.
+    pub mode: Option<String>,
 }
 
 /// `443` or `"8000-8100"`.

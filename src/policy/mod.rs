@@ -3,6 +3,11 @@
 //! Rules are named. A deny rule that matches host and port beats every allow rule; otherwise the first
 //! allow rule (in config order) that matches host and port allows; otherwise the default is deny.
 //! Hostname targets are matched only by name patterns, IP-literal targets only by IP/CIDR patterns.
+//!
+//! A rule in report mode never refuses anything itself: a report-mode deny rule that matches is passed over
+//! (the rest of the policy decides) and, if the request goes through, it is a would-be denial by that rule; a
+//! report-mode allow rule whose host matches but whose ports or paths do not lets the request through as a
+//! would-be denial. Such decisions carry `report: true` and are logged as `would_deny`.
 
 mod host;
 mod ip;
@@ -53,6 +58,8 @@ struct Rule {
     /// host is allowed whatever this says (the config compiler warns about it).
     paths: Vec<Box<str>>,
     idle: Option<IdleOverride>,
+    /// `mode: report`: what this rule would refuse is let through and reported.
+    report: bool,
 }
 
 /// A rule's own idle timeout for tunnels, replacing the global `timeouts.idle`.
@@ -104,16 +111,24 @@ pub struct Decision {
     pub tls: Option<bool>,
     /// The allowing rule's own idle timeout, if it has one.
     pub idle: Option<IdleOverride>,
+    /// A denial (`allowed: false`) by a rule in report mode: the request proceeds (with `tls` and `idle` of
+    /// the rule that lets it through) as a would-be denial.
+    pub report: bool,
+    /// The rule the request proceeds on is in report mode, so its later refusals (the SNI checks) are
+    /// would-be denials too.
+    pub lenient: bool,
 }
 
 impl Decision {
-    fn allow(rule: Arc<str>, tls: Option<bool>, idle: Option<IdleOverride>) -> Self {
+    fn allow(rule: &Rule) -> Self {
         Decision {
             allowed: true,
-            rule: Some(rule),
+            rule: Some(rule.name.clone()),
             reason: Reason::Allowed,
-            tls,
-            idle,
+            tls: rule.tls,
+            idle: rule.idle,
+            report: false,
+            lenient: rule.report,
         }
     }
     pub fn deny(reason: Reason, rule: Option<Arc<str>>) -> Self {
@@ -123,6 +138,21 @@ impl Decision {
             reason,
             tls: None,
             idle: None,
+            report: false,
+            lenient: false,
+        }
+    }
+
+    /// A denial by a rule in report mode, let through with `through`'s settings.
+    fn report(reason: Reason, rule: Arc<str>, through: &Rule) -> Self {
+        Decision {
+            allowed: false,
+            rule: Some(rule),
+            reason,
+            tls: through.tls,
+            idle: through.idle,
+            report: true,
+            lenient: through.report,
         }
     }
 }
@@ -153,8 +183,14 @@ impl PolicyBuilder {
             tls: None,
             paths: Vec::new(),
             idle: None,
+            report: false,
         });
         RuleId(id)
+    }
+
+    /// Put a rule in report mode (see the module documentation).
+    pub fn rule_report(&mut self, rule: RuleId) {
+        self.policy.rules[rule.0 as usize].report = true;
     }
 
     pub fn set_tls(&mut self, rule: RuleId, tls: bool) {
@@ -245,6 +281,7 @@ impl Policy {
         // Best match so far, by rule order: deny beats a host-and-port allow, which beats a host-and-port
         // allow whose paths do not match, which beats a host-only allow.
         let mut deny: Option<u32> = None;
+        let mut report_deny: Option<u32> = None;
         let mut allow: Option<u32> = None;
         let mut wrong_path: Option<u32> = None;
         let mut host_only: Option<u32> = None;
@@ -259,6 +296,7 @@ impl Policy {
                 _ => true,
             };
             let slot = match (rule.kind, port_ok, path_ok) {
+                (RuleKind::Deny, true, _) if rule.report => &mut report_deny,
                 (RuleKind::Deny, true, _) => &mut deny,
                 (RuleKind::Allow, true, true) => &mut allow,
                 (RuleKind::Allow, true, false) => &mut wrong_path,
@@ -273,16 +311,35 @@ impl Policy {
             Host::Name(n) => self.names.for_each_match(n, &mut consider),
             Host::Ip(ip) => self.ips.for_each_match(*ip, &mut consider),
         }
-        let name = |i: u32| Some(self.rules[i as usize].name.clone());
-        match (deny, allow, wrong_path, host_only) {
-            (Some(d), _, _, _) => Decision::deny(Reason::DeniedByRule, name(d)),
-            (None, Some(a), _, _) => {
-                let rule = &self.rules[a as usize];
-                Decision::allow(rule.name.clone(), rule.tls, rule.idle)
+        let rule = |i: u32| &self.rules[i as usize];
+        let decision = match (deny, allow, wrong_path, host_only) {
+            (Some(d), _, _, _) => Decision::deny(Reason::DeniedByRule, Some(rule(d).name.clone())),
+            (None, Some(a), _, _) => Decision::allow(rule(a)),
+            (None, None, Some(p), _) if rule(p).report => {
+                Decision::report(Reason::DeniedPath, rule(p).name.clone(), rule(p))
             }
-            (None, None, Some(p), _) => Decision::deny(Reason::DeniedPath, name(p)),
-            (None, None, None, Some(h)) => Decision::deny(Reason::DeniedPort, name(h)),
+            (None, None, Some(p), _) => {
+                Decision::deny(Reason::DeniedPath, Some(rule(p).name.clone()))
+            }
+            (None, None, None, Some(h)) if rule(h).report => {
+                Decision::report(Reason::DeniedPort, rule(h).name.clone(), rule(h))
+            }
+            (None, None, None, Some(h)) => {
+                Decision::deny(Reason::DeniedPort, Some(rule(h).name.clone()))
+            }
             (None, None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
+        };
+        // A report-mode deny rule that matched: where the rest of the policy lets the request through, it
+        // is that rule's would-be denial.
+        match report_deny {
+            Some(d) if decision.allowed || decision.report => Decision {
+                allowed: false,
+                rule: Some(rule(d).name.clone()),
+                reason: Reason::DeniedByRule,
+                report: true,
+                ..decision
+            },
+            _ => decision,
         }
     }
 

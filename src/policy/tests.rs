@@ -381,3 +381,109 @@ fn idle_override_comes_from_the_allowing_rule() {
         Duration::MAX
     );
 }
+
+/// (allowed, report, rule, reason) for a target and optional path.
+fn decide_full(
+    p: &Policy,
+    authority: &str,
+    path: Option<&str>,
+) -> (bool, bool, Option<String>, Reason) {
+    let t = parse_authority(authority, None).unwrap();
+    let d = p.decide_request(&t, path);
+    (d.allowed, d.report, d.rule.map(|r| r.to_string()), d.reason)
+}
+
+#[test]
+fn report_mode_deny_rule_is_passed_over_and_reported() {
+    let mut b = PolicyBuilder::default();
+    let trial = b.rule("trial-deny", RuleKind::Deny, PortSet::any());
+    b.pattern(trial, &parse_pattern(".example").unwrap())
+        .unwrap();
+    b.rule_report(trial);
+    let hard = b.rule("hard-deny", RuleKind::Deny, PortSet::any());
+    b.pattern(hard, &parse_pattern("bad.example").unwrap())
+        .unwrap();
+    let allow = b.rule(
+        "allow",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(allow, &parse_pattern(".example").unwrap())
+        .unwrap();
+    b.set_tls(allow, false);
+    let p = b.build().unwrap();
+    let r = |s: &str| Some(s.to_string());
+    // Allowed by the rest of the policy: a would-be denial by the report rule, with the allow rule's settings.
+    assert_eq!(
+        decide_full(&p, "a.example:443", None),
+        (false, true, r("trial-deny"), Reason::DeniedByRule)
+    );
+    let t = parse_authority("a.example:443", None).unwrap();
+    assert_eq!(p.decide(&t).tls, Some(false));
+    // The allow rule it proceeds on is enforcing: its SNI checks stay enforced.
+    assert!(!p.decide(&t).lenient);
+    // An enforcing deny rule still wins.
+    assert_eq!(
+        decide_full(&p, "bad.example:443", None),
+        (false, false, r("hard-deny"), Reason::DeniedByRule)
+    );
+    // Refused by the rest of the policy anyway: that refusal stands.
+    assert_eq!(
+        decide_full(&p, "a.example:80", None),
+        (false, false, r("allow"), Reason::DeniedPort)
+    );
+    // Not matched by the report rule: unaffected.
+    assert_eq!(
+        decide_full(&p, "other.test:443", None),
+        (false, false, None, Reason::DeniedNoRule)
+    );
+}
+
+#[test]
+fn report_mode_allow_rule_lets_its_near_misses_through() {
+    let mut b = PolicyBuilder::default();
+    let trial = b.rule(
+        "vendor/api",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(trial, &parse_pattern("api.vendor.test").unwrap())
+        .unwrap();
+    b.rule_paths(trial, &["/v1/".to_string()]);
+    b.rule_report(trial);
+    let enforced = b.rule(
+        "strict",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(enforced, &parse_pattern("strict.test").unwrap())
+        .unwrap();
+    let p = b.build().unwrap();
+    let r = |s: &str| Some(s.to_string());
+    assert_eq!(
+        decide_full(&p, "api.vendor.test:443", Some("/v1/x")),
+        (true, false, r("vendor/api"), Reason::Allowed)
+    );
+    assert_eq!(
+        decide_full(&p, "api.vendor.test:443", Some("/admin")),
+        (false, true, r("vendor/api"), Reason::DeniedPath)
+    );
+    assert_eq!(
+        decide_full(&p, "api.vendor.test:8443", None),
+        (false, true, r("vendor/api"), Reason::DeniedPort)
+    );
+    // SNI checks of tunnels it lets through are reported, not enforced.
+    let t = parse_authority("api.vendor.test:443", None).unwrap();
+    assert!(p.decide(&t).lenient);
+    let t = parse_authority("api.vendor.test:8443", None).unwrap();
+    assert!(p.decide(&t).lenient);
+    // Enforcing rules and unmatched hosts are not affected.
+    assert_eq!(
+        decide_full(&p, "strict.test:8443", None),
+        (false, false, r("strict"), Reason::DeniedPort)
+    );
+    assert_eq!(
+        decide_full(&p, "x.vendor.test:443", None),
+        (false, false, None, Reason::DeniedNoRule)
+    );
+}

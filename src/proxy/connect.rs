@@ -9,6 +9,7 @@ use crate::policy::tls::{judge, tls_required, Hello, SniMode};
 use crate::reason::Reason;
 use crate::target::Target;
 use crate::telemetry::log::{Close, CloseReason, Kind, Outcome, Verdict};
+use crate::telemetry::metrics::Active;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -70,6 +71,8 @@ pub(super) struct Splicing<C> {
     idle: Duration,
     close: Close,
     started: Instant,
+    /// Counts the tunnel in `egressd_tunnels_active` until it closes.
+    active: Active,
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
@@ -81,6 +84,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
             idle,
             mut close,
             started,
+            active,
         } = self;
         let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
         close.bytes_up += s.bytes_up;
@@ -88,6 +92,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
         close.close_reason = s.close_reason;
         close.duration = started.elapsed();
         ctx.log.close(&close);
+        drop(active);
     }
 }
 
@@ -108,6 +113,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin + 'static,
 {
     let started = Instant::now();
+    let active = ctx.metrics.tunnel_opened();
     let Opened {
         target,
         mut upstream,
@@ -171,7 +177,9 @@ where
         FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
     };
     let verdict = match verdict {
-        Verdict2::Refuse(r, d) if ctx.settings.mode == Mode::Report && r.is_policy_denial() => {
+        Verdict2::Refuse(r, d)
+            if (ctx.settings.mode == Mode::Report || o.report_rule) && r.is_policy_denial() =>
+        {
             o.decision = Verdict::WouldDeny;
             o.reason = r;
             o.detail = Some(d);
@@ -216,6 +224,7 @@ where
                     idle,
                     close,
                     started,
+                    active,
                 });
             }
         }

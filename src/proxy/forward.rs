@@ -62,9 +62,13 @@ pub(super) async fn serve<S: super::ClientIo>(
                 log_connection_error(&ctx, peer, conn_id, Kind::Http, &e);
             }
         }
-        _ = ctx.shutdown.cancelled() => {
+        _ = ctx.drain.cancelled() => {
+            // Shutting down: close once the request in flight is answered; cut it when the grace is over.
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            tokio::select! {
+                _ = conn => {}
+                _ = ctx.shutdown.cancelled() => {}
+            }
         }
     }
 }
@@ -254,7 +258,8 @@ async fn connect_upgrade(
     let Some(opened) = connect::open(&ctx, &authority, &mut o).await else {
         return refusal(&o);
     };
-    tokio::spawn(async move {
+    // Tracked so that a shutdown drains this tunnel too.
+    ctx.tasks.clone().spawn(async move {
         match hyper::upgrade::on(req).await {
             Ok(upgraded) => {
                 let judged = connect::tunnel(&ctx, TokioIo::new(upgraded), opened, Vec::new(), o);

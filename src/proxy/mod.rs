@@ -1,6 +1,7 @@
 //! The proxy listener: accept, bound, read the first request head, and hand off to CONNECT or forwarding.
 
 mod connect;
+mod counted;
 pub mod dial;
 mod forward;
 pub mod head;
@@ -15,11 +16,15 @@ mod transparent_http;
 use crate::config::{Mode, Settings};
 use crate::policy::Decision;
 use crate::reason::Reason;
+use crate::reload::Reloader;
 use crate::target::{parse_authority, Target};
 use crate::telemetry::log::{EventLog, Kind, Outcome, Verdict};
+use crate::telemetry::metrics::Metrics;
+use arc_swap::ArcSwap;
 use dial::Dialer;
 use head::Request;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -27,27 +32,75 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-/// Everything a connection handler needs, shared by all connections.
+/// Everything a connection handler needs, shared by all connections that started under one configuration.
+/// A reload builds a new `Ctx` (new policy, resolver and upstream pool) that new connections pick up; open
+/// connections keep the one they started with.
 pub struct Ctx {
     pub settings: Settings,
     pub dialer: Arc<Dialer>,
+    /// Decision and close lines, each also counted in `metrics`.
     pub log: EventLog,
+    pub metrics: Arc<Metrics>,
+    /// Fires when shutdown begins: listeners stop accepting, idle kept-alive connections close, the rest
+    /// may finish within `shutdown.grace`.
+    pub drain: CancellationToken,
+    /// Fires when the grace period is over (or at once without one): open tunnels and requests are cut.
     pub shutdown: CancellationToken,
-    next_conn: AtomicU64,
+    next_conn: Arc<AtomicU64>,
+    /// Every connection task (and tunnel task) of every configuration generation, for draining.
+    tasks: TaskTracker,
     client: forward::UpstreamClient,
 }
 
 impl Ctx {
-    pub fn new(settings: Settings, log: EventLog, shutdown: CancellationToken) -> Arc<Self> {
+    fn new(settings: Settings, log: EventLog, drain: CancellationToken) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        Self::build(
+            settings,
+            log.with_metrics(metrics.clone()),
+            metrics,
+            drain,
+            CancellationToken::new(),
+            Arc::new(AtomicU64::new(1)),
+            TaskTracker::new(),
+        )
+    }
+
+    /// The context for a reloaded configuration: the same log, metrics, shutdown signals and connection ids.
+    fn next(&self, settings: Settings) -> Arc<Self> {
+        Self::build(
+            settings,
+            self.log.clone(),
+            self.metrics.clone(),
+            self.drain.clone(),
+            self.shutdown.clone(),
+            self.next_conn.clone(),
+            self.tasks.clone(),
+        )
+    }
+
+    fn build(
+        settings: Settings,
+        log: EventLog,
+        metrics: Arc<Metrics>,
+        drain: CancellationToken,
+        shutdown: CancellationToken,
+        next_conn: Arc<AtomicU64>,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(&settings));
         Arc::new(Ctx {
             client: forward::upstream_client(dialer.clone(), &settings),
             settings,
             dialer,
             log,
+            metrics,
+            drain,
             shutdown,
-            next_conn: AtomicU64::new(1),
+            next_conn,
+            tasks,
         })
     }
 
@@ -70,17 +123,20 @@ impl Ctx {
             reason,
             tls,
             idle,
+            report,
+            lenient,
         } = self.settings.policy.decide_request(target, path);
         o.rule = rule;
         o.reason = reason;
         o.idle = idle;
+        o.report_rule = lenient;
         if allowed {
             o.decision = Verdict::Allow;
             return Some(tls);
         }
-        if self.settings.mode == Mode::Report && reason.is_policy_denial() {
+        if report || (self.settings.mode == Mode::Report && reason.is_policy_denial()) {
             o.decision = Verdict::WouldDeny;
-            return Some(None);
+            return Some(tls);
         }
         o.decision = Verdict::Deny;
         o.detail = Some(match reason {
@@ -126,19 +182,112 @@ pub enum ListenerKind {
     Tls,
 }
 
+impl ListenerKind {
+    /// The `listener` label of `egressd_connections_active`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerKind::Plain => "plain",
+            ListenerKind::Tls => "tls",
+        }
+    }
+}
+
 /// Anything a client connection can be: a TCP stream or TLS over one.
 pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
 
+/// What outlives a configuration reload: the configuration in force and the connection limit.
+pub struct Live {
+    current: ArcSwap<Ctx>,
+    limit: Arc<Semaphore>,
+    /// The permits `limit` was sized for (`limits.max_connections` in force).
+    limit_size: std::sync::Mutex<usize>,
+}
+
+impl Live {
+    /// The context new connections start with.
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.current.load_full()
+    }
+
+    /// Ready to serve: not draining, and the resolver is usable (the listeners are bound and a policy is
+    /// loaded once a `Live` exists). `Err` says why not.
+    pub fn ready(&self) -> Result<(), String> {
+        let ctx = self.current.load();
+        if ctx.drain.is_cancelled() {
+            return Err("shutting down".into());
+        }
+        if let Some(e) = ctx.dialer.resolver_error() {
+            return Err(format!("DNS resolver unusable: {e}"));
+        }
+        Ok(())
+    }
+
+    /// Put a new configuration in force for new connections. Listener addresses cannot change without a
+    /// restart: where they differ, the old ones are kept and a warning says so.
+    pub(crate) fn replace(&self, mut new: Settings) {
+        let old = self.current.load_full();
+        let was = &old.settings;
+        if new.listen != was.listen {
+            tracing::warn!(listen = %was.listen, new = %new.listen, "listen cannot change on reload; restart to apply it");
+            new.listen = was.listen;
+        }
+        let tls_addr = |s: &Settings| s.listen_tls.as_ref().map(|(a, _)| *a);
+        if tls_addr(&new) != tls_addr(was) {
+            tracing::warn!(
+                listen_tls = ?tls_addr(was),
+                new = ?tls_addr(&new),
+                "listen_tls cannot change on reload; restart to apply it (the old listener and certificate stay)"
+            );
+            new.listen_tls = was.listen_tls.clone();
+        }
+        if new.admin != was.admin {
+            tracing::warn!(admin = ?was.admin, new = ?new.admin, "admin.listen cannot change on reload; restart to apply it");
+            new.admin = was.admin;
+        }
+        self.resize_limit(new.limits.max_connections);
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
+        self.current.store(old.next(new));
+    }
+
+    fn resize_limit(&self, want: usize) {
+        let mut size = self.limit_size.lock().unwrap_or_else(|e| e.into_inner());
+        if want > *size {
+            self.limit.add_permits(want - *size);
+        } else if want < *size {
+            let excess = *size - want;
+            let forgotten = self.limit.forget_permits(excess);
+            if forgotten < excess {
+                // The rest are held by open connections: take them back as those close.
+                let missing = u32::try_from(excess - forgotten).unwrap_or(u32::MAX);
+                let limit = self.limit.clone();
+                tokio::spawn(async move {
+                    if let Ok(p) = limit.acquire_many_owned(missing).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        *size = want;
+    }
+}
+
 /// The bound proxy listeners, ready to serve.
 pub struct Proxy {
     plain: TcpListener,
-    tls: Option<(TcpListener, TlsAcceptor)>,
+    tls: Option<TcpListener>,
     transparent: Vec<(TcpListener, transparent::Flavor)>,
-    ctx: Arc<Ctx>,
+    admin: Option<TcpListener>,
+    live: Arc<Live>,
+    reloader: Reloader,
+    watch: bool,
 }
 
 impl Proxy {
+    /// Bind the proxy listeners and the admin listener. Cancelling `shutdown` starts a graceful shutdown:
+    /// readiness turns false, listeners stop accepting and open connections get `shutdown.grace` to finish.
     pub async fn bind(
         settings: Settings,
         log: EventLog,
@@ -146,10 +295,7 @@ impl Proxy {
     ) -> std::io::Result<Self> {
         let plain = TcpListener::bind(settings.listen).await?;
         let tls = match &settings.listen_tls {
-            Some((addr, cfg)) => Some((
-                TcpListener::bind(addr).await?,
-                TlsAcceptor::from(cfg.clone()),
-            )),
+            Some((addr, _)) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
         let mut transparent = Vec::new();
@@ -161,12 +307,39 @@ impl Proxy {
                 transparent.push((TcpListener::bind(addr).await?, flavor));
             }
         }
+        let admin = match settings.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("admin listener {addr} (admin.listen): {e}"),
+                )
+            })?),
+            None => None,
+        };
+        let max = settings.limits.max_connections;
+        let ctx = Ctx::new(settings, log, shutdown);
+        ctx.metrics.config_ok_now();
+        let live = Arc::new(Live {
+            current: ArcSwap::new(ctx),
+            limit: Arc::new(Semaphore::new(max)),
+            limit_size: std::sync::Mutex::new(max),
+        });
         Ok(Proxy {
             plain,
             tls,
             transparent,
-            ctx: Ctx::new(settings, log, shutdown),
+            admin,
+            reloader: Reloader::new(live.clone(), None),
+            live,
+            watch: false,
         })
+    }
+
+    /// Reload from this configuration file (the one the settings were loaded from), and watch it and the
+    /// files it names for changes.
+    pub fn watch_config(&mut self, path: PathBuf) {
+        self.reloader = Reloader::new(self.live.clone(), Some(path));
+        self.watch = true;
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -177,7 +350,7 @@ impl Proxy {
 
     /// The TLS listener's address, when one is configured.
     pub fn tls_local_addr(&self) -> Option<SocketAddr> {
-        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.tls.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The transparent listeners' addresses (`listen_transparent`, `listen_transparent_http`), when set.
@@ -194,51 +367,108 @@ impl Proxy {
         )
     }
 
-    pub fn ctx(&self) -> &Arc<Ctx> {
-        &self.ctx
+    /// The admin listener's address, unless `admin.listen: off`.
+    pub fn admin_local_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Accept on every listener until shutdown. Connections over `limits.max_connections` (counted across
-    /// listeners) get 503 `connection_limit`.
+    /// The configuration in force for new connections.
+    pub fn ctx(&self) -> Arc<Ctx> {
+        self.live.ctx()
+    }
+
+    /// A handle that reloads the configuration (from the watched file, or from settings given to it).
+    pub fn reload_handle(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Accept on every listener until shutdown begins, then drain. Connections over
+    /// `limits.max_connections` (counted across listeners) get 503 `connection_limit`.
     pub async fn serve(self) {
-        let limit = Arc::new(Semaphore::new(self.ctx.settings.limits.max_connections));
+        let Proxy {
+            plain,
+            tls,
+            transparent,
+            admin,
+            live,
+            reloader,
+            watch,
+        } = self;
+        let ctx = live.ctx();
         // Transparent connections whose original destination is one of these are loops.
-        let own: Vec<SocketAddr> = [Some(self.local_addr()), self.tls_local_addr()]
-            .into_iter()
-            .flatten()
-            .chain(
-                self.transparent
-                    .iter()
-                    .filter_map(|(l, _)| l.local_addr().ok()),
-            )
-            .chain(self.ctx.settings.admin)
-            .collect();
-        let own = Arc::new(own);
-        for (listener, flavor) in self.transparent {
-            let (ctx, limit, own) = (self.ctx.clone(), limit.clone(), own.clone());
-            tokio::spawn(transparent::accept_loop(listener, flavor, ctx, limit, own));
+        let own: Arc<Vec<SocketAddr>> = Arc::new(
+            std::iter::once(&plain)
+                .chain(tls.as_ref())
+                .chain(transparent.iter().map(|(l, _)| l))
+                .chain(admin.as_ref())
+                .filter_map(|l| l.local_addr().ok())
+                .collect(),
+        );
+        for (listener, flavor) in transparent {
+            tokio::spawn(transparent::accept_loop(
+                listener,
+                flavor,
+                live.clone(),
+                own.clone(),
+            ));
         }
-        let plain = accept_loop(self.plain, None, self.ctx.clone(), limit.clone());
-        match self.tls {
-            Some((listener, acceptor)) => {
-                let tls = accept_loop(listener, Some(acceptor), self.ctx.clone(), limit);
+        // The admin endpoints answer through the drain (readiness false) and stop when it is over.
+        let stopped = CancellationToken::new();
+        if let Some(listener) = admin {
+            tokio::spawn(crate::admin::serve(listener, live.clone(), stopped.clone()));
+        }
+        tokio::spawn(crate::admin::upkeep(ctx.metrics.clone(), stopped.clone()));
+        if watch {
+            if let Err(e) = crate::reload::watch(reloader, ctx.drain.clone()) {
+                tracing::warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP");
+            }
+        }
+        let plain = accept_loop(plain, ListenerKind::Plain, live.clone());
+        match tls {
+            Some(listener) => {
+                let tls = accept_loop(listener, ListenerKind::Tls, live.clone());
                 tokio::join!(plain, tls);
             }
             None => plain.await,
         }
+        drain(&live.ctx()).await;
+        stopped.cancel();
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    ctx: Arc<Ctx>,
-    limit: Arc<Semaphore>,
-) {
+/// After the listeners stopped: wait up to `shutdown.grace` for open connections, then cut the rest.
+async fn drain(ctx: &Ctx) {
+    ctx.tasks.close();
+    let grace = ctx.settings.shutdown_grace;
+    tracing::info!(
+        open_connections = ctx.tasks.len(),
+        open_tunnels = ctx.metrics.tunnels_open(),
+        grace = ?grace,
+        "shutting down: listeners closed, draining open connections"
+    );
+    if tokio::time::timeout(grace, ctx.tasks.wait()).await.is_ok() {
+        tracing::info!("shutdown: every connection finished within shutdown.grace");
+        ctx.shutdown.cancel();
+        return;
+    }
+    let (connections, tunnels) = (ctx.tasks.len(), ctx.metrics.tunnels_open());
+    ctx.shutdown.cancel();
+    // Cut tasks write their close lines promptly; do not wait on a stuck one forever.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ctx.tasks.wait()).await;
+    tracing::warn!(
+        cut_connections = connections,
+        cut_tunnels = tunnels,
+        grace = ?grace,
+        "shutdown: shutdown.grace is over; cut the connections still open"
+    );
+}
+
+async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>) {
+    let drain = live.ctx().drain.clone();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = ctx.shutdown.cancelled() => return,
+            _ = drain.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -251,30 +481,33 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         dial::enable_keepalive(&stream);
-        let ctx = ctx.clone();
+        let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-        let permit = limit.clone().try_acquire_owned().ok();
+        let permit = live.limit.clone().try_acquire_owned().ok();
+        let stream =
+            counted::CountedStream::new(stream, ctx.metrics.connection_opened(kind.as_str()));
+        let tasks = ctx.tasks.clone();
         // Separate tasks: a plain connection's task is not sized by the TLS session state.
-        match tls.clone() {
-            None => {
-                tokio::spawn(admit(ctx, stream, peer, conn_id, permit));
-            }
-            Some(acceptor) => {
-                tokio::spawn(accept_tls(ctx, acceptor, stream, peer, conn_id, permit));
-            }
-        }
+        match kind {
+            ListenerKind::Plain => tasks.spawn(admit(ctx, stream, peer, conn_id, permit)),
+            ListenerKind::Tls => tasks.spawn(accept_tls(ctx, stream, peer, conn_id, permit)),
+        };
     }
 }
 
 /// The TLS handshake with a client of the TLS listener, then the same service as the plain listener.
 async fn accept_tls(
     ctx: Arc<Ctx>,
-    acceptor: TlsAcceptor,
-    stream: tokio::net::TcpStream,
+    stream: counted::CountedStream<tokio::net::TcpStream>,
     peer: SocketAddr,
     conn_id: u64,
     permit: Option<OwnedSemaphorePermit>,
 ) {
+    // The certificate in force now: a reload re-reads it.
+    let Some((_, cfg)) = &ctx.settings.listen_tls else {
+        return;
+    };
+    let acceptor = TlsAcceptor::from(cfg.clone());
     // The handshake counts against the header time: a client that stalls in it is cut there.
     let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
     let detail = match handshake.await {

@@ -7,7 +7,9 @@
 //! buffer that is released as soon as the direction goes quiet again. Other clients (TLS to the proxy,
 //! upgraded HTTP connections) use a buffered copy.
 
+use super::counted::CountedStream;
 use crate::telemetry::log::CloseReason;
+use crate::telemetry::metrics::Active;
 use std::any::Any;
 use std::cell::RefCell;
 use std::io::ErrorKind;
@@ -162,12 +164,9 @@ where
         last: &last,
         epoch,
     };
-    let mut client = Some(client);
-    let tcp_client = (&mut client as &mut dyn Any)
-        .downcast_mut::<Option<TcpStream>>()
-        .and_then(Option::take);
+    let (client, tcp_client) = as_tcp(client);
     let close_reason = match tcp_client {
-        Some(client) => {
+        Some((client, _counted)) => {
             let upward = pump_tcp(&client, &upstream, activity(&up));
             let downward = pump_tcp(&upstream, &client, activity(&down));
             watch(upward, downward, &last, epoch, idle, shutdown).await
@@ -186,6 +185,28 @@ where
         bytes_down: down.load(Ordering::Relaxed),
         close_reason,
     }
+}
+
+/// The client as a plain TCP socket when it is one (directly or inside a connection-counting wrapper, whose
+/// guard comes along), else the client back unchanged.
+#[allow(clippy::type_complexity)]
+fn as_tcp<C: 'static>(client: C) -> (Option<C>, Option<(TcpStream, Option<Active>)>) {
+    let mut client = Some(client);
+    let any = &mut client as &mut dyn Any;
+    if let Some(tcp) = any
+        .downcast_mut::<Option<TcpStream>>()
+        .and_then(Option::take)
+    {
+        return (None, Some((tcp, None)));
+    }
+    if let Some(counted) = any
+        .downcast_mut::<Option<CountedStream<TcpStream>>>()
+        .and_then(Option::take)
+    {
+        let (tcp, active) = counted.into_parts();
+        return (None, Some((tcp, Some(active))));
+    }
+    (client, None)
 }
 
 /// Drive both directions until both finish or one breaks, the pair idles out, or `shutdown` fires.

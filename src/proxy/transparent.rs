@@ -6,7 +6,7 @@
 
 use super::dial::{DialError, DialInfo};
 use super::peek::{peek, FirstBytes, Peeked};
-use super::{original_dst, splice, transparent_http, Ctx};
+use super::{original_dst, splice, transparent_http, Ctx, Live};
 use crate::policy::tls::TlsChecks;
 use crate::policy::transparent::{check_original_dst, is_loop, sni_target, Refusal};
 use crate::reason::Reason;
@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 
 /// Which transparent listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +29,14 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// The `listener` label of `egressd_connections_active`.
+    fn listener(self) -> &'static str {
+        match self {
+            Flavor::Tls => "transparent",
+            Flavor::Http => "transparent_http",
+        }
+    }
+
     fn kind(self) -> Kind {
         match self {
             Flavor::Tls => Kind::Transparent,
@@ -42,14 +49,14 @@ impl Flavor {
 pub(super) async fn accept_loop(
     listener: TcpListener,
     flavor: Flavor,
-    ctx: Arc<Ctx>,
-    limit: Arc<Semaphore>,
+    live: Arc<Live>,
     own: Arc<Vec<SocketAddr>>,
 ) {
+    let drain = live.ctx().drain.clone();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = ctx.shutdown.cancelled() => return,
+            _ = drain.cancelled() => return,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -61,10 +68,15 @@ pub(super) async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         super::dial::enable_keepalive(&stream);
+        // The configuration in force now; a reload applies to the next connection.
+        let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-        let permit = limit.clone().try_acquire_owned().ok();
-        let (ctx, own) = (ctx.clone(), own.clone());
-        tokio::spawn(async move {
+        let permit = live.limit.clone().try_acquire_owned().ok();
+        let active = ctx.metrics.connection_opened(flavor.listener());
+        let own = own.clone();
+        let tasks = ctx.tasks.clone();
+        tasks.spawn(async move {
+            let _active = active;
             let mut o = Outcome::new(conn_id, 1, peer, flavor.kind());
             let original = match redirected_to(&stream, &own) {
                 Ok(a) => a,

@@ -3,6 +3,7 @@
 //! Lines go to a [`EventLog`] sink: stdout in production, a buffer in tests.
 
 use crate::reason::Reason;
+use crate::telemetry::metrics::Metrics;
 use serde_json::{json, Map, Value};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -80,6 +81,9 @@ pub struct Outcome {
     pub original_dst: Option<SocketAddr>,
     /// The allowing rule's own tunnel idle timeout (not logged; the rule name says where it came from).
     pub idle: Option<crate::policy::IdleOverride>,
+    /// The request goes through on a rule in report mode (`mode: report` on the rule): later policy refusals
+    /// (SNI checks) are reported as `would_deny` too. Not logged; `decision` and `rule` say it.
+    pub report_rule: bool,
 }
 
 impl Outcome {
@@ -105,6 +109,7 @@ impl Outcome {
             alpn: Vec::new(),
             original_dst: None,
             idle: None,
+            report_rule: false,
         }
     }
 
@@ -185,11 +190,13 @@ impl Close {
 
 type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
 
-/// Where decision and close lines go.
+/// Where decision and close lines go. With metrics attached, every line is also counted, so the log and
+/// the metrics are made by one call from the same outcome.
 #[derive(Clone)]
 pub struct EventLog {
     format: LogFormat,
     sink: Sink,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl EventLog {
@@ -201,14 +208,27 @@ impl EventLog {
         EventLog {
             format,
             sink: Arc::new(Mutex::new(w)),
+            metrics: None,
         }
     }
 
+    /// The same log, also recording every decision and close in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     pub fn decision(&self, o: &Outcome) {
+        if let Some(m) = &self.metrics {
+            m.decision(o);
+        }
         self.emit(decision_fields(o));
     }
 
     pub fn close(&self, c: &Close) {
+        if let Some(m) = &self.metrics {
+            m.close(c);
+        }
         self.emit(close_fields(c));
     }
 

@@ -1,3 +1,4 @@
 //! What egressd tells the outside world about each connection.
 
 pub mod log;
+pub mod metrics;

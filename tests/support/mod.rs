@@ -81,6 +81,9 @@ pub struct TestProxy {
     /// The transparent listeners' addresses when the config sets `listen_transparent` / `_http`.
     pub transparent_addr: Option<SocketAddr>,
     pub transparent_http_addr: Option<SocketAddr>,
+    /// The admin listener's address (127.0.0.1:0 unless the config sets `admin`).
+    pub admin_addr: Option<SocketAddr>,
+    pub reloader: egressd::reload::Reloader,
     pub log: Captured,
     pub shutdown: CancellationToken,
     pub dir: tempfile::TempDir,
@@ -96,31 +99,85 @@ impl TestProxy {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// GET a path on the admin listener: (status, body).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let addr = self.admin_addr.expect("the admin listener is off");
+        let resp = raw(
+            addr,
+            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+        (status(&resp), body.unwrap_or_default())
+    }
+
+    /// The /metrics exposition.
+    pub async fn metrics(&self) -> String {
+        let (code, body) = self.admin_get("/metrics").await;
+        assert_eq!(code, 200, "{body}");
+        body
+    }
+
+    /// The value of one series (`name{labels}` exactly as exposed), 0 when absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics().await, series).unwrap_or(0.0)
+    }
 }
 
-/// Start the proxy from a YAML config (listen is forced to 127.0.0.1:0).
+/// The value of one series in a Prometheus exposition, by its exact `name{labels}` text.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Start the proxy from a YAML config (listen is forced to 127.0.0.1:0, and admin to 127.0.0.1:0 unless the
+/// config sets `admin`).
 pub async fn start_proxy(yaml: &str) -> TestProxy {
-    let yaml = format!("listen: 127.0.0.1:0\n{yaml}");
+    let admin = if yaml.contains("admin:") {
+        ""
+    } else {
+        "admin: {listen: 127.0.0.1:0}\n"
+    };
+    let yaml = format!("listen: 127.0.0.1:0\n{admin}{yaml}");
     let settings = egressd::config::from_yaml_str(&yaml)
         .unwrap_or_else(|e| panic!("test config invalid:\n{e}\n---\n{yaml}"));
+    launch(settings, None).await
+}
+
+/// Start the proxy from a configuration file, watched for changes like `egressd run --config`.
+pub async fn start_proxy_file(path: &std::path::Path) -> TestProxy {
+    let settings =
+        egressd::config::load(Some(path)).unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    launch(settings, Some(path.to_path_buf())).await
+}
+
+async fn launch(settings: egressd::Settings, watch: Option<PathBuf>) -> TestProxy {
     let log = Captured::default();
     let shutdown = CancellationToken::new();
-    let proxy = egressd::Proxy::bind(
+    let mut proxy = egressd::Proxy::bind(
         settings,
         EventLog::to_writer(LogFormat::Json, Box::new(log.clone())),
         shutdown.clone(),
     )
     .await
     .unwrap();
+    if let Some(p) = watch {
+        proxy.watch_config(p);
+    }
     let addr = proxy.local_addr();
     let tls_addr = proxy.tls_local_addr();
     let (transparent_addr, transparent_http_addr) = proxy.transparent_local_addrs();
+    let admin_addr = proxy.admin_local_addr();
+    let reloader = proxy.reload_handle();
     tokio::spawn(proxy.serve());
     TestProxy {
         addr,
         tls_addr,
         transparent_addr,
         transparent_http_addr,
+        admin_addr,
+        reloader,
         log,
         shutdown,
         dir: tempfile::tempdir().unwrap(),
@@ -249,6 +306,55 @@ pub async fn http_origin_at(bind: SocketAddr) -> SocketAddr {
         }
     });
     addr
+}
+
+/// A TCP origin on 127.0.0.1 that echoes every byte back until the client closes.
+pub async fn echo_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Open a CONNECT tunnel through the proxy and return the stream once the 200 is read.
+pub async fn open_tunnel(proxy: SocketAddr, authority: &str) -> TcpStream {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let resp = read_response(&mut s).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    s
+}
+
+/// Send `msg` through an echo tunnel and read it back (panics after 5 s).
+pub async fn echo_roundtrip(s: &mut TcpStream, msg: &[u8]) -> std::io::Result<()> {
+    s.write_all(msg).await?;
+    let mut got = vec![0u8; msg.len()];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await {
+        Ok(r) => r?,
+        Err(_) => panic!("no echo within 5s"),
+    };
+    assert_eq!(got, msg);
+    Ok(())
+}
+
+/// Send a signal (`libc::SIGTERM`, `libc::SIGHUP`, ...) to a child process.
+pub fn send_signal(child: &tokio::process::Child, sig: i32) {
+    let pid = child.id().expect("the child is running") as libc::pid_t;
+    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+    let r = unsafe { libc::kill(pid, sig) };
+    assert_eq!(r, 0, "kill({pid}, {sig}) failed");
 }
 
 /// A port on 127.0.0.1 where nothing listens.

@@ -1,0 +1,364 @@
+//! Prometheus metrics, one registry per [`Metrics`] (one per proxy), so several proxies in one process never
+//! mix their numbers. Counters and histograms are recorded from the same [`Outcome`] and [`Close`] the log
+//! lines are made from (see [`crate::telemetry::log::EventLog`]), so logs and metrics agree.
+//!
+//! Labels are bounded: decision, reason code, rule name, vendor profile, listener, direction, result.
+//! Hostnames and client addresses are never labels.
+
+use crate::reason::Reason;
+use crate::telemetry::log::{Close, Kind, Outcome};
+use metrics::{Gauge, Label, Level, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub const DECISIONS: &str = "egressd_decisions_total";
+pub const CONNECTIONS_ACTIVE: &str = "egressd_connections_active";
+pub const TUNNELS_ACTIVE: &str = "egressd_tunnels_active";
+pub const BYTES: &str = "egressd_bytes_total";
+pub const TUNNEL_DURATION: &str = "egressd_tunnel_duration_seconds";
+pub const DNS_LOOKUP: &str = "egressd_dns_lookup_seconds";
+pub const UPSTREAM_CONNECT: &str = "egressd_upstream_connect_seconds";
+pub const CONFIG_RELOADS: &str = "egressd_config_reloads_total";
+pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "egressd_config_last_reload_success_timestamp_seconds";
+pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
+pub const BUILD_INFO: &str = "egressd_build_info";
+
+/// Every metric family egressd exports (the README table and the dashboards are built on these names).
+pub const METRIC_NAMES: &[&str] = &[
+    DECISIONS,
+    CONNECTIONS_ACTIVE,
+    TUNNELS_ACTIVE,
+    BYTES,
+    TUNNEL_DURATION,
+    DNS_LOOKUP,
+    UPSTREAM_CONNECT,
+    CONFIG_RELOADS,
+    CONFIG_LAST_RELOAD_SUCCESS,
+    CONNECTIONS_REJECTED,
+    BUILD_INFO,
+];
+
+/// Reasons a connection is refused before any request is read.
+const REJECTIONS: [Reason; 2] = [Reason::ConnectionLimit, Reason::ClientTlsFailed];
+
+/// Short lookups and connects: 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Tunnels live from milliseconds to hours.
+const TUNNEL_BUCKETS: &[f64] = &[
+    0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+
+static METADATA: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, None);
+
+/// One proxy's metrics: its own Prometheus recorder, recorded into directly (never the global recorder).
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    tunnels: Gauge,
+    tunnels_open: Arc<AtomicUsize>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let builder = PrometheusBuilder::new()
+            .set_buckets(LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(TUNNEL_DURATION.into()), TUNNEL_BUCKETS)
+            })
+            .expect("bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        let m = Metrics {
+            tunnels: recorder.register_gauge(&key(TUNNELS_ACTIVE, vec![]), &METADATA),
+            recorder,
+            handle,
+            tunnels_open: Arc::new(AtomicUsize::new(0)),
+        };
+        m.gauge(
+            BUILD_INFO,
+            vec![label("version", env!("CARGO_PKG_VERSION"))],
+        )
+        .set(1.0);
+        // Series that dashboards and alerts expect before the first event.
+        for result in ["success", "error"] {
+            m.counter_add(CONFIG_RELOADS, vec![label("result", result)], 0);
+        }
+        for r in REJECTIONS {
+            m.counter_add(CONNECTIONS_REJECTED, vec![label("reason", r.as_str())], 0);
+        }
+        m.tunnels.set(0.0);
+        m
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Fold buffered histogram samples into their buckets; run periodically so memory stays bounded between
+    /// scrapes.
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Count a final decision (one per request, as logged).
+    pub fn decision(&self, o: &Outcome) {
+        let rule = o.rule.as_deref().unwrap_or("");
+        self.counter_add(
+            DECISIONS,
+            vec![
+                label("decision", o.decision.as_str()),
+                label("reason", o.reason.as_str()),
+                label("rule", rule),
+                label("vendor", vendor_of(rule)),
+            ],
+            1,
+        );
+        if REJECTIONS.contains(&o.reason) {
+            self.counter_add(
+                CONNECTIONS_REJECTED,
+                vec![label("reason", o.reason.as_str())],
+                1,
+            );
+        }
+        if let Some(ms) = o.dns_ms {
+            self.histogram(DNS_LOOKUP, ms / 1000.0);
+        }
+        if let Some(ms) = o.connect_ms {
+            self.histogram(UPSTREAM_CONNECT, ms / 1000.0);
+        }
+    }
+
+    /// Count the bytes and duration of a finished tunnel or forwarded exchange.
+    pub fn close(&self, c: &Close) {
+        self.counter_add(BYTES, vec![label("direction", "upstream")], c.bytes_up);
+        self.counter_add(BYTES, vec![label("direction", "downstream")], c.bytes_down);
+        if c.kind == Kind::Connect {
+            self.histogram(TUNNEL_DURATION, c.duration.as_secs_f64());
+        }
+    }
+
+    /// A client connection accepted on `listener` (plain, tls, ...); counted until the guard drops.
+    pub fn connection_opened(&self, listener: &'static str) -> Active {
+        Active::new(
+            self.gauge(CONNECTIONS_ACTIVE, vec![label("listener", listener)]),
+            None,
+        )
+    }
+
+    /// A CONNECT tunnel past its 200; counted until the guard drops.
+    pub fn tunnel_opened(&self) -> Active {
+        Active::new(self.tunnels.clone(), Some(self.tunnels_open.clone()))
+    }
+
+    /// Tunnels open right now.
+    pub fn tunnels_open(&self) -> usize {
+        self.tunnels_open.load(Ordering::Relaxed)
+    }
+
+    /// Count a configuration reload; a success (and startup) also sets the last-success timestamp.
+    pub fn config_loaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "error" };
+        self.counter_add(CONFIG_RELOADS, vec![label("result", result)], 1);
+        if ok {
+            self.config_ok_now();
+        }
+    }
+
+    /// Record that the configuration in force was loaded now (at startup and after each good reload).
+    pub fn config_ok_now(&self) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        self.gauge(CONFIG_LAST_RELOAD_SUCCESS, vec![])
+            .set(now.as_secs_f64());
+    }
+
+    fn counter_add(&self, name: &'static str, labels: Vec<Label>, n: u64) {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+            .increment(n);
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    fn histogram(&self, name: &'static str, value: f64) {
+        self.recorder
+            .register_histogram(&key(name, vec![]), &METADATA)
+            .record(value);
+    }
+}
+
+fn key(name: &'static str, labels: Vec<Label>) -> metrics::Key {
+    metrics::Key::from_parts(name, labels)
+}
+
+fn label(k: &'static str, v: &str) -> Label {
+    Label::new(k, v.to_string())
+}
+
+/// The vendor profile a rule came from: profile rules are named `<profile>/<entry>`.
+pub fn vendor_of(rule: &str) -> &str {
+    match rule.split_once('/') {
+        Some((profile, _)) if crate::vendors::find(profile).is_some() => profile,
+        _ => "",
+    }
+}
+
+/// Holds one unit of an "active" gauge until dropped.
+pub struct Active {
+    gauge: Gauge,
+    count: Option<Arc<AtomicUsize>>,
+}
+
+impl Active {
+    fn new(gauge: Gauge, count: Option<Arc<AtomicUsize>>) -> Self {
+        gauge.increment(1.0);
+        if let Some(c) = &count {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        Active { gauge, count }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.gauge.decrement(1.0);
+        if let Some(c) = &self.count {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::log::{CloseReason, Verdict};
+
+    /// The value of one series in an exposition, by its exact `name{labels}` text.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    #[test]
+    fn decisions_are_counted_with_bounded_labels() {
+        let m = Metrics::new();
+        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
+        o.host = Some("secret-host.example".into());
+        o.decision = Verdict::Allow;
+        o.reason = Reason::Allowed;
+        o.rule = Some("castai-us/api".into());
+        o.connect_ms = Some(3.0);
+        m.decision(&o);
+        m.decision(&o);
+        let text = m.render();
+        assert_eq!(
+            value(
+                &text,
+                r#"egressd_decisions_total{decision="allow",reason="allowed",rule="castai-us/api",vendor="castai-us"}"#
+            ),
+            Some(2.0),
+            "{text}"
+        );
+        assert!(!text.contains("secret-host"), "{text}");
+        assert!(!text.contains("127.0.0.1"), "{text}");
+        assert_eq!(
+            value(&text, "egressd_upstream_connect_seconds_count"),
+            Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn rejections_and_bytes() {
+        let m = Metrics::new();
+        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
+        o.refuse(Reason::ConnectionLimit, "full");
+        m.decision(&o);
+        let mut c = Close::ended(&o, CloseReason::Eof);
+        c.bytes_up = 10;
+        c.bytes_down = 32;
+        m.close(&c);
+        let text = m.render();
+        for (series, v) in [
+            (
+                r#"egressd_connections_rejected_total{reason="connection_limit"}"#,
+                1.0,
+            ),
+            (
+                r#"egressd_connections_rejected_total{reason="client_tls_failed"}"#,
+                0.0,
+            ),
+            (r#"egressd_bytes_total{direction="upstream"}"#, 10.0),
+            (r#"egressd_bytes_total{direction="downstream"}"#, 32.0),
+            ("egressd_tunnel_duration_seconds_count", 1.0),
+            (r#"egressd_config_reloads_total{result="error"}"#, 0.0),
+        ] {
+            assert_eq!(value(&text, series), Some(v), "{series} in {text}");
+        }
+    }
+
+    #[test]
+    fn active_gauges_follow_guards() {
+        let m = Metrics::new();
+        let a = m.connection_opened("plain");
+        let t = m.tunnel_opened();
+        let text = m.render();
+        assert_eq!(
+            value(&text, r#"egressd_connections_active{listener="plain"}"#),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "egressd_tunnels_active"), Some(1.0));
+        assert_eq!(m.tunnels_open(), 1);
+        drop((a, t));
+        let text = m.render();
+        assert_eq!(
+            value(&text, r#"egressd_connections_active{listener="plain"}"#),
+            Some(0.0)
+        );
+        assert_eq!(value(&text, "egressd_tunnels_active"), Some(0.0));
+        assert_eq!(m.tunnels_open(), 0);
+    }
+
+    #[test]
+    fn instances_are_independent() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.config_loaded(true);
+        assert_eq!(
+            value(
+                &a.render(),
+                r#"egressd_config_reloads_total{result="success"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(
+                &b.render(),
+                r#"egressd_config_reloads_total{result="success"}"#
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn vendor_is_a_known_profile_or_empty() {
+        assert_eq!(vendor_of("castai-us/api"), "castai-us");
+        assert_eq!(vendor_of("my/rule"), "");
+        assert_eq!(vendor_of("origin"), "");
+    }
+}

@@ -1,0 +1,192 @@
+//! Per-rule report mode: a deny rule or a vendor profile on trial lets through what it would refuse, logged
+//! and counted as `would_deny` with its own name; enforcing rules keep refusing.
+
+mod support;
+use support::*;
+
+async fn curl_through(proxy: &TestProxy, origin: &TlsOrigin, url: &str) -> CurlOut {
+    curl(
+        &[
+            "--proxy",
+            &proxy.url(),
+            "--cacert",
+            origin.ca_pem.to_str().unwrap(),
+            url,
+        ],
+        &[],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deny_rule_on_trial_reports_instead_of_refusing() {
+    let origin = tls_origin(&["api.test.example", "bad.test.example"]).await;
+    let port = origin.addr.port();
+    let yaml = format!(
+        r#"
+allow:
+  - name: origin
+    hosts: [".test.example"]
+    ports: [{port}]
+deny:
+  - name: trial
+    hosts: ["api.test.example"]
+    mode: report
+  - name: enforced
+    hosts: ["bad.test.example"]
+destinations:
+  allow_cidrs: ["127.0.0.1/32"]
+dns:
+  hosts:
+    api.test.example: ["127.0.0.1"]
+    bad.test.example: ["127.0.0.1"]
+"#
+    );
+    let proxy = start_proxy(&yaml).await;
+    let out = curl_through(
+        &proxy,
+        &origin,
+        &format!("https://api.test.example:{port}/"),
+    )
+    .await;
+    assert_eq!(
+        out.code, 0,
+        "the trial rule must not refuse: {}",
+        out.stderr
+    );
+    assert_eq!(out.stdout, "hello from tls origin");
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["decision"], "would_deny");
+    assert_eq!(d["reason"], "denied_by_rule");
+    assert_eq!(d["rule"], "trial");
+
+    let resp = connect(proxy.addr, &format!("bad.test.example:{port}")).await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    let text = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"egressd_decisions_total{decision="would_deny",reason="denied_by_rule",rule="trial",vendor=""}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric_value(
+            &text,
+            r#"egressd_decisions_total{decision="deny",reason="denied_by_rule",rule="enforced",vendor=""}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_on_trial_lets_its_near_misses_through() {
+    // api.cast.ai is in the castai-us profile on port 443 only; the origin listens elsewhere.
+    let origin = tls_origin(&["api.cast.ai"]).await;
+    let port = origin.addr.port();
+    let yaml = r#"
+vendors: [{name: castai-us, mode: report}]
+destinations:
+  allow_cidrs: ["127.0.0.1/32"]
+dns:
+  hosts:
+    api.cast.ai: ["127.0.0.1"]
+    unrelated.test: ["127.0.0.1"]
+"#;
+    let proxy = start_proxy(yaml).await;
+    let out = curl_through(&proxy, &origin, &format!("https://api.cast.ai:{port}/")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["decision"], "would_deny");
+    assert_eq!(d["reason"], "denied_port");
+    assert_eq!(d["rule"], "castai-us/api");
+    // Hosts the profile does not name are none of its business: still refused.
+    let resp = connect(proxy.addr, &format!("unrelated.test:{port}")).await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert_eq!(
+        proxy
+            .metric(r#"egressd_decisions_total{decision="would_deny",reason="denied_port",rule="castai-us/api",vendor="castai-us"}"#)
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_refusal_on_a_trial_rule_is_reported() {
+    let origin = tls_origin(&["api.test.example"]).await;
+    let port = origin.addr.port();
+    let yaml = format!(
+        r#"
+allow:
+  - name: trial
+    hosts: ["api.test.example"]
+    ports: [{port}]
+    mode: report
+destinations:
+  allow_cidrs: ["127.0.0.1/32"]
+dns:
+  hosts:
+    api.test.example: ["127.0.0.1"]
+"#
+    );
+    let proxy = start_proxy(&yaml).await;
+    // CONNECT to the allowed name, then a ClientHello for another name (curl --connect-to keeps the SNI).
+    let out = curl(
+        &[
+            "--proxy",
+            &proxy.url(),
+            "--insecure",
+            "--connect-to",
+            &format!("other.test.example:{port}:api.test.example:{port}"),
+            &format!("https://other.test.example:{port}/"),
+        ],
+        &[],
+    )
+    .await;
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(out.code, 0, "{}\n{d}", out.stderr);
+    assert_eq!(d["decision"], "would_deny", "{d}");
+    assert_eq!(d["reason"], "denied_sni_mismatch", "{d}");
+    assert_eq!(d["rule"], "trial");
+}
+
+/// `egressd check` shows a trial rule's would-be denials the way the proxy logs them.
+#[test]
+fn check_shows_would_deny_for_a_rule_on_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    std::fs::write(
+        &path,
+        "allow:\n  - name: a\n    hosts: [\".test.example\"]\n\
+         deny:\n  - name: trial\n    hosts: [\"api.test.example\"]\n    mode: report\n\
+         \x20 - name: enforced\n    hosts: [\"bad.test.example\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .args(["api.test.example:443", "ok.test.example:443"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("api.test.example:443\twould_deny\trule=trial\treason=denied_by_rule"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok.test.example:443\tallow\trule=a"),
+        "{text}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args([
+            "check",
+            "--config",
+            path.to_str().unwrap(),
+            "bad.test.example:443",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
