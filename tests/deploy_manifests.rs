@@ -617,24 +617,13 @@ fn helm_values_match_the_base() {
 
 // --- alerts and dashboard ---
 
-/// The metric names egressd exports (with the _bucket/_sum/_count series of its histograms).
-const METRICS: &[&str] = &[
-    "egressd_decisions_total",
-    "egressd_connections_active",
-    "egressd_tunnels_active",
-    "egressd_bytes_total",
-    "egressd_tunnel_duration_seconds",
-    "egressd_dns_lookup_seconds",
-    "egressd_upstream_connect_seconds",
-    "egressd_config_reloads_total",
-    "egressd_config_last_reload_success_timestamp_seconds",
-    "egressd_connections_rejected_total",
-    "egressd_build_info",
-];
+/// The metric families egressd exports (tests/metrics.rs checks this list against a live /metrics), and
+/// the histograms among them, whose series add _bucket/_sum/_count.
+use egressd::telemetry::metrics::{self as exported, METRIC_NAMES as METRICS};
 const HISTOGRAMS: &[&str] = &[
-    "egressd_tunnel_duration_seconds",
-    "egressd_dns_lookup_seconds",
-    "egressd_upstream_connect_seconds",
+    exported::TUNNEL_DURATION,
+    exported::DNS_LOOKUP,
+    exported::UPSTREAM_CONNECT,
 ];
 
 /// Every `egressd_...` identifier in a text.
