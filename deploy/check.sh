@@ -130,11 +130,21 @@ if [ "$(id -u)" = 0 ] && [ -d /mnt ] && command -v unshare >/dev/null && command
       sleep 0.1
     done
     code=$(curl -s -o /dev/null -w "%{http_code}" -x http://127.0.0.1:3128 http://denied.example/ || true)
+    # The probes and the scrape target of the manifests, on the admin port of the image config.
+    probes=""
+    for path in /healthz /readyz /metrics; do
+      probes="$probes $path=$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:9090$path" || true)"
+    done
+    metrics=$(curl -s http://127.0.0.1:9090/metrics || true)
     kill -TERM "$pid"
     wait "$pid" || { cat /mnt/log >&2; echo "egressd exited non-zero after SIGTERM" >&2; exit 1; }
     [ "$code" = 403 ] || { cat /mnt/log >&2; echo "expected 403 for a denied request, got $code" >&2; exit 1; }
     grep -q "\"event\":\"decision\".*\"reason\":\"denied_no_rule\"" /mnt/log || { cat /mnt/log >&2; exit 1; }
-    echo "UID $2, read-only filesystem: served a decision (403 denied_no_rule), exit 0 after SIGTERM"
+    [ "$probes" = " /healthz=200 /readyz=200 /metrics=200" ] || { cat /mnt/log >&2; echo "admin endpoints:$probes" >&2; exit 1; }
+    echo "$metrics" | grep -q "^egressd_decisions_total{.*reason=\"denied_no_rule\"" \
+      || { echo "the denied request is not counted in /metrics" >&2; exit 1; }
+    echo "UID $2, read-only filesystem: served a decision (403 denied_no_rule), counted it in /metrics,"
+    echo "  /healthz and /readyz answered 200, exit 0 after SIGTERM"
   ' smoke "$egressd" "$uid"
 else
   echo "skipped: needs root, /mnt, unshare, setpriv and curl"
