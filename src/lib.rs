@@ -7,6 +7,8 @@
 pub mod agent_env;
 pub mod check;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod noproxy;
 pub mod policy;
