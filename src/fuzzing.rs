@@ -47,7 +47,7 @@ pub fn request_head(data: &[u8]) {
 }
 
 /// Target normalization: an authority with and without a default port, and a bare host.
-pub fn target(data: &[u8]) {
+pub fn normalize_target(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };

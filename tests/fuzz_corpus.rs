@@ -9,7 +9,7 @@ type Check = fn(&[u8]);
 
 const TARGETS: [(&str, Check); 5] = [
     ("request_head", egressd::fuzzing::request_head),
-    ("target", egressd::fuzzing::target),
+    ("normalize_target", egressd::fuzzing::normalize_target),
     ("client_hello", egressd::fuzzing::client_hello),
     ("no_proxy", egressd::fuzzing::no_proxy),
     ("config", egressd::fuzzing::config),
