@@ -3,6 +3,8 @@
 //! and one that proves the proxy still serves correct traffic afterwards.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use crate::support::*;
 use serde_json::Value;
 use std::time::Duration;
