@@ -78,6 +78,14 @@ impl Fixture {
         d
     }
 
+    /// Mark every decision line written so far as checked; returns them.
+    pub fn take_all_decisions(&self) -> Vec<Value> {
+        let all = self.proxy.log.events("decision");
+        let new = all[self.seen.get()..].to_vec();
+        self.seen.set(all.len());
+        new
+    }
+
     /// No decision line beyond the ones already checked, after a short settle.
     pub async fn no_more_decisions(&self) {
         tokio::time::sleep(Duration::from_millis(200)).await;
