@@ -236,3 +236,41 @@ fn servfail_nxdomain_and_silence() {
         fx.serves().await;
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_mapped_literals_meet_the_ipv4_checks() {
+    // An IP rule for a private range is not enough: the destination check still refuses it, in any spelling.
+    let fx = Fixture::with(
+        "  - name: corp\n    hosts: [\"10.0.0.0/8\", \"169.254.169.254\"]\n    ports: [443]\n",
+        "",
+    )
+    .await;
+    for (target, denied) in [
+        ("10.0.0.1:443", "10.0.0.1"),
+        ("[::ffff:10.0.0.1]:443", "::ffff:10.0.0.1"),
+        ("[::ffff:a00:1]:443", "::ffff:10.0.0.1"),
+        ("[::ffff:169.254.169.254]:443", "::ffff:169.254.169.254"),
+        ("0xa9fea9fe:443", "169.254.169.254"),
+    ] {
+        let d = fx
+            .refused(
+                target,
+                &connect(fx.addr(), target).await,
+                403,
+                "denied_private_address",
+            )
+            .await;
+        assert_eq!(d["denied_addr"], denied, "{d}");
+        assert_eq!(d["rule"], "corp", "{d}");
+        nothing_dialled(&d);
+    }
+    // Without an IP rule the mapped form is no way around the allowlist either.
+    fx.refused(
+        "mapped, no rule",
+        &connect(fx.addr(), "[::ffff:8.8.8.8]:443").await,
+        403,
+        "denied_no_rule",
+    )
+    .await;
+    fx.serves().await;
+}
