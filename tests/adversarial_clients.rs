@@ -10,25 +10,6 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn tcp_rule(port: u16) -> String {
-    format!("  - name: tcp\n    hosts: [\"tcp.test\"]\n    ports: [{port}]\n    tls: false\n")
-}
-
-/// Close with a reset (SO_LINGER 0) rather than a FIN.
-fn reset(s: TcpStream) {
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .unwrap();
-}
-
-async fn read_head(s: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(s.read_u8().await.unwrap());
-    }
-    String::from_utf8(head).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abort_mid_request_head() {
     let fx = Fixture::new().await;
@@ -39,11 +20,7 @@ async fn abort_mid_request_head() {
         let mut s = TcpStream::connect(fx.addr()).await.unwrap();
         s.write_all(partial).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if rst {
-            reset(s);
-        } else {
-            drop(s);
-        }
+        close(s, rst);
         let d = fx.next_decision().await;
         assert_eq!(d["reason"], "bad_request", "{d}");
         assert_eq!(d["decision"], "deny", "{d}");
@@ -75,11 +52,7 @@ async fn abort_mid_tls_handshake() {
         assert_eq!(status(&read_head(&mut s).await), 200);
         s.write_all(&hello[..hello.len() / 2]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if rst {
-            reset(s);
-        } else {
-            drop(s);
-        }
+        close(s, rst);
         let d = fx.next_decision().await;
         assert_eq!(d["host"], "good.test", "{d}");
         let closes = fx

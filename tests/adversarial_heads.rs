@@ -360,19 +360,8 @@ async fn malformed_authorities() {
 async fn bytes_pipelined_after_connect() {
     // Allowed CONNECT on a plain-TCP port, with a second CONNECT and a GET pipelined before the 200: they are
     // tunnel data for the origin, never requests the proxy acts on.
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let got = tokio::spawn(async move {
-        let (mut s, _) = l.accept().await.unwrap();
-        let mut v = Vec::new();
-        s.read_to_end(&mut v).await.unwrap();
-        v
-    });
-    let fx = Fixture::with(
-        &format!("  - name: tcp\n    hosts: [\"tcp.test\"]\n    ports: [{port}]\n    tls: false\n"),
-        "",
-    )
-    .await;
+    let (port, got) = sink_origin().await;
+    let fx = Fixture::with(&tcp_rule(port), "").await;
     let pipelined = b"CONNECT evil.test:443 HTTP/1.1\r\n\r\nGET http://evil.test/ HTTP/1.1\r\n\r\n";
     let mut s = tokio::net::TcpStream::connect(fx.addr()).await.unwrap();
     let mut req = format!("CONNECT tcp.test:{port} HTTP/1.1\r\n\r\n").into_bytes();

@@ -9,29 +9,13 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// An allow rule for `tcp.test` (a plain TCP origin, no TLS required) on `port`.
-fn tcp_rule(port: u16) -> String {
-    format!("  - name: tcp\n    hosts: [\"tcp.test\"]\n    ports: [{port}]\n    tls: false\n")
-}
-
-/// Reset the connection instead of closing it (SO_LINGER 0).
-fn reset(s: TcpStream) {
-    let s = socket2::SockRef::from(&s);
-    s.set_linger(Some(Duration::ZERO)).unwrap();
-}
-
 /// A CONNECT through the proxy to `tcp.test:port`, returning the tunnel after the 200.
 async fn tunnel(fx: &Fixture, port: u16) -> TcpStream {
     let mut s = TcpStream::connect(fx.addr()).await.unwrap();
     s.write_all(format!("CONNECT tcp.test:{port} HTTP/1.1\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    // Byte by byte, so that tunnel data arriving right behind the 200 stays unread.
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(s.read_u8().await.unwrap());
-    }
-    let head = String::from_utf8(head).unwrap();
+    let head = read_head(&mut s).await;
     assert_eq!(status(&head), 200, "{head}");
     s
 }
@@ -158,29 +142,6 @@ async fn upstream_reset_mid_http_response_and_before_it() {
         .await;
     assert_eq!(d["host"], "tcp.test");
     fx.serves().await;
-}
-
-/// A listener with a backlog of 0 that never accepts, its queue filled: further SYNs go unanswered.
-async fn silent_listener() -> (socket2::Socket, u16, Vec<TcpStream>) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    sock.listen(0).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        if let Ok(Ok(s)) =
-            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
-        {
-            fillers.push(s);
-        }
-    }
-    (sock, addr.port(), fillers)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

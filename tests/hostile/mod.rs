@@ -8,6 +8,8 @@ pub mod dns;
 use crate::support::*;
 use serde_json::Value;
 use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream};
 
 pub struct Fixture {
     pub proxy: TestProxy,
@@ -157,4 +159,47 @@ impl Fixture {
         let d = self.next_decision().await;
         assert_eq!(d["reason"], "allowed", "{d}");
     }
+}
+
+// --- raw TCP helpers ---
+
+/// An allow rule for `tcp.test` (a plain TCP origin, no TLS required) on `port`, for [`Fixture::with`].
+pub fn tcp_rule(port: u16) -> String {
+    format!("  - name: tcp\n    hosts: [\"tcp.test\"]\n    ports: [{port}]\n    tls: false\n")
+}
+
+/// Close with a reset (SO_LINGER 0) instead of a FIN.
+pub fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+}
+
+/// Close with a reset or a FIN.
+pub fn close(s: TcpStream, with_reset: bool) {
+    if with_reset {
+        reset(s);
+    }
+}
+
+/// Read a response head byte by byte, so that tunnel data arriving right behind it stays unread.
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// A TCP origin on 127.0.0.1 that accepts one connection and returns everything it read until EOF.
+pub async fn sink_origin() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let got = tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut v = Vec::new();
+        let _ = s.read_to_end(&mut v).await;
+        v
+    });
+    (port, got)
 }
