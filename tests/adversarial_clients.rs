@@ -229,18 +229,7 @@ async fn slowloris_on_the_request_head() {
         .collect();
     // Meanwhile the proxy serves others.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let port = fx.tls_port();
-    let out = curl(
-        &[
-            "--proxy",
-            &fx.proxy.url(),
-            "--cacert",
-            fx.tls.ca_pem.to_str().unwrap(),
-            &format!("https://good.test:{port}/"),
-        ],
-        &[],
-    )
-    .await;
+    let out = fx.curl_good().await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     for t in trickles {
         let (resp, took) = t.await.unwrap();

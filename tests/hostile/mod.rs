@@ -126,11 +126,10 @@ impl Fixture {
         self.refused(&what, &resp, status_code, reason).await
     }
 
-    /// The proxy still serves: curl through it to the TLS origin gets the origin's answer, and a plain-HTTP
-    /// request is forwarded with its Host rewritten; both are logged as allowed.
-    pub async fn serves(&self) {
+    /// curl through the proxy to `https://good.test:PORT/` (the TLS origin).
+    pub async fn curl_good(&self) -> CurlOut {
         let port = self.tls_port();
-        let out = curl(
+        curl(
             &[
                 "--proxy",
                 &self.proxy.url(),
@@ -140,7 +139,13 @@ impl Fixture {
             ],
             &[],
         )
-        .await;
+        .await
+    }
+
+    /// The proxy still serves: curl through it to the TLS origin gets the origin's answer, and a plain-HTTP
+    /// request is forwarded with its Host rewritten; both are logged as allowed.
+    pub async fn serves(&self) {
+        let out = self.curl_good().await;
         assert_eq!(out.code, 0, "follow-up request failed: {}", out.stderr);
         assert_eq!(out.stdout, "hello from tls origin");
         let d = self.next_decision().await;
