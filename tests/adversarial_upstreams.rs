@@ -230,3 +230,32 @@ async fn upstream_half_close_passes_through() {
     );
     fx.serves().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_that_never_answers_an_http_request() {
+    // Accepts, reads the request, says nothing: the wait is bounded by timeouts.idle like a silent tunnel.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(s);
+    });
+    let fx = Fixture::with(&tcp_rule(port), "timeouts:\n  idle: 500ms\n").await;
+    let started = std::time::Instant::now();
+    let d = fx
+        .expect(
+            format!("GET http://tcp.test:{port}/ HTTP/1.1\r\n\r\n").as_bytes(),
+            502,
+            "upstream_error",
+        )
+        .await;
+    assert!(
+        d["detail"].as_str().unwrap().contains("timeouts.idle"),
+        "{d}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    fx.serves().await;
+}

@@ -180,7 +180,18 @@ async fn handle(
     }
     .boxed();
 
-    match ctx.client.request(Request::from_parts(parts, body)).await {
+    // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
+    let idle = ctx.settings.timeouts.idle;
+    let exchange = tokio::time::timeout(idle, ctx.client.request(Request::from_parts(parts, body)));
+    let Ok(result) = exchange.await else {
+        o.refuse(
+            Reason::UpstreamError,
+            format!("no response from the upstream within timeouts.idle ({idle:?})"),
+        );
+        ctx.log.decision(&o);
+        return refusal(&o);
+    };
+    match result {
         Ok(resp) => {
             if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
                 rec.fill(&mut o);
