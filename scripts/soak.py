@@ -254,7 +254,12 @@ def main():
     steady = [s for s in samples if s["t"] >= args.duration * args.warmup]
     failures = []
     if not alive:
-        failures.append(f"egressd exited early with status {proc.returncode}")
+        rc = proc.returncode
+        if rc == -signal.SIGHUP:
+            failures.append("egressd was terminated by the reload's SIGHUP (a build without reload on "
+                            "SIGHUP; run with --no-reload)")
+        else:
+            failures.append(f"egressd exited early: {'signal ' + str(-rc) if rc < 0 else 'status ' + str(rc)}")
     result = {"duration_s": args.duration, "reload_at_s": reloaded, "counts": counts.n, "samples": samples}
     if len(steady) < 3:
         failures.append(f"only {len(steady)} samples after warm-up; run longer or sample more often")
