@@ -121,8 +121,8 @@ pub fn client_hello(data: &[u8]) {
     );
 }
 
-/// NO_PROXY parsing: every usable entry prints in a form that parses back to the same entry, and matching
-/// a few hosts against the list does not panic.
+/// NO_PROXY parsing: every usable entry prints in a form that parses back to the same entry; matching hosts,
+/// the curl and Python readings and the lint do not panic.
 pub fn no_proxy(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -146,6 +146,18 @@ pub fn no_proxy(data: &[u8]) {
     ] {
         let _ = list.go_match(host, 443);
     }
+    // The other clients' readings and the lint, as `egressd noproxy` runs them on a user's value; the input
+    // is also tried as a URL against a fixed list.
+    use crate::noproxy::Client;
+    let clients = [Client::Go, Client::Curl, Client::Urllib, Client::Requests];
+    let urls = ["http://a.example/", "https://[::1]:8443/", "10.1.2.3:443"].map(String::from);
+    let _ = crate::noproxy::explain(text, &clients, &urls);
+    let _ = crate::noproxy::explain(
+        "localhost,.example,10.0.0.0/8",
+        &clients,
+        &[text.to_string()],
+    );
+    let _ = crate::noproxy::lint(text, None, None);
 }
 
 /// Config compilation from YAML (no environment overrides).
