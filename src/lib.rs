@@ -10,6 +10,8 @@ pub mod audit;
 pub mod check;
 pub mod config;
 pub mod fd_limit;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod noproxy;
 pub mod policy;

@@ -86,29 +86,7 @@ async fn idle_tunnel_is_closed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_timeout_is_504() {
-    // A listener with a backlog of 0 that never accepts: once its queue is full, further SYNs go unanswered.
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(
-        &"127.0.0.1:0"
-            .parse::<std::net::SocketAddr>()
-            .unwrap()
-            .into(),
-    )
-    .unwrap();
-    sock.listen(0).unwrap();
-    let addr = sock.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(
-            Duration::from_millis(200),
-            tokio::net::TcpStream::connect(addr),
-        )
-        .await
-        {
-            fillers.push(s);
-        }
-    }
-    let port = addr.port();
+    let (sock, port, _fillers) = silent_listener().await;
     let yaml = format!(
         "allow:\n  - name: o\n    hosts: [\"127.0.0.1\"]\n    ports: [{port}]\ndestinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\ntimeouts: {{connect: 300ms}}\n"
     );

@@ -204,7 +204,8 @@ fn split_host_port(s: &str) -> Option<(&str, &str)> {
         }
         (host, 0)
     };
-    if s[1..].contains('[') || s[rest_start..].contains(']') {
+    // Bytes, not str slices: the entry may start with a multi-byte character (`ʓ:1`).
+    if s.as_bytes()[1..].contains(&b'[') || s.as_bytes()[rest_start..].contains(&b']') {
         return None;
     }
     Some((host, &s[colon + 1..]))
@@ -1049,9 +1050,14 @@ mod tests {
             ("a[b:80", None),
             ("ab]:80", None),
             ("[[::1]]:80", None),
+            // Multi-byte characters first (found by fuzzing: used to panic on a str slice).
+            ("ʓ:1", Some(("ʓ", "1"))),
+            ("é[:1", None),
         ];
         for &(input, want) in cases {
             assert_eq!(split_host_port(input), want, "{input:?}");
         }
+        let list = parse("foo,ʓ\0:1/64,é:80");
+        assert_eq!(list.entries.len() + list.ignored.len(), 3);
     }
 }

@@ -115,6 +115,26 @@ async fn handle(
     conn_id: u64,
     n: u32,
 ) -> Response<ProxyBody> {
+    // The first head was checked when it was read; later ones on a kept-alive connection are checked here
+    // (hyper has already refused conflicting lengths and dropped a Content-Length beside Transfer-Encoding).
+    let fields = req
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()));
+    if let Some(problem) =
+        super::head::framing_problem(fields, req.version() == http::Version::HTTP_10)
+    {
+        let kind = if req.method() == Method::CONNECT {
+            Kind::Connect
+        } else {
+            Kind::Http
+        };
+        let mut o = Outcome::new(conn_id, n, peer, kind);
+        o.method = Some(req.method().to_string());
+        o.refuse(Reason::BadRequest, problem);
+        ctx.log.decision(&o);
+        return refusal(&o);
+    }
     if req.method() == Method::CONNECT {
         return connect_upgrade(ctx, req, peer, conn_id, n).await;
     }
@@ -177,7 +197,18 @@ async fn handle(
     }
     .boxed();
 
-    match ctx.client.request(Request::from_parts(parts, body)).await {
+    // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
+    let idle = ctx.settings.timeouts.idle;
+    let exchange = tokio::time::timeout(idle, ctx.client.request(Request::from_parts(parts, body)));
+    let Ok(result) = exchange.await else {
+        o.refuse(
+            Reason::UpstreamError,
+            format!("no response from the upstream within timeouts.idle ({idle:?})"),
+        );
+        ctx.log.decision(&o);
+        return refusal(&o);
+    };
+    match result {
         Ok(resp) => {
             if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
                 rec.fill(&mut o);

@@ -52,6 +52,12 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 format!("more than {MAX_HEADERS} header fields"),
             ))
         }
+        Err(_) if is_http09(buf) => {
+            return Err(err(
+                Reason::UnsupportedVersion,
+                "HTTP/0.9 requests (a request line without a version) are not supported",
+            ))
+        }
         Err(e) => {
             return Err(err(
                 Reason::BadRequest,
@@ -65,6 +71,10 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
         e.method = Some(method.to_string());
         e
     };
+    let fields = req.headers.iter().map(|h| (h.name, h.value));
+    if let Some(problem) = framing_problem(fields, req.version == Some(0)) {
+        return Err(with_method(err(Reason::BadRequest, problem)));
+    }
     if method == "CONNECT" {
         if path.starts_with('/') || path.contains("://") {
             return Err(with_method(err(
@@ -88,6 +98,14 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
     }
     let lower = path.to_ascii_lowercase();
     if lower.starts_with("http://") {
+        // hyper re-reads this head and would answer an unparsable URI with a bare 400; refuse it here,
+        // with the reason, instead.
+        if let Err(e) = path.parse::<http::Uri>() {
+            return Err(with_method(err(
+                Reason::InvalidTarget,
+                format!("{path:?} is not a valid URL: {e}"),
+            )));
+        }
         return Ok(Some(Request::Forward));
     }
     let scheme = lower.split_once("://").map(|(s, _)| s.to_string());
@@ -103,6 +121,64 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
             format!("{path:?} is not an absolute http:// URL"),
         ),
     }))
+}
+
+/// `METHOD target` and the end of the line: an HTTP/0.9 request line.
+fn is_http09(buf: &[u8]) -> bool {
+    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+        return false;
+    };
+    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+    let mut parts = line.split(|b| *b == b' ');
+    matches!(
+        (parts.next(), parts.next(), parts.next()),
+        (Some(m), Some(t), None) if !m.is_empty() && !t.is_empty() && m.iter().all(u8::is_ascii_uppercase)
+    )
+}
+
+/// Header fields that make a request ambiguous to the next parser: more than one Host, more than one
+/// Content-Length (or a list of them), Content-Length together with Transfer-Encoding (the classic request
+/// smuggling pair, RFC 9112 §6.3), a Transfer-Encoding whose last coding is not chunked, or one on HTTP/1.0.
+/// Such requests are refused rather than repaired. `None` when the framing is unambiguous.
+pub fn framing_problem<'a>(
+    fields: impl Iterator<Item = (&'a str, &'a [u8])>,
+    http10: bool,
+) -> Option<String> {
+    let (mut hosts, mut lengths, mut te): (usize, usize, Option<&[u8]>) = (0, 0, None);
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if name.eq_ignore_ascii_case("content-length") {
+            lengths += 1 + value.iter().filter(|b| **b == b',').count();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            te = Some(value);
+        }
+    }
+    if hosts > 1 {
+        return Some("more than one Host header".into());
+    }
+    if lengths > 1 {
+        return Some("more than one Content-Length value".into());
+    }
+    let te = te?;
+    if lengths > 0 {
+        return Some(
+            "both Content-Length and Transfer-Encoding: a request framed two ways could be read \
+             differently upstream (request smuggling)"
+                .into(),
+        );
+    }
+    if http10 {
+        return Some("Transfer-Encoding in an HTTP/1.0 request".into());
+    }
+    let last = String::from_utf8_lossy(te);
+    let last = last.rsplit(',').next().unwrap_or_default().trim();
+    if !last.eq_ignore_ascii_case("chunked") {
+        return Some(format!(
+            "Transfer-Encoding {last:?}: the last coding of a request must be chunked"
+        ));
+    }
+    None
 }
 
 /// Read until a complete head is buffered, within `max` bytes and `timeout`.
@@ -199,6 +275,43 @@ mod tests {
                 Err(Reason::BadRequest),
             ),
             ("\x00\x01\x02 garbage\r\n\r\n", Err(Reason::BadRequest)),
+            (
+                "GET http://a/ HTTP/1.1\r\nHost: a\r\nhost: b\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nContent-Length: 1, 1\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Ok("forward"),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",
+                Ok("forward"),
+            ),
+            ("GET http://a/\r\n\r\n", Err(Reason::UnsupportedVersion)),
+            (
+                "GET http://a%2e/ HTTP/1.1\r\n\r\n",
+                Err(Reason::InvalidTarget),
+            ),
         ];
         for (input, want) in cases {
             let got = classify(input.as_bytes()).map(|r| match r {

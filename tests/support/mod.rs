@@ -363,6 +363,30 @@ pub async fn closed_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// A listener on 127.0.0.1 with a backlog of 0 that never accepts, its queue filled: further SYNs go
+/// unanswered, so connecting to it times out. Keep all three values alive while it is used.
+pub async fn silent_listener() -> (socket2::Socket, u16, Vec<TcpStream>) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    sock.listen(0).unwrap();
+    let addr = sock.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    (sock, addr.port(), fillers)
+}
+
 /// A DNS server on 127.0.0.1 (UDP) answering A queries for names in `records`, NXDOMAIN for anything else.
 pub async fn dns_server(records: Vec<(&'static str, [u8; 4])>) -> SocketAddr {
     let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
