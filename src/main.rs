@@ -1,4 +1,10 @@
 use clap::{Parser, Subcommand, ValueEnum};
+
+/// mimalloc: less time in malloc/free per connection than glibc's allocator, and less memory per idle tunnel
+/// (README "Performance").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use egressd::check::check;
 use egressd::config;
 use egressd::proxy::dial::Dialer;

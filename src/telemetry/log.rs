@@ -4,7 +4,8 @@
 
 use crate::reason::Reason;
 use crate::telemetry::metrics::Metrics;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{Map, Value};
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -222,24 +223,28 @@ impl EventLog {
         if let Some(m) = &self.metrics {
             m.decision(o);
         }
-        self.emit(decision_fields(o));
+        self.emit(&decision_line(o));
     }
 
     pub fn close(&self, c: &Close) {
         if let Some(m) = &self.metrics {
             m.close(c);
         }
-        self.emit(close_fields(c));
+        self.emit(&close_line(c));
     }
 
-    fn emit(&self, fields: Map<String, Value>) {
-        let line = match self.format {
-            LogFormat::Json => Value::Object(fields).to_string(),
-            LogFormat::Text => text_line(&fields),
+    fn emit<T: Serialize>(&self, line: &T) {
+        let mut buf = match self.format {
+            LogFormat::Json => serde_json::to_vec(line).unwrap_or_default(),
+            LogFormat::Text => match serde_json::to_value(line) {
+                Ok(Value::Object(fields)) => text_line(&fields).into_bytes(),
+                _ => Vec::new(),
+            },
         };
+        buf.push(b'\n');
         // A failed log write must not take the proxy down; there is nowhere better to report it.
         if let Ok(mut w) = self.sink.lock() {
-            let _ = w.write_all(format!("{line}\n").as_bytes());
+            let _ = w.write_all(&buf);
             let _ = w.flush();
         }
     }
@@ -259,54 +264,98 @@ fn timestamp() -> String {
         .unwrap_or_default()
 }
 
-fn decision_fields(o: &Outcome) -> Map<String, Value> {
-    let v = json!({
-        "ts": timestamp(),
-        "event": "decision",
-        "conn_id": o.conn_id,
-        "request": o.request,
-        "client_addr": o.client_addr.to_string(),
-        "kind": o.kind.as_str(),
-        "method": o.method,
-        "host": o.host,
-        "port": o.port,
-        "decision": o.decision.as_str(),
-        "reason": o.reason.as_str(),
-        "rule": o.rule.as_deref(),
-        "detail": o.detail,
-        "resolved_addrs": o.resolved_addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
-        "denied_addr": o.denied_addr.map(|a| a.to_string()),
-        "upstream_addr": o.upstream_addr.map(|a| a.to_string()),
-        "dns_ms": o.dns_ms,
-        "connect_ms": o.connect_ms,
-        "sni": o.sni,
-        "alpn": o.alpn,
-        "original_dst": o.original_dst.map(|a| a.to_string()),
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
+/// A value written with its `Display` form, as a JSON string (addresses), without an intermediate `String`.
+struct Shown<T>(T);
+
+impl<T: std::fmt::Display> Serialize for Shown<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&self.0)
     }
 }
 
-fn close_fields(c: &Close) -> Map<String, Value> {
-    let v = json!({
-        "ts": timestamp(),
-        "event": "close",
-        "conn_id": c.conn_id,
-        "request": c.request,
-        "kind": c.kind.as_str(),
-        "host": c.host,
-        "bytes_up": c.bytes_up,
-        "bytes_down": c.bytes_down,
-        "duration_ms": ms(c.duration),
-        "close_reason": c.close_reason.as_str(),
-        "hello_records": c.hello_records,
-        "hello_reads": c.hello_reads,
-    });
-    match v {
-        Value::Object(m) => m,
-        _ => Map::new(),
+/// The decision line, field by field in its documented order, borrowing from the outcome.
+#[derive(Serialize)]
+struct DecisionLine<'a> {
+    ts: String,
+    event: &'static str,
+    conn_id: u64,
+    request: u32,
+    client_addr: Shown<SocketAddr>,
+    kind: &'static str,
+    method: Option<&'a str>,
+    host: Option<&'a str>,
+    port: Option<u16>,
+    decision: &'static str,
+    reason: &'static str,
+    rule: Option<&'a str>,
+    detail: Option<&'a str>,
+    resolved_addrs: Vec<Shown<IpAddr>>,
+    denied_addr: Option<Shown<IpAddr>>,
+    upstream_addr: Option<Shown<SocketAddr>>,
+    dns_ms: Option<f64>,
+    connect_ms: Option<f64>,
+    sni: Option<&'a str>,
+    alpn: &'a [String],
+    original_dst: Option<Shown<SocketAddr>>,
+}
+
+fn decision_line(o: &Outcome) -> DecisionLine<'_> {
+    DecisionLine {
+        ts: timestamp(),
+        event: "decision",
+        conn_id: o.conn_id,
+        request: o.request,
+        client_addr: Shown(o.client_addr),
+        kind: o.kind.as_str(),
+        method: o.method.as_deref(),
+        host: o.host.as_deref(),
+        port: o.port,
+        decision: o.decision.as_str(),
+        reason: o.reason.as_str(),
+        rule: o.rule.as_deref(),
+        detail: o.detail.as_deref(),
+        resolved_addrs: o.resolved_addrs.iter().copied().map(Shown).collect(),
+        denied_addr: o.denied_addr.map(Shown),
+        upstream_addr: o.upstream_addr.map(Shown),
+        dns_ms: o.dns_ms,
+        connect_ms: o.connect_ms,
+        sni: o.sni.as_deref(),
+        alpn: &o.alpn,
+        original_dst: o.original_dst.map(Shown),
+    }
+}
+
+/// The close line, in its documented order.
+#[derive(Serialize)]
+struct CloseLine<'a> {
+    ts: String,
+    event: &'static str,
+    conn_id: u64,
+    request: u32,
+    kind: &'static str,
+    host: Option<&'a str>,
+    bytes_up: u64,
+    bytes_down: u64,
+    duration_ms: f64,
+    close_reason: &'static str,
+    hello_records: Option<usize>,
+    hello_reads: Option<usize>,
+}
+
+fn close_line(c: &Close) -> CloseLine<'_> {
+    CloseLine {
+        ts: timestamp(),
+        event: "close",
+        conn_id: c.conn_id,
+        request: c.request,
+        kind: c.kind.as_str(),
+        host: c.host.as_deref(),
+        bytes_up: c.bytes_up,
+        bytes_down: c.bytes_down,
+        duration_ms: ms(c.duration),
+        close_reason: c.close_reason.as_str(),
+        hello_records: c.hello_records,
+        hello_reads: c.hello_reads,
     }
 }
 
