@@ -16,24 +16,22 @@ pub struct Request<'a> {
     pub namespace: Option<&'a str>,
 }
 
-/// Check the proxy URL: `http://host:port`. egressd's listener speaks plain HTTP (CONNECT for https), so an
-/// https:// proxy URL would make clients attempt TLS to the proxy and fail.
+/// Check the proxy URL: `http://host:port` (the plain listener), or `https://host:port` for egressd's TLS
+/// listener (`listen_tls`), which clients then reach over TLS.
 pub fn check_proxy_url(url: &str) -> Result<(), String> {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(match url.strip_prefix("https://") {
-            Some(rest) => format!(
-                "{url:?}: egressd listens for plain HTTP (https:// goes through CONNECT); an https:// proxy URL \
-                 means TLS to the proxy itself. Use http://{rest}"
-            ),
-            None => format!(
-                "{url:?}: write the proxy URL as http://host:port, e.g. http://egressd.egressd.svc:3128"
-            ),
-        });
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return Err(format!(
+            "{url:?}: write the proxy URL as http://host:port, e.g. http://egressd.egressd.svc:3128 \
+             (or https://host:port for egressd's TLS listener)"
+        ));
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains(['/', '@', ' ']) {
         return Err(format!(
-            "{url:?}: write the proxy URL as http://host:port with nothing after the port"
+            "{url:?}: write the proxy URL as http://host:port (or https://) with nothing after the port"
         ));
     }
     Ok(())
@@ -64,9 +62,14 @@ pub fn render(r: &Request) -> Result<String, String> {
         out.push_str(&format!("{k}={v}\n"));
     }
     out.push_str(
-        "\n# Both cases are set because Go reads the upper-case variables and curl and Python the lower-case ones.\n\
-         # HTTPS_PROXY is http:// on purpose: egressd speaks plain HTTP to clients and tunnels https with CONNECT.\n",
+        "\n# Both cases are set because Go reads the upper-case variables and curl and Python the lower-case ones.\n",
     );
+    out.push_str(if proxy.starts_with("https://") {
+        "# The proxy URL is https://: agents speak TLS to egressd's TLS listener (listen_tls) and must trust its\n\
+         # certificate (for Go, its CA in the system trust store or SSL_CERT_FILE; for curl, --proxy-cacert).\n"
+    } else {
+        "# HTTPS_PROXY is http:// on purpose: egressd speaks plain HTTP to clients and tunnels https with CONNECT.\n"
+    });
     if r.pod_cidr.is_none() || r.service_cidr.is_none() {
         out.push_str(
             "# WARNING: without --pod-cidr and --service-cidr, NO_PROXY does not cover pod IPs or the API server's\n\
@@ -183,10 +186,14 @@ mod tests {
     }
 
     #[test]
-    fn proxy_url_must_be_plain_http() {
+    fn proxy_url_is_http_or_https() {
         let p = vendors::find("castai-us").unwrap();
-        let e = render(&req(p, "https://egressd:3128")).unwrap_err();
-        assert!(e.contains("Use http://egressd:3128"), "{e}");
+        let tls = render(&req(p, "https://egressd:3129")).unwrap();
+        assert!(tls.contains("HTTPS_PROXY=https://egressd:3129"), "{tls}");
+        assert!(tls.contains("TLS listener"), "{tls}");
+        assert!(!render(&req(p, "http://egressd:3128"))
+            .unwrap()
+            .contains("TLS listener"));
         assert!(render(&req(p, "egressd:3128"))
             .unwrap_err()
             .contains("http://host:port"));

@@ -221,18 +221,32 @@ fn agent_env_for_castai_and_errors() {
         "{out}"
     );
 
+    // An https:// URL points agents at the TLS listener; the output says they must trust its certificate.
+    let (code, out, _) = run(
+        &[
+            "agent-env",
+            "--proxy-url",
+            "https://egressd:3129",
+            "--vendor",
+            "castai-us",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("HTTPS_PROXY=https://egressd:3129"), "{out}");
+    assert!(out.contains("trust its"), "{out}");
     let (code, _, err) = run(
         &[
             "agent-env",
             "--proxy-url",
-            "https://egressd:3128",
+            "egressd:3128",
             "--vendor",
             "castai-us",
         ],
         &[],
     );
     assert_eq!(code, Some(2));
-    assert!(err.contains("Use http://egressd:3128"), "{err}");
+    assert!(err.contains("http://host:port"), "{err}");
     let (code, _, err) = run(
         &[
             "agent-env",

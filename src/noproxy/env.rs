@@ -150,7 +150,8 @@ pub fn case_conflicts(env: &BTreeMap<String, String>) -> Vec<String> {
         if let Some(val) = env.get(v) {
             if val.starts_with("https://") {
                 out.push(format!(
-                    "{v}={val:?}: https:// means TLS to the proxy itself; egressd listens for plain HTTP, use http://"
+                    "{v}={val:?}: https:// means TLS to the proxy itself: it needs egressd's TLS listener \
+                     (listen_tls) at that address and a certificate the client trusts; otherwise use http://"
                 ));
             }
         }
