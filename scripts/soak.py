@@ -186,7 +186,9 @@ def growth(samples, key, pct, slack):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=600, help="seconds of traffic (default 600)")
-    ap.add_argument("--no-reload", action="store_true", help="do not send SIGHUP halfway through")
+    ap.add_argument("--no-reload", action="store_true", help="do not reload the configuration")
+    ap.add_argument("--reload-every", type=float, default=5,
+                    help="seconds between config rewrites + SIGHUP (default 5)")
     ap.add_argument("--binary", help="use this egressd binary instead of building one")
     ap.add_argument("--debug", action="store_true", help="build the debug binary instead of the release one")
     ap.add_argument("--interval", type=float, default=3, help="seconds between samples (default 3)")
@@ -228,18 +230,20 @@ def main():
     for t in threads:
         t.start()
 
-    samples, reloaded, started = [], None, time.monotonic()
+    samples, reloads, started = [], [], time.monotonic()
+    next_reload = args.reload_every
     while (now := time.monotonic() - started) < args.duration and proc.poll() is None:
         rss, fds = sample(proc.pid)
         samples.append({"t": round(now, 1), "rss_kib": rss, "fds": fds})
         print(f"t={now:6.1f}s rss={rss} KiB fds={fds} {json.dumps(counts.n, sort_keys=True)}", flush=True)
-        if not args.no_reload and reloaded is None and now >= args.duration / 2:
-            # The reloaded config changes the idle timeout only: traffic must not notice.
+        while not args.no_reload and now >= next_reload:
+            # Each reload changes the idle timeout only (alternating): traffic must not notice.
             with open(cfg, "w") as f:
-                f.write(config_text(proxy_port, tls_port, plain_port, "10m"))
+                f.write(config_text(proxy_port, tls_port, plain_port, "10m" if len(reloads) % 2 == 0 else "15m"))
             proc.send_signal(signal.SIGHUP)
-            reloaded = round(now, 1)
-        time.sleep(args.interval)
+            reloads.append(round(now, 1))
+            next_reload += args.reload_every
+        time.sleep(min(args.interval, args.reload_every) if not args.no_reload else args.interval)
     stop.set()
     for t in threads:
         t.join(timeout=35)
@@ -260,7 +264,7 @@ def main():
                             "SIGHUP; run with --no-reload)")
         else:
             failures.append(f"egressd exited early: {'signal ' + str(-rc) if rc < 0 else 'status ' + str(rc)}")
-    result = {"duration_s": args.duration, "reload_at_s": reloaded, "counts": counts.n, "samples": samples}
+    result = {"duration_s": args.duration, "reloads": len(reloads), "counts": counts.n, "samples": samples}
     if len(steady) < 3:
         failures.append(f"only {len(steady)} samples after warm-up; run longer or sample more often")
     else:
@@ -279,8 +283,14 @@ def main():
     elif errors / allowed > args.max_error_ratio:
         failures.append(f"{errors} failed requests against {allowed} successful ones")
     result["failures"] = failures
-    print(f"requests: {json.dumps(counts.n, sort_keys=True)}; reload at {reloaded}s" if reloaded else
-          f"requests: {json.dumps(counts.n, sort_keys=True)}; no reload")
+    reloaded_lines = 0
+    with open(os.path.join(tmp, "egressd.log"), "rb") as f:
+        reloaded_lines = sum(1 for line in f if b"configuration reloaded" in line)
+    result["reloads_applied"] = reloaded_lines
+    print(f"requests: {json.dumps(counts.n, sort_keys=True)}; {len(reloads)} reloads sent, "
+          f"{reloaded_lines} applied")
+    if reloads and reloaded_lines == 0:
+        failures.append("no reload was applied (no 'configuration reloaded' line in egressd's log)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
