@@ -61,6 +61,8 @@ pub enum Reason {
     UpstreamError,
     /// A rule matches host and port but restricts paths, and the request's path is not one of them.
     DeniedPath,
+    /// `require_identity: true` and the client belongs to no client group.
+    DeniedNoIdentity,
     /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
     /// (no HTTP answer is possible without TLS; the log line is the only record).
     ClientTlsFailed,
@@ -76,7 +78,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 33] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -105,6 +107,7 @@ impl Reason {
         Reason::UpstreamUnreachable,
         Reason::UpstreamError,
         Reason::DeniedPath,
+        Reason::DeniedNoIdentity,
         Reason::ClientTlsFailed,
         Reason::DeniedOriginalDstMismatch,
         Reason::DeniedOriginalDstLoop,
@@ -141,6 +144,7 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::UpstreamError => "upstream_error",
             Reason::DeniedPath => "denied_path",
+            Reason::DeniedNoIdentity => "denied_no_identity",
             Reason::ClientTlsFailed => "client_tls_failed",
             Reason::DeniedOriginalDstMismatch => "denied_original_dst_mismatch",
             Reason::DeniedOriginalDstLoop => "denied_original_dst_loop",
@@ -162,6 +166,7 @@ impl Reason {
             | Reason::DeniedEch
             | Reason::DeniedNotTls
             | Reason::DeniedPath
+            | Reason::DeniedNoIdentity
             | Reason::DeniedOriginalDstMismatch => 403,
             // The request names a real destination, but egressd cannot tell where the connection was going.
             Reason::OriginalDstUnknown => 421,
@@ -200,6 +205,7 @@ impl Reason {
                 | Reason::DeniedEch
                 | Reason::DeniedNotTls
                 | Reason::DeniedPath
+                | Reason::DeniedNoIdentity
         )
     }
 }

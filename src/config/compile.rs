@@ -5,7 +5,7 @@ use super::raw::{RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
 use crate::policy::tls::{EchMode, SniMode, TlsChecks};
 use crate::policy::{
-    noproxy, parse_pattern, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
+    noproxy, parse_pattern, ClientGroups, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
 };
 use crate::target::{normalize_host, Host};
 use crate::vendors::{self, ParamValue};
@@ -144,6 +144,10 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     }
 
     let mut builder = PolicyBuilder::default();
+    builder.clients(
+        compile_clients(raw, &mut errs),
+        raw.require_identity.unwrap_or(false),
+    );
     let mut seen = HashSet::new();
     // Local allow rules come first, so where one matches the same host and port as a profile entry, its name,
     // paths and idle timeout decide. Deny rules beat every allow rule whatever their position.
@@ -312,6 +316,63 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     })
 }
 
+/// The top-level `clients:` groups: unique names, each with at least one source CIDR.
+fn compile_clients(raw: &RawConfig, errs: &mut Errors) -> ClientGroups {
+    let mut groups = ClientGroups::default();
+    for (i, g) in raw.clients.iter().enumerate() {
+        let at = format!("clients[{i}]");
+        let name = g.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            errs.push(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a group name (letters, digits, '-', '_', '.')",
+                    g.name
+                ),
+            );
+            continue;
+        }
+        if groups.find(name).is_some() {
+            errs.push(format!("{at}.name"), format!("{name:?} is defined twice"));
+            continue;
+        }
+        if g.cidrs.is_empty() {
+            errs.push(
+                format!("{at}.cidrs"),
+                "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"]",
+            );
+        }
+        let cidrs = g
+            .cidrs
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| {
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        errs.push(
+                            format!("{at}.cidrs[{j}]"),
+                            format!("{c:?} is not a CIDR or IP address"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        groups.add(name, cidrs);
+    }
+    if raw.require_identity == Some(true) && groups.is_empty() {
+        errs.push(
+            "require_identity",
+            "every client would be refused: define client groups under `clients:`",
+        );
+    }
+    groups
+}
+
 fn compile_admin(
     raw: &RawConfig,
     proxy_listen: SocketAddr,
@@ -347,7 +408,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     let mut selected = HashSet::new();
     for (i, item) in raw.vendors.iter().enumerate() {
         let at = format!("vendors[{i}]");
-        let (name, params, mode) = match vendor_item(item) {
+        let (name, params, mode, clients) = match vendor_item(item) {
             Ok(v) => v,
             Err(m) => {
                 errs.push(at, m);
@@ -387,6 +448,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
                             idle_timeout: e.idle_timeout,
                             tls: None,
                             mode: mode.clone(),
+                            clients: clients.clone(),
                         },
                     ));
                 }
@@ -414,23 +476,44 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     out
 }
 
-/// A profile's name, parameters and `mode` (for its rules), from one `vendors:` item.
-type VendorItem = (String, BTreeMap<String, ParamValue>, Option<String>);
+/// A profile's name, parameters, `mode` and `clients` (for its rules), from one `vendors:` item.
+type VendorItem = (
+    String,
+    BTreeMap<String, ParamValue>,
+    Option<String>,
+    Vec<String>,
+);
 
-/// One `vendors:` item: a profile name, or `{name: ..., mode: report, params: {key: value or [values]}}`.
+/// One `vendors:` item: a profile name, or
+/// `{name: ..., mode: report, clients: [group], params: {key: value or [values]}}`.
 fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
     use serde_json::Value;
     match item {
-        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None)),
+        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None, Vec::new())),
         Value::Object(map) => {
             if let Some(k) = map
                 .keys()
-                .find(|k| !matches!(k.as_str(), "name" | "params" | "mode"))
+                .find(|k| !matches!(k.as_str(), "name" | "params" | "mode" | "clients"))
             {
                 return Err(format!(
-                    "unknown key {k:?}; an item has `name`, `params` and `mode`"
+                    "unknown key {k:?}; an item has `name`, `params`, `mode` and `clients`"
                 ));
             }
+            let clients = match map.get("clients") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|x| match x {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(format!("clients: {other} is not a client group name")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => {
+                    return Err(format!(
+                        "clients: {other} is not a list of client group names"
+                    ))
+                }
+            };
             let mode = match map.get("mode") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(m)) if m == "enforce" || m == "report" => Some(m.clone()),
@@ -473,7 +556,7 @@ fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
                 }
                 Some(other) => return Err(format!("params: {other} is not a map")),
             }
-            Ok((name, params, mode))
+            Ok((name, params, mode, clients))
         }
         other => Err(format!(
             "{other} is neither a profile name nor {{name: ..., params: {{...}}}}"
@@ -556,6 +639,19 @@ fn compile_rule(
             }
         }
         builder.rule_paths(id, &rule.paths);
+    }
+    let mut groups = Vec::new();
+    for (j, c) in rule.clients.iter().enumerate() {
+        match builder.client_group(c) {
+            Some(g) => groups.push(g),
+            None => errs.push(
+                format!("{path}.clients[{j}]"),
+                format!("{c:?} is not a client group; define it under the top-level `clients:`"),
+            ),
+        }
+    }
+    if !groups.is_empty() {
+        builder.rule_clients(id, groups);
     }
     match rule.mode.as_deref() {
         None | Some("enforce") => {}
@@ -745,6 +841,7 @@ fn compile_dns(raw: &RawConfig, errs: &mut Errors) -> Dns {
 #[cfg(test)]
 mod tests {
     use crate::config::{from_yaml_str, DEFAULT_CONFIG};
+    use crate::reason::Reason;
 
     #[test]
     fn embedded_default_compiles() {
@@ -870,6 +967,89 @@ limits: {max_connections: 0, max_header_bytes: 10}
         .to_string();
         assert!(err.contains("allow[0].mode"), "{err}");
         assert!(err.contains("vendors[0]") && err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn rules_and_profiles_scoped_to_client_groups() {
+        let s = from_yaml_str(
+            r#"
+clients:
+  - {name: castai-agents, cidrs: ["10.1.0.0/16"]}
+  - {name: cloudcasa-agents, cidrs: ["10.2.0.0/16", "10.9.9.9"]}
+vendors:
+  - {name: castai-us, clients: [castai-agents]}
+allow:
+  - name: shared
+    hosts: [shared.example]
+deny:
+  - name: no-shared-for-cloudcasa
+    hosts: [shared.example]
+    clients: [cloudcasa-agents]
+"#,
+        )
+        .unwrap();
+        let as_client = |ip: &str, authority: &str| {
+            let id = s.policy.clients.identify(ip.parse().unwrap());
+            let t = crate::target::parse_authority(authority, None).unwrap();
+            s.policy.decide_request(&t, None, &id)
+        };
+        assert!(as_client("10.1.0.5", "api.cast.ai:443").allowed);
+        let d = as_client("10.2.0.5", "api.cast.ai:443");
+        assert_eq!((d.allowed, d.reason), (false, Reason::DeniedNoRule));
+        assert!(!as_client("192.0.2.1", "api.cast.ai:443").allowed);
+        assert!(as_client("10.1.0.5", "shared.example:443").allowed);
+        assert!(as_client("192.0.2.1", "shared.example:443").allowed);
+        let d = as_client("10.9.9.9", "shared.example:443");
+        assert_eq!(d.rule.as_deref(), Some("no-shared-for-cloudcasa"));
+        assert!(!d.allowed);
+    }
+
+    #[test]
+    fn require_identity_refuses_unidentified_clients() {
+        let s = from_yaml_str(
+            "clients: [{name: a, cidrs: [\"127.0.0.2/32\"]}]\nrequire_identity: true\n\
+             allow: [{name: open, hosts: [open.example]}]\n",
+        )
+        .unwrap();
+        let id = s.policy.clients.identify("127.0.0.2".parse().unwrap());
+        let t = crate::target::parse_authority("open.example:443", None).unwrap();
+        assert!(s.policy.decide_request(&t, None, &id).allowed);
+        let d = s.policy.decide(&t);
+        assert_eq!((d.allowed, d.reason), (false, Reason::DeniedNoIdentity));
+    }
+
+    #[test]
+    fn client_group_errors_name_the_key() {
+        let err = from_yaml_str(
+            r#"
+require_identity: true
+clients:
+  - {name: "bad name", cidrs: ["10.0.0.0/8"]}
+  - {name: a, cidrs: ["10.0.0.0/33"]}
+  - {name: a, cidrs: ["10.0.0.0/8"]}
+  - {name: b}
+allow:
+  - {name: r, hosts: [x.example], clients: [nosuch]}
+vendors:
+  - {name: castai-us, clients: [7]}
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "clients[0].name",
+            "clients[1].cidrs[0]",
+            "clients[2].name: \"a\" is defined twice",
+            "clients[3].cidrs",
+            "allow[0].clients[0]: \"nosuch\" is not a client group",
+            "vendors[0]: clients: 7",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in\n{err}");
+        }
+        let err = from_yaml_str("require_identity: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("require_identity"), "{err}");
     }
 
     #[test]

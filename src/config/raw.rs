@@ -21,6 +21,11 @@ pub struct RawConfig {
     pub sni: Option<String>,
     #[serde(default)]
     pub client_hello: RawClientHello,
+    /// Named client groups that rules can be scoped to (`clients: [name]` on a rule).
+    #[serde(default)]
+    pub clients: Vec<RawClientGroup>,
+    /// Refuse clients that belong to no client group.
+    pub require_identity: Option<bool>,
     #[serde(default)]
     pub allow: Vec<RawRule>,
     #[serde(default)]
@@ -78,6 +83,18 @@ pub struct RawRule {
     pub idle_timeout: Option<String>,
     /// `enforce` (default) or `report`: what the rule would refuse is let through and logged `would_deny`.
     pub mode: Option<String>,
+    /// Client groups the rule applies to; empty: every client.
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+/// One client group: clients connecting from these source addresses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientGroup {
+    pub name: String,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
 }
 
 /// `443` or `"8000-8100"`.

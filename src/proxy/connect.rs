@@ -151,7 +151,7 @@ where
                 sni: info.sni.as_deref(),
                 ech: info.ech,
             };
-            match judge(&ctx.settings.policy, checks, &target, hello) {
+            match judge(&ctx.settings.policy, checks, &target, hello, &o.identity) {
                 Ok(()) => Verdict2::Splice,
                 Err((r, d)) => Verdict2::Refuse(r, d),
             }

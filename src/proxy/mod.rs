@@ -125,7 +125,12 @@ impl Ctx {
             idle,
             report,
             lenient,
-        } = self.settings.policy.decide_request(target, path);
+        } = {
+            let policy = &self.settings.policy;
+            o.identity = policy.clients.identify(o.client_addr.ip());
+            o.client = policy.clients.names_of(&o.identity);
+            policy.decide_request(target, path, &o.identity)
+        };
         o.rule = rule;
         o.reason = reason;
         o.idle = idle;
@@ -145,6 +150,9 @@ impl Ctx {
                 format!("port {} is not in the matching rule's ports", target.port)
             }
             Reason::DeniedPath => "the path is not under the matching rule's paths".into(),
+            Reason::DeniedNoIdentity => {
+                "require_identity is set and the client belongs to no client group".into()
+            }
             _ => "no allow rule matches this host and port".into(),
         });
         None

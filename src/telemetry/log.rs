@@ -84,6 +84,10 @@ pub struct Outcome {
     /// The request goes through on a rule in report mode (`mode: report` on the rule): later policy refusals
     /// (SNI checks) are reported as `would_deny` too. Not logged; `decision` and `rule` say it.
     pub report_rule: bool,
+    /// The client groups the request belongs to (logged as `client`).
+    pub client: Vec<Arc<str>>,
+    /// The same, as the policy sees it (not logged).
+    pub identity: crate::policy::Identity,
 }
 
 impl Outcome {
@@ -110,6 +114,8 @@ impl Outcome {
             original_dst: None,
             idle: None,
             report_rule: false,
+            client: Vec::new(),
+            identity: Default::default(),
         }
     }
 
@@ -282,6 +288,7 @@ fn decision_fields(o: &Outcome) -> Map<String, Value> {
         "sni": o.sni,
         "alpn": o.alpn,
         "original_dst": o.original_dst.map(|a| a.to_string()),
+        "client": o.client.iter().map(|c| &**c).collect::<Vec<&str>>(),
     });
     match v {
         Value::Object(m) => m,
