@@ -63,6 +63,10 @@ pub enum Reason {
     DeniedPath,
     /// `require_identity: true` and the client belongs to no client group.
     DeniedNoIdentity,
+    /// No Proxy-Authorization, and credentials of a client group would let the request through.
+    ProxyAuthRequired,
+    /// A Proxy-Authorization header that no client group accepts.
+    DeniedBadCredentials,
     /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
     /// (no HTTP answer is possible without TLS; the log line is the only record).
     ClientTlsFailed,
@@ -78,7 +82,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 33] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -108,6 +112,8 @@ impl Reason {
         Reason::UpstreamError,
         Reason::DeniedPath,
         Reason::DeniedNoIdentity,
+        Reason::ProxyAuthRequired,
+        Reason::DeniedBadCredentials,
         Reason::ClientTlsFailed,
         Reason::DeniedOriginalDstMismatch,
         Reason::DeniedOriginalDstLoop,
@@ -145,6 +151,8 @@ impl Reason {
             Reason::UpstreamError => "upstream_error",
             Reason::DeniedPath => "denied_path",
             Reason::DeniedNoIdentity => "denied_no_identity",
+            Reason::ProxyAuthRequired => "proxy_auth_required",
+            Reason::DeniedBadCredentials => "denied_bad_credentials",
             Reason::ClientTlsFailed => "client_tls_failed",
             Reason::DeniedOriginalDstMismatch => "denied_original_dst_mismatch",
             Reason::DeniedOriginalDstLoop => "denied_original_dst_loop",
@@ -172,6 +180,7 @@ impl Reason {
             Reason::OriginalDstUnknown => 421,
             Reason::DeniedOriginalDstLoop => 508,
             Reason::InvalidClientHello => 400,
+            Reason::ProxyAuthRequired | Reason::DeniedBadCredentials => 407,
             Reason::ClientHelloTimeout => 408,
             Reason::InvalidTarget
             | Reason::InvalidHost

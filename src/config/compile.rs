@@ -1,8 +1,9 @@
 //! Raw configuration → runtime settings. Every value is checked and every error is collected with its key
 //! path, so one `validate` run shows everything that needs fixing.
 
-use super::raw::{RawConfig, RawPort, RawRule};
+use super::raw::{RawClientGroup, RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
+use crate::policy::credentials::{self, GroupCredentials, User};
 use crate::policy::tls::{EchMode, SniMode, TlsChecks};
 use crate::policy::{
     noproxy, parse_pattern, ClientGroups, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
@@ -10,6 +11,7 @@ use crate::policy::{
 use crate::target::{normalize_host, Host};
 use crate::vendors::{self, ParamValue};
 use ipnet::IpNet;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -144,8 +146,9 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     }
 
     let mut builder = PolicyBuilder::default();
+    let mut credential_files = Vec::new();
     builder.clients(
-        compile_clients(raw, &mut errs),
+        compile_clients(raw, &mut errs, &mut credential_files),
         raw.require_identity.unwrap_or(false),
     );
     let mut seen = HashSet::new();
@@ -311,13 +314,94 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .into_iter()
             .flatten()
             .map(std::path::PathBuf::from)
+            .chain(credential_files)
             .collect(),
         warnings,
     })
 }
 
-/// The top-level `clients:` groups: unique names, each with at least one source CIDR.
-fn compile_clients(raw: &RawConfig, errs: &mut Errors) -> ClientGroups {
+/// The credentials of one client group, from the config and its files (added to `files` for reloads).
+fn compile_credentials(
+    g: &RawClientGroup,
+    at: &str,
+    errs: &mut Errors,
+    files: &mut Vec<std::path::PathBuf>,
+) -> GroupCredentials {
+    let mut creds = GroupCredentials::default();
+    let mut user = |path: String, name: &str, phc: &str| match credentials::check_phc(phc) {
+        Ok(()) if !name.is_empty() && !name.contains(':') => creds.users.push(User {
+            name: name.to_string(),
+            phc: phc.to_string(),
+        }),
+        Ok(()) => errs.push(
+            path,
+            format!("{name:?} is not a user name (non-empty, no ':')"),
+        ),
+        // The hash is not a secret, but it is not repeated either: the error says what is wrong with it.
+        Err(m) => errs.push(path, format!("the argon2 hash of user {name:?}: {m}")),
+    };
+    for (j, u) in g.users.iter().enumerate() {
+        user(format!("{at}.users[{j}]"), &u.user, &u.argon2);
+    }
+    if let Some(path) = &g.users_file {
+        files.push(path.into());
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    let (name, phc) = line.split_once(':').unwrap_or((line, ""));
+                    user(
+                        format!("{at}.users_file ({path} line {})", n + 1),
+                        name,
+                        phc,
+                    );
+                }
+            }
+            Err(e) => errs.push(
+                format!("{at}.users_file"),
+                format!("cannot read {path}: {e}"),
+            ),
+        }
+    }
+    for (j, t) in g.token_sha256.iter().enumerate() {
+        match credentials::parse_sha256_hex(t) {
+            Some(d) => creds.token_sha256.push(d),
+            None => errs.push(
+                format!("{at}.token_sha256[{j}]"),
+                "not a SHA-256 digest in hex (64 digits, e.g. from `printf %s TOKEN | sha256sum`)",
+            ),
+        }
+    }
+    if let Some(path) = &g.tokens_file {
+        files.push(path.into());
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for line in text.lines().map(str::trim) {
+                    if !line.is_empty() && !line.starts_with('#') {
+                        creds
+                            .token_sha256
+                            .push(Sha256::digest(line.as_bytes()).into());
+                    }
+                }
+            }
+            Err(e) => errs.push(
+                format!("{at}.tokens_file"),
+                format!("cannot read {path}: {e}"),
+            ),
+        }
+    }
+    creds
+}
+
+/// The top-level `clients:` groups: unique names, each with source CIDRs or credentials.
+fn compile_clients(
+    raw: &RawConfig,
+    errs: &mut Errors,
+    files: &mut Vec<std::path::PathBuf>,
+) -> ClientGroups {
     let mut groups = ClientGroups::default();
     for (i, g) in raw.clients.iter().enumerate() {
         let at = format!("clients[{i}]");
@@ -340,10 +424,17 @@ fn compile_clients(raw: &RawConfig, errs: &mut Errors) -> ClientGroups {
             errs.push(format!("{at}.name"), format!("{name:?} is defined twice"));
             continue;
         }
-        if g.cidrs.is_empty() {
+        let creds = compile_credentials(g, &at, errs, files);
+        if g.cidrs.is_empty()
+            && g.users.is_empty()
+            && g.users_file.is_none()
+            && g.token_sha256.is_empty()
+            && g.tokens_file.is_none()
+        {
             errs.push(
                 format!("{at}.cidrs"),
-                "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"]",
+                "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"], or its \
+                 credentials (users, users_file, token_sha256, tokens_file)",
             );
         }
         let cidrs = g
@@ -362,7 +453,7 @@ fn compile_clients(raw: &RawConfig, errs: &mut Errors) -> ClientGroups {
                     .ok()
             })
             .collect();
-        groups.add(name, cidrs);
+        groups.add_with_credentials(name, cidrs, creds);
     }
     if raw.require_identity == Some(true) && groups.is_empty() {
         errs.push(

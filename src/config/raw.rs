@@ -88,13 +88,30 @@ pub struct RawRule {
     pub clients: Vec<String>,
 }
 
-/// One client group: clients connecting from these source addresses.
+/// One client group: clients connecting from these source addresses, or presenting these credentials.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientGroup {
     pub name: String,
     #[serde(default)]
     pub cidrs: Vec<String>,
+    /// Basic users: `{user, argon2: PHC string}`.
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    /// File of `user:$argon2id$...` lines (`#` comments, blank lines ignored).
+    pub users_file: Option<String>,
+    /// Bearer tokens as hex SHA-256 digests.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    /// File of Bearer tokens (one per line), hashed when read.
+    pub tokens_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub user: String,
+    pub argon2: String,
 }
 
 /// `443` or `"8000-8100"`.

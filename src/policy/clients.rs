@@ -1,10 +1,13 @@
 //! Client identity: named client groups and which of them a request belongs to. A group is defined by the
-//! source addresses (CIDRs) its clients connect from. A request's identity is the set of groups it belongs to;
+//! source addresses (CIDRs) its clients connect from and/or the Proxy-Authorization credentials (Basic users,
+//! Bearer tokens) it accepts. A request's identity is the set of groups it belongs to;
 //! rules scoped with `clients:` apply only to requests whose identity contains one of their groups.
 
+use super::credentials::{self, GroupCredentials, Presented, ProxyAuth};
 use ipnet::IpNet;
+use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Index of a client group, in config order.
 pub type GroupId = u16;
@@ -25,6 +28,11 @@ impl Identity {
         groups.iter().any(|g| self.groups.binary_search(g).is_ok())
     }
 
+    /// Add the groups of authenticated credentials.
+    pub fn add_all(&mut self, groups: &[GroupId]) {
+        groups.iter().for_each(|&g| self.add(g));
+    }
+
     fn add(&mut self, g: GroupId) {
         if let Err(at) = self.groups.binary_search(&g) {
             self.groups.insert(at, g);
@@ -35,22 +43,113 @@ impl Identity {
 struct Group {
     name: Arc<str>,
     cidrs: Vec<IpNet>,
+    credentials: GroupCredentials,
 }
+
+/// What the Proxy-Authorization header of a request established.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// No header.
+    #[default]
+    None,
+    /// Credentials of these groups; `user` is the Basic user name.
+    Valid {
+        groups: Vec<GroupId>,
+        user: Option<String>,
+    },
+    /// A header no group accepts (unknown user, wrong password or token, malformed).
+    Invalid,
+}
+
+/// Verified headers are remembered (by SHA-256) so that argon2 runs once per credential, not per request.
+const CACHE_MAX: usize = 4096;
 
 /// The configured client groups.
 #[derive(Default)]
 pub struct ClientGroups {
     groups: Vec<Group>,
+    verified: Mutex<HashMap<[u8; 32], Credentials>>,
 }
 
 impl ClientGroups {
     /// Add a group; the caller has checked that names are unique.
     pub fn add(&mut self, name: &str, cidrs: Vec<IpNet>) -> GroupId {
+        self.add_with_credentials(name, cidrs, GroupCredentials::default())
+    }
+
+    /// Add a group whose members may also be identified by credentials.
+    pub fn add_with_credentials(
+        &mut self,
+        name: &str,
+        cidrs: Vec<IpNet>,
+        credentials: GroupCredentials,
+    ) -> GroupId {
         self.groups.push(Group {
             name: name.into(),
             cidrs: cidrs.into_iter().map(|n| n.trunc()).collect(),
+            credentials,
         });
         (self.groups.len() - 1) as GroupId
+    }
+
+    /// The groups whose members authenticate with credentials.
+    pub fn credential_groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.credentials.is_empty())
+            .map(|(i, _)| i as GroupId)
+    }
+
+    /// Check a Proxy-Authorization header against every group's users and tokens.
+    pub fn authenticate(&self, header: Option<&ProxyAuth>) -> Credentials {
+        // Without credential-based groups the header means nothing here (it may be meant for another
+        // proxy); it is ignored, and stripped like every hop-by-hop header.
+        let Some(header) = header.filter(|_| self.credential_groups().next().is_some()) else {
+            return Credentials::None;
+        };
+        let key = credentials::cache_key(header);
+        if let Some(c) = self.verified.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return c;
+        }
+        let (groups, user): (Vec<GroupId>, _) = match credentials::parse(header) {
+            Presented::Basic { user, password } => (
+                self.groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| {
+                        g.credentials.users.iter().any(|u| {
+                            u.name == user && credentials::password_matches(&u.phc, &password)
+                        })
+                    })
+                    .map(|(i, _)| i as GroupId)
+                    .collect(),
+                Some(user),
+            ),
+            Presented::Bearer(token) => (
+                self.groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| {
+                        credentials::token_matches(&g.credentials.token_sha256, &token)
+                    })
+                    .map(|(i, _)| i as GroupId)
+                    .collect(),
+                None,
+            ),
+            Presented::Malformed => (Vec::new(), None),
+        };
+        if groups.is_empty() {
+            return Credentials::Invalid;
+        }
+        let c = Credentials::Valid { groups, user };
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, c.clone());
+        }
+        c
     }
 
     pub fn len(&self) -> usize {

@@ -13,6 +13,7 @@
 //! them; an unidentified client sees only the unscoped rules, or is refused outright with `require_identity`.
 
 pub mod clients;
+pub mod credentials;
 mod host;
 mod ip;
 pub mod noproxy;
@@ -23,7 +24,7 @@ pub mod transparent;
 
 use crate::reason::Reason;
 use crate::target::{Host, Target};
-pub use clients::{ClientGroups, GroupId, Identity};
+pub use clients::{ClientGroups, Credentials, GroupId, Identity};
 use ipnet::IpNet;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -375,6 +376,22 @@ impl Policy {
             },
             _ => decision,
         }
+    }
+
+    /// Would some credentials let this request through? True when the request is refused as it stands but a
+    /// member of one of the credential-based groups would be allowed: the client should be asked to
+    /// authenticate (407) rather than refused.
+    pub fn credentials_would_help(
+        &self,
+        target: &Target,
+        path: Option<&str>,
+        id: &Identity,
+    ) -> bool {
+        self.clients.credential_groups().any(|g| {
+            let mut with = id.clone();
+            with.add_all(&[g]);
+            with != *id && self.decide_request(target, path, &with).allowed
+        })
     }
 
     /// Names and path prefixes of the allow rules that restrict paths (for the startup warning).

@@ -128,7 +128,17 @@ impl Ctx {
         } = {
             let policy = &self.settings.policy;
             o.identity = policy.clients.identify(o.client_addr.ip());
+            if let crate::policy::Credentials::Valid { groups, .. } = &o.credentials {
+                o.identity.add_all(groups);
+            }
             o.client = policy.clients.names_of(&o.identity);
+            if o.credentials == crate::policy::Credentials::Invalid {
+                o.refuse(
+                    Reason::DeniedBadCredentials,
+                    "no client group accepts these Proxy-Authorization credentials",
+                );
+                return None;
+            }
             policy.decide_request(target, path, &o.identity)
         };
         o.rule = rule;
@@ -144,6 +154,18 @@ impl Ctx {
             return Some(tls);
         }
         o.decision = Verdict::Deny;
+        if o.credentials == crate::policy::Credentials::None
+            && self
+                .settings
+                .policy
+                .credentials_would_help(target, path, &o.identity)
+        {
+            o.refuse(
+                Reason::ProxyAuthRequired,
+                "this destination needs Proxy-Authorization credentials (Basic or Bearer)",
+            );
+            return None;
+        }
         o.detail = Some(match reason {
             Reason::DeniedByRule => "a deny rule matches this host".into(),
             Reason::DeniedPort => {
@@ -156,6 +178,15 @@ impl Ctx {
             _ => "no allow rule matches this host and port".into(),
         });
         None
+    }
+
+    /// Check the request's Proxy-Authorization header (if any) and record the result for the decision.
+    fn authenticate(
+        &self,
+        header: Option<&crate::policy::credentials::ProxyAuth>,
+        o: &mut Outcome,
+    ) {
+        o.credentials = self.settings.policy.clients.authenticate(header);
     }
 
     /// Normalize an authority and record it in the outcome; on error the outcome is refused.
@@ -587,7 +618,19 @@ async fn handle<S: ClientIo>(
         Ok(Request::Connect {
             authority,
             head_len,
-        }) => connect::handle_first(ctx, stream, peer, conn_id, buf, head_len, authority).await,
+            proxy_auth,
+        }) => {
+            connect::handle_first(
+                ctx,
+                stream,
+                peer,
+                conn_id,
+                (buf, head_len),
+                authority,
+                proxy_auth,
+            )
+            .await
+        }
         Ok(Request::Forward) => {
             forward::serve(ctx, stream, peer, conn_id, buf).await;
             None

@@ -88,6 +88,8 @@ pub struct Outcome {
     pub client: Vec<Arc<str>>,
     /// The same, as the policy sees it (not logged).
     pub identity: crate::policy::Identity,
+    /// What the Proxy-Authorization header established (not logged; `user` is).
+    pub credentials: crate::policy::Credentials,
 }
 
 impl Outcome {
@@ -116,6 +118,7 @@ impl Outcome {
             report_rule: false,
             client: Vec::new(),
             identity: Default::default(),
+            credentials: Default::default(),
         }
     }
 
@@ -289,6 +292,10 @@ fn decision_fields(o: &Outcome) -> Map<String, Value> {
         "alpn": o.alpn,
         "original_dst": o.original_dst.map(|a| a.to_string()),
         "client": o.client.iter().map(|c| &**c).collect::<Vec<&str>>(),
+        "user": match &o.credentials {
+            crate::policy::Credentials::Valid { user, .. } => user.as_deref(),
+            _ => None,
+        },
     });
     match v {
         Value::Object(m) => m,
