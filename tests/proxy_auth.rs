@@ -196,3 +196,56 @@ async fn plain_http_authenticates_and_never_forwards_the_header() {
         out.stdout
     );
 }
+
+/// A changed tokens file (a rotated Secret) is watched and reloaded: the new token works, the old one is
+/// refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_tokens_file_is_reloaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "old-token\n").unwrap();
+    let port = closed_port().await;
+    let path = dir.path().join("egressd.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\n\
+             clients: [{{name: robots, tokens_file: {}}}]\n\
+             allow: [{{name: r, hosts: [robots.test], ports: [{port}], clients: [robots]}}]\n\
+             destinations: {{allow_cidrs: [127.0.0.0/8]}}\n\
+             dns: {{hosts: {{robots.test: [127.0.0.1]}}}}\n",
+            tokens.display()
+        ),
+    )
+    .unwrap();
+    let proxy = start_proxy_file(&path).await;
+    let ask = |token: &'static str| {
+        let addr = proxy.addr;
+        async move {
+            let req = format!(
+                "CONNECT robots.test:{port} HTTP/1.1\r\nHost: robots.test\r\n\
+                 Proxy-Authorization: Bearer {token}\r\n\r\n"
+            );
+            header(&raw(addr, req.as_bytes()).await, "x-egressd-reason").map(str::to_string)
+        }
+    };
+    // Allowed by policy; the dial to a closed port fails, which is past the authentication.
+    assert_ne!(
+        ask("old-token").await.as_deref(),
+        Some("denied_bad_credentials")
+    );
+    std::fs::write(&tokens, "new-token\n").unwrap();
+    let mut rotated = false;
+    for _ in 0..250 {
+        if ask("old-token").await.as_deref() == Some("denied_bad_credentials") {
+            rotated = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(rotated, "the old token is still accepted");
+    assert_ne!(
+        ask("new-token").await.as_deref(),
+        Some("denied_bad_credentials")
+    );
+}
