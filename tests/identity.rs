@@ -122,6 +122,12 @@ async fn each_source_group_reaches_only_its_own_vendor() {
     let d = line("127.0.0.1", "shared.test");
     assert_eq!(d["client"], serde_json::json!([]));
     assert_eq!(d["rule"], "shared");
+
+    // Metrics carry the group, never the address.
+    let text = proxy.metrics().await;
+    let series = r#"egressd_decisions_total{decision="allow",reason="allowed",rule="vendor-a",vendor="",client_group="vendor-a-agents"}"#;
+    assert_eq!(metric_value(&text, series), Some(1.0), "{text}");
+    assert!(!text.contains("127.0.0.2"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
