@@ -101,17 +101,27 @@ impl ClientGroups {
             .map(|(i, _)| i as GroupId)
     }
 
-    /// Check a Proxy-Authorization header against every group's users and tokens.
-    pub fn authenticate(&self, header: Option<&ProxyAuth>) -> Credentials {
+    /// The result for a header that needs no password hashing: no header, no credential groups, or a header
+    /// verified before. `None`: [`ClientGroups::authenticate`] has work to do (argon2, slow on purpose).
+    pub fn known(&self, header: Option<&ProxyAuth>) -> Option<Credentials> {
         // Without credential-based groups the header means nothing here (it may be meant for another
         // proxy); it is ignored, and stripped like every hop-by-hop header.
         let Some(header) = header.filter(|_| self.credential_groups().next().is_some()) else {
+            return Some(Credentials::None);
+        };
+        let key = credentials::cache_key(header);
+        self.verified.lock().ok().and_then(|m| m.get(&key).cloned())
+    }
+
+    /// Check a Proxy-Authorization header against every group's users and tokens.
+    pub fn authenticate(&self, header: Option<&ProxyAuth>) -> Credentials {
+        if let Some(c) = self.known(header) {
+            return c;
+        }
+        let Some(header) = header else {
             return Credentials::None;
         };
         let key = credentials::cache_key(header);
-        if let Some(c) = self.verified.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return c;
-        }
         let (groups, user): (Vec<GroupId>, _) = match credentials::parse(header) {
             Presented::Basic { user, password } => (
                 self.groups

@@ -33,7 +33,7 @@ pub(super) async fn open(
     o: &mut Outcome,
 ) -> Option<Opened> {
     o.method = Some("CONNECT".into());
-    ctx.authenticate(proxy_auth, o);
+    ctx.authenticate(proxy_auth.cloned(), o).await;
     let Some(target) = ctx.target(authority, None, o) else {
         ctx.log.decision(o);
         return None;

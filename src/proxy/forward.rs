@@ -149,7 +149,7 @@ async fn handle(
         ctx.log.decision(&o);
         return refusal(&o);
     };
-    ctx.authenticate(proxy_auth(req.headers()).as_ref(), &mut o);
+    ctx.authenticate(proxy_auth(req.headers()), &mut o).await;
     let request_path = req
         .uri()
         .path_and_query()

@@ -180,13 +180,23 @@ impl Ctx {
         None
     }
 
-    /// Check the request's Proxy-Authorization header (if any) and record the result for the decision.
-    fn authenticate(
+    /// Check the request's Proxy-Authorization header (if any) and record the result for the decision. A
+    /// password not verified before is checked on the blocking pool: argon2 is slow on purpose and must not
+    /// stall the connections sharing this worker.
+    async fn authenticate(
         &self,
-        header: Option<&crate::policy::credentials::ProxyAuth>,
+        header: Option<crate::policy::credentials::ProxyAuth>,
         o: &mut Outcome,
     ) {
-        o.credentials = self.settings.policy.clients.authenticate(header);
+        let policy = self.settings.policy.clone();
+        o.credentials = match policy.clients.known(header.as_ref()) {
+            Some(c) => c,
+            None => {
+                tokio::task::spawn_blocking(move || policy.clients.authenticate(header.as_ref()))
+                    .await
+                    .unwrap_or(crate::policy::Credentials::Invalid)
+            }
+        };
     }
 
     /// Normalize an authority and record it in the outcome; on error the outcome is refused.
