@@ -310,7 +310,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         limits,
         admin,
         shutdown_grace,
-        files: [&raw.tls.cert, &raw.tls.key]
+        files: [&raw.tls.cert, &raw.tls.key, &raw.tls.client_ca]
             .into_iter()
             .flatten()
             .map(std::path::PathBuf::from)
@@ -426,6 +426,7 @@ fn compile_clients(
         }
         let creds = compile_credentials(g, &at, errs, files);
         if g.cidrs.is_empty()
+            && g.certs.is_empty()
             && g.users.is_empty()
             && g.users_file.is_none()
             && g.token_sha256.is_empty()
@@ -434,7 +435,7 @@ fn compile_clients(
             errs.push(
                 format!("{at}.cidrs"),
                 "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"], or its \
-                 credentials (users, users_file, token_sha256, tokens_file)",
+                 credentials (certs, users, users_file, token_sha256, tokens_file)",
             );
         }
         let cidrs = g
@@ -453,6 +454,28 @@ fn compile_clients(
                     .ok()
             })
             .collect();
+        for (j, c) in g.certs.iter().enumerate() {
+            if c.is_empty()
+                || c == "*"
+                || (c.contains('*') && !c.ends_with('*'))
+                || c[..c.len() - 1].contains('*')
+            {
+                errs.push(
+                    format!("{at}.certs[{j}]"),
+                    format!("{c:?}: give a URI SAN, dns:NAME or cn:NAME; only a trailing * is a wildcard"),
+                );
+            }
+        }
+        if !g.certs.is_empty() && raw.tls.client_ca.is_none() {
+            errs.push(
+                format!("{at}.certs"),
+                "certificate names need tls.client_ca (and listen_tls)",
+            );
+        }
+        let creds = GroupCredentials {
+            certs: g.certs.clone(),
+            ..creds
+        };
         groups.add_with_credentials(name, cidrs, creds);
     }
     if raw.require_identity == Some(true) && groups.is_empty() {
@@ -846,6 +869,12 @@ fn compile_tls_listener(
                 "tls.cert and tls.key are only used with listen_tls; set listen_tls too",
             );
         }
+        if raw.tls.client_ca.is_some() || raw.tls.client_auth.is_some() {
+            errs.push(
+                "tls.client_ca",
+                "client certificates are asked for on listen_tls only; set listen_tls too",
+            );
+        }
         return None;
     };
     let addr = addr_text
@@ -861,7 +890,33 @@ fn compile_tls_listener(
         errs.push("tls", "listen_tls needs tls.cert and tls.key (PEM files)");
         return None;
     };
-    match crate::tls_files::server_config(std::path::Path::new(cert), std::path::Path::new(key)) {
+    let required = match raw.tls.client_auth.as_deref() {
+        None | Some("optional") => false,
+        Some("required") => true,
+        Some(other) => {
+            errs.push(
+                "tls.client_auth",
+                format!("{other:?} is not one of: optional, required"),
+            );
+            false
+        }
+    };
+    if raw.tls.client_auth.is_some() && raw.tls.client_ca.is_none() {
+        errs.push(
+            "tls.client_auth",
+            "client certificates need tls.client_ca (the CA bundle that issues them)",
+        );
+    }
+    let client_auth = raw
+        .tls
+        .client_ca
+        .as_deref()
+        .map(|ca| (std::path::Path::new(ca), required));
+    match crate::tls_files::server_config(
+        std::path::Path::new(cert),
+        std::path::Path::new(key),
+        client_auth,
+    ) {
         Ok(cfg) => addr.map(|a| (a, cfg)),
         Err((which, msg)) => {
             errs.push(format!("tls.{which}"), msg);
@@ -1119,6 +1174,8 @@ clients:
   - {name: a, cidrs: ["10.0.0.0/33"]}
   - {name: a, cidrs: ["10.0.0.0/8"]}
   - {name: b}
+  - {name: c, certs: ["spiffe://a/*/b"], users: [{user: bob, argon2: "plain"}], token_sha256: ["12"]}
+tls: {client_auth: sometimes}
 allow:
   - {name: r, hosts: [x.example], clients: [nosuch]}
 vendors:
@@ -1132,6 +1189,11 @@ vendors:
             "clients[1].cidrs[0]",
             "clients[2].name: \"a\" is defined twice",
             "clients[3].cidrs",
+            "clients[4].certs[0]",
+            "clients[4].certs: certificate names need tls.client_ca",
+            "clients[4].users[0]: the argon2 hash of user \"bob\"",
+            "clients[4].token_sha256[0]",
+            "tls.client_ca: client certificates are asked for on listen_tls only",
             "allow[0].clients[0]: \"nosuch\" is not a client group",
             "vendors[0]: clients: 7",
         ] {

@@ -100,6 +100,10 @@ pub struct RawClientGroup {
     pub users: Vec<RawUser>,
     /// File of `user:$argon2id$...` lines (`#` comments, blank lines ignored).
     pub users_file: Option<String>,
+    /// Client certificate names: URI SANs (`spiffe://td/ns/x/*`), `dns:NAME`, `cn:NAME`; a trailing `*`
+    /// matches any rest.
+    #[serde(default)]
+    pub certs: Vec<String>,
     /// Bearer tokens as hex SHA-256 digests.
     #[serde(default)]
     pub token_sha256: Vec<String>,
@@ -128,6 +132,10 @@ pub enum RawPort {
 pub struct RawTlsFiles {
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// CA bundle (PEM) that client certificates are verified against; unset: no client certificates.
+    pub client_ca: Option<String>,
+    /// `optional` (default) or `required`: whether clients without a certificate are served.
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

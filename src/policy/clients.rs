@@ -193,6 +193,16 @@ impl ClientGroups {
         id
     }
 
+    /// The groups whose certificate patterns match the client certificate's names.
+    pub fn identify_cert(&self, names: &[String]) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.credentials.cert_matches(names))
+            .map(|(i, _)| i as GroupId)
+            .collect()
+    }
+
     /// The identity of a member of the named group only (`egressd check --client NAME`).
     pub fn member_of(&self, name: &str) -> Option<Identity> {
         let mut id = Identity::default();

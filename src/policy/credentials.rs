@@ -29,11 +29,24 @@ pub struct User {
 pub struct GroupCredentials {
     pub users: Vec<User>,
     pub token_sha256: Vec<[u8; 32]>,
+    /// Client certificate name patterns (a trailing `*` matches any rest).
+    pub certs: Vec<String>,
 }
 
 impl GroupCredentials {
+    /// Groups identified by Proxy-Authorization (certificates are not asked for with a 407).
     pub fn is_empty(&self) -> bool {
         self.users.is_empty() && self.token_sha256.is_empty()
+    }
+
+    /// Does one of the certificate's names match one of the group's patterns?
+    pub fn cert_matches(&self, names: &[String]) -> bool {
+        self.certs.iter().any(|p| {
+            names.iter().any(|n| match p.strip_suffix('*') {
+                Some(prefix) => n.starts_with(prefix),
+                None => n == p,
+            })
+        })
     }
 }
 
@@ -154,6 +167,25 @@ mod tests {
             );
         }
         assert_eq!(format!("{h:?}"), "ProxyAuth(<redacted>)");
+    }
+
+    #[test]
+    fn certificate_patterns() {
+        let g = GroupCredentials {
+            certs: vec!["spiffe://td/ns/a/*".into(), "dns:agent.example".into()],
+            ..Default::default()
+        };
+        let m = |names: &[&str]| {
+            g.cert_matches(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        };
+        assert!(m(&["spiffe://td/ns/a/sa/x"]));
+        assert!(m(&["cn:x", "dns:agent.example"]));
+        assert!(!m(&["spiffe://td/ns/b/sa/x", "dns:agent.example.evil"]));
+        assert!(!m(&["spiffe://td/ns/a"]));
+        assert!(
+            g.is_empty(),
+            "certificates are not Proxy-Authorization credentials"
+        );
     }
 
     #[test]

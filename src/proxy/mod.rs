@@ -131,6 +131,10 @@ impl Ctx {
             if let crate::policy::Credentials::Valid { groups, .. } = &o.credentials {
                 o.identity.add_all(groups);
             }
+            if let Some(names) = client_cert() {
+                o.identity.add_all(&policy.clients.identify_cert(&names));
+                o.client_cert = names.first().cloned();
+            }
             o.client = policy.clients.names_of(&o.identity);
             if o.credentials == crate::policy::Credentials::Invalid {
                 o.refuse(
@@ -222,6 +226,20 @@ impl Ctx {
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// The names of the verified client certificate of a TLS-listener connection, for every request decided
+    /// while serving it (set around the connection's task in `accept_tls`).
+    static CLIENT_CERT: Arc<[String]>;
+}
+
+/// The certificate names of the connection being served, if it presented a verified client certificate.
+fn client_cert() -> Option<Arc<[String]>> {
+    CLIENT_CERT
+        .try_with(|c| c.clone())
+        .ok()
+        .filter(|c| !c.is_empty())
 }
 
 /// Which listener a connection came in on.
@@ -560,7 +578,19 @@ async fn accept_tls(
     // The handshake counts against the header time: a client that stalls in it is cut there.
     let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
     let detail = match handshake.await {
-        Ok(Ok(tls_stream)) => return admit(ctx, tls_stream, peer, conn_id, permit).await,
+        Ok(Ok(tls_stream)) => {
+            let names: Arc<[String]> = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::tls_files::certificate_names(leaf))
+                .unwrap_or_default()
+                .into();
+            return CLIENT_CERT
+                .scope(names, admit(ctx, tls_stream, peer, conn_id, permit))
+                .await;
+        }
         Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
         Err(_) => format!(
             "TLS handshake with the client did not finish within {:?} (timeouts.header)",

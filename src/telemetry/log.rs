@@ -88,6 +88,8 @@ pub struct Outcome {
     pub client: Vec<Arc<str>>,
     /// The same, as the policy sees it (not logged).
     pub identity: crate::policy::Identity,
+    /// The first name of the verified client certificate (TLS listener with `tls.client_ca`).
+    pub client_cert: Option<String>,
     /// What the Proxy-Authorization header established (not logged; `user` is).
     pub credentials: crate::policy::Credentials,
 }
@@ -119,6 +121,7 @@ impl Outcome {
             client: Vec::new(),
             identity: Default::default(),
             credentials: Default::default(),
+            client_cert: None,
         }
     }
 
@@ -292,6 +295,7 @@ fn decision_fields(o: &Outcome) -> Map<String, Value> {
         "alpn": o.alpn,
         "original_dst": o.original_dst.map(|a| a.to_string()),
         "client": o.client.iter().map(|c| &**c).collect::<Vec<&str>>(),
+        "client_cert": o.client_cert,
         "user": match &o.credentials {
             crate::policy::Credentials::Valid { user, .. } => user.as_deref(),
             _ => None,
