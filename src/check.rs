@@ -2,6 +2,7 @@
 //! checks as the proxy, without sending any traffic.
 
 use crate::config::{Mode, Settings};
+use crate::policy::Identity;
 use crate::proxy::dial::{DialInfo, Dialer};
 use crate::reason::Reason;
 use crate::target::{parse_authority, Target};
@@ -65,7 +66,13 @@ pub fn plain_http_path(arg: &str) -> Option<String> {
     })
 }
 
-pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> CheckResult {
+/// Evaluate `arg` as a client with identity `id` (unidentified: `Identity::default()`).
+pub async fn check(
+    settings: &Settings,
+    dialer: Option<&Dialer>,
+    id: &Identity,
+    arg: &str,
+) -> CheckResult {
     let mut r = CheckResult {
         input: arg.to_string(),
         target: None,
@@ -86,7 +93,7 @@ pub async fn check(settings: &Settings, dialer: Option<&Dialer>, arg: &str) -> C
     r.target = Some(target.authority());
     let d = settings
         .policy
-        .decide_request(&target, plain_http_path(arg).as_deref());
+        .decide_request(&target, plain_http_path(arg).as_deref(), id);
     r.rule = d.rule.map(|s| s.to_string());
     r.reason = d.reason;
     r.decision = if d.allowed {
@@ -128,14 +135,30 @@ mod tests {
             "allow:\n  - name: b\n    hosts: [storage.example]\n    ports: [80, 443]\n    paths: [\"/bucket/\"]\n",
         )
         .unwrap();
-        assert!(check(&s, None, "http://storage.example/bucket/x")
-            .await
-            .allowed());
-        let r = check(&s, None, "http://storage.example/other/x").await;
+        assert!(check(
+            &s,
+            None,
+            &Identity::default(),
+            "http://storage.example/bucket/x"
+        )
+        .await
+        .allowed());
+        let r = check(
+            &s,
+            None,
+            &Identity::default(),
+            "http://storage.example/other/x",
+        )
+        .await;
         assert_eq!((r.allowed(), r.reason), (false, Reason::DeniedPath));
         // https:// is a CONNECT: the path is not visible, the host is allowed.
-        assert!(check(&s, None, "https://storage.example/other/x")
-            .await
-            .allowed());
+        assert!(check(
+            &s,
+            None,
+            &Identity::default(),
+            "https://storage.example/other/x"
+        )
+        .await
+        .allowed());
     }
 }

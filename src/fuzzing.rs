@@ -14,6 +14,7 @@ pub fn request_head(data: &[u8]) {
         Ok(Some(Request::Connect {
             authority,
             head_len,
+            proxy_auth,
         })) => {
             assert!(head_len <= data.len(), "head_len past the input");
             // The head alone classifies the same: bytes after it are tunnel data, never part of the request.
@@ -21,7 +22,8 @@ pub fn request_head(data: &[u8]) {
                 head::classify(&data[..head_len]),
                 Ok(Some(Request::Connect {
                     authority: authority.clone(),
-                    head_len
+                    head_len,
+                    proxy_auth,
                 })),
                 "the head without its trailing bytes classifies differently"
             );

@@ -50,6 +50,9 @@ enum Command {
         /// Also resolve names and apply the destination address checks.
         #[arg(long)]
         resolve: bool,
+        /// Evaluate as a member of this client group (from `clients:`); without it, as an unidentified client.
+        #[arg(long, value_name = "NAME")]
+        client: Option<String>,
         #[arg(required = true)]
         targets: Vec<String>,
     },
@@ -272,17 +275,32 @@ fn main() -> ExitCode {
         Command::Check {
             config,
             resolve,
+            client,
             targets,
         } => {
             let settings = match load(config.as_deref()) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
+            let clients = &settings.policy.clients;
+            let identity =
+                match client.as_deref().map(|n| (n, clients.member_of(n))) {
+                    None => Default::default(),
+                    Some((_, Some(id))) => id,
+                    Some((name, None)) => {
+                        let known: Vec<&str> = clients.names().collect();
+                        eprintln!(
+                        "--client {name:?} is not a client group; the configuration defines: {}",
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    );
+                        return ExitCode::from(2);
+                    }
+                };
             runtime.block_on(async {
                 let dialer = resolve.then(|| Dialer::new(&settings));
                 let mut all_allowed = true;
                 for t in &targets {
-                    let r = check(&settings, dialer.as_ref(), t).await;
+                    let r = check(&settings, dialer.as_ref(), &identity, t).await;
                     all_allowed &= r.allowed();
                     let mut line = format!(
                         "{}\t{}\trule={}\treason={}",

@@ -61,6 +61,12 @@ pub enum Reason {
     UpstreamError,
     /// A rule matches host and port but restricts paths, and the request's path is not one of them.
     DeniedPath,
+    /// `require_identity: true` and the client belongs to no client group.
+    DeniedNoIdentity,
+    /// No Proxy-Authorization, and credentials of a client group would let the request through.
+    ProxyAuthRequired,
+    /// A Proxy-Authorization header that no client group accepts.
+    DeniedBadCredentials,
     /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
     /// (no HTTP answer is possible without TLS; the log line is the only record).
     ClientTlsFailed,
@@ -76,7 +82,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 32] = [
+    pub const ALL: [Reason; 35] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -105,6 +111,9 @@ impl Reason {
         Reason::UpstreamUnreachable,
         Reason::UpstreamError,
         Reason::DeniedPath,
+        Reason::DeniedNoIdentity,
+        Reason::ProxyAuthRequired,
+        Reason::DeniedBadCredentials,
         Reason::ClientTlsFailed,
         Reason::DeniedOriginalDstMismatch,
         Reason::DeniedOriginalDstLoop,
@@ -141,6 +150,9 @@ impl Reason {
             Reason::UpstreamUnreachable => "upstream_unreachable",
             Reason::UpstreamError => "upstream_error",
             Reason::DeniedPath => "denied_path",
+            Reason::DeniedNoIdentity => "denied_no_identity",
+            Reason::ProxyAuthRequired => "proxy_auth_required",
+            Reason::DeniedBadCredentials => "denied_bad_credentials",
             Reason::ClientTlsFailed => "client_tls_failed",
             Reason::DeniedOriginalDstMismatch => "denied_original_dst_mismatch",
             Reason::DeniedOriginalDstLoop => "denied_original_dst_loop",
@@ -162,11 +174,13 @@ impl Reason {
             | Reason::DeniedEch
             | Reason::DeniedNotTls
             | Reason::DeniedPath
+            | Reason::DeniedNoIdentity
             | Reason::DeniedOriginalDstMismatch => 403,
             // The request names a real destination, but egressd cannot tell where the connection was going.
             Reason::OriginalDstUnknown => 421,
             Reason::DeniedOriginalDstLoop => 508,
             Reason::InvalidClientHello => 400,
+            Reason::ProxyAuthRequired | Reason::DeniedBadCredentials => 407,
             Reason::ClientHelloTimeout => 408,
             Reason::InvalidTarget
             | Reason::InvalidHost
@@ -200,6 +214,7 @@ impl Reason {
                 | Reason::DeniedEch
                 | Reason::DeniedNotTls
                 | Reason::DeniedPath
+                | Reason::DeniedNoIdentity
         )
     }
 }

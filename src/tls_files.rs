@@ -6,9 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The server configuration for the TLS listener; errors name the key (`cert` or `key`) and say what to fix.
+/// How the TLS listener treats client certificates: `Some((ca, required))` verifies them against the CA
+/// bundle `ca`; without `required`, clients without a certificate are served too (as unidentified).
+pub type ClientAuth<'a> = Option<(&'a Path, bool)>;
+
 pub fn server_config(
     cert: &Path,
     key: &Path,
+    client_auth: ClientAuth<'_>,
 ) -> Result<Arc<rustls::ServerConfig>, (&'static str, String)> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| ("cert", format!("cannot read {}: {e}", cert.display())))?
@@ -32,13 +37,85 @@ pub fn server_config(
         )
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| ("cert", e.to_string()))?
-        .with_no_client_auth()
+        .map_err(|e| ("cert", e.to_string()))?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some((ca, required)) => {
+            builder.with_client_cert_verifier(client_verifier(ca, required, provider)?)
+        }
+    };
+    let mut config = builder
         .with_single_cert(chain, key_der)
         .map_err(|e| ("key", format!("the key does not fit the certificate: {e}")))?;
     // The proxy speaks HTTP/1.1 (CONNECT) inside TLS; offering h2 would make clients try it.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// A verifier of client certificates issued by the CAs in `ca` (PEM bundle).
+fn client_verifier(
+    ca: &Path,
+    required: bool,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, (&'static str, String)> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| ("client_ca", format!("cannot read {}: {e}", ca.display())))?;
+    for c in certs {
+        let c = c.map_err(|e| {
+            (
+                "client_ca",
+                format!("{} is not a PEM CA bundle: {e}", ca.display()),
+            )
+        })?;
+        roots.add(c).map_err(|e| {
+            (
+                "client_ca",
+                format!("{}: unusable CA certificate: {e}", ca.display()),
+            )
+        })?;
+    }
+    if roots.is_empty() {
+        return Err((
+            "client_ca",
+            format!("{} holds no PEM certificate", ca.display()),
+        ));
+    }
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    let builder = if required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder
+        .build()
+        .map_err(|e| ("client_ca", format!("{}: {e}", ca.display())))
+}
+
+/// The names a client certificate (DER) identifies its holder by: URI SANs as written
+/// (`spiffe://cluster.local/ns/x/sa/y`), DNS SANs as `dns:NAME`, the subject CN as `cn:NAME`.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::URI(u) => names.push(u.to_string()),
+                GeneralName::DNSName(d) => names.push(format!("dns:{}", d.to_ascii_lowercase())),
+                _ => {}
+            }
+        }
+    }
+    for cn in cert.subject().iter_common_name() {
+        if let Ok(s) = cn.as_str() {
+            names.push(format!("cn:{s}"));
+        }
+    }
+    names
 }

@@ -115,19 +115,21 @@ dns:
     let get = |series: &str| metric_value(&text, series).unwrap_or(0.0);
     assert_eq!(
         get(
-            r#"egressd_decisions_total{decision="allow",reason="allowed",rule="origin",vendor=""}"#
+            r#"egressd_decisions_total{decision="allow",reason="allowed",rule="origin",vendor="",client_group=""}"#
         ),
         2.0,
         "{text}"
     );
     assert_eq!(
-        get(r#"egressd_decisions_total{decision="allow",reason="allowed",rule="plain",vendor=""}"#),
+        get(
+            r#"egressd_decisions_total{decision="allow",reason="allowed",rule="plain",vendor="",client_group=""}"#
+        ),
         1.0,
         "{text}"
     );
     assert_eq!(
         get(
-            r#"egressd_decisions_total{decision="deny",reason="denied_no_rule",rule="",vendor=""}"#
+            r#"egressd_decisions_total{decision="deny",reason="denied_no_rule",rule="",vendor="",client_group=""}"#
         ),
         1.0,
         "{text}"
@@ -203,13 +205,13 @@ dns:
     assert_eq!(d["decision"], "would_deny");
     assert_eq!(
         proxy
-            .metric(r#"egressd_decisions_total{decision="would_deny",reason="denied_no_rule",rule="",vendor=""}"#)
+            .metric(r#"egressd_decisions_total{decision="would_deny",reason="denied_no_rule",rule="",vendor="",client_group=""}"#)
             .await,
         1.0
     );
     assert_eq!(
         proxy
-            .metric(r#"egressd_decisions_total{decision="deny",reason="denied_no_rule",rule="",vendor=""}"#)
+            .metric(r#"egressd_decisions_total{decision="deny",reason="denied_no_rule",rule="",vendor="",client_group=""}"#)
             .await,
         0.0
     );
@@ -229,7 +231,7 @@ async fn vendor_label_names_the_profile() {
     assert_eq!(d["reason"], "denied_private_address");
     assert_eq!(
         proxy
-            .metric(r#"egressd_decisions_total{decision="deny",reason="denied_private_address",rule="castai-us/api",vendor="castai-us"}"#)
+            .metric(r#"egressd_decisions_total{decision="deny",reason="denied_private_address",rule="castai-us/api",vendor="castai-us",client_group=""}"#)
             .await,
         1.0
     );
@@ -263,7 +265,7 @@ async fn connection_limit_rejection_is_counted() {
     assert_eq!(
         metric_value(
             &text,
-            r#"egressd_decisions_total{decision="deny",reason="connection_limit",rule="",vendor=""}"#
+            r#"egressd_decisions_total{decision="deny",reason="connection_limit",rule="",vendor="",client_group=""}"#
         ),
         Some(1.0),
         "{text}"

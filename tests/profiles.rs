@@ -80,7 +80,7 @@ async fn every_profile_allows_its_endpoints_and_denies_look_alikes() {
                     } else {
                         format!("{h}:{port}")
                     };
-                    let r = check(&settings, None, &authority).await;
+                    let r = check(&settings, None, &Default::default(), &authority).await;
                     assert!(r.allowed(), "{}: {authority} denied: {r:?}", profile.name);
                     assert!(
                         r.rule
@@ -93,7 +93,7 @@ async fn every_profile_allows_its_endpoints_and_denies_look_alikes() {
             }
         }
         for bad in LOOK_ALIKES {
-            let r = check(&settings, None, bad).await;
+            let r = check(&settings, None, &Default::default(), bad).await;
             assert!(!r.allowed(), "{}: {bad} allowed: {r:?}", profile.name);
         }
     }
@@ -114,7 +114,7 @@ async fn default_config_allows_the_castai_us_endpoints() {
         "104.16.81.56:443",
         "104.16.82.56:443",
     ] {
-        let r = check(&settings, None, t).await;
+        let r = check(&settings, None, &Default::default(), t).await;
         assert!(r.allowed(), "{t}: {r:?}");
         assert!(
             r.rule.as_deref().unwrap().starts_with("castai-us/"),
@@ -125,7 +125,12 @@ async fn default_config_allows_the_castai_us_endpoints() {
         .iter()
         .chain(&["api.eu.cast.ai:443", "agent.cloudcasa.io:443"])
     {
-        assert!(!check(&settings, None, t).await.allowed(), "{t}");
+        assert!(
+            !check(&settings, None, &Default::default(), t)
+                .await
+                .allowed(),
+            "{t}"
+        );
     }
 }
 

@@ -62,6 +62,8 @@ fn the_embedded_config_documents_every_top_level_key() {
         "mode",
         "sni",
         "client_hello",
+        "clients",
+        "require_identity",
         "allow",
         "deny",
         "vendors",

@@ -66,7 +66,7 @@ dns:
     assert_eq!(
         metric_value(
             &text,
-            r#"egressd_decisions_total{decision="would_deny",reason="denied_by_rule",rule="trial",vendor=""}"#
+            r#"egressd_decisions_total{decision="would_deny",reason="denied_by_rule",rule="trial",vendor="",client_group=""}"#
         ),
         Some(1.0),
         "{text}"
@@ -74,7 +74,7 @@ dns:
     assert_eq!(
         metric_value(
             &text,
-            r#"egressd_decisions_total{decision="deny",reason="denied_by_rule",rule="enforced",vendor=""}"#
+            r#"egressd_decisions_total{decision="deny",reason="denied_by_rule",rule="enforced",vendor="",client_group=""}"#
         ),
         Some(1.0),
         "{text}"
@@ -107,7 +107,7 @@ dns:
     assert_eq!(status(&resp), 403, "{resp}");
     assert_eq!(
         proxy
-            .metric(r#"egressd_decisions_total{decision="would_deny",reason="denied_port",rule="castai-us/api",vendor="castai-us"}"#)
+            .metric(r#"egressd_decisions_total{decision="would_deny",reason="denied_port",rule="castai-us/api",vendor="castai-us",client_group=""}"#)
             .await,
         1.0
     );

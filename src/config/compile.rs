@@ -1,15 +1,17 @@
 //! Raw configuration → runtime settings. Every value is checked and every error is collected with its key
 //! path, so one `validate` run shows everything that needs fixing.
 
-use super::raw::{RawConfig, RawPort, RawRule};
+use super::raw::{RawClientGroup, RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
+use crate::policy::credentials::{self, GroupCredentials, User};
 use crate::policy::tls::{EchMode, SniMode, TlsChecks};
 use crate::policy::{
-    noproxy, parse_pattern, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
+    noproxy, parse_pattern, ClientGroups, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
 };
 use crate::target::{normalize_host, Host};
 use crate::vendors::{self, ParamValue};
 use ipnet::IpNet;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -144,6 +146,11 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     }
 
     let mut builder = PolicyBuilder::default();
+    let mut credential_files = Vec::new();
+    builder.clients(
+        compile_clients(raw, &mut errs, &mut credential_files),
+        raw.require_identity.unwrap_or(false),
+    );
     let mut seen = HashSet::new();
     // Local allow rules come first, so where one matches the same host and port as a profile entry, its name,
     // paths and idle timeout decide. Deny rules beat every allow rule whatever their position.
@@ -303,13 +310,181 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         limits,
         admin,
         shutdown_grace,
-        files: [&raw.tls.cert, &raw.tls.key]
+        files: [&raw.tls.cert, &raw.tls.key, &raw.tls.client_ca]
             .into_iter()
             .flatten()
             .map(std::path::PathBuf::from)
+            .chain(credential_files)
             .collect(),
         warnings,
     })
+}
+
+/// The credentials of one client group, from the config and its files (added to `files` for reloads).
+fn compile_credentials(
+    g: &RawClientGroup,
+    at: &str,
+    errs: &mut Errors,
+    files: &mut Vec<std::path::PathBuf>,
+) -> GroupCredentials {
+    let mut creds = GroupCredentials::default();
+    let mut user = |path: String, name: &str, phc: &str| match credentials::check_phc(phc) {
+        Ok(()) if !name.is_empty() && !name.contains(':') => creds.users.push(User {
+            name: name.to_string(),
+            phc: phc.to_string(),
+        }),
+        Ok(()) => errs.push(
+            path,
+            format!("{name:?} is not a user name (non-empty, no ':')"),
+        ),
+        // The hash is not a secret, but it is not repeated either: the error says what is wrong with it.
+        Err(m) => errs.push(path, format!("the argon2 hash of user {name:?}: {m}")),
+    };
+    for (j, u) in g.users.iter().enumerate() {
+        user(format!("{at}.users[{j}]"), &u.user, &u.argon2);
+    }
+    if let Some(path) = &g.users_file {
+        files.push(path.into());
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    let (name, phc) = line.split_once(':').unwrap_or((line, ""));
+                    user(
+                        format!("{at}.users_file ({path} line {})", n + 1),
+                        name,
+                        phc,
+                    );
+                }
+            }
+            Err(e) => errs.push(
+                format!("{at}.users_file"),
+                format!("cannot read {path}: {e}"),
+            ),
+        }
+    }
+    for (j, t) in g.token_sha256.iter().enumerate() {
+        match credentials::parse_sha256_hex(t) {
+            Some(d) => creds.token_sha256.push(d),
+            None => errs.push(
+                format!("{at}.token_sha256[{j}]"),
+                "not a SHA-256 digest in hex (64 digits, e.g. from `printf %s TOKEN | sha256sum`)",
+            ),
+        }
+    }
+    if let Some(path) = &g.tokens_file {
+        files.push(path.into());
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for line in text.lines().map(str::trim) {
+                    if !line.is_empty() && !line.starts_with('#') {
+                        creds
+                            .token_sha256
+                            .push(Sha256::digest(line.as_bytes()).into());
+                    }
+                }
+            }
+            Err(e) => errs.push(
+                format!("{at}.tokens_file"),
+                format!("cannot read {path}: {e}"),
+            ),
+        }
+    }
+    creds
+}
+
+/// The top-level `clients:` groups: unique names, each with source CIDRs or credentials.
+fn compile_clients(
+    raw: &RawConfig,
+    errs: &mut Errors,
+    files: &mut Vec<std::path::PathBuf>,
+) -> ClientGroups {
+    let mut groups = ClientGroups::default();
+    for (i, g) in raw.clients.iter().enumerate() {
+        let at = format!("clients[{i}]");
+        let name = g.name.trim();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            errs.push(
+                format!("{at}.name"),
+                format!(
+                    "{:?} is not a group name (letters, digits, '-', '_', '.')",
+                    g.name
+                ),
+            );
+            continue;
+        }
+        if groups.find(name).is_some() {
+            errs.push(format!("{at}.name"), format!("{name:?} is defined twice"));
+            continue;
+        }
+        let creds = compile_credentials(g, &at, errs, files);
+        if g.cidrs.is_empty()
+            && g.certs.is_empty()
+            && g.users.is_empty()
+            && g.users_file.is_none()
+            && g.token_sha256.is_empty()
+            && g.tokens_file.is_none()
+        {
+            errs.push(
+                format!("{at}.cidrs"),
+                "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"], or its \
+                 credentials (certs, users, users_file, token_sha256, tokens_file)",
+            );
+        }
+        let cidrs = g
+            .cidrs
+            .iter()
+            .enumerate()
+            .filter_map(|(j, c)| {
+                c.parse::<IpNet>()
+                    .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        errs.push(
+                            format!("{at}.cidrs[{j}]"),
+                            format!("{c:?} is not a CIDR or IP address"),
+                        )
+                    })
+                    .ok()
+            })
+            .collect();
+        for (j, c) in g.certs.iter().enumerate() {
+            if c.is_empty()
+                || c == "*"
+                || (c.contains('*') && !c.ends_with('*'))
+                || c[..c.len() - 1].contains('*')
+            {
+                errs.push(
+                    format!("{at}.certs[{j}]"),
+                    format!("{c:?}: give a URI SAN, dns:NAME or cn:NAME; only a trailing * is a wildcard"),
+                );
+            }
+        }
+        if !g.certs.is_empty() && raw.tls.client_ca.is_none() {
+            errs.push(
+                format!("{at}.certs"),
+                "certificate names need tls.client_ca (and listen_tls)",
+            );
+        }
+        let creds = GroupCredentials {
+            certs: g.certs.clone(),
+            ..creds
+        };
+        groups.add_with_credentials(name, cidrs, creds);
+    }
+    if raw.require_identity == Some(true) && groups.is_empty() {
+        errs.push(
+            "require_identity",
+            "every client would be refused: define client groups under `clients:`",
+        );
+    }
+    groups
 }
 
 fn compile_admin(
@@ -347,7 +522,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     let mut selected = HashSet::new();
     for (i, item) in raw.vendors.iter().enumerate() {
         let at = format!("vendors[{i}]");
-        let (name, params, mode) = match vendor_item(item) {
+        let (name, params, mode, clients) = match vendor_item(item) {
             Ok(v) => v,
             Err(m) => {
                 errs.push(at, m);
@@ -387,6 +562,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
                             idle_timeout: e.idle_timeout,
                             tls: None,
                             mode: mode.clone(),
+                            clients: clients.clone(),
                         },
                     ));
                 }
@@ -414,23 +590,44 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     out
 }
 
-/// A profile's name, parameters and `mode` (for its rules), from one `vendors:` item.
-type VendorItem = (String, BTreeMap<String, ParamValue>, Option<String>);
+/// A profile's name, parameters, `mode` and `clients` (for its rules), from one `vendors:` item.
+type VendorItem = (
+    String,
+    BTreeMap<String, ParamValue>,
+    Option<String>,
+    Vec<String>,
+);
 
-/// One `vendors:` item: a profile name, or `{name: ..., mode: report, params: {key: value or [values]}}`.
+/// One `vendors:` item: a profile name, or
+/// `{name: ..., mode: report, clients: [group], params: {key: value or [values]}}`.
 fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
     use serde_json::Value;
     match item {
-        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None)),
+        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None, Vec::new())),
         Value::Object(map) => {
             if let Some(k) = map
                 .keys()
-                .find(|k| !matches!(k.as_str(), "name" | "params" | "mode"))
+                .find(|k| !matches!(k.as_str(), "name" | "params" | "mode" | "clients"))
             {
                 return Err(format!(
-                    "unknown key {k:?}; an item has `name`, `params` and `mode`"
+                    "unknown key {k:?}; an item has `name`, `params`, `mode` and `clients`"
                 ));
             }
+            let clients = match map.get("clients") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .map(|x| match x {
+                        Value::String(s) => Ok(s.clone()),
+                        other => Err(format!("clients: {other} is not a client group name")),
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(other) => {
+                    return Err(format!(
+                        "clients: {other} is not a list of client group names"
+                    ))
+                }
+            };
             let mode = match map.get("mode") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(m)) if m == "enforce" || m == "report" => Some(m.clone()),
@@ -473,7 +670,7 @@ fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
                 }
                 Some(other) => return Err(format!("params: {other} is not a map")),
             }
-            Ok((name, params, mode))
+            Ok((name, params, mode, clients))
         }
         other => Err(format!(
             "{other} is neither a profile name nor {{name: ..., params: {{...}}}}"
@@ -556,6 +753,19 @@ fn compile_rule(
             }
         }
         builder.rule_paths(id, &rule.paths);
+    }
+    let mut groups = Vec::new();
+    for (j, c) in rule.clients.iter().enumerate() {
+        match builder.client_group(c) {
+            Some(g) => groups.push(g),
+            None => errs.push(
+                format!("{path}.clients[{j}]"),
+                format!("{c:?} is not a client group; define it under the top-level `clients:`"),
+            ),
+        }
+    }
+    if !groups.is_empty() {
+        builder.rule_clients(id, groups);
     }
     match rule.mode.as_deref() {
         None | Some("enforce") => {}
@@ -659,6 +869,12 @@ fn compile_tls_listener(
                 "tls.cert and tls.key are only used with listen_tls; set listen_tls too",
             );
         }
+        if raw.tls.client_ca.is_some() || raw.tls.client_auth.is_some() {
+            errs.push(
+                "tls.client_ca",
+                "client certificates are asked for on listen_tls only; set listen_tls too",
+            );
+        }
         return None;
     };
     let addr = addr_text
@@ -674,7 +890,33 @@ fn compile_tls_listener(
         errs.push("tls", "listen_tls needs tls.cert and tls.key (PEM files)");
         return None;
     };
-    match crate::tls_files::server_config(std::path::Path::new(cert), std::path::Path::new(key)) {
+    let required = match raw.tls.client_auth.as_deref() {
+        None | Some("optional") => false,
+        Some("required") => true,
+        Some(other) => {
+            errs.push(
+                "tls.client_auth",
+                format!("{other:?} is not one of: optional, required"),
+            );
+            false
+        }
+    };
+    if raw.tls.client_auth.is_some() && raw.tls.client_ca.is_none() {
+        errs.push(
+            "tls.client_auth",
+            "client certificates need tls.client_ca (the CA bundle that issues them)",
+        );
+    }
+    let client_auth = raw
+        .tls
+        .client_ca
+        .as_deref()
+        .map(|ca| (std::path::Path::new(ca), required));
+    match crate::tls_files::server_config(
+        std::path::Path::new(cert),
+        std::path::Path::new(key),
+        client_auth,
+    ) {
         Ok(cfg) => addr.map(|a| (a, cfg)),
         Err((which, msg)) => {
             errs.push(format!("tls.{which}"), msg);
@@ -745,6 +987,7 @@ fn compile_dns(raw: &RawConfig, errs: &mut Errors) -> Dns {
 #[cfg(test)]
 mod tests {
     use crate::config::{from_yaml_str, DEFAULT_CONFIG};
+    use crate::reason::Reason;
 
     #[test]
     fn embedded_default_compiles() {
@@ -870,6 +1113,96 @@ limits: {max_connections: 0, max_header_bytes: 10}
         .to_string();
         assert!(err.contains("allow[0].mode"), "{err}");
         assert!(err.contains("vendors[0]") && err.contains("loud"), "{err}");
+    }
+
+    #[test]
+    fn rules_and_profiles_scoped_to_client_groups() {
+        let s = from_yaml_str(
+            r#"
+clients:
+  - {name: castai-agents, cidrs: ["10.1.0.0/16"]}
+  - {name: cloudcasa-agents, cidrs: ["10.2.0.0/16", "10.9.9.9"]}
+vendors:
+  - {name: castai-us, clients: [castai-agents]}
+allow:
+  - name: shared
+    hosts: [shared.example]
+deny:
+  - name: no-shared-for-cloudcasa
+    hosts: [shared.example]
+    clients: [cloudcasa-agents]
+"#,
+        )
+        .unwrap();
+        let as_client = |ip: &str, authority: &str| {
+            let id = s.policy.clients.identify(ip.parse().unwrap());
+            let t = crate::target::parse_authority(authority, None).unwrap();
+            s.policy.decide_request(&t, None, &id)
+        };
+        assert!(as_client("10.1.0.5", "api.cast.ai:443").allowed);
+        let d = as_client("10.2.0.5", "api.cast.ai:443");
+        assert_eq!((d.allowed, d.reason), (false, Reason::DeniedNoRule));
+        assert!(!as_client("192.0.2.1", "api.cast.ai:443").allowed);
+        assert!(as_client("10.1.0.5", "shared.example:443").allowed);
+        assert!(as_client("192.0.2.1", "shared.example:443").allowed);
+        let d = as_client("10.9.9.9", "shared.example:443");
+        assert_eq!(d.rule.as_deref(), Some("no-shared-for-cloudcasa"));
+        assert!(!d.allowed);
+    }
+
+    #[test]
+    fn require_identity_refuses_unidentified_clients() {
+        let s = from_yaml_str(
+            "clients: [{name: a, cidrs: [\"127.0.0.2/32\"]}]\nrequire_identity: true\n\
+             allow: [{name: open, hosts: [open.example]}]\n",
+        )
+        .unwrap();
+        let id = s.policy.clients.identify("127.0.0.2".parse().unwrap());
+        let t = crate::target::parse_authority("open.example:443", None).unwrap();
+        assert!(s.policy.decide_request(&t, None, &id).allowed);
+        let d = s.policy.decide(&t);
+        assert_eq!((d.allowed, d.reason), (false, Reason::DeniedNoIdentity));
+    }
+
+    #[test]
+    fn client_group_errors_name_the_key() {
+        let err = from_yaml_str(
+            r#"
+require_identity: true
+clients:
+  - {name: "bad name", cidrs: ["10.0.0.0/8"]}
+  - {name: a, cidrs: ["10.0.0.0/33"]}
+  - {name: a, cidrs: ["10.0.0.0/8"]}
+  - {name: b}
+  - {name: c, certs: ["spiffe://a/*/b"], users: [{user: bob, argon2: "plain"}], token_sha256: ["12"]}
+tls: {client_auth: sometimes}
+allow:
+  - {name: r, hosts: [x.example], clients: [nosuch]}
+vendors:
+  - {name: castai-us, clients: [7]}
+"#,
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "clients[0].name",
+            "clients[1].cidrs[0]",
+            "clients[2].name: \"a\" is defined twice",
+            "clients[3].cidrs",
+            "clients[4].certs[0]",
+            "clients[4].certs: certificate names need tls.client_ca",
+            "clients[4].users[0]: the argon2 hash of user \"bob\"",
+            "clients[4].token_sha256[0]",
+            "tls.client_ca: client certificates are asked for on listen_tls only",
+            "allow[0].clients[0]: \"nosuch\" is not a client group",
+            "vendors[0]: clients: 7",
+        ] {
+            assert!(err.contains(want), "missing {want:?} in\n{err}");
+        }
+        let err = from_yaml_str("require_identity: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("require_identity"), "{err}");
     }
 
     #[test]

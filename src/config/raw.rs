@@ -21,6 +21,11 @@ pub struct RawConfig {
     pub sni: Option<String>,
     #[serde(default)]
     pub client_hello: RawClientHello,
+    /// Named client groups that rules can be scoped to (`clients: [name]` on a rule).
+    #[serde(default)]
+    pub clients: Vec<RawClientGroup>,
+    /// Refuse clients that belong to no client group.
+    pub require_identity: Option<bool>,
     #[serde(default)]
     pub allow: Vec<RawRule>,
     #[serde(default)]
@@ -78,6 +83,39 @@ pub struct RawRule {
     pub idle_timeout: Option<String>,
     /// `enforce` (default) or `report`: what the rule would refuse is let through and logged `would_deny`.
     pub mode: Option<String>,
+    /// Client groups the rule applies to; empty: every client.
+    #[serde(default)]
+    pub clients: Vec<String>,
+}
+
+/// One client group: clients connecting from these source addresses, or presenting these credentials.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientGroup {
+    pub name: String,
+    #[serde(default)]
+    pub cidrs: Vec<String>,
+    /// Basic users: `{user, argon2: PHC string}`.
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+    /// File of `user:$argon2id$...` lines (`#` comments, blank lines ignored).
+    pub users_file: Option<String>,
+    /// Client certificate names: URI SANs (`spiffe://td/ns/x/*`), `dns:NAME`, `cn:NAME`; a trailing `*`
+    /// matches any rest.
+    #[serde(default)]
+    pub certs: Vec<String>,
+    /// Bearer tokens as hex SHA-256 digests.
+    #[serde(default)]
+    pub token_sha256: Vec<String>,
+    /// File of Bearer tokens (one per line), hashed when read.
+    pub tokens_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub user: String,
+    pub argon2: String,
 }
 
 /// `443` or `"8000-8100"`.
@@ -94,6 +132,10 @@ pub enum RawPort {
 pub struct RawTlsFiles {
     pub cert: Option<String>,
     pub key: Option<String>,
+    /// CA bundle (PEM) that client certificates are verified against; unset: no client certificates.
+    pub client_ca: Option<String>,
+    /// `optional` (default) or `required`: whether clients without a certificate are served.
+    pub client_auth: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -8,7 +8,12 @@
 //! (the rest of the policy decides) and, if the request goes through, it is a would-be denial by that rule; a
 //! report-mode allow rule whose host matches but whose ports or paths do not lets the request through as a
 //! would-be denial. Such decisions carry `report: true` and are logged as `would_deny`.
+//!
+//! A rule scoped to client groups (`clients:`) is considered only for requests whose identity contains one of
+//! them; an unidentified client sees only the unscoped rules, or is refused outright with `require_identity`.
 
+pub mod clients;
+pub mod credentials;
 mod host;
 mod ip;
 pub mod noproxy;
@@ -19,6 +24,7 @@ pub mod transparent;
 
 use crate::reason::Reason;
 use crate::target::{Host, Target};
+pub use clients::{ClientGroups, Credentials, GroupId, Identity};
 use ipnet::IpNet;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -60,6 +66,8 @@ struct Rule {
     idle: Option<IdleOverride>,
     /// `mode: report`: what this rule would refuse is let through and reported.
     report: bool,
+    /// Client groups the rule applies to; empty means every client.
+    clients: Vec<GroupId>,
 }
 
 /// A rule's own idle timeout for tunnels, replacing the global `timeouts.idle`.
@@ -159,6 +167,9 @@ impl Decision {
 
 #[derive(Default)]
 pub struct Policy {
+    pub clients: ClientGroups,
+    /// Refuse requests from clients that belong to no group.
+    require_identity: bool,
     rules: Vec<Rule>,
     names: host::NameIndex,
     ips: ip::IpIndex,
@@ -184,8 +195,25 @@ impl PolicyBuilder {
             paths: Vec::new(),
             idle: None,
             report: false,
+            clients: Vec::new(),
         });
         RuleId(id)
+    }
+
+    /// Scope a rule to these client groups.
+    pub fn rule_clients(&mut self, rule: RuleId, groups: Vec<GroupId>) {
+        self.policy.rules[rule.0 as usize].clients = groups;
+    }
+
+    /// A client group by name, for scoping rules.
+    pub fn client_group(&self, name: &str) -> Option<GroupId> {
+        self.policy.clients.find(name)
+    }
+
+    /// The client groups that rules may be scoped to.
+    pub fn clients(&mut self, groups: ClientGroups, require_identity: bool) {
+        self.policy.clients = groups;
+        self.policy.require_identity = require_identity;
     }
 
     /// Put a rule in report mode (see the module documentation).
@@ -270,14 +298,18 @@ impl Policy {
         self.rules.len()
     }
 
-    /// The decision for a target without a request path (CONNECT): path restrictions cannot apply.
+    /// The decision for an unidentified client's target without a request path (CONNECT).
     pub fn decide(&self, target: &Target) -> Decision {
-        self.decide_request(target, None)
+        self.decide_request(target, None, &Identity::default())
     }
 
-    /// The decision for a target and, for plain-HTTP requests, the request path (`/a/b?q`). An allow rule with
-    /// path prefixes allows only matching paths when a path is given; it allows the host when none is.
-    pub fn decide_request(&self, target: &Target, path: Option<&str>) -> Decision {
+    /// The decision for a target and, for plain-HTTP requests, the request path (`/a/b?q`), as seen by a
+    /// client with this identity. An allow rule with path prefixes allows only matching paths when a path is
+    /// given; it allows the host when none is.
+    pub fn decide_request(&self, target: &Target, path: Option<&str>, id: &Identity) -> Decision {
+        if self.require_identity && id.is_empty() {
+            return Decision::deny(Reason::DeniedNoIdentity, None);
+        }
         // Best match so far, by rule order: deny beats a host-and-port allow, which beats a host-and-port
         // allow whose paths do not match, which beats a host-only allow.
         let mut deny: Option<u32> = None;
@@ -288,6 +320,9 @@ impl Policy {
         let port = target.port;
         let mut consider = |r: &RuleRef| {
             let rule = &self.rules[r.rule as usize];
+            if !rule.clients.is_empty() && !id.in_any(&rule.clients) {
+                return;
+            }
             let port_ok = rule.ports.contains(port) && r.port.is_none_or(|p| p == port);
             let path_ok = match path {
                 Some(p) if !rule.paths.is_empty() => {
@@ -341,6 +376,22 @@ impl Policy {
             },
             _ => decision,
         }
+    }
+
+    /// Would some credentials let this request through? True when the request is refused as it stands but a
+    /// member of one of the credential-based groups would be allowed: the client should be asked to
+    /// authenticate (407) rather than refused.
+    pub fn credentials_would_help(
+        &self,
+        target: &Target,
+        path: Option<&str>,
+        id: &Identity,
+    ) -> bool {
+        self.clients.credential_groups().any(|g| {
+            let mut with = id.clone();
+            with.add_all(&[g]);
+            with != *id && self.decide_request(target, path, &with).allowed
+        })
     }
 
     /// Names and path prefixes of the allow rules that restrict paths (for the startup warning).

@@ -287,7 +287,7 @@ fn path_prefixes_apply_to_plain_http_only() {
         ),
     ];
     for (path, allowed, rule, reason) in cases {
-        let d = p.decide_request(&t, *path);
+        let d = p.decide_request(&t, *path, &Identity::default());
         assert_eq!(
             (d.allowed, d.rule.as_deref(), d.reason),
             (*allowed, *rule, *reason),
@@ -320,16 +320,21 @@ fn path_rule_does_not_hide_a_pathless_rule_or_a_deny() {
     let p = b.build().unwrap();
     let t = parse_authority("h.example:80", None).unwrap();
     assert_eq!(
-        p.decide_request(&t, Some("/b/")).rule.as_deref(),
+        p.decide_request(&t, Some("/b/"), &Identity::default())
+            .rule
+            .as_deref(),
         Some("wide")
     );
     assert_eq!(
-        p.decide_request(&t, Some("/a/x")).rule.as_deref(),
+        p.decide_request(&t, Some("/a/x"), &Identity::default())
+            .rule
+            .as_deref(),
         Some("narrow")
     );
     let t = parse_authority("d.h.example:80", None).unwrap();
     assert_eq!(
-        p.decide_request(&t, Some("/a/")).reason,
+        p.decide_request(&t, Some("/a/"), &Identity::default())
+            .reason,
         Reason::DeniedByRule
     );
 }
@@ -389,7 +394,7 @@ fn decide_full(
     path: Option<&str>,
 ) -> (bool, bool, Option<String>, Reason) {
     let t = parse_authority(authority, None).unwrap();
-    let d = p.decide_request(&t, path);
+    let d = p.decide_request(&t, path, &Identity::default());
     (d.allowed, d.report, d.rule.map(|r| r.to_string()), d.reason)
 }
 

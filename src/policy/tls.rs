@@ -2,7 +2,7 @@
 //! been parsed). This is what stops domain fronting: a tunnel opened for an allowed name may only carry TLS
 //! for that name.
 
-use super::Policy;
+use super::{Identity, Policy};
 use crate::reason::Reason;
 use crate::target::{normalize_host, Host, Target};
 use std::time::Duration;
@@ -51,6 +51,7 @@ pub fn judge(
     checks: &TlsChecks,
     target: &Target,
     hello: Hello<'_>,
+    id: &Identity,
 ) -> Result<(), (Reason, String)> {
     if hello.ech && checks.ech == EchMode::Deny {
         return Err((
@@ -75,7 +76,7 @@ pub fn judge(
             host,
             port: target.port,
         };
-        policy.decide(&t).allowed
+        policy.decide_request(&t, None, id).allowed
     };
     // CONNECT to an IP allowed by an IP rule: the SNI is optional, but a name it gives must be allowed.
     if matches!(target.host, Host::Ip(_)) {
@@ -293,6 +294,7 @@ mod tests {
                     sni: *sni,
                     ech: *ech,
                 },
+                &Identity::default(),
             )
             .map_err(|e| e.0);
             assert_eq!(

@@ -5,6 +5,7 @@
 use super::peek::{peek, FirstBytes, Peeked};
 use super::{respond, splice, Ctx};
 use crate::config::Mode;
+use crate::policy::credentials::ProxyAuth;
 use crate::policy::tls::{judge, tls_required, Hello, SniMode};
 use crate::reason::Reason;
 use crate::target::Target;
@@ -25,8 +26,14 @@ pub(super) struct Opened {
 
 /// Decide and dial for a CONNECT authority. `None` means refused: the decision line is already written and
 /// the outcome holds the reason for the response.
-pub(super) async fn open(ctx: &Ctx, authority: &str, o: &mut Outcome) -> Option<Opened> {
+pub(super) async fn open(
+    ctx: &Ctx,
+    authority: &str,
+    proxy_auth: Option<&ProxyAuth>,
+    o: &mut Outcome,
+) -> Option<Opened> {
     o.method = Some("CONNECT".into());
+    ctx.authenticate(proxy_auth.cloned(), o).await;
     let Some(target) = ctx.target(authority, None, o) else {
         ctx.log.decision(o);
         return None;
@@ -151,7 +158,7 @@ where
                 sni: info.sni.as_deref(),
                 ech: info.ech,
             };
-            match judge(&ctx.settings.policy, checks, &target, hello) {
+            match judge(&ctx.settings.policy, checks, &target, hello, &o.identity) {
                 Ok(()) => Verdict2::Splice,
                 Err((r, d)) => Verdict2::Refuse(r, d),
             }
@@ -240,14 +247,14 @@ pub(super) async fn handle_first<S: super::ClientIo>(
     mut stream: S,
     peer: SocketAddr,
     conn_id: u64,
-    buf: Vec<u8>,
-    head_len: usize,
+    (buf, head_len): (Vec<u8>, usize),
     authority: String,
+    proxy_auth: Option<ProxyAuth>,
 ) -> Option<Splicing<S>> {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
     // Boxed, like the peek below: resolving and dialling take far more state than a spliced tunnel, and a
     // future's size is reserved for the whole life of the connection's task.
-    let Some(opened) = Box::pin(open(&ctx, &authority, &mut o)).await else {
+    let Some(opened) = Box::pin(open(&ctx, &authority, proxy_auth.as_ref(), &mut o)).await else {
         respond::write_refusal(stream, &o).await;
         return None;
     };

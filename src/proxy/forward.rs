@@ -6,6 +6,7 @@
 use super::dial::{DialError, DialInfo, Dialer};
 use super::{connect, respond, Ctx};
 use crate::config::Settings;
+use crate::policy::credentials::ProxyAuth;
 use crate::reason::Reason;
 use crate::telemetry::log::{Close, CloseReason, Kind, Outcome};
 use bytes::Bytes;
@@ -148,6 +149,7 @@ async fn handle(
         ctx.log.decision(&o);
         return refusal(&o);
     };
+    ctx.authenticate(proxy_auth(req.headers()), &mut o).await;
     let request_path = req
         .uri()
         .path_and_query()
@@ -286,7 +288,8 @@ async fn connect_upgrade(
         .authority()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let Some(opened) = connect::open(&ctx, &authority, &mut o).await else {
+    let proxy_auth = proxy_auth(req.headers());
+    let Some(opened) = connect::open(&ctx, &authority, proxy_auth.as_ref(), &mut o).await else {
         return refusal(&o);
     };
     // Tracked so that a shutdown drains this tunnel too.
@@ -324,6 +327,12 @@ const HOP_BY_HOP: [&str; 9] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// The Proxy-Authorization header of a request (never forwarded: it is hop-by-hop).
+fn proxy_auth(h: &HeaderMap) -> Option<ProxyAuth> {
+    h.get(http::header::PROXY_AUTHORIZATION)
+        .map(|v| ProxyAuth(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+}
 
 /// Remove hop-by-hop headers: the fixed list plus every header named in Connection.
 pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {

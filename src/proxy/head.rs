@@ -2,6 +2,7 @@
 //! async read loop). CONNECT is handled directly from here; absolute-form requests are handed to hyper
 //! together with the bytes already read.
 
+use crate::policy::credentials::ProxyAuth;
 use crate::reason::Reason;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -12,7 +13,12 @@ const MAX_HEADERS: usize = 128;
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// `CONNECT authority`; `head_len` bytes of the buffer are the head, anything after is tunnel data.
-    Connect { authority: String, head_len: usize },
+    /// `proxy_auth` is the Proxy-Authorization header, if any.
+    Connect {
+        authority: String,
+        head_len: usize,
+        proxy_auth: Option<ProxyAuth>,
+    },
     /// An absolute-form http:// request: hyper re-reads it from the buffer.
     Forward,
 }
@@ -82,9 +88,15 @@ pub fn classify(buf: &[u8]) -> Result<Option<Request>, HeadError> {
                 format!("CONNECT needs host:port as its target, got {path:?}"),
             )));
         }
+        let proxy_auth = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("proxy-authorization"))
+            .map(|h| ProxyAuth(String::from_utf8_lossy(h.value).into_owned()));
         return Ok(Some(Request::Connect {
             authority: path.to_string(),
             head_len,
+            proxy_auth,
         }));
     }
     if path.starts_with('/') || path == "*" {
@@ -331,6 +343,7 @@ mod tests {
             Request::Connect {
                 authority,
                 head_len,
+                ..
             } => {
                 assert_eq!(authority, "a.example:443");
                 assert_eq!(&buf[head_len..], b"\x16\x03\x01");

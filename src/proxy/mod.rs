@@ -125,7 +125,26 @@ impl Ctx {
             idle,
             report,
             lenient,
-        } = self.settings.policy.decide_request(target, path);
+        } = {
+            let policy = &self.settings.policy;
+            o.identity = policy.clients.identify(o.client_addr.ip());
+            if let crate::policy::Credentials::Valid { groups, .. } = &o.credentials {
+                o.identity.add_all(groups);
+            }
+            if let Some(names) = client_cert() {
+                o.identity.add_all(&policy.clients.identify_cert(&names));
+                o.client_cert = names.first().cloned();
+            }
+            o.client = policy.clients.names_of(&o.identity);
+            if o.credentials == crate::policy::Credentials::Invalid {
+                o.refuse(
+                    Reason::DeniedBadCredentials,
+                    "no client group accepts these Proxy-Authorization credentials",
+                );
+                return None;
+            }
+            policy.decide_request(target, path, &o.identity)
+        };
         o.rule = rule;
         o.reason = reason;
         o.idle = idle;
@@ -139,15 +158,49 @@ impl Ctx {
             return Some(tls);
         }
         o.decision = Verdict::Deny;
+        if o.credentials == crate::policy::Credentials::None
+            && self
+                .settings
+                .policy
+                .credentials_would_help(target, path, &o.identity)
+        {
+            o.refuse(
+                Reason::ProxyAuthRequired,
+                "this destination needs Proxy-Authorization credentials (Basic or Bearer)",
+            );
+            return None;
+        }
         o.detail = Some(match reason {
             Reason::DeniedByRule => "a deny rule matches this host".into(),
             Reason::DeniedPort => {
                 format!("port {} is not in the matching rule's ports", target.port)
             }
             Reason::DeniedPath => "the path is not under the matching rule's paths".into(),
+            Reason::DeniedNoIdentity => {
+                "require_identity is set and the client belongs to no client group".into()
+            }
             _ => "no allow rule matches this host and port".into(),
         });
         None
+    }
+
+    /// Check the request's Proxy-Authorization header (if any) and record the result for the decision. A
+    /// password not verified before is checked on the blocking pool: argon2 is slow on purpose and must not
+    /// stall the connections sharing this worker.
+    async fn authenticate(
+        &self,
+        header: Option<crate::policy::credentials::ProxyAuth>,
+        o: &mut Outcome,
+    ) {
+        let policy = self.settings.policy.clone();
+        o.credentials = match policy.clients.known(header.as_ref()) {
+            Some(c) => c,
+            None => {
+                tokio::task::spawn_blocking(move || policy.clients.authenticate(header.as_ref()))
+                    .await
+                    .unwrap_or(crate::policy::Credentials::Invalid)
+            }
+        };
     }
 
     /// Normalize an authority and record it in the outcome; on error the outcome is refused.
@@ -173,6 +226,20 @@ impl Ctx {
             }
         }
     }
+}
+
+tokio::task_local! {
+    /// The names of the verified client certificate of a TLS-listener connection, for every request decided
+    /// while serving it (set around the connection's task in `accept_tls`).
+    static CLIENT_CERT: Arc<[String]>;
+}
+
+/// The certificate names of the connection being served, if it presented a verified client certificate.
+fn client_cert() -> Option<Arc<[String]>> {
+    CLIENT_CERT
+        .try_with(|c| c.clone())
+        .ok()
+        .filter(|c| !c.is_empty())
 }
 
 /// Which listener a connection came in on.
@@ -511,7 +578,19 @@ async fn accept_tls(
     // The handshake counts against the header time: a client that stalls in it is cut there.
     let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
     let detail = match handshake.await {
-        Ok(Ok(tls_stream)) => return admit(ctx, tls_stream, peer, conn_id, permit).await,
+        Ok(Ok(tls_stream)) => {
+            let names: Arc<[String]> = tls_stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| crate::tls_files::certificate_names(leaf))
+                .unwrap_or_default()
+                .into();
+            return CLIENT_CERT
+                .scope(names, admit(ctx, tls_stream, peer, conn_id, permit))
+                .await;
+        }
         Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
         Err(_) => format!(
             "TLS handshake with the client did not finish within {:?} (timeouts.header)",
@@ -579,7 +658,19 @@ async fn handle<S: ClientIo>(
         Ok(Request::Connect {
             authority,
             head_len,
-        }) => connect::handle_first(ctx, stream, peer, conn_id, buf, head_len, authority).await,
+            proxy_auth,
+        }) => {
+            connect::handle_first(
+                ctx,
+                stream,
+                peer,
+                conn_id,
+                (buf, head_len),
+                authority,
+                proxy_auth,
+            )
+            .await
+        }
         Ok(Request::Forward) => {
             forward::serve(ctx, stream, peer, conn_id, buf).await;
             None

@@ -47,9 +47,13 @@ pub async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, o: &Outcome) {
     let status = o.reason.status();
     let head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nX-Egressd-Reason: {}\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n",
+         {}Content-Length: {}\r\nConnection: close\r\n\r\n",
         reason_phrase(status),
         o.reason,
+        challenges(status)
+            .iter()
+            .map(|c| format!("Proxy-Authenticate: {c}\r\n"))
+            .collect::<String>(),
         body.len()
     );
     let write = async {
@@ -63,10 +67,25 @@ pub async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, o: &Outcome) {
 
 /// A refusal as a hyper response (keep-alive connections stay usable for the next request).
 pub fn refusal_response(o: &Outcome) -> http::Response<Full<Bytes>> {
-    http::Response::builder()
+    let mut b = http::Response::builder()
         .status(o.reason.status())
         .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header(REASON_HEADER, o.reason.as_str())
-        .body(Full::new(Bytes::from(body_text(o))))
+        .header(REASON_HEADER, o.reason.as_str());
+    for c in challenges(o.reason.status()) {
+        b = b.header(http::header::PROXY_AUTHENTICATE, *c);
+    }
+    b.body(Full::new(Bytes::from(body_text(o))))
         .expect("static response parts are valid")
+}
+
+/// The Proxy-Authenticate challenges of a 407: Basic first (what Java and .NET clients answer), then Bearer.
+fn challenges(status: u16) -> &'static [&'static str] {
+    if status == 407 {
+        &[
+            "Basic realm=\"egressd\", charset=\"UTF-8\"",
+            "Bearer realm=\"egressd\"",
+        ]
+    } else {
+        &[]
+    }
 }

@@ -85,6 +85,14 @@ pub struct Outcome {
     /// The request goes through on a rule in report mode (`mode: report` on the rule): later policy refusals
     /// (SNI checks) are reported as `would_deny` too. Not logged; `decision` and `rule` say it.
     pub report_rule: bool,
+    /// The client groups the request belongs to (logged as `client`).
+    pub client: Vec<Arc<str>>,
+    /// The same, as the policy sees it (not logged).
+    pub identity: crate::policy::Identity,
+    /// The first name of the verified client certificate (TLS listener with `tls.client_ca`).
+    pub client_cert: Option<String>,
+    /// What the Proxy-Authorization header established (not logged; `user` is).
+    pub credentials: crate::policy::Credentials,
 }
 
 impl Outcome {
@@ -111,6 +119,10 @@ impl Outcome {
             original_dst: None,
             idle: None,
             report_rule: false,
+            client: Vec::new(),
+            identity: Default::default(),
+            credentials: Default::default(),
+            client_cert: None,
         }
     }
 
@@ -297,6 +309,9 @@ struct DecisionLine<'a> {
     sni: Option<&'a str>,
     alpn: &'a [String],
     original_dst: Option<Shown<SocketAddr>>,
+    client: Vec<&'a str>,
+    client_cert: Option<&'a str>,
+    user: Option<&'a str>,
 }
 
 fn decision_line(o: &Outcome) -> DecisionLine<'_> {
@@ -322,6 +337,12 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
         sni: o.sni.as_deref(),
         alpn: &o.alpn,
         original_dst: o.original_dst.map(Shown),
+        client: o.client.iter().map(|c| &**c).collect(),
+        client_cert: o.client_cert.as_deref(),
+        user: match &o.credentials {
+            crate::policy::Credentials::Valid { user, .. } => user.as_deref(),
+            _ => None,
+        },
     }
 }
 

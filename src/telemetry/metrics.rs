@@ -123,6 +123,8 @@ impl Metrics {
                 label("reason", o.reason.as_str()),
                 label("rule", rule),
                 label("vendor", vendor_of(rule)),
+                // The first client group: bounded by the configuration, unlike users or addresses.
+                label("client_group", o.client.first().map_or("", |c| &**c)),
             ],
             1,
         );
@@ -270,7 +272,7 @@ mod tests {
         assert_eq!(
             value(
                 &text,
-                r#"egressd_decisions_total{decision="allow",reason="allowed",rule="castai-us/api",vendor="castai-us"}"#
+                r#"egressd_decisions_total{decision="allow",reason="allowed",rule="castai-us/api",vendor="castai-us",client_group=""}"#
             ),
             Some(2.0),
             "{text}"

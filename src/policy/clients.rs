@@ -1,0 +1,256 @@
+//! Client identity: named client groups and which of them a request belongs to. A group is defined by the
+//! source addresses (CIDRs) its clients connect from and/or the Proxy-Authorization credentials (Basic users,
+//! Bearer tokens) it accepts. A request's identity is the set of groups it belongs to;
+//! rules scoped with `clients:` apply only to requests whose identity contains one of their groups.
+
+use super::credentials::{self, GroupCredentials, Presented, ProxyAuth};
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+
+/// Index of a client group, in config order.
+pub type GroupId = u16;
+
+/// The client groups a request belongs to (sorted, no duplicates). Empty: an unidentified client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    groups: Vec<GroupId>,
+}
+
+impl Identity {
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// Is the request in at least one of `groups`?
+    pub fn in_any(&self, groups: &[GroupId]) -> bool {
+        groups.iter().any(|g| self.groups.binary_search(g).is_ok())
+    }
+
+    /// Add the groups of authenticated credentials.
+    pub fn add_all(&mut self, groups: &[GroupId]) {
+        groups.iter().for_each(|&g| self.add(g));
+    }
+
+    fn add(&mut self, g: GroupId) {
+        if let Err(at) = self.groups.binary_search(&g) {
+            self.groups.insert(at, g);
+        }
+    }
+}
+
+struct Group {
+    name: Arc<str>,
+    cidrs: Vec<IpNet>,
+    credentials: GroupCredentials,
+}
+
+/// What the Proxy-Authorization header of a request established.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// No header.
+    #[default]
+    None,
+    /// Credentials of these groups; `user` is the Basic user name.
+    Valid {
+        groups: Vec<GroupId>,
+        user: Option<String>,
+    },
+    /// A header no group accepts (unknown user, wrong password or token, malformed).
+    Invalid,
+}
+
+/// Verified headers are remembered (by SHA-256) so that argon2 runs once per credential, not per request.
+const CACHE_MAX: usize = 4096;
+
+/// The configured client groups.
+#[derive(Default)]
+pub struct ClientGroups {
+    groups: Vec<Group>,
+    verified: Mutex<HashMap<[u8; 32], Credentials>>,
+}
+
+impl ClientGroups {
+    /// Add a group; the caller has checked that names are unique.
+    pub fn add(&mut self, name: &str, cidrs: Vec<IpNet>) -> GroupId {
+        self.add_with_credentials(name, cidrs, GroupCredentials::default())
+    }
+
+    /// Add a group whose members may also be identified by credentials.
+    pub fn add_with_credentials(
+        &mut self,
+        name: &str,
+        cidrs: Vec<IpNet>,
+        credentials: GroupCredentials,
+    ) -> GroupId {
+        self.groups.push(Group {
+            name: name.into(),
+            cidrs: cidrs.into_iter().map(|n| n.trunc()).collect(),
+            credentials,
+        });
+        (self.groups.len() - 1) as GroupId
+    }
+
+    /// The groups whose members authenticate with credentials.
+    pub fn credential_groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| !g.credentials.is_empty())
+            .map(|(i, _)| i as GroupId)
+    }
+
+    /// The result for a header that needs no password hashing: no header, no credential groups, or a header
+    /// verified before. `None`: [`ClientGroups::authenticate`] has work to do (argon2, slow on purpose).
+    pub fn known(&self, header: Option<&ProxyAuth>) -> Option<Credentials> {
+        // Without credential-based groups the header means nothing here (it may be meant for another
+        // proxy); it is ignored, and stripped like every hop-by-hop header.
+        let Some(header) = header.filter(|_| self.credential_groups().next().is_some()) else {
+            return Some(Credentials::None);
+        };
+        let key = credentials::cache_key(header);
+        self.verified.lock().ok().and_then(|m| m.get(&key).cloned())
+    }
+
+    /// Check a Proxy-Authorization header against every group's users and tokens.
+    pub fn authenticate(&self, header: Option<&ProxyAuth>) -> Credentials {
+        if let Some(c) = self.known(header) {
+            return c;
+        }
+        let Some(header) = header else {
+            return Credentials::None;
+        };
+        let key = credentials::cache_key(header);
+        let (groups, user): (Vec<GroupId>, _) = match credentials::parse(header) {
+            Presented::Basic { user, password } => (
+                self.groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| {
+                        g.credentials.users.iter().any(|u| {
+                            u.name == user && credentials::password_matches(&u.phc, &password)
+                        })
+                    })
+                    .map(|(i, _)| i as GroupId)
+                    .collect(),
+                Some(user),
+            ),
+            Presented::Bearer(token) => (
+                self.groups
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, g)| {
+                        credentials::token_matches(&g.credentials.token_sha256, &token)
+                    })
+                    .map(|(i, _)| i as GroupId)
+                    .collect(),
+                None,
+            ),
+            Presented::Malformed => (Vec::new(), None),
+        };
+        if groups.is_empty() {
+            return Credentials::Invalid;
+        }
+        let c = Credentials::Valid { groups, user };
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= CACHE_MAX {
+                m.clear();
+            }
+            m.insert(key, c.clone());
+        }
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.groups.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    pub fn find(&self, name: &str) -> Option<GroupId> {
+        self.groups
+            .iter()
+            .position(|g| &*g.name == name)
+            .map(|i| i as GroupId)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.groups.iter().map(|g| &*g.name)
+    }
+
+    /// The groups whose CIDRs contain the client's source address (IPv4-mapped IPv6 counts as IPv4).
+    pub fn identify(&self, source: IpAddr) -> Identity {
+        let ip = source.to_canonical();
+        let mut id = Identity::default();
+        for (i, g) in self.groups.iter().enumerate() {
+            if g.cidrs.iter().any(|n| n.contains(&ip)) {
+                id.add(i as GroupId);
+            }
+        }
+        id
+    }
+
+    /// The groups whose certificate patterns match the client certificate's names.
+    pub fn identify_cert(&self, names: &[String]) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.credentials.cert_matches(names))
+            .map(|(i, _)| i as GroupId)
+            .collect()
+    }
+
+    /// The identity of a member of the named group only (`egressd check --client NAME`).
+    pub fn member_of(&self, name: &str) -> Option<Identity> {
+        let mut id = Identity::default();
+        id.add(self.find(name)?);
+        Some(id)
+    }
+
+    /// The group names of an identity, in config order (for the decision log).
+    pub fn names_of(&self, id: &Identity) -> Vec<Arc<str>> {
+        id.groups
+            .iter()
+            .map(|&g| self.groups[g as usize].name.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn groups() -> ClientGroups {
+        let mut g = ClientGroups::default();
+        g.add("castai", vec!["10.1.0.0/16".parse().unwrap()]);
+        g.add(
+            "cloudcasa",
+            vec!["10.2.0.0/16".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        );
+        g.add("nodes", vec!["10.0.0.0/8".parse().unwrap()]);
+        g
+    }
+
+    #[test]
+    fn source_address_selects_every_containing_group() {
+        let g = groups();
+        let names = |ip: &str| g.names_of(&g.identify(ip.parse().unwrap()));
+        let s = |v: Vec<Arc<str>>| v.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        assert_eq!(s(names("10.1.2.3")), ["castai", "nodes"]);
+        assert_eq!(s(names("10.2.0.1")), ["cloudcasa", "nodes"]);
+        assert_eq!(s(names("::ffff:10.2.0.1")), ["cloudcasa", "nodes"]);
+        assert_eq!(s(names("fd00::1")), ["cloudcasa"]);
+        assert!(g.identify("192.168.1.1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn membership_by_name() {
+        let g = groups();
+        let id = g.member_of("cloudcasa").unwrap();
+        assert!(id.in_any(&[1]) && !id.in_any(&[0, 2]));
+        assert!(g.member_of("nosuch").is_none());
+    }
+}

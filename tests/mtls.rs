@@ -1,0 +1,180 @@
+//! Client certificates on the TLS listener: a certificate from the configured CA identifies the client by its
+//! URI SAN (SPIFFE ID); an untrusted certificate fails the handshake; no certificate is an unidentified client
+//! (`client_auth: optional`) or a failed handshake (`required`).
+
+mod support;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SanType};
+use support::*;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    Ca {
+        cert: p.self_signed(&key).unwrap(),
+        key,
+    }
+}
+
+/// A certificate signed by `ca`, written as NAME.pem / NAME.key; returns the two paths.
+fn issue(dir: &std::path::Path, ca: &Ca, name: &str, sans: Vec<SanType>) -> (String, String) {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.subject_alt_names = sans;
+    p.distinguished_name.push(DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c.display().to_string(), k.display().to_string())
+}
+
+struct Setup {
+    proxy: TestProxy,
+    origin: TlsOrigin,
+    dir: tempfile::TempDir,
+    ca_pem: String,
+}
+
+async fn setup(client_auth: &str) -> Setup {
+    let origin = tls_origin(&["a.test"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca("egressd test CA");
+    let ca_pem = dir.path().join("ca.pem");
+    std::fs::write(&ca_pem, ca.cert.pem()).unwrap();
+    let (cert, key) = issue(
+        dir.path(),
+        &ca,
+        "proxy",
+        vec![SanType::IpAddress("127.0.0.1".parse().unwrap())],
+    );
+    issue(
+        dir.path(),
+        &ca,
+        "agent",
+        vec![SanType::URI(
+            "spiffe://cluster.local/ns/castai-agent/sa/agent"
+                .try_into()
+                .unwrap(),
+        )],
+    );
+    let rogue = self::ca("rogue CA");
+    issue(
+        dir.path(),
+        &rogue,
+        "rogue",
+        vec![SanType::URI(
+            "spiffe://cluster.local/ns/castai-agent/sa/agent"
+                .try_into()
+                .unwrap(),
+        )],
+    );
+    let yaml = format!(
+        r#"
+listen_tls: 127.0.0.1:0
+tls:
+  cert: {cert}
+  key: {key}
+  client_ca: {ca}
+  client_auth: {client_auth}
+clients:
+  - name: castai-agents
+    certs: ["spiffe://cluster.local/ns/castai-agent/*"]
+allow:
+  - name: castai
+    hosts: ["a.test"]
+    ports: [{port}]
+    clients: [castai-agents]
+destinations:
+  allow_cidrs: ["127.0.0.0/8"]
+dns:
+  hosts:
+    a.test: ["127.0.0.1"]
+"#,
+        ca = ca_pem.display(),
+        port = origin.addr.port(),
+    );
+    Setup {
+        proxy: start_proxy(&yaml).await,
+        origin,
+        ca_pem: ca_pem.display().to_string(),
+        dir,
+    }
+}
+
+impl Setup {
+    async fn fetch(&self, client: Option<&str>) -> CurlOut {
+        let proxy = format!("https://127.0.0.1:{}", self.proxy.tls_addr.unwrap().port());
+        let url = format!("https://a.test:{}/", self.origin.addr.port());
+        let path = |ext: &str| {
+            format!(
+                "{}/{}.{ext}",
+                self.dir.path().display(),
+                client.unwrap_or("")
+            )
+        };
+        let (cert, key) = (path("pem"), path("key"));
+        let mut args = vec![
+            "--proxy",
+            &proxy,
+            "--proxy-cacert",
+            &self.ca_pem,
+            "--cacert",
+            self.origin.ca_pem.to_str().unwrap(),
+        ];
+        if client.is_some() {
+            args.extend_from_slice(&["--proxy-cert", &cert, "--proxy-key", &key]);
+        }
+        args.push(&url);
+        curl(&args, &[]).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_untrusted_and_absent_client_certificates() {
+    let s = setup("optional").await;
+    let out = s.fetch(Some("agent")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout, "hello from tls origin");
+    let d = &s.proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(
+        d["client_cert"],
+        "spiffe://cluster.local/ns/castai-agent/sa/agent"
+    );
+    assert_eq!(d["client"], serde_json::json!(["castai-agents"]));
+    assert_eq!(d["rule"], "castai");
+
+    // A certificate from another CA: the handshake fails, nothing is decided for it.
+    let out = s.fetch(Some("rogue")).await;
+    assert_ne!(out.code, 0);
+    let d = &s.proxy.log.wait_events("decision", 2).await[1];
+    assert_eq!(d["reason"], "client_tls_failed");
+
+    // No certificate: served, as a client in no group.
+    let out = s.fetch(None).await;
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    let d = &s.proxy.log.wait_events("decision", 3).await[2];
+    assert_eq!(d["reason"], "denied_no_rule");
+    assert!(d["client_cert"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_client_certificates_refuse_clients_without_one() {
+    let s = setup("required").await;
+    let out = s.fetch(None).await;
+    assert_ne!(out.code, 0);
+    assert!(!out.stderr.contains("403"), "{}", out.stderr);
+    let d = &s.proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["reason"], "client_tls_failed");
+    let out = s.fetch(Some("agent")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
