@@ -530,24 +530,35 @@ async fn drain(ctx: &Ctx) {
     );
 }
 
-async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>) {
-    let drain = live.ctx().drain.clone();
+/// The next accepted connection, with TCP_NODELAY and keepalive set; `None` once `drain` fires.
+pub(super) async fn next_connection(
+    listener: &TcpListener,
+    drain: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = drain.cancelled() => return,
+            _ = drain.cancelled() => return None,
         };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                dial::enable_keepalive(&stream);
+                return Some((stream, peer));
+            }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
+                let listen = listener.local_addr().ok();
+                tracing::warn!(error = %e, listener = ?listen, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        dial::enable_keepalive(&stream);
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>) {
+    let drain = live.ctx().drain.clone();
+    while let Some((stream, peer)) = next_connection(&listener, &drain).await {
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
         let permit = live.limit.clone().try_acquire_owned().ok();

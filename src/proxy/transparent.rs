@@ -53,21 +53,7 @@ pub(super) async fn accept_loop(
     own: Arc<Vec<SocketAddr>>,
 ) {
     let drain = live.ctx().drain.clone();
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = drain.cancelled() => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed on a transparent listener");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        super::dial::enable_keepalive(&stream);
+    while let Some((stream, peer)) = super::next_connection(&listener, &drain).await {
         // The configuration in force now; a reload applies to the next connection.
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
