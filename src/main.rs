@@ -252,8 +252,11 @@ fn main() -> ExitCode {
                     tracing::info!("SIGTERM/SIGINT: shutting down");
                     on_signal.cancel();
                 });
-                match egressd::run(settings, config_path, EventLog::stdout(format), shutdown).await
-                {
+                let log = EventLog::stdout(format);
+                let served = egressd::run(settings, config_path, log.clone(), shutdown).await;
+                // The last lines of a batch are still queued.
+                log.flush();
+                match served {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot start a listener");

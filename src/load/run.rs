@@ -1,5 +1,5 @@
-//! One harness run: start the origin, then for each target in turn run every scenario and collect a
-//! [`Report`].
+//! One harness run: start the origin and every target, hold the idle set on each proxy in turn, then run the
+//! timed scenarios in rounds that alternate between the targets, and collect a [`Report`].
 
 use super::client::{self, Error, Via};
 use super::origin::{self, Origin};
@@ -89,8 +89,23 @@ pub fn raise_nofile_limit() -> u64 {
     crate::fd_limit::raise()
 }
 
-/// Run `op` from `clients` concurrent clients, each starting a new operation until `duration` has passed.
-async fn rate<F, Fut>(clients: usize, duration: Duration, op: F) -> Rate
+/// A rate scenario's samples (nanoseconds per successful operation), errors and time, summed over rounds.
+#[derive(Default)]
+struct Tally {
+    samples: Vec<u64>,
+    errors: Errors,
+    elapsed: Duration,
+}
+
+impl Tally {
+    fn into_rate(self, clients: usize) -> Rate {
+        Rate::new(clients, self.samples, self.errors, self.elapsed)
+    }
+}
+
+/// Run `op` from `clients` concurrent clients, each starting a new operation until `duration` has passed;
+/// add what happened to `tally`.
+async fn rate<F, Fut>(clients: usize, duration: Duration, op: F, tally: &mut Tally)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<Duration, Error>> + Send,
@@ -117,18 +132,16 @@ where
             (samples, errors)
         }));
     }
-    let mut samples = Vec::new();
-    let mut errors = Errors::default();
     for t in tasks {
         match t.await {
             Ok((s, e)) => {
-                samples.extend(s);
-                errors.merge(e);
+                tally.samples.extend(s);
+                tally.errors.merge(e);
             }
-            Err(e) => errors.record(format!("client task failed: {e}")),
+            Err(e) => tally.errors.record(format!("client task failed: {e}")),
         }
     }
-    Rate::new(clients, samples, errors, start.elapsed())
+    tally.elapsed += start.elapsed();
 }
 
 /// Open `n` echo tunnels (handshake + one echo each), hold them, and measure the proxy's RSS growth.
@@ -175,14 +188,79 @@ async fn idle(
     Idle::new(n, opened, errors, baseline, loaded)
 }
 
-/// Every scenario against one target.
+/// A target being measured.
+struct Subject {
+    via: Via,
+    pid: Option<u32>,
+    launched: Option<Launched>,
+    result: TargetResult,
+}
+
+impl Subject {
+    fn tunnel_op(
+        &self,
+        origin: &Arc<Origin>,
+        payload: &Arc<[u8]>,
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Duration, Error>> + Send>>
+           + Send
+           + Sync
+           + 'static {
+        let (via, origin, payload) = (self.via, origin.clone(), payload.clone());
+        move || {
+            let (origin, payload) = (origin.clone(), payload.clone());
+            Box::pin(async move { client::tunnel_once(via, &origin, &payload).await })
+        }
+    }
+}
+
+/// The order targets take in round `round`: forwards, then backwards, so no target always goes first.
+fn round_order(round: usize, n: usize) -> Vec<usize> {
+    if round.is_multiple_of(2) {
+        (0..n).collect()
+    } else {
+        (0..n).rev().collect()
+    }
+}
+
+/// Run one timed scenario on every target in interleaved rounds (see [`ROUNDS`]).
+async fn rounds<F>(
+    subjects: &[&Subject],
+    rounds: usize,
+    clients: usize,
+    duration: Duration,
+    op_for: F,
+) -> Vec<Rate>
+where
+    F: Fn(
+        &Subject,
+    ) -> Box<
+        dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Duration, Error>> + Send>>
+            + Send
+            + Sync,
+    >,
+{
+    let mut tallies: Vec<Tally> = subjects.iter().map(|_| Tally::default()).collect();
+    let slice = duration / rounds as u32;
+    for round in 0..rounds {
+        for i in round_order(round, subjects.len()) {
+            let op = op_for(subjects[i]);
+            rate(clients, slice, op, &mut tallies[i]).await;
+        }
+    }
+    tallies.into_iter().map(|t| t.into_rate(clients)).collect()
+}
+
+/// Timed scenarios alternate between the targets in this many rounds, so that a machine whose speed drifts
+/// during the run (shared hosts) shifts every target alike and the ratios stay fair.
+const ROUNDS: usize = 5;
+
+/// Every scenario against every available target: the idle set one target at a time, the timed scenarios
+/// in interleaved rounds.
 async fn scenarios(
     opts: &Options,
     origin: &Arc<Origin>,
-    via: Via,
-    pid: Option<u32>,
+    subjects: &mut [Subject],
     idle_n: usize,
-    result: &mut TargetResult,
     progress: &dyn Fn(&str),
 ) {
     let settle = if opts.smoke {
@@ -190,81 +268,123 @@ async fn scenarios(
     } else {
         Duration::from_secs(1)
     };
+    let rounds_n = if opts.smoke { 1 } else { ROUNDS };
     let payload: Arc<[u8]> = Arc::from(vec![0x61u8; ECHO_BYTES]);
-    let tunnel_op = {
-        let (origin, payload) = (origin.clone(), payload.clone());
-        move || {
-            let (origin, payload) = (origin.clone(), payload.clone());
-            async move { client::tunnel_once(via, &origin, &payload).await }
-        }
-    };
-    let name = result.name.clone();
 
     // Warm-up, so the idle baseline and the rates do not include first-use costs.
-    let _ = rate(4, Duration::from_millis(300), tunnel_op.clone()).await;
+    for s in subjects.iter() {
+        let mut discard = Tally::default();
+        rate(
+            4,
+            Duration::from_millis(300),
+            s.tunnel_op(origin, &payload),
+            &mut discard,
+        )
+        .await;
+    }
     tokio::time::sleep(settle).await;
 
-    if let Via::Proxy(_) = via {
-        progress(&format!("{name}: {idle_n} idle tunnels"));
-        let r = idle(via, origin, idle_n, pid, settle).await;
-        progress(&format!(
-            "{name}:   {} / {} held, {} errors, RSS per tunnel {}",
-            r.opened,
-            r.requested,
-            r.errors.count,
-            r.rss_per_tunnel_bytes
-                .map_or("—".into(), super::report::kib)
-        ));
-        result.idle = Some(r);
-        tokio::time::sleep(settle).await;
+    for s in subjects.iter_mut() {
+        if let Via::Proxy(_) = s.via {
+            let name = s.result.name.clone();
+            progress(&format!("{name}: {idle_n} idle tunnels"));
+            let r = idle(s.via, origin, idle_n, s.pid, settle).await;
+            progress(&format!(
+                "{name}:   {} / {} held, {} errors, RSS per tunnel {}",
+                r.opened,
+                r.requested,
+                r.errors.count,
+                r.rss_per_tunnel_bytes
+                    .map_or("—".into(), super::report::kib)
+            ));
+            s.result.idle = Some(r);
+            tokio::time::sleep(settle).await;
+        }
     }
 
-    progress(&format!("{name}: tunnel rate, {} clients", opts.clients));
-    let r = rate(opts.clients, opts.duration, tunnel_op.clone()).await;
-    progress(&format!(
-        "{name}:   {:.0} tunnels/s, {} errors",
-        r.per_sec, r.errors.count
-    ));
-    result.tunnels = Some(r);
-
-    progress(&format!("{name}: single-client latency"));
-    let r = rate(1, opts.latency_duration, tunnel_op).await;
-    progress(&format!(
-        "{name}:   p50 {}",
-        r.latency
-            .as_ref()
-            .map_or("—".into(), |l| super::report::micros(l.p50_us))
-    ));
-    result.single = Some(r);
-
-    progress(&format!("{name}: bulk, one stream"));
-    let t0 = Instant::now();
-    let b = match client::bulk(via, origin, opts.bulk_bytes).await {
-        Ok((bytes, took)) => Bulk::new(bytes, took, Errors::default()),
-        Err(e) => {
-            let mut errors = Errors::default();
-            errors.record(e);
-            Bulk::new(0, t0.elapsed(), errors)
-        }
+    let all: Vec<&Subject> = subjects.iter().collect();
+    let tunnel_op = |s: &Subject| -> Box<dyn Fn() -> _ + Send + Sync> {
+        Box::new(s.tunnel_op(origin, &payload))
     };
-    progress(&format!("{name}:   {:.0} MB/s", b.mb_per_sec));
-    result.bulk = Some(b);
+    progress(&format!(
+        "tunnel rate, {} clients, {rounds_n} rounds across the targets",
+        opts.clients
+    ));
+    let tunnels = rounds(&all, rounds_n, opts.clients, opts.duration, tunnel_op).await;
+    progress("single-client latency");
+    let single = rounds(&all, rounds_n, 1, opts.latency_duration, tunnel_op).await;
 
-    if let Via::Proxy(proxy) = via {
-        progress(&format!("{name}: deny rate, {} clients", opts.clients));
-        let r = rate(opts.clients, opts.duration, move || {
-            client::deny_once(proxy)
-        })
-        .await;
+    progress("bulk, one stream");
+    let mut bulks: Vec<(u64, Duration, Errors)> = all
+        .iter()
+        .map(|_| (0, Duration::ZERO, Errors::default()))
+        .collect();
+    let slice = opts.bulk_bytes.div_ceil(rounds_n as u64);
+    for round in 0..rounds_n {
+        for i in round_order(round, all.len()) {
+            let t0 = Instant::now();
+            match client::bulk(all[i].via, origin, slice).await {
+                Ok((bytes, took)) => {
+                    bulks[i].0 += bytes;
+                    bulks[i].1 += took;
+                }
+                Err(e) => {
+                    bulks[i].1 += t0.elapsed();
+                    bulks[i].2.record(e);
+                }
+            }
+        }
+    }
+
+    let proxies: Vec<usize> = (0..all.len())
+        .filter(|&i| matches!(all[i].via, Via::Proxy(_)))
+        .collect();
+    progress(&format!(
+        "deny rate, {} clients, {rounds_n} rounds across the proxies",
+        opts.clients
+    ));
+    let deny_subjects: Vec<&Subject> = proxies.iter().map(|&i| all[i]).collect();
+    let deny = rounds(&deny_subjects, rounds_n, opts.clients, opts.duration, |s| {
+        let Via::Proxy(proxy) = s.via else {
+            unreachable!("only proxies are asked to deny")
+        };
+        Box::new(move || Box::pin(client::deny_once(proxy)))
+    })
+    .await;
+
+    drop(all);
+    let mut deny = deny.into_iter();
+    for ((s, (t, l)), (bytes, took, errors)) in subjects
+        .iter_mut()
+        .zip(tunnels.into_iter().zip(single))
+        .zip(bulks)
+    {
+        let name = &s.result.name;
+        let b = Bulk::new(bytes, took, errors);
         progress(&format!(
-            "{name}:   {:.0} denies/s, {} errors",
-            r.per_sec, r.errors.count
+            "{name}: {:.0} tunnels/s ({} errors), p50 at one client {}, {:.0} MB/s",
+            t.per_sec,
+            t.errors.count,
+            l.latency
+                .as_ref()
+                .map_or("—".into(), |l| super::report::micros(l.p50_us)),
+            b.mb_per_sec
         ));
-        result.deny = Some(r);
+        s.result.tunnels = Some(t);
+        s.result.single = Some(l);
+        s.result.bulk = Some(b);
+        if let Via::Proxy(_) = s.via {
+            let d = deny.next().expect("one deny rate per proxy");
+            progress(&format!(
+                "{name}: {:.0} denies/s, {} errors",
+                d.per_sec, d.errors.count
+            ));
+            s.result.deny = Some(d);
+        }
     }
 }
 
-/// Run every scenario against every target, in order. `progress` receives one line per step.
+/// Run every scenario against every target (see [`scenarios`]). `progress` receives one line per step.
 pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, String> {
     let nofile = raise_nofile_limit();
     // Each idle tunnel costs two descriptors in the harness (client and origin ends) and two in the proxy.
@@ -296,7 +416,10 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
         },
         targets: Vec::new(),
     };
-    for spec in &opts.targets {
+    // Every target is started before any is measured; the report keeps the order they were given in.
+    let mut subjects = Vec::new();
+    let mut unavailable = Vec::new();
+    for (index, spec) in opts.targets.iter().enumerate() {
         let name = match spec {
             TargetSpec::Direct => "direct".to_string(),
             TargetSpec::Egressd => "egressd".to_string(),
@@ -327,12 +450,12 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
                 .await
                 .map(Some),
         };
-        let mut launched = match launched {
+        let launched = match launched {
             Ok(l) => l,
             Err(e) => {
                 progress(&format!("{name}: unavailable: {e}"));
                 result.unavailable = Some(e);
-                report.targets.push(result);
+                unavailable.push((index, result));
                 continue;
             }
         };
@@ -350,13 +473,32 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             result.proxy_addr = Some(a.to_string());
             result.pid = pid;
         }
-        progress(&format!("{name}: starting scenarios"));
-        scenarios(opts, &origin, via, pid, idle_n, &mut result, progress).await;
-        if let Some(l) = launched.as_mut() {
-            l.stop();
-        }
-        report.targets.push(result);
+        progress(&format!("{name}: ready"));
+        subjects.push((
+            index,
+            Subject {
+                via,
+                pid,
+                launched,
+                result,
+            },
+        ));
     }
+    let (order, mut measured): (Vec<usize>, Vec<Subject>) = subjects.into_iter().unzip();
+    scenarios(opts, &origin, &mut measured, idle_n, progress).await;
+    let mut results: Vec<(usize, TargetResult)> = order
+        .into_iter()
+        .zip(measured)
+        .map(|(i, mut s)| {
+            if let Some(l) = s.launched.as_mut() {
+                l.stop();
+            }
+            (i, s.result)
+        })
+        .chain(unavailable)
+        .collect();
+    results.sort_by_key(|(i, _)| *i);
+    report.targets = results.into_iter().map(|(_, r)| r).collect();
     Ok(report)
 }
 

@@ -123,7 +123,7 @@ fn version(bin: &Path, arg: &str, parse: fn(&str) -> Option<String>) -> Option<S
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Start `bin run --config <dir>/egressd.yaml`; its log lines go to `<dir>/egressd.log`.
+/// Start `bin run --config <dir>/conf/egressd.yaml`; its log lines go to `<dir>/egressd.log`.
 pub async fn start_egressd(
     bin: &Path,
     dir: &Path,
@@ -137,7 +137,11 @@ pub async fn start_egressd(
         ));
     }
     let port = free_port().map_err(|e| e.to_string())?;
-    let config = dir.join("egressd.yaml");
+    // The configuration in a directory of its own: egressd watches the directories of its files, and log
+    // lines written next to them would wake the watcher at every write.
+    let conf_dir = dir.join("conf");
+    std::fs::create_dir_all(&conf_dir).map_err(|e| e.to_string())?;
+    let config = conf_dir.join("egressd.yaml");
     std::fs::write(&config, egressd_config(port, origin, max_connections))
         .map_err(|e| e.to_string())?;
     let log = dir.join("egressd.log");

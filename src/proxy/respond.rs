@@ -56,9 +56,11 @@ pub async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, o: &Outcome) {
             .collect::<String>(),
         body.len()
     );
+    // One write for head and body.
+    let mut response = head.into_bytes();
+    response.extend_from_slice(body.as_bytes());
     let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
+        stream.write_all(&response).await?;
         stream.shutdown().await
     };
     // A client that does not read its refusal must not hold the connection open.

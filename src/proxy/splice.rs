@@ -12,10 +12,12 @@ use crate::telemetry::log::CloseReason;
 use crate::telemetry::metrics::Active;
 use std::any::Any;
 use std::cell::RefCell;
+use std::future::Future;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -74,74 +76,196 @@ where
 
 /// What one read-and-forward step on a readable socket did.
 enum Step {
-    /// Everything read was written; read again.
-    Forwarded,
+    /// These bytes were read and written.
+    Forwarded(usize),
     /// Nothing to read right now.
     Quiet,
     /// The reader finished (half-close).
     Eof,
-    /// These bytes were read but the writer could not take them yet.
-    Stalled(Vec<u8>),
+    /// Bytes were read but the writer took only the first `moved`; the rest must wait for it.
+    Stalled {
+        moved: usize,
+        rest: Vec<u8>,
+    },
     Broken(Broken),
 }
 
 /// Read what is available from `from` into the thread's shared buffer and write it to `to` without waiting.
-/// Never holds the shared buffer across an await.
-fn step(from: &TcpStream, to: &TcpStream, activity: &Activity<'_>) -> Step {
+fn step(from: &TcpStream, to: &TcpStream) -> Step {
     SHARED_BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let n = match from.try_read(&mut buf) {
+        let len = buf.len();
+        let mut got = 0;
+        // A short read emptied the socket's receive queue: answering WouldBlock to `try_io` clears the
+        // readiness now, saving the empty read that would otherwise find that out (what tokio's own
+        // `poll_read` does). A half-close stays visible: tokio never clears the read-closed readiness.
+        let read = from.try_io(Interest::READABLE, || {
+            got = from.try_read(&mut buf)?;
+            if got > 0 && got < len {
+                Err(ErrorKind::WouldBlock.into())
+            } else {
+                Ok(got)
+            }
+        });
+        let n = match read {
             Ok(0) => return Step::Eof,
             Ok(n) => n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock && got > 0 => got,
             Err(e) if e.kind() == ErrorKind::WouldBlock => return Step::Quiet,
             Err(_) => return Step::Broken(Broken::Reader),
         };
         match to.try_write(&buf[..n]) {
-            Ok(m) => {
-                activity.moved(m);
-                if m == n {
-                    Step::Forwarded
-                } else {
-                    Step::Stalled(buf[m..n].to_vec())
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => Step::Stalled(buf[..n].to_vec()),
+            Ok(m) if m == n => Step::Forwarded(n),
+            Ok(m) => Step::Stalled {
+                moved: m,
+                rest: buf[m..n].to_vec(),
+            },
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Step::Stalled {
+                moved: 0,
+                rest: buf[..n].to_vec(),
+            },
             Err(_) => Step::Broken(Broken::Writer),
         }
     })
 }
 
-/// One direction of a TCP-to-TCP tunnel, readiness-driven (see the module comment).
-async fn pump_tcp(from: &TcpStream, to: &TcpStream, activity: Activity<'_>) -> Result<(), Broken> {
-    loop {
-        from.readable().await.map_err(|_| Broken::Reader)?;
-        match step(from, to, &activity) {
-            Step::Forwarded | Step::Quiet => {}
-            Step::Eof => {
-                // Pass the half-close on. A writer whose peer has already closed completely
-                // (NotConnected) has nothing left to tell.
-                return match socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write) {
-                    Ok(()) => Ok(()),
-                    Err(e) if e.kind() == ErrorKind::NotConnected => Ok(()),
-                    Err(_) => Err(Broken::Writer),
-                };
-            }
-            Step::Broken(b) => return Err(b),
-            Step::Stalled(mut pending) => {
-                // The writer is full: hold just these bytes until it drains (back-pressure on the reader).
-                while !pending.is_empty() {
-                    to.writable().await.map_err(|_| Broken::Writer)?;
-                    match to.try_write(&pending) {
-                        Ok(m) => {
-                            activity.moved(m);
-                            pending.drain(..m);
-                        }
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(_) => return Err(Broken::Writer),
+/// One direction of a TCP-to-TCP tunnel.
+#[derive(Default)]
+struct Flow {
+    /// Bytes read that the writer could not take yet; no allocation while the direction keeps up.
+    pending: Vec<u8>,
+    /// Bytes forwarded.
+    moved: u64,
+    /// The reader finished and the direction is done.
+    done: bool,
+}
+
+impl Flow {
+    /// Move bytes from `from` to `to` until neither side can make progress (`Pending`, with wakers
+    /// registered), the reader finishes (`Ready(Ok)`) or a side breaks. `other_done` says whether the opposite
+    /// direction has already ended. Sets `*active` when any byte moved.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+        other_done: bool,
+        active: &mut bool,
+    ) -> Poll<Result<(), Broken>> {
+        loop {
+            // The writer is full: hold just these bytes until it drains (back-pressure on the reader).
+            while !self.pending.is_empty() {
+                ready!(to.poll_write_ready(cx)).map_err(|_| Broken::Writer)?;
+                match to.try_write(&self.pending) {
+                    Ok(m) => {
+                        self.moved += m as u64;
+                        *active = true;
+                        self.pending.drain(..m);
                     }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                    Err(_) => return Poll::Ready(Err(Broken::Writer)),
+                }
+            }
+            if self.pending.capacity() > 0 {
+                self.pending = Vec::new();
+            }
+            ready!(from.poll_read_ready(cx)).map_err(|_| Broken::Reader)?;
+            match step(from, to) {
+                Step::Forwarded(n) => {
+                    self.moved += n as u64;
+                    *active = true;
+                }
+                Step::Quiet => {}
+                Step::Stalled { moved, rest } => {
+                    self.moved += moved as u64;
+                    *active |= moved > 0;
+                    self.pending = rest;
+                }
+                Step::Broken(b) => return Poll::Ready(Err(b)),
+                Step::Eof => {
+                    self.done = true;
+                    // The second direction to end needs no half-close: both sockets are closed right after,
+                    // which sends the FIN anyway.
+                    if other_done {
+                        return Poll::Ready(Ok(()));
+                    }
+                    // Pass the half-close on. A writer whose peer has already closed completely
+                    // (NotConnected) has nothing left to tell.
+                    return Poll::Ready(
+                        match socket2::SockRef::from(to).shutdown(std::net::Shutdown::Write) {
+                            Ok(()) => Ok(()),
+                            Err(e) if e.kind() == ErrorKind::NotConnected => Ok(()),
+                            Err(_) => Err(Broken::Writer),
+                        },
+                    );
                 }
             }
         }
+    }
+}
+
+/// A TCP-to-TCP tunnel, readiness-driven (see the module comment): one small state machine rather than a
+/// future per direction, so an idle tunnel's task stays small.
+async fn splice_tcp(
+    client: &TcpStream,
+    upstream: &TcpStream,
+    idle: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Spliced {
+    let mut up = Flow::default();
+    let mut down = Flow::default();
+    let mut last = Instant::now();
+    // Wakes at the earliest moment the tunnel could have idled out, then checks when it was last active.
+    let mut idle_at = last.checked_add(idle);
+    let sleep = tokio::time::sleep_until(idle_at.unwrap_or(last));
+    tokio::pin!(sleep, shutdown);
+    let close_reason = std::future::poll_fn(|cx| {
+        if shutdown.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(CloseReason::Shutdown);
+        }
+        let mut active = false;
+        if !up.done {
+            match up.poll(cx, client, upstream, down.done, &mut active) {
+                Poll::Ready(Err(Broken::Reader)) => return Poll::Ready(CloseReason::ClientError),
+                Poll::Ready(Err(Broken::Writer)) => return Poll::Ready(CloseReason::UpstreamError),
+                _ => {}
+            }
+        }
+        if !down.done {
+            match down.poll(cx, upstream, client, up.done, &mut active) {
+                Poll::Ready(Err(Broken::Reader)) => return Poll::Ready(CloseReason::UpstreamError),
+                Poll::Ready(Err(Broken::Writer)) => return Poll::Ready(CloseReason::ClientError),
+                _ => {}
+            }
+        }
+        if up.done && down.done {
+            return Poll::Ready(CloseReason::Eof);
+        }
+        if active {
+            last = Instant::now();
+        }
+        // `None`: an unbounded idle time (`idle_timeout: none`) never wakes.
+        while idle_at.is_some() {
+            if sleep.as_mut().poll(cx).is_pending() {
+                break;
+            }
+            let Some(quiet_until) = last.checked_add(idle) else {
+                idle_at = None;
+                break;
+            };
+            if Instant::now() >= quiet_until {
+                return Poll::Ready(CloseReason::IdleTimeout);
+            }
+            idle_at = Some(quiet_until);
+            sleep.as_mut().reset(quiet_until);
+        }
+        Poll::Pending
+    })
+    .await;
+    Spliced {
+        bytes_up: up.moved,
+        bytes_down: down.moved,
+        close_reason,
     }
 }
 
@@ -150,10 +274,27 @@ pub async fn splice<C>(
     client: C,
     upstream: TcpStream,
     idle: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> Spliced
 where
     C: AsyncRead + AsyncWrite + 'static,
+{
+    match as_tcp(client) {
+        Ok((client, _counted)) => splice_tcp(&client, &upstream, idle, shutdown).await,
+        // Boxed: the buffered copy's state would otherwise size every tunnel's task.
+        Err(client) => Box::pin(splice_buffered(client, upstream, idle, shutdown)).await,
+    }
+}
+
+/// The buffered copy, for clients that are not plain TCP sockets.
+async fn splice_buffered<C>(
+    client: C,
+    upstream: TcpStream,
+    idle: Duration,
+    shutdown: impl Future<Output = ()>,
+) -> Spliced
+where
+    C: AsyncRead + AsyncWrite,
 {
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);
@@ -164,22 +305,11 @@ where
         last: &last,
         epoch,
     };
-    let (client, tcp_client) = as_tcp(client);
-    let close_reason = match tcp_client {
-        Some((client, _counted)) => {
-            let upward = pump_tcp(&client, &upstream, activity(&up));
-            let downward = pump_tcp(&upstream, &client, activity(&down));
-            watch(upward, downward, &last, epoch, idle, shutdown).await
-        }
-        None => {
-            let client = client.expect("not taken: the client is not a TcpStream");
-            let (cr, cw) = tokio::io::split(client);
-            let (ur, uw) = tokio::io::split(upstream);
-            let upward = pump(cr, uw, activity(&up));
-            let downward = pump(ur, cw, activity(&down));
-            watch(upward, downward, &last, epoch, idle, shutdown).await
-        }
-    };
+    let (cr, cw) = tokio::io::split(client);
+    let (ur, uw) = tokio::io::split(upstream);
+    let upward = pump(cr, uw, activity(&up));
+    let downward = pump(ur, cw, activity(&down));
+    let close_reason = watch(upward, downward, &last, epoch, idle, shutdown).await;
     Spliced {
         bytes_up: up.load(Ordering::Relaxed),
         bytes_down: down.load(Ordering::Relaxed),
@@ -189,24 +319,23 @@ where
 
 /// The client as a plain TCP socket when it is one (directly or inside a connection-counting wrapper, whose
 /// guard comes along), else the client back unchanged.
-#[allow(clippy::type_complexity)]
-fn as_tcp<C: 'static>(client: C) -> (Option<C>, Option<(TcpStream, Option<Active>)>) {
+fn as_tcp<C: 'static>(client: C) -> Result<(TcpStream, Option<Active>), C> {
     let mut client = Some(client);
     let any = &mut client as &mut dyn Any;
     if let Some(tcp) = any
         .downcast_mut::<Option<TcpStream>>()
         .and_then(Option::take)
     {
-        return (None, Some((tcp, None)));
+        return Ok((tcp, None));
     }
     if let Some(counted) = any
         .downcast_mut::<Option<CountedStream<TcpStream>>>()
         .and_then(Option::take)
     {
         let (tcp, active) = counted.into_parts();
-        return (None, Some((tcp, Some(active))));
+        return Ok((tcp, Some(active)));
     }
-    (client, None)
+    Err(client.expect("not taken: the client is not a TcpStream"))
 }
 
 /// Drive both directions until both finish or one breaks, the pair idles out, or `shutdown` fires.
@@ -216,7 +345,7 @@ async fn watch(
     last: &AtomicU64,
     epoch: Instant,
     idle: Duration,
-    shutdown: impl std::future::Future<Output = ()>,
+    shutdown: impl Future<Output = ()>,
 ) -> CloseReason {
     let upward = async {
         match upward.await {

@@ -1,8 +1,9 @@
 //! Decision and close events: exactly one decision line per request and one close line per tunnel or
 //! forwarded request, made from the same [`Outcome`]. Field names are stable (listed in README).
-//! Lines go to a [`EventLog`] sink: stdout in production, a buffer in tests.
+//! Lines go to a [`EventLog`] sink: stdout in production (in batches), a buffer in tests.
 
 use crate::reason::Reason;
+use crate::telemetry::batch::BatchWriter;
 use crate::telemetry::metrics::Metrics;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -201,7 +202,13 @@ impl Close {
     }
 }
 
-type Sink = Arc<Mutex<Box<dyn Write + Send>>>;
+#[derive(Clone)]
+enum Sink {
+    /// Each line written at once (tests, and stdout when the batch thread cannot start).
+    Direct(Arc<Mutex<Box<dyn Write + Send>>>),
+    /// Lines written in batches by a thread of their own (stdout).
+    Batched(BatchWriter),
+}
 
 /// Where decision and close lines go. With metrics attached, every line is also counted, so the log and
 /// the metrics are made by one call from the same outcome.
@@ -213,15 +220,34 @@ pub struct EventLog {
 }
 
 impl EventLog {
+    /// Lines to stdout, written in batches (see [`BatchWriter`]); call [`EventLog::flush`] before exiting.
     pub fn stdout(format: LogFormat) -> Self {
-        Self::to_writer(format, Box::new(std::io::stdout()))
+        match BatchWriter::start(Box::new(std::io::stdout())) {
+            Ok(w) => EventLog {
+                format,
+                sink: Sink::Batched(w),
+                metrics: None,
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the log writer thread; writing each line at once");
+                Self::to_writer(format, Box::new(std::io::stdout()))
+            }
+        }
     }
 
+    /// Lines to `w`, each written (and flushed) at once.
     pub fn to_writer(format: LogFormat, w: Box<dyn Write + Send>) -> Self {
         EventLog {
             format,
-            sink: Arc::new(Mutex::new(w)),
+            sink: Sink::Direct(Arc::new(Mutex::new(w))),
             metrics: None,
+        }
+    }
+
+    /// Write every line made so far.
+    pub fn flush(&self) {
+        if let Sink::Batched(w) = &self.sink {
+            w.flush();
         }
     }
 
@@ -254,10 +280,15 @@ impl EventLog {
             },
         };
         buf.push(b'\n');
-        // A failed log write must not take the proxy down; there is nowhere better to report it.
-        if let Ok(mut w) = self.sink.lock() {
-            let _ = w.write_all(&buf);
-            let _ = w.flush();
+        match &self.sink {
+            // A failed log write must not take the proxy down; there is nowhere better to report it.
+            Sink::Direct(w) => {
+                if let Ok(mut w) = w.lock() {
+                    let _ = w.write_all(&buf);
+                    let _ = w.flush();
+                }
+            }
+            Sink::Batched(w) => w.append(&buf),
         }
     }
 }

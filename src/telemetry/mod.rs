@@ -1,4 +1,5 @@
 //! What egressd tells the outside world about each connection.
 
+pub mod batch;
 pub mod log;
 pub mod metrics;
