@@ -7,6 +7,7 @@ mod forward;
 pub mod head;
 mod original_dst;
 mod peek;
+mod pipe;
 mod respond;
 pub mod sni;
 pub mod splice;

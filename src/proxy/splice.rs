@@ -4,10 +4,13 @@
 //! When both sides are plain TCP sockets (the plain listener), the copy is readiness-driven and holds no buffer
 //! while a tunnel is idle: each direction waits for its socket to become readable, reads into the worker
 //! thread's shared buffer and writes straight on. Only bytes the other side cannot take yet are kept, in a
-//! buffer that is released as soon as the direction goes quiet again. Other clients (TLS to the proxy,
-//! upgraded HTTP connections) use a buffered copy.
+//! buffer that is released as soon as the direction goes quiet again. A direction whose read fills the whole
+//! shared buffer is busy: it takes a pipe and moves bytes with splice(2), never through user space, until it
+//! goes quiet and gives the pipe back (see [`super::pipe`]). Other clients (TLS to the proxy, upgraded HTTP
+//! connections) use a buffered copy.
 
 use super::counted::CountedStream;
+use super::pipe::Pipe;
 use crate::telemetry::log::CloseReason;
 use crate::telemetry::metrics::Active;
 use std::any::Any;
@@ -134,10 +137,21 @@ fn step(from: &TcpStream, to: &TcpStream) -> Step {
 struct Flow {
     /// Bytes read that the writer could not take yet; no allocation while the direction keeps up.
     pending: Vec<u8>,
+    /// While the direction is busy (a read filled the whole shared buffer), bytes move through this pipe
+    /// with splice(2) instead of through user space; it goes back to the pool once the direction is quiet.
+    pipe: Option<Pipe>,
     /// Bytes forwarded.
     moved: u64,
     /// The reader finished and the direction is done.
     done: bool,
+}
+
+impl Drop for Flow {
+    fn drop(&mut self) {
+        if let Some(p) = self.pipe.take() {
+            p.give_back();
+        }
+    }
 }
 
 impl Flow {
@@ -169,11 +183,44 @@ impl Flow {
             if self.pending.capacity() > 0 {
                 self.pending = Vec::new();
             }
+            if let Some(pipe) = &mut self.pipe {
+                while pipe.held > 0 {
+                    ready!(to.poll_write_ready(cx)).map_err(|_| Broken::Writer)?;
+                    match pipe.drain(to) {
+                        Ok(m) => {
+                            self.moved += m as u64;
+                            *active = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+                        Err(_) => return Poll::Ready(Err(Broken::Writer)),
+                    }
+                }
+            }
             ready!(from.poll_read_ready(cx)).map_err(|_| Broken::Reader)?;
-            match step(from, to) {
+            let step = match &mut self.pipe {
+                Some(pipe) => match pipe.fill(from) {
+                    // Moved on at the top of the loop.
+                    Ok(n) if n > 0 => continue,
+                    Ok(_) => Step::Eof,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        // Quiet again: the pipe (empty now) goes back to the pool.
+                        if let Some(p) = self.pipe.take() {
+                            p.give_back();
+                        }
+                        Step::Quiet
+                    }
+                    Err(_) => Step::Broken(Broken::Reader),
+                },
+                None => step(from, to),
+            };
+            match step {
                 Step::Forwarded(n) => {
                     self.moved += n as u64;
                     *active = true;
+                    if n == SHARED_BUF_SIZE {
+                        // A full buffer: a bulk transfer is under way; move it without copying.
+                        self.pipe = Pipe::take();
+                    }
                 }
                 Step::Quiet => {}
                 Step::Stalled { moved, rest } => {
@@ -480,6 +527,41 @@ mod tests {
         let s = task.await.unwrap();
         assert_eq!(s.bytes_down, data.len() as u64);
         assert_eq!(s.bytes_up, 0);
+    }
+
+    #[tokio::test]
+    async fn busy_directions_switch_to_zero_copy_and_back_without_losing_bytes() {
+        let (client, mut client_peer) = tcp_pair().await;
+        let (upstream, mut upstream_peer) = tcp_pair().await;
+        let task = tokio::spawn(splice(
+            client,
+            upstream,
+            Duration::from_secs(10),
+            std::future::pending(),
+        ));
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        // Bulk (through a pipe), a pause, a few bytes (copied), bulk again.
+        for (round, size) in [4 << 20, 5, 3 << 20, 7].into_iter().enumerate() {
+            let chunk: Vec<u8> = (0..size).map(|i| ((i + round) % 253) as u8).collect();
+            sent.extend_from_slice(&chunk);
+            let writer = tokio::spawn(async move {
+                upstream_peer.write_all(&chunk).await.unwrap();
+                upstream_peer
+            });
+            let mut buf = vec![0u8; size];
+            client_peer.read_exact(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf);
+            upstream_peer = writer.await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(got == sent, "bytes lost or reordered");
+        // Quiet again: the pipe went back to this thread's pool (tokio::test runs on one thread).
+        assert!(Pipe::spare() >= 1, "the pipe was not given back");
+        drop(upstream_peer);
+        drop(client_peer);
+        let s = task.await.unwrap();
+        assert_eq!(s.bytes_down, sent.len() as u64);
     }
 
     #[tokio::test]
