@@ -491,13 +491,14 @@ impl Proxy {
                 tracing::warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP");
             }
         }
-        let plain = accept_loop(plain, ListenerKind::Plain, live.clone());
-        match tls {
-            Some(listener) => {
-                let tls = accept_loop(listener, ListenerKind::Tls, live.clone());
-                tokio::join!(plain, tls);
-            }
-            None => plain.await,
+        // Accepting runs on the runtime's worker threads, like the connections: a connection task spawned
+        // there starts on the same thread, where one spawned from outside (the thread awaiting `serve`) has to
+        // be handed over and a worker woken for it.
+        let plain = tokio::spawn(accept_loop(plain, ListenerKind::Plain, live.clone()));
+        let tls = tls.map(|l| tokio::spawn(accept_loop(l, ListenerKind::Tls, live.clone())));
+        let _ = plain.await;
+        if let Some(tls) = tls {
+            let _ = tls.await;
         }
         drain(&live.ctx()).await;
         stopped.cancel();
