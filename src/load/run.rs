@@ -188,6 +188,11 @@ async fn idle(
     Idle::new(n, opened, errors, baseline, loaded)
 }
 
+/// One operation of a timed scenario: how long it took, or why it failed.
+type OpFuture = std::pin::Pin<Box<dyn Future<Output = Result<Duration, Error>> + Send>>;
+/// What each client of a timed scenario runs in a loop.
+type Op = Box<dyn Fn() -> OpFuture + Send + Sync>;
+
 /// A target being measured.
 struct Subject {
     via: Via,
@@ -197,19 +202,12 @@ struct Subject {
 }
 
 impl Subject {
-    fn tunnel_op(
-        &self,
-        origin: &Arc<Origin>,
-        payload: &Arc<[u8]>,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Duration, Error>> + Send>>
-           + Send
-           + Sync
-           + 'static {
+    fn tunnel_op(&self, origin: &Arc<Origin>, payload: &Arc<[u8]>) -> Op {
         let (via, origin, payload) = (self.via, origin.clone(), payload.clone());
-        move || {
+        Box::new(move || {
             let (origin, payload) = (origin.clone(), payload.clone());
             Box::pin(async move { client::tunnel_once(via, &origin, &payload).await })
-        }
+        })
     }
 }
 
@@ -231,13 +229,7 @@ async fn rounds<F>(
     op_for: F,
 ) -> Vec<Rate>
 where
-    F: Fn(
-        &Subject,
-    ) -> Box<
-        dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<Duration, Error>> + Send>>
-            + Send
-            + Sync,
-    >,
+    F: Fn(&Subject) -> Op,
 {
     let mut tallies: Vec<Tally> = subjects.iter().map(|_| Tally::default()).collect();
     let slice = duration / rounds as u32;
@@ -303,9 +295,7 @@ async fn scenarios(
     }
 
     let all: Vec<&Subject> = subjects.iter().collect();
-    let tunnel_op = |s: &Subject| -> Box<dyn Fn() -> _ + Send + Sync> {
-        Box::new(s.tunnel_op(origin, &payload))
-    };
+    let tunnel_op = |s: &Subject| s.tunnel_op(origin, &payload);
     progress(&format!(
         "tunnel rate, {} clients, {rounds_n} rounds across the targets",
         opts.clients

@@ -735,8 +735,8 @@ mod tests {
         let stream = counted::CountedStream::new(stream, ctx.metrics.connection_opened("plain"));
         let task = admit(ctx, stream, peer, 1, None);
         let size = std::mem::size_of_val(&task);
-        // Debug builds lay futures out less tightly than release builds (about half this there); before the tunnel became one state machine and
-        // the refusal paths were boxed, this was several times larger.
+        // Debug builds lay futures out less tightly than release builds (about half this there). Before the
+        // tunnel became one state machine and the refusal paths were boxed, this was several times larger.
         assert!(size <= 2048, "a connection's task holds {size} bytes");
     }
 }

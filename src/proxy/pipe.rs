@@ -105,14 +105,8 @@ impl Pipe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::splice::tests::tcp_pair;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-        let (b, _) = l.accept().await.unwrap();
-        (a, b)
-    }
 
     #[tokio::test]
     async fn moves_bytes_between_sockets_and_reports_end_of_stream() {

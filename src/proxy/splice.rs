@@ -443,15 +443,28 @@ async fn watch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A connected pair of loopback TCP sockets.
-    async fn tcp_pair() -> (TcpStream, TcpStream) {
+    pub(in crate::proxy) async fn tcp_pair() -> (TcpStream, TcpStream) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (b, _) = l.accept().await.unwrap();
         (a, b)
+    }
+
+    /// `splice` running in a task with a 10 s idle time and no shutdown.
+    fn spawn_splice<C>(client: C, upstream: TcpStream) -> tokio::task::JoinHandle<Spliced>
+    where
+        C: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        tokio::spawn(splice(
+            client,
+            upstream,
+            Duration::from_secs(10),
+            std::future::pending(),
+        ))
     }
 
     async fn half_close_both_ways<C>(
@@ -461,12 +474,7 @@ mod tests {
         C: AsyncRead + AsyncWrite + Send + 'static,
     {
         let (upstream, mut upstream_peer) = tcp_pair().await;
-        let task = tokio::spawn(splice(
-            client,
-            upstream,
-            Duration::from_secs(10),
-            std::future::pending(),
-        ));
+        let task = spawn_splice(client, upstream);
         client_peer.write_all(b"hello").await.unwrap();
         client_peer.shutdown().await.unwrap();
         let mut got = Vec::new();
@@ -500,12 +508,7 @@ mod tests {
         // 8 MiB one way while the receiving side reads late: the writer fills, the copy must hold and resume.
         let (client, mut client_peer) = tcp_pair().await;
         let (upstream, mut upstream_peer) = tcp_pair().await;
-        let task = tokio::spawn(splice(
-            client,
-            upstream,
-            Duration::from_secs(10),
-            std::future::pending(),
-        ));
+        let task = spawn_splice(client, upstream);
         let data: Vec<u8> = (0..8 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
         let sent = data.clone();
         let writer = tokio::spawn(async move {
@@ -533,12 +536,7 @@ mod tests {
     async fn busy_directions_switch_to_zero_copy_and_back_without_losing_bytes() {
         let (client, mut client_peer) = tcp_pair().await;
         let (upstream, mut upstream_peer) = tcp_pair().await;
-        let task = tokio::spawn(splice(
-            client,
-            upstream,
-            Duration::from_secs(10),
-            std::future::pending(),
-        ));
+        let task = spawn_splice(client, upstream);
         let mut sent = Vec::new();
         let mut got = Vec::new();
         // Bulk (through a pipe), a pause, a few bytes (copied), bulk again.
