@@ -20,6 +20,10 @@ impl<S> CountedStream<S> {
         }
     }
 
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
     /// The stream and its guard, for code that needs the stream's own type (the guard must be kept alive).
     pub fn into_parts(self) -> (S, Active) {
         (self.inner, self._active)

@@ -1,5 +1,6 @@
 //! The proxy listener: accept, bound, read the first request head, and hand off to CONNECT or forwarding.
 
+mod accept;
 mod connect;
 mod counted;
 pub mod dial;
@@ -21,6 +22,7 @@ use crate::reload::Reloader;
 use crate::target::{parse_authority, Target};
 use crate::telemetry::log::{EventLog, Kind, Outcome, Verdict};
 use crate::telemetry::metrics::Metrics;
+use accept::{ClientSocket, Listener};
 use arc_swap::ArcSwap;
 use dial::Dialer;
 use head::Request;
@@ -344,9 +346,9 @@ impl Live {
 
 /// The bound proxy listeners, ready to serve.
 pub struct Proxy {
-    plain: TcpListener,
-    tls: Option<TcpListener>,
-    transparent: Vec<(TcpListener, transparent::Flavor)>,
+    plain: Listener,
+    tls: Option<Listener>,
+    transparent: Vec<(Listener, transparent::Flavor)>,
     admin: Option<TcpListener>,
     live: Arc<Live>,
     reloader: Reloader,
@@ -361,9 +363,9 @@ impl Proxy {
         log: EventLog,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        let plain = bind_listener(settings.listen).await?;
+        let plain = Listener::bind(settings.listen)?;
         let tls = match &settings.listen_tls {
-            Some((addr, _)) => Some(bind_listener(*addr).await?),
+            Some((addr, _)) => Some(Listener::bind(*addr)?),
             None => None,
         };
         let mut transparent = Vec::new();
@@ -372,7 +374,7 @@ impl Proxy {
             (settings.transparent.http, transparent::Flavor::Http),
         ] {
             if let Some(addr) = addr {
-                transparent.push((bind_listener(addr).await?, flavor));
+                transparent.push((Listener::bind(addr)?, flavor));
             }
         }
         let admin = match settings.admin {
@@ -468,8 +470,8 @@ impl Proxy {
             std::iter::once(&plain)
                 .chain(tls.as_ref())
                 .chain(transparent.iter().map(|(l, _)| l))
-                .chain(admin.as_ref())
                 .filter_map(|l| l.local_addr().ok())
+                .chain(admin.as_ref().and_then(|l| l.local_addr().ok()))
                 .collect(),
         );
         for (listener, flavor) in transparent {
@@ -532,25 +534,18 @@ async fn drain(ctx: &Ctx) {
     );
 }
 
-/// A proxy listener whose accepted connections inherit TCP_NODELAY and keepalive from it.
-async fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let listener = TcpListener::bind(addr).await?;
-    dial::tune_socket(socket2::SockRef::from(&listener));
-    Ok(listener)
-}
-
 /// The next accepted connection; `None` once `drain` fires.
 pub(super) async fn next_connection(
-    listener: &TcpListener,
+    listener: &Listener,
     drain: &CancellationToken,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
+) -> Option<(ClientSocket, SocketAddr)> {
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = drain.cancelled() => return None,
         };
         match accepted {
-            // TCP_NODELAY and keepalive come from the listener (see `bind_listener`).
+            // TCP_NODELAY and keepalive come from the listener (see `Listener::bind`).
             Ok((stream, peer)) => return Some((stream, peer)),
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
@@ -562,7 +557,7 @@ pub(super) async fn next_connection(
     }
 }
 
-async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>) {
+async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
     let drain = live.ctx().drain.clone();
     while let Some((stream, peer)) = next_connection(&listener, &drain).await {
         let ctx = live.ctx();
@@ -582,7 +577,7 @@ async fn accept_loop(listener: TcpListener, kind: ListenerKind, live: Arc<Live>)
 /// The TLS handshake with a client of the TLS listener, then the same service as the plain listener.
 async fn accept_tls(
     ctx: Arc<Ctx>,
-    stream: counted::CountedStream<tokio::net::TcpStream>,
+    stream: counted::CountedStream<ClientSocket>,
     peer: SocketAddr,
     conn_id: u64,
     permit: Option<OwnedSemaphorePermit>,
@@ -727,7 +722,7 @@ mod tests {
             EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
             CancellationToken::new(),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();

@@ -1,9 +1,12 @@
 //! Refusal responses: status from the reason code, an `X-Egressd-Reason` header, and a short text body that
 //! names the host, the reason code and what was wrong.
 
+use super::accept::ClientSocket;
+use super::counted::CountedStream;
 use crate::telemetry::log::{Kind, Outcome};
 use bytes::Bytes;
 use http_body_util::Full;
+use std::any::Any;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -42,7 +45,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Write a refusal on a raw connection and close it.
-pub async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, o: &Outcome) {
+pub async fn write_refusal<S: AsyncWrite + Unpin + 'static>(mut stream: S, o: &Outcome) {
     let body = body_text(o);
     let status = o.reason.status();
     let head = format!(
@@ -59,8 +62,16 @@ pub async fn write_refusal<S: AsyncWrite + Unpin>(mut stream: S, o: &Outcome) {
     // One write for head and body.
     let mut response = head.into_bytes();
     response.extend_from_slice(body.as_bytes());
+    // A plain client socket takes the refusal and the FIN in one segment, mostly.
+    let sent = match (&mut stream as &mut dyn Any).downcast_mut::<CountedStream<ClientSocket>>() {
+        Some(counted) => counted.get_mut().send_last(&response),
+        None => 0,
+    };
+    if sent == response.len() {
+        return;
+    }
     let write = async {
-        stream.write_all(&response).await?;
+        stream.write_all(&response[sent..]).await?;
         stream.shutdown().await
     };
     // A client that does not read its refusal must not hold the connection open.

@@ -9,6 +9,7 @@
 //! goes quiet and gives the pipe back (see [`super::pipe`]). Other clients (TLS to the proxy, upgraded HTTP
 //! connections) use a buffered copy.
 
+use super::accept::ClientSocket;
 use super::counted::CountedStream;
 use super::pipe::Pipe;
 use crate::telemetry::log::CloseReason;
@@ -327,7 +328,13 @@ where
     C: AsyncRead + AsyncWrite + 'static,
 {
     match as_tcp(client) {
-        Ok((client, _counted)) => splice_tcp(&client, &upstream, idle, shutdown).await,
+        Ok((Ok(client), _counted)) => splice_tcp(&client, &upstream, idle, shutdown).await,
+        // The client socket could not join the event loop (and is closed): nothing can be spliced.
+        Ok((Err(_), _counted)) => Spliced {
+            bytes_up: 0,
+            bytes_down: 0,
+            close_reason: CloseReason::ClientError,
+        },
         // Boxed: the buffered copy's state would otherwise size every tunnel's task.
         Err(client) => Box::pin(splice_buffered(client, upstream, idle, shutdown)).await,
     }
@@ -365,22 +372,29 @@ where
 }
 
 /// The client as a plain TCP socket when it is one (directly or inside a connection-counting wrapper, whose
-/// guard comes along), else the client back unchanged.
-fn as_tcp<C: 'static>(client: C) -> Result<(TcpStream, Option<Active>), C> {
+/// guard comes along), registered with the event loop; else the client back unchanged.
+fn as_tcp<C: 'static>(client: C) -> Result<(std::io::Result<TcpStream>, Option<Active>), C> {
     let mut client = Some(client);
     let any = &mut client as &mut dyn Any;
     if let Some(tcp) = any
         .downcast_mut::<Option<TcpStream>>()
         .and_then(Option::take)
     {
-        return Ok((tcp, None));
+        return Ok((Ok(tcp), None));
     }
     if let Some(counted) = any
         .downcast_mut::<Option<CountedStream<TcpStream>>>()
         .and_then(Option::take)
     {
         let (tcp, active) = counted.into_parts();
-        return Ok((tcp, Some(active)));
+        return Ok((Ok(tcp), Some(active)));
+    }
+    if let Some(counted) = any
+        .downcast_mut::<Option<CountedStream<ClientSocket>>>()
+        .and_then(Option::take)
+    {
+        let (socket, active) = counted.into_parts();
+        return Ok((socket.into_tcp(), Some(active)));
     }
     Err(client.expect("not taken: the client is not a TcpStream"))
 }

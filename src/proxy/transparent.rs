@@ -17,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Which transparent listener a connection came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,13 +47,21 @@ impl Flavor {
 
 /// Accept redirected connections until shutdown. `own` are the addresses egressd listens on (the loop guard).
 pub(super) async fn accept_loop(
-    listener: TcpListener,
+    listener: super::accept::Listener,
     flavor: Flavor,
     live: Arc<Live>,
     own: Arc<Vec<SocketAddr>>,
 ) {
     let drain = live.ctx().drain.clone();
     while let Some((stream, peer)) = super::next_connection(&listener, &drain).await {
+        // Registered at once: the original destination and the reset on refusal need the tokio stream.
+        let stream = match stream.into_tcp() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "cannot register a transparent connection; closed it");
+                continue;
+            }
+        };
         // The configuration in force now; a reload applies to the next connection.
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
