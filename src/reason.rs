@@ -47,6 +47,9 @@ pub enum Reason {
     HeaderTimeout,
     /// `limits.max_connections` connections are already open.
     ConnectionLimit,
+    /// Too many password checks were in progress to check this request's credentials within
+    /// `timeouts.header`.
+    AuthBusy,
     /// The name does not resolve (NXDOMAIN, SERVFAIL, no addresses).
     DnsFailed,
     /// The resolver did not answer within `timeouts.dns`.
@@ -82,7 +85,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 35] = [
+    pub const ALL: [Reason; 36] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -104,6 +107,7 @@ impl Reason {
         Reason::HeaderTooLarge,
         Reason::HeaderTimeout,
         Reason::ConnectionLimit,
+        Reason::AuthBusy,
         Reason::DnsFailed,
         Reason::DnsTimeout,
         Reason::UpstreamRefused,
@@ -143,6 +147,7 @@ impl Reason {
             Reason::HeaderTooLarge => "header_too_large",
             Reason::HeaderTimeout => "header_timeout",
             Reason::ConnectionLimit => "connection_limit",
+            Reason::AuthBusy => "auth_busy",
             Reason::DnsFailed => "dns_failed",
             Reason::DnsTimeout => "dns_timeout",
             Reason::UpstreamRefused => "upstream_refused",
@@ -191,7 +196,7 @@ impl Reason {
             | Reason::ClientTlsFailed => 400,
             Reason::HeaderTimeout => 408,
             Reason::HeaderTooLarge => 431,
-            Reason::ConnectionLimit => 503,
+            Reason::ConnectionLimit | Reason::AuthBusy => 503,
             Reason::DnsFailed
             | Reason::UpstreamRefused
             | Reason::UpstreamUnreachable
@@ -250,6 +255,7 @@ mod tests {
         assert_eq!(Reason::UpstreamConnectTimeout.status(), 504);
         assert_eq!(Reason::HeaderTooLarge.status(), 431);
         assert_eq!(Reason::ConnectionLimit.status(), 503);
+        assert_eq!(Reason::AuthBusy.status(), 503);
         assert_eq!(Reason::NotProxyRequest.status(), 400);
         assert_eq!(Reason::DeniedPath.status(), 403);
         assert!(Reason::DeniedPath.is_policy_denial());

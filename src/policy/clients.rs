@@ -5,7 +5,7 @@
 
 use super::credentials::{self, GroupCredentials, Presented, ProxyAuth};
 use ipnet::IpNet;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -59,9 +59,13 @@ pub enum Credentials {
     },
     /// A header no group accepts (unknown user, wrong password or token, malformed).
     Invalid,
+    /// A header that could not be checked: too many password checks were in progress.
+    Unchecked,
 }
 
-/// Verified headers are remembered (by SHA-256) so that argon2 runs once per credential, not per request.
+/// Checked headers are remembered (by SHA-256) so that argon2 runs once per header, not per request: at most
+/// this many accepted ones, and as many refused ones (kept apart, so a flood of wrong passwords cannot push
+/// the accepted ones out).
 const CACHE_MAX: usize = 4096;
 
 /// The configured client groups.
@@ -69,6 +73,7 @@ const CACHE_MAX: usize = 4096;
 pub struct ClientGroups {
     groups: Vec<Group>,
     verified: Mutex<HashMap<[u8; 32], Credentials>>,
+    refused: Mutex<HashSet<[u8; 32]>>,
 }
 
 impl ClientGroups {
@@ -102,7 +107,7 @@ impl ClientGroups {
     }
 
     /// The result for a header that needs no password hashing: no header, no credential groups, or a header
-    /// verified before. `None`: [`ClientGroups::authenticate`] has work to do (argon2, slow on purpose).
+    /// checked before. `None`: [`ClientGroups::authenticate`] has work to do (argon2, slow on purpose).
     pub fn known(&self, header: Option<&ProxyAuth>) -> Option<Credentials> {
         // Without credential-based groups the header means nothing here (it may be meant for another
         // proxy); it is ignored, and stripped like every hop-by-hop header.
@@ -110,7 +115,11 @@ impl ClientGroups {
             return Some(Credentials::None);
         };
         let key = credentials::cache_key(header);
-        self.verified.lock().ok().and_then(|m| m.get(&key).cloned())
+        if let Some(c) = self.verified.lock().ok().and_then(|m| m.get(&key).cloned()) {
+            return Some(c);
+        }
+        let refused = self.refused.lock().is_ok_and(|s| s.contains(&key));
+        refused.then_some(Credentials::Invalid)
     }
 
     /// Check a Proxy-Authorization header against every group's users and tokens.
@@ -150,6 +159,12 @@ impl ClientGroups {
             Presented::Malformed => (Vec::new(), None),
         };
         if groups.is_empty() {
+            if let Ok(mut s) = self.refused.lock() {
+                if s.len() >= CACHE_MAX {
+                    s.clear();
+                }
+                s.insert(key);
+            }
             return Credentials::Invalid;
         }
         let c = Credentials::Valid { groups, user };
@@ -244,6 +259,43 @@ mod tests {
         assert_eq!(s(names("::ffff:10.2.0.1")), ["cloudcasa", "nodes"]);
         assert_eq!(s(names("fd00::1")), ["cloudcasa"]);
         assert!(g.identify("192.168.1.1".parse().unwrap()).is_empty());
+    }
+
+    #[test]
+    fn checked_headers_are_remembered_right_or_wrong() {
+        use super::super::credentials::{tests::hash, User};
+        use base64::Engine;
+        let mut g = ClientGroups::default();
+        let users = vec![User {
+            name: "bob".into(),
+            phc: hash("right"),
+        }];
+        let credentials = GroupCredentials {
+            users,
+            ..Default::default()
+        };
+        g.add_with_credentials("people", vec![], credentials);
+        let basic = |password: &str| {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("bob:{password}"));
+            ProxyAuth(format!("Basic {encoded}"))
+        };
+        let (right, wrong) = (basic("right"), basic("wrong"));
+        // Not checked yet: a password check is needed for either.
+        assert_eq!(g.known(Some(&right)), None);
+        assert_eq!(g.known(Some(&wrong)), None);
+        assert!(matches!(
+            g.authenticate(Some(&right)),
+            Credentials::Valid { .. }
+        ));
+        assert_eq!(g.authenticate(Some(&wrong)), Credentials::Invalid);
+        // Both answers are now known without another check.
+        assert!(matches!(
+            g.known(Some(&right)),
+            Some(Credentials::Valid { .. })
+        ));
+        assert_eq!(g.known(Some(&wrong)), Some(Credentials::Invalid));
+        assert_eq!(g.known(Some(&basic("other"))), None);
     }
 
     #[test]

@@ -135,7 +135,7 @@ pub fn check_phc(phc: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use argon2::password_hash::{PasswordHasher, SaltString};
 

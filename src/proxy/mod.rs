@@ -7,6 +7,7 @@ pub mod dial;
 mod forward;
 pub mod head;
 mod original_dst;
+mod password_checks;
 mod peek;
 mod pipe;
 mod respond;
@@ -139,6 +140,17 @@ impl Ctx {
                 o.client_cert = names.first().cloned();
             }
             o.client = policy.clients.names_of(&o.identity);
+            if o.credentials == crate::policy::Credentials::Unchecked {
+                o.refuse(
+                    Reason::AuthBusy,
+                    format!(
+                        "too many password checks in progress; this one got no turn within timeouts.header \
+                         ({:?}); retry",
+                        self.settings.timeouts.header
+                    ),
+                );
+                return None;
+            }
             if o.credentials == crate::policy::Credentials::Invalid {
                 o.refuse(
                     Reason::DeniedBadCredentials,
@@ -188,8 +200,9 @@ impl Ctx {
     }
 
     /// Check the request's Proxy-Authorization header (if any) and record the result for the decision. A
-    /// password not verified before is checked on the blocking pool: argon2 is slow on purpose and must not
-    /// stall the connections sharing this worker.
+    /// header not seen before is checked on the blocking pool, when one of the few password-check turns is
+    /// free (see `password_checks`): argon2 is slow on purpose and must not stall the connections sharing
+    /// this worker, nor take every core.
     async fn authenticate(
         &self,
         header: Option<crate::policy::credentials::ProxyAuth>,
@@ -198,11 +211,11 @@ impl Ctx {
         let policy = self.settings.policy.clone();
         o.credentials = match policy.clients.known(header.as_ref()) {
             Some(c) => c,
-            None => {
-                tokio::task::spawn_blocking(move || policy.clients.authenticate(header.as_ref()))
-                    .await
-                    .unwrap_or(crate::policy::Credentials::Invalid)
-            }
+            None => password_checks::run(self.settings.timeouts.header, move || {
+                policy.clients.authenticate(header.as_ref())
+            })
+            .await
+            .unwrap_or(crate::policy::Credentials::Unchecked),
         };
     }
 
@@ -711,6 +724,33 @@ async fn handle<S: ClientIo>(
 mod tests {
     use super::*;
     use crate::telemetry::log::LogFormat;
+
+    /// Credentials that got no turn for a password check are refused as busy, not as wrong (the client's
+    /// credentials may well be right) and not let through (fail closed).
+    #[test]
+    fn unchecked_credentials_are_refused_as_busy() {
+        let settings = crate::config::from_yaml_str(
+            "listen: 127.0.0.1:0\nclients:\n  - name: robots\n    token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]\nallow:\n  - {name: open, hosts: [open.test]}\n",
+        )
+        .unwrap();
+        let ctx = Ctx::new(
+            settings,
+            EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
+            CancellationToken::new(),
+        );
+        let target = parse_authority("open.test:443", None).unwrap();
+        let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
+        assert_eq!(
+            ctx.decide(&target, &mut o),
+            Some(None),
+            "allowed without credentials"
+        );
+        let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
+        o.credentials = crate::policy::Credentials::Unchecked;
+        assert_eq!(ctx.decide(&target, &mut o), None);
+        assert_eq!(o.reason, Reason::AuthBusy);
+        assert_eq!(o.reason.status(), 503);
+    }
 
     /// Every connection's task is as large as `admit`'s future for as long as the connection lives, idle
     /// tunnels included: it must keep only what an established tunnel needs (the rest is boxed and freed).
