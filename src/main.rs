@@ -92,6 +92,9 @@ enum Command {
         #[command(subcommand)]
         command: Option<VendorsCommand>,
     },
+    /// Hash a password for `clients[].users` (argon2id): reads it from stdin (one trailing newline is dropped)
+    /// and prints the PHC string.
+    HashPassword,
     /// Print the proxy environment and kubectl commands for a vendor's agents.
     AgentEnv {
         /// egressd's address as the agents reach it, e.g. http://egressd.egressd.svc:3128.
@@ -174,6 +177,24 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
 }
 
 /// Print a command's output, or its error on stderr with exit code 2.
+/// `egressd hash-password`: the password from stdin, a salt from the system's random generator.
+fn hash_password_from_stdin() -> Result<String, String> {
+    use std::io::Read;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| format!("reading the password from stdin: {e}"))?;
+    let password = password
+        .strip_suffix('\n')
+        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+        .unwrap_or(&password);
+    let mut salt = [0u8; 16];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut salt))
+        .map_err(|e| format!("reading a random salt from /dev/urandom: {e}"))?;
+    egressd::policy::credentials::hash_password(password, &salt).map(|phc| format!("{phc}\n"))
+}
+
 fn print_or_fail(r: Result<String, String>) -> ExitCode {
     match r {
         Ok(text) => {
@@ -355,6 +376,7 @@ fn main() -> ExitCode {
             print_or_fail(egressd::audit::run(&opts, time::OffsetDateTime::now_utc()))
         }
         Command::Noproxy { command } => run_noproxy(command),
+        Command::HashPassword => print_or_fail(hash_password_from_stdin()),
         Command::Vendors { command } => match command {
             None => print_or_fail(Ok(vendors::render_list())),
             Some(VendorsCommand::Show { name, params }) => {

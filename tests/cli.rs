@@ -193,3 +193,50 @@ fn run_with_embedded_default_and_env_override() {
     child.kill().unwrap();
     let _ = child.wait();
 }
+
+#[test]
+fn hash_password_prints_a_phc_string_that_verifies() {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    use std::io::Write;
+    let hash = |input: &str| {
+        let mut child = Command::new(BIN)
+            .arg("hash-password")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = hash("correct horse\n");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let phc = String::from_utf8(out.stdout).unwrap();
+    let phc = phc.trim_end();
+    assert!(phc.starts_with("$argon2id$"), "{phc}");
+    let parsed = PasswordHash::new(phc).unwrap();
+    // The trailing newline is not part of the password.
+    assert!(argon2::Argon2::default()
+        .verify_password(b"correct horse", &parsed)
+        .is_ok());
+    assert!(argon2::Argon2::default()
+        .verify_password(b"correct horse\n", &parsed)
+        .is_err());
+    // Salted at random: the same password twice gives two strings.
+    let again = String::from_utf8(hash("correct horse\n").stdout).unwrap();
+    assert_ne!(again.trim_end(), phc);
+    // Nothing to hash is an error, not a hash of the empty string.
+    let out = hash("");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
+}

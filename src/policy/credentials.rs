@@ -96,6 +96,20 @@ pub fn password_matches(phc: &str, password: &str) -> bool {
     })
 }
 
+/// The argon2id PHC string of a password (argon2's recommended parameters: 19 MiB, 2 passes, 1 lane), for
+/// `clients[].users`. `salt` must be random (16 bytes from the system's generator).
+pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, String> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    if password.is_empty() {
+        return Err("the password is empty".into());
+    }
+    let salt = SaltString::encode_b64(salt).map_err(|e| format!("salt: {e}"))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| format!("hashing the password: {e}"))
+}
+
 /// Does the token's SHA-256 equal one of the stored digests? Every digest is compared, in constant time.
 pub fn token_matches(stored: &[[u8; 32]], token: &str) -> bool {
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
@@ -146,6 +160,18 @@ pub(super) mod tests {
         a.hash_password(password.as_bytes(), &salt)
             .unwrap()
             .to_string()
+    }
+
+    #[test]
+    fn hashed_passwords_verify_and_are_accepted_in_config() {
+        let phc = hash_password("s3cr:et", &[7; 16]).unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(check_phc(&phc).is_ok());
+        assert!(password_matches(&phc, "s3cr:et"));
+        assert!(!password_matches(&phc, "s3cr:eT"));
+        // Another salt, another string for the same password.
+        assert_ne!(hash_password("s3cr:et", &[8; 16]).unwrap(), phc);
+        assert!(hash_password("", &[7; 16]).is_err());
     }
 
     #[test]
