@@ -57,15 +57,30 @@ pub(super) async fn serve<S: super::ClientIo>(
         .serve_connection(io, service)
         .with_upgrades();
     tokio::pin!(conn);
+    let graceful = |c: Pin<&mut hyper::server::conn::http1::UpgradeableConnection<_, _>>| {
+        c.graceful_shutdown()
+    };
+    drive(&ctx, conn, graceful, (peer, conn_id, Kind::Http)).await;
+}
+
+/// Serve a client-side HTTP/1 connection until it ends. Once shutdown begins, it closes as soon as the request
+/// in flight is answered (`graceful` tells hyper so), and is cut when the grace is over.
+pub(super) async fn drive<C>(
+    ctx: &Ctx,
+    mut conn: Pin<&mut C>,
+    graceful: impl FnOnce(Pin<&mut C>),
+    (peer, conn_id, kind): (SocketAddr, u64, Kind),
+) where
+    C: Future<Output = hyper::Result<()>>,
+{
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                log_connection_error(&ctx, peer, conn_id, Kind::Http, &e);
+                log_connection_error(ctx, peer, conn_id, kind, &e);
             }
         }
         _ = ctx.drain.cancelled() => {
-            // Shutting down: close once the request in flight is answered; cut it when the grace is over.
-            conn.as_mut().graceful_shutdown();
+            graceful(conn.as_mut());
             tokio::select! {
                 _ = conn => {}
                 _ = ctx.shutdown.cancelled() => {}

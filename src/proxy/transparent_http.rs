@@ -5,8 +5,8 @@
 
 use super::dial::DialInfo;
 use super::forward::{
-    chain, log_connection_error, refusal, server_builder, strip_hop_by_hop, Counted, PendingClose,
-    ProxyBody, Tracked,
+    chain, drive, refusal, server_builder, strip_hop_by_hop, Counted, PendingClose, ProxyBody,
+    Tracked,
 };
 use super::transparent::{dial_original, own_traffic};
 use super::Ctx;
@@ -18,6 +18,7 @@ use http::{Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -41,17 +42,9 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
     });
     let conn = server_builder(&ctx).serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                log_connection_error(&ctx, peer, conn_id, Kind::TransparentHttp, &e);
-            }
-        }
-        _ = ctx.shutdown.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
-        }
-    }
+    let graceful =
+        |c: Pin<&mut hyper::server::conn::http1::Connection<_, _>>| c.graceful_shutdown();
+    drive(&ctx, conn, graceful, (peer, conn_id, Kind::TransparentHttp)).await;
 }
 
 /// The name a request is for: the authority of an absolute-form target (which overrides Host, RFC 9112
