@@ -734,6 +734,7 @@ fn dashboard_uses_only_egressd_metrics_and_shows_the_essentials() {
         "egressd_tunnels_active",
         "egressd_bytes_total",
         "egressd_config_reloads_total",
+        "sum by (client_group, decision) (rate(egressd_decisions_total",
     ] {
         assert!(joined.contains(needed), "dashboard lacks {needed}");
     }
