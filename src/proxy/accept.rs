@@ -65,6 +65,32 @@ impl Listener {
     }
 }
 
+/// Did `accept` fail for one pending connection only (it was reset or aborted before it was accepted, or
+/// Linux passed on a network error pending on it)? Such errors are no reason to pause accepting; running out
+/// of descriptors or memory is.
+pub fn lost_one_connection(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    let Some(errno) = Errno::from_io_error(e) else {
+        return false;
+    };
+    [
+        Errno::CONNABORTED,
+        Errno::CONNRESET,
+        Errno::PROTO,
+        Errno::PERM,
+        Errno::NETDOWN,
+        Errno::NETUNREACH,
+        Errno::HOSTDOWN,
+        Errno::HOSTUNREACH,
+        Errno::NONET,
+        Errno::NOPROTOOPT,
+        Errno::OPNOTSUPP,
+        Errno::TIMEDOUT,
+        Errno::INTR,
+    ]
+    .contains(&errno)
+}
+
 /// An accepted client connection: used directly while reads and writes complete at once, registered with the
 /// event loop from the first one that would block.
 #[derive(Debug)]
@@ -243,6 +269,20 @@ mod tests {
         let mut got = Vec::new();
         client.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, b"HTTP/1.1 403 Forbidden\r\n\r\n");
+    }
+
+    #[test]
+    fn only_resource_errors_pause_accepting() {
+        let raw = |errno: rustix::io::Errno| io::Error::from_raw_os_error(errno.raw_os_error());
+        use rustix::io::Errno;
+        assert!(lost_one_connection(&raw(Errno::CONNABORTED)));
+        assert!(lost_one_connection(&raw(Errno::PROTO)));
+        for exhausted in [Errno::MFILE, Errno::NFILE, Errno::NOBUFS, Errno::NOMEM] {
+            assert!(!lost_one_connection(&raw(exhausted)), "{exhausted:?}");
+        }
+        assert!(!lost_one_connection(&io::Error::other(
+            "not a system error"
+        )));
     }
 
     #[tokio::test]

@@ -560,6 +560,10 @@ pub(super) async fn next_connection(
         match accepted {
             // TCP_NODELAY and keepalive come from the listener (see `Listener::bind`).
             Ok((stream, peer)) => return Some((stream, peer)),
+            // That one connection failed before it could be accepted; the next may be waiting already.
+            Err(e) if accept::lost_one_connection(&e) => {
+                tracing::debug!(error = %e, "a connection went away before it was accepted");
+            }
             Err(e) => {
                 // Out of file descriptors and similar: back off instead of spinning.
                 let listen = listener.local_addr().ok();
