@@ -383,13 +383,6 @@ fn as_tcp<C: 'static>(client: C) -> Result<(std::io::Result<TcpStream>, Option<A
         return Ok((Ok(tcp), None));
     }
     if let Some(counted) = any
-        .downcast_mut::<Option<CountedStream<TcpStream>>>()
-        .and_then(Option::take)
-    {
-        let (tcp, active) = counted.into_parts();
-        return Ok((Ok(tcp), Some(active)));
-    }
-    if let Some(counted) = any
         .downcast_mut::<Option<CountedStream<ClientSocket>>>()
         .and_then(Option::take)
     {
@@ -466,6 +459,25 @@ pub(super) mod tests {
         let a = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (b, _) = l.accept().await.unwrap();
         (a, b)
+    }
+
+    /// Plain TCP clients, as the listener hands them over (unregistered and counted), take the readiness-driven
+    /// path with their connection guard; anything else is given back for the buffered copy.
+    #[tokio::test]
+    async fn accepted_plain_clients_take_the_tcp_path() {
+        let listener =
+            super::super::accept::Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let _peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (socket, _) = listener.accept().await.unwrap();
+        let metrics = crate::telemetry::metrics::Metrics::new();
+        let counted = CountedStream::new(socket, metrics.connection_opened("plain"));
+        let Ok((Ok(_tcp), Some(_active))) = as_tcp(counted) else {
+            panic!("a counted plain client is spliced as TCP")
+        };
+        let (duplex, _other) = tokio::io::duplex(64);
+        assert!(as_tcp(duplex).is_err());
     }
 
     /// `splice` running in a task with a 10 s idle time and no shutdown.
