@@ -176,7 +176,6 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
         .map_err(|_| format!("{s:?} is not a CIDR such as 10.96.0.0/12"))
 }
 
-/// Print a command's output, or its error on stderr with exit code 2.
 /// `egressd hash-password`: the password from stdin, a salt from the system's random generator.
 fn hash_password_from_stdin() -> Result<String, String> {
     use std::io::Read;
@@ -195,6 +194,7 @@ fn hash_password_from_stdin() -> Result<String, String> {
     egressd::policy::credentials::hash_password(password, &salt).map(|phc| format!("{phc}\n"))
 }
 
+/// Print a command's output, or its error on stderr with exit code 2.
 fn print_or_fail(r: Result<String, String>) -> ExitCode {
     match r {
         Ok(text) => {

@@ -5,7 +5,7 @@
 
 use super::credentials::{self, GroupCredentials, Presented, ProxyAuth};
 use ipnet::IpNet;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
@@ -73,7 +73,7 @@ const CACHE_MAX: usize = 4096;
 pub struct ClientGroups {
     groups: Vec<Group>,
     verified: Mutex<HashMap<[u8; 32], Credentials>>,
-    refused: Mutex<HashSet<[u8; 32]>>,
+    refused: Mutex<HashMap<[u8; 32], Credentials>>,
 }
 
 impl ClientGroups {
@@ -115,11 +115,10 @@ impl ClientGroups {
             return Some(Credentials::None);
         };
         let key = credentials::cache_key(header);
-        if let Some(c) = self.verified.lock().ok().and_then(|m| m.get(&key).cloned()) {
-            return Some(c);
-        }
-        let refused = self.refused.lock().is_ok_and(|s| s.contains(&key));
-        refused.then_some(Credentials::Invalid)
+        let cached = |cache: &Mutex<HashMap<_, Credentials>>| {
+            cache.lock().ok().and_then(|m| m.get(&key).cloned())
+        };
+        cached(&self.verified).or_else(|| cached(&self.refused))
     }
 
     /// Check a Proxy-Authorization header against every group's users and tokens.
@@ -158,17 +157,12 @@ impl ClientGroups {
             ),
             Presented::Malformed => (Vec::new(), None),
         };
-        if groups.is_empty() {
-            if let Ok(mut s) = self.refused.lock() {
-                if s.len() >= CACHE_MAX {
-                    s.clear();
-                }
-                s.insert(key);
-            }
-            return Credentials::Invalid;
-        }
-        let c = Credentials::Valid { groups, user };
-        if let Ok(mut m) = self.verified.lock() {
+        let (c, cache) = if groups.is_empty() {
+            (Credentials::Invalid, &self.refused)
+        } else {
+            (Credentials::Valid { groups, user }, &self.verified)
+        };
+        if let Ok(mut m) = cache.lock() {
             if m.len() >= CACHE_MAX {
                 m.clear();
             }

@@ -130,11 +130,10 @@ impl ClientSocket {
 
     /// Register with the event loop: the last attempt would have blocked.
     fn register(&mut self) -> io::Result<&mut TcpStream> {
-        if let ClientSocket::Direct(_) = self {
-            let ClientSocket::Direct(s) = std::mem::replace(self, ClientSocket::Failed) else {
-                unreachable!("checked above")
-            };
-            *self = ClientSocket::Registered(TcpStream::from_std(s)?);
+        if matches!(self, ClientSocket::Direct(_)) {
+            if let ClientSocket::Direct(s) = std::mem::replace(self, ClientSocket::Failed) {
+                *self = ClientSocket::Registered(TcpStream::from_std(s)?);
+            }
         }
         match self {
             ClientSocket::Registered(s) => Ok(s),

@@ -140,22 +140,23 @@ impl Ctx {
                 o.client_cert = names.first().cloned();
             }
             o.client = policy.clients.names_of(&o.identity);
-            if o.credentials == crate::policy::Credentials::Unchecked {
-                o.refuse(
+            let refusal = match o.credentials {
+                crate::policy::Credentials::Unchecked => Some((
                     Reason::AuthBusy,
                     format!(
                         "too many password checks in progress; this one got no turn within timeouts.header \
                          ({:?}); retry",
                         self.settings.timeouts.header
                     ),
-                );
-                return None;
-            }
-            if o.credentials == crate::policy::Credentials::Invalid {
-                o.refuse(
+                )),
+                crate::policy::Credentials::Invalid => Some((
                     Reason::DeniedBadCredentials,
-                    "no client group accepts these Proxy-Authorization credentials",
-                );
+                    "no client group accepts these Proxy-Authorization credentials".to_string(),
+                )),
+                _ => None,
+            };
+            if let Some((reason, detail)) = refusal {
+                o.refuse(reason, detail);
                 return None;
             }
             policy.decide_request(target, path, &o.identity)
@@ -729,18 +730,20 @@ mod tests {
     use super::*;
     use crate::telemetry::log::LogFormat;
 
+    fn ctx(yaml: &str) -> Arc<Ctx> {
+        Ctx::new(
+            crate::config::from_yaml_str(yaml).unwrap(),
+            EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
+            CancellationToken::new(),
+        )
+    }
+
     /// Credentials that got no turn for a password check are refused as busy, not as wrong (the client's
     /// credentials may well be right) and not let through (fail closed).
     #[test]
     fn unchecked_credentials_are_refused_as_busy() {
-        let settings = crate::config::from_yaml_str(
+        let ctx = ctx(
             "listen: 127.0.0.1:0\nclients:\n  - name: robots\n    token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]\nallow:\n  - {name: open, hosts: [open.test]}\n",
-        )
-        .unwrap();
-        let ctx = Ctx::new(
-            settings,
-            EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
-            CancellationToken::new(),
         );
         let target = parse_authority("open.test:443", None).unwrap();
         let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
@@ -760,12 +763,7 @@ mod tests {
     /// tunnels included: it must keep only what an established tunnel needs (the rest is boxed and freed).
     #[tokio::test]
     async fn a_connection_task_stays_small() {
-        let settings = crate::config::from_yaml_str("listen: 127.0.0.1:0\n").unwrap();
-        let ctx = Ctx::new(
-            settings,
-            EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
-            CancellationToken::new(),
-        );
+        let ctx = ctx("listen: 127.0.0.1:0\n");
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
