@@ -63,6 +63,13 @@ fn assert_clean(t: &TargetResult, proxied: bool) {
     if proxied {
         let deny = t.deny.as_ref().expect("deny rate ran");
         assert!(deny.ok > 0 && deny.per_sec > 0.0, "{name}: {deny:?}");
+        // The harness launched the proxy, so it can read the proxy's CPU time.
+        assert!(
+            tunnels.proxy_cpu_us_per_op.is_some_and(|us| us > 0.0),
+            "{name}: {tunnels:?}"
+        );
+        assert!(deny.proxy_cpu_us_per_op.is_some(), "{name}: {deny:?}");
+        assert!(bulk.proxy_cpu_ms_per_gb.is_some(), "{name}: {bulk:?}");
         let idle = t.idle.as_ref().expect("idle tunnels ran");
         assert_eq!((idle.opened, idle.requested), (50, 50), "{name}: {idle:?}");
         assert!(
@@ -77,6 +84,7 @@ fn assert_clean(t: &TargetResult, proxied: bool) {
         assert!(t.pid.is_some() && t.proxy_addr.is_some());
     } else {
         assert!(t.deny.is_none() && t.idle.is_none());
+        assert!(tunnels.proxy_cpu_us_per_op.is_none() && bulk.proxy_cpu_ms_per_gb.is_none());
     }
 }
 
@@ -98,6 +106,10 @@ fn smoke_run_against_direct_and_egressd() {
     assert!(stdout.contains("| direct |"), "{stdout}");
     let row = format!("| egressd ({}) |", env!("CARGO_PKG_VERSION"));
     assert!(stdout.contains(&row), "{stdout}");
+    assert!(
+        stdout.contains("| target | proxy CPU per tunnel |"),
+        "{stdout}"
+    );
 
     let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report.run.smoke);

@@ -105,6 +105,10 @@ fn main() -> ExitCode {
         }
     };
     println!("{}", report.table());
+    let cpu = report.cpu_table();
+    if !cpu.is_empty() {
+        println!("{cpu}");
+    }
     let notes = report.notes();
     if !notes.is_empty() {
         println!("{notes}");

@@ -93,6 +93,13 @@ fn opt(v: Option<String>) -> String {
     v.unwrap_or_else(|| "—".into())
 }
 
+/// A column of the CPU table: its heading, its value for a target, and how the value is shown.
+type CpuColumn = (
+    &'static str,
+    fn(&TargetResult) -> Option<f64>,
+    fn(f64) -> String,
+);
+
 impl Report {
     fn find(&self, name: &str) -> Option<&TargetResult> {
         self.targets
@@ -203,6 +210,54 @@ impl Report {
                 .as_ref()
                 .map(|i| format!("{} / {}", i.opened, i.requested))));
             row.push(t.error_count().to_string());
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+        out
+    }
+
+    /// A Markdown table of the CPU time each proxy (with its child processes) used per tunnel, per refusal and
+    /// per gigabyte of bulk transfer, with ratios against `squid` when it ran. Empty when no proxy's CPU time
+    /// could be read. CPU per operation depends far less on how busy the host was than the rates do.
+    pub fn cpu_table(&self) -> String {
+        let squid = self.find("squid");
+        let per_tunnel = |t: &TargetResult| t.tunnels.as_ref().and_then(|r| r.proxy_cpu_us_per_op);
+        let measured: Vec<&TargetResult> = self
+            .targets
+            .iter()
+            .filter(|t| t.unavailable.is_none() && per_tunnel(t).is_some())
+            .collect();
+        if measured.is_empty() {
+            return String::new();
+        }
+        let columns: [CpuColumn; 3] = [
+            ("proxy CPU per tunnel", per_tunnel, micros),
+            (
+                "proxy CPU per deny",
+                |t| t.deny.as_ref().and_then(|r| r.proxy_cpu_us_per_op),
+                micros,
+            ),
+            (
+                "proxy CPU per GB (bulk)",
+                |t| t.bulk.as_ref().and_then(|b| b.proxy_cpu_ms_per_gb),
+                |ms| format!("{ms:.0} ms"),
+            ),
+        ];
+        let mut head = vec!["target".to_string()];
+        for (name, _, _) in &columns {
+            head.push(name.to_string());
+            if squid.is_some() {
+                head.push("vs squid".into());
+            }
+        }
+        let mut out = format!("| {} |\n|{}\n", head.join(" | "), "---|".repeat(head.len()));
+        for t in measured {
+            let mut row = vec![t.name.clone()];
+            for (_, value, show) in &columns {
+                row.push(opt(value(t).map(show)));
+                if let Some(s) = squid {
+                    row.push(ratio(value(t), value(s)));
+                }
+            }
             out.push_str(&format!("| {} |\n", row.join(" | ")));
         }
         out
@@ -328,6 +383,50 @@ mod tests {
             lines.iter().all(|l| columns(l) == columns(lines[0])),
             "{table}"
         );
+    }
+
+    #[test]
+    fn cpu_table_lists_measured_proxies_with_ratios_against_squid() {
+        let direct = target("direct", 4000, 100.0, 2000.0);
+        let mut egressd = target("egressd", 3600, 150.0, 1900.0);
+        egressd.tunnels = egressd
+            .tunnels
+            .map(|r| r.with_proxy_cpu(Some(Duration::from_millis(720))));
+        egressd.deny = Some(rate(9000, 50.0).with_proxy_cpu(Some(Duration::from_millis(270))));
+        egressd.bulk = egressd
+            .bulk
+            .map(|b| b.with_proxy_cpu(Some(Duration::from_millis(190))));
+        let mut squid = target("squid", 2000, 400.0, 1000.0);
+        squid.tunnels = squid
+            .tunnels
+            .map(|r| r.with_proxy_cpu(Some(Duration::from_millis(1000))));
+        squid.deny = Some(rate(3000, 50.0).with_proxy_cpu(Some(Duration::from_millis(300))));
+        squid.bulk = squid
+            .bulk
+            .map(|b| b.with_proxy_cpu(Some(Duration::from_millis(1000))));
+        let report = Report {
+            run: info(),
+            targets: vec![direct, egressd, squid],
+        };
+        let table = report.cpu_table();
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "direct has no CPU row:\n{table}");
+        assert!(lines[0].starts_with("| target | proxy CPU per tunnel | vs squid |"));
+        // 720 ms over 3600 tunnels, 270 ms over 9000 denies, 190 ms over 1.9 GB.
+        assert_eq!(
+            lines[2], "| egressd | 200 µs | 0.40 | 30 µs | 0.30 | 100 ms | 0.10 |",
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("| squid | 500 µs | 1.00 | 100 µs |"),
+            "{table}"
+        );
+
+        let unmeasured = Report {
+            run: info(),
+            targets: vec![target("egressd", 10, 1.0, 1.0)],
+        };
+        assert_eq!(unmeasured.cpu_table(), "");
     }
 
     #[test]

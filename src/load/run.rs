@@ -3,8 +3,8 @@
 
 use super::client::{self, Error, Via};
 use super::origin::{self, Origin};
+use super::process_tree::{tree_cpu, tree_rss};
 use super::report::{Report, RunInfo, TargetResult};
-use super::rss::tree_rss;
 use super::stats::{Bulk, Errors, Idle, Rate};
 use super::targets::{self, Launched};
 use std::future::Future;
@@ -95,12 +95,36 @@ struct Tally {
     samples: Vec<u64>,
     errors: Errors,
     elapsed: Duration,
+    /// The proxy's CPU time over every round, when every round could read it.
+    cpu: Option<Duration>,
 }
 
 impl Tally {
-    fn into_rate(self, clients: usize) -> Rate {
-        Rate::new(clients, self.samples, self.errors, self.elapsed)
+    fn measuring_cpu() -> Tally {
+        Tally {
+            cpu: Some(Duration::ZERO),
+            ..Tally::default()
+        }
     }
+
+    fn into_rate(self, clients: usize) -> Rate {
+        Rate::new(clients, self.samples, self.errors, self.elapsed).with_proxy_cpu(self.cpu)
+    }
+}
+
+/// Run `work` and return its output with the CPU time `pid`'s process tree used meanwhile: none without a
+/// pid or when /proc cannot be read.
+async fn with_cpu<T>(pid: Option<u32>, work: impl Future<Output = T>) -> (T, Option<Duration>) {
+    let read = || pid.and_then(|p| tree_cpu(p).ok());
+    let before = read();
+    let out = work.await;
+    let used = before.zip(read()).map(|(b, a)| a.saturating_sub(b));
+    (out, used)
+}
+
+/// Add `more` to a CPU sum that stays unknown once one part is unknown.
+fn add_cpu(sum: &mut Option<Duration>, more: Option<Duration>) {
+    *sum = sum.zip(more).map(|(a, b)| a + b);
 }
 
 /// Run `op` from `clients` concurrent clients, each starting a new operation until `duration` has passed;
@@ -231,12 +255,14 @@ async fn rounds<F>(
 where
     F: Fn(&Subject) -> Op,
 {
-    let mut tallies: Vec<Tally> = subjects.iter().map(|_| Tally::default()).collect();
+    let mut tallies: Vec<Tally> = subjects.iter().map(|_| Tally::measuring_cpu()).collect();
     let slice = duration / rounds as u32;
     for round in 0..rounds {
         for i in round_order(round, subjects.len()) {
             let op = op_for(subjects[i]);
-            rate(clients, slice, op, &mut tallies[i]).await;
+            let tally = &mut tallies[i];
+            let ((), cpu) = with_cpu(subjects[i].pid, rate(clients, slice, op, tally)).await;
+            add_cpu(&mut tally.cpu, cpu);
         }
     }
     tallies.into_iter().map(|t| t.into_rate(clients)).collect()
@@ -305,15 +331,17 @@ async fn scenarios(
     let single = rounds(&all, rounds_n, 1, opts.latency_duration, tunnel_op).await;
 
     progress("bulk, one stream");
-    let mut bulks: Vec<(u64, Duration, Errors)> = all
+    let mut bulks: Vec<(u64, Duration, Errors, Option<Duration>)> = all
         .iter()
-        .map(|_| (0, Duration::ZERO, Errors::default()))
+        .map(|_| (0, Duration::ZERO, Errors::default(), Some(Duration::ZERO)))
         .collect();
     let slice = opts.bulk_bytes.div_ceil(rounds_n as u64);
     for round in 0..rounds_n {
         for i in round_order(round, all.len()) {
             let t0 = Instant::now();
-            match client::bulk(all[i].via, origin, slice).await {
+            let (moved, cpu) = with_cpu(all[i].pid, client::bulk(all[i].via, origin, slice)).await;
+            add_cpu(&mut bulks[i].3, cpu);
+            match moved {
                 Ok((bytes, took)) => {
                     bulks[i].0 += bytes;
                     bulks[i].1 += took;
@@ -344,13 +372,13 @@ async fn scenarios(
 
     drop(all);
     let mut deny = deny.into_iter();
-    for ((s, (t, l)), (bytes, took, errors)) in subjects
+    for ((s, (t, l)), (bytes, took, errors, cpu)) in subjects
         .iter_mut()
         .zip(tunnels.into_iter().zip(single))
         .zip(bulks)
     {
         let name = &s.result.name;
-        let b = Bulk::new(bytes, took, errors);
+        let b = Bulk::new(bytes, took, errors).with_proxy_cpu(cpu);
         progress(&format!(
             "{name}: {:.0} tunnels/s ({} errors), p50 at one client {}, {:.0} MB/s",
             t.per_sec,

@@ -81,6 +81,10 @@ pub struct Rate {
     pub secs: f64,
     pub per_sec: f64,
     pub latency: Option<Latency>,
+    /// CPU time the proxy (and its child processes) used per successful operation, in microseconds; none
+    /// for `direct` or a proxy given without `--pid`.
+    #[serde(default)]
+    pub proxy_cpu_us_per_op: Option<f64>,
 }
 
 impl Rate {
@@ -95,7 +99,16 @@ impl Rate {
             secs,
             per_sec: if secs > 0.0 { ok as f64 / secs } else { 0.0 },
             latency: Latency::from_nanos(&mut samples),
+            proxy_cpu_us_per_op: None,
         }
+    }
+
+    /// Record the CPU time the proxy used over the whole scenario.
+    pub fn with_proxy_cpu(mut self, cpu: Option<Duration>) -> Rate {
+        self.proxy_cpu_us_per_op = cpu
+            .filter(|_| self.ok > 0)
+            .map(|c| c.as_secs_f64() * 1e6 / self.ok as f64);
+        self
     }
 }
 
@@ -107,6 +120,9 @@ pub struct Bulk {
     /// Decimal megabytes (10^6 bytes) per second of TLS payload.
     pub mb_per_sec: f64,
     pub errors: Errors,
+    /// CPU time the proxy (and its child processes) used per decimal gigabyte moved, in milliseconds.
+    #[serde(default)]
+    pub proxy_cpu_ms_per_gb: Option<f64>,
 }
 
 impl Bulk {
@@ -121,7 +137,16 @@ impl Bulk {
                 0.0
             },
             errors,
+            proxy_cpu_ms_per_gb: None,
         }
+    }
+
+    /// Record the CPU time the proxy used over the whole transfer.
+    pub fn with_proxy_cpu(mut self, cpu: Option<Duration>) -> Bulk {
+        self.proxy_cpu_ms_per_gb = cpu
+            .filter(|_| self.bytes > 0)
+            .map(|c| c.as_secs_f64() * 1e3 / (self.bytes as f64 / 1e9));
+        self
     }
 }
 

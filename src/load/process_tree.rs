@@ -1,7 +1,8 @@
-//! Resident memory of a process and all its descendants, from /proc (Linux).
+//! Resident memory and CPU time of a process and all its descendants, from /proc (Linux).
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
 
 /// `VmRSS` from the text of /proc/PID/status, in bytes.
 pub fn parse_vm_rss(status: &str) -> Option<u64> {
@@ -21,6 +22,16 @@ pub fn parse_ppid(stat: &str) -> Option<u32> {
     let mut fields = rest.split_whitespace();
     let _state = fields.next()?;
     fields.next()?.parse().ok()
+}
+
+/// User plus system CPU time, in clock ticks, from the text of /proc/PID/stat (fields 14 and 15, counted
+/// after the command name like [`parse_ppid`]).
+pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
 }
 
 /// All descendants of `root` given (pid, ppid) pairs, in no particular order.
@@ -59,18 +70,34 @@ fn process_pairs(proc_root: &Path) -> io::Result<Vec<(u32, u32)>> {
     Ok(pairs)
 }
 
-/// Summed `VmRSS` of `pid` and every process descended from it, in bytes.
-pub fn tree_rss(pid: u32) -> io::Result<u64> {
+/// Sum of `value` over `pid` and every process descended from it, where `value` reads one /proc file of a
+/// process. `pid` itself must be readable; descendants that exit meanwhile count as zero.
+fn tree_sum(pid: u32, file: &str, value: fn(&str) -> Option<u64>) -> io::Result<u64> {
     let proc_root = Path::new("/proc");
-    let status = std::fs::read_to_string(proc_root.join(pid.to_string()).join("status"))?;
-    let mut total = parse_vm_rss(&status)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS"))?;
+    let read = |p: u32| std::fs::read_to_string(proc_root.join(p.to_string()).join(file));
+    let mut total = value(&read(pid)?)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("no value in {file}")))?;
     for child in descendants(pid, &process_pairs(proc_root)?) {
-        if let Ok(s) = std::fs::read_to_string(proc_root.join(child.to_string()).join("status")) {
-            total += parse_vm_rss(&s).unwrap_or(0);
+        if let Ok(s) = read(child) {
+            total += value(&s).unwrap_or(0);
         }
     }
     Ok(total)
+}
+
+/// Summed `VmRSS` of `pid` and every process descended from it, in bytes.
+pub fn tree_rss(pid: u32) -> io::Result<u64> {
+    tree_sum(pid, "status", parse_vm_rss)
+}
+
+/// CPU time (user and system) used so far by `pid` and every process descended from it that is still
+/// running, at the kernel's clock-tick resolution (usually 10 ms).
+pub fn tree_cpu(pid: u32) -> io::Result<Duration> {
+    let ticks = tree_sum(pid, "stat", parse_cpu_ticks)?;
+    let per_sec = rustix::param::clock_ticks_per_second().max(1);
+    Ok(Duration::from_nanos(
+        (u128::from(ticks) * 1_000_000_000 / u128::from(per_sec)) as u64,
+    ))
 }
 
 #[cfg(test)]
@@ -89,6 +116,29 @@ mod tests {
         assert_eq!(parse_ppid("42 (a b) c)) S 7 42 42 0 -1"), Some(7));
         assert_eq!(parse_ppid("1 (init) S 0 1 1"), Some(0));
         assert_eq!(parse_ppid("garbage"), None);
+    }
+
+    #[test]
+    fn cpu_ticks_are_user_plus_system_time() {
+        let stat = "42 (a) b) S 1 42 42 0 -1 4194560 100 0 0 0 250 31 7 9 20 0 2 0 5 0 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(281));
+        assert_eq!(parse_cpu_ticks("42 (short) S 1 42"), None);
+    }
+
+    #[test]
+    fn own_process_cpu_time_grows_with_work() {
+        let before = tree_cpu(std::process::id()).unwrap();
+        // Work until a clock tick of it shows, or give up after ten seconds.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        let mut after = before;
+        while after == before && start.elapsed() < Duration::from_secs(10) {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            after = tree_cpu(std::process::id()).unwrap();
+        }
+        assert!(after > before, "{before:?} -> {after:?}");
     }
 
     #[test]
