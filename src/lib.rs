@@ -51,6 +51,7 @@ pub async fn run(
         listen = %proxy.local_addr(),
         listen_tls = %proxy.tls_local_addr().map_or("none".into(), |a| a.to_string()),
         admin = %proxy.admin_local_addr().map_or("off".into(), |a| a.to_string()),
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "egressd listening"
     );
     reload_on_sighup(proxy.reload_handle(), shutdown);

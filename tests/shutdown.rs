@@ -105,6 +105,7 @@ async fn sigterm_drains_cuts_and_logs_the_count() {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env_remove("EGRESSD_LOG")
+        .env("TOKIO_WORKER_THREADS", "3")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -133,6 +134,7 @@ async fn sigterm_drains_cuts_and_logs_the_count() {
     }
     let listening = listening.expect("no 'egressd listening' line");
     let addr: std::net::SocketAddr = listening["listen"].as_str().unwrap().parse().unwrap();
+    assert_eq!(listening["worker_threads"], 3, "{listening}");
 
     let mut tunnel = open_tunnel(addr, &format!("echo.test:{}", echo.port())).await;
     echo_roundtrip(&mut tunnel, b"ping").await.unwrap();
