@@ -207,12 +207,7 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&host_header) {
         parts.headers.insert(header::HOST, v);
     }
-    let up = Arc::new(AtomicU64::new(0));
-    let body = Counted {
-        inner: body,
-        count: up.clone(),
-    }
-    .boxed();
+    let (body, up) = Counted::wrap(body);
 
     // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
     let idle = ctx.settings.timeouts.idle;
@@ -231,12 +226,9 @@ async fn handle(
                 rec.fill(&mut o);
             }
             ctx.log.decision(&o);
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            let tracked = Tracked {
-                inner: body,
-                down: 0,
-                close: Some(PendingClose {
+            Tracked::response(
+                resp,
+                PendingClose {
                     ctx: ctx.clone(),
                     conn_id,
                     request: n,
@@ -244,9 +236,8 @@ async fn handle(
                     host: o.host.clone(),
                     up,
                     started,
-                }),
-            };
-            Response::from_parts(parts, tracked.boxed())
+                },
+            )
         }
         Err(e) => {
             match find_dial_error(&e) {
@@ -534,8 +525,20 @@ impl hyper::rt::Write for Upstream {
 
 /// Request body passed through while counting its bytes.
 pub(super) struct Counted {
-    pub(super) inner: Incoming,
-    pub(super) count: Arc<AtomicU64>,
+    inner: Incoming,
+    count: Arc<AtomicU64>,
+}
+
+impl Counted {
+    /// `body` boxed for the upstream request, and the count of its bytes sent so far.
+    pub(super) fn wrap(body: Incoming) -> (ProxyBody, Arc<AtomicU64>) {
+        let count = Arc::new(AtomicU64::new(0));
+        let counted = Counted {
+            inner: body,
+            count: count.clone(),
+        };
+        (counted.boxed(), count)
+    }
 }
 
 impl Body for Counted {
@@ -574,12 +577,25 @@ pub(super) struct PendingClose {
 
 /// Response body passed through while counting; the close line is written when it ends or is dropped.
 pub(super) struct Tracked {
-    pub(super) inner: Incoming,
-    pub(super) down: u64,
-    pub(super) close: Option<PendingClose>,
+    inner: Incoming,
+    down: u64,
+    close: Option<PendingClose>,
 }
 
 impl Tracked {
+    /// The upstream's response for the client: hop-by-hop headers removed, and the body tracked so that
+    /// `close` is logged when it ends.
+    pub(super) fn response(resp: Response<Incoming>, close: PendingClose) -> Response<ProxyBody> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let tracked = Tracked {
+            inner: body,
+            down: 0,
+            close: Some(close),
+        };
+        Response::from_parts(parts, tracked.boxed())
+    }
+
     fn finish(&mut self, reason: CloseReason) {
         if let Some(p) = self.close.take() {
             p.ctx.log.close(&Close {

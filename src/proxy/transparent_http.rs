@@ -15,11 +15,10 @@ use crate::reason::Reason;
 use crate::telemetry::log::{Kind, Outcome};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::net::TcpStream;
@@ -131,21 +130,13 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Respon
             parts.headers.insert(header::HOST, v);
         }
     }
-    let up = Arc::new(AtomicU64::new(0));
-    let body = Counted {
-        inner: body,
-        count: up.clone(),
-    }
-    .boxed();
+    let (body, up) = Counted::wrap(body);
     match sender.send_request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             ctx.log.decision(&o);
-            let (mut parts, body) = resp.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            let tracked = Tracked {
-                inner: body,
-                down: 0,
-                close: Some(PendingClose {
+            Tracked::response(
+                resp,
+                PendingClose {
                     ctx: ctx.clone(),
                     conn_id: o.conn_id,
                     request: o.request,
@@ -153,9 +144,8 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Respon
                     host: o.host.clone(),
                     up,
                     started,
-                }),
-            };
-            Response::from_parts(parts, tracked.boxed())
+                },
+            )
         }
         Err(e) => {
             o.refuse(
