@@ -4,7 +4,7 @@
 //! utils.should_bypass_proxies). Pure functions, no environment access.
 
 use crate::policy::noproxy::{self, GoMatch};
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -248,39 +248,30 @@ fn curl_token_matches(token: &str, target: &CurlHost) -> bool {
                     .strip_suffix(t.as_str())
                     .is_some_and(|head| head.ends_with('.'))
         }
-        CurlHost::V4(ip) => {
-            let (addr, bits) = match curl_split_bits(token) {
-                Some(v) => v,
-                None => return false,
-            };
-            let Ok(net_ip) = addr.parse::<Ipv4Addr>() else {
-                return false;
-            };
-            match bits {
-                0 => net_ip == *ip,
-                1..=32 => Ipv4Net::new(net_ip, bits as u8)
-                    .map(|n| n.trunc().contains(ip))
-                    .unwrap_or(false),
-                _ => false,
-            }
-        }
-        CurlHost::V6(ip) => {
-            let (addr, bits) = match curl_split_bits(token) {
-                Some(v) => v,
-                None => return false,
-            };
-            let Ok(net_ip) = addr.parse::<Ipv6Addr>() else {
-                return false;
-            };
-            match bits {
-                0 => net_ip == *ip,
-                1..=128 => Ipv6Net::new(net_ip, bits as u8)
-                    .map(|n| n.trunc().contains(ip))
-                    .unwrap_or(false),
-                _ => false,
-            }
-        }
+        CurlHost::V4(ip) => curl_address_match(token, IpAddr::V4(*ip)),
+        CurlHost::V6(ip) => curl_address_match(token, IpAddr::V6(*ip)),
     }
+}
+
+/// curl's NO_PROXY entry for an address host: the same address, or `addr/bits` covering it, of the host's
+/// family. `/0` means the address alone, not every address.
+fn curl_address_match(token: &str, ip: IpAddr) -> bool {
+    let Some((addr, bits)) = curl_split_bits(token) else {
+        return false;
+    };
+    let Ok(net_ip) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    if net_ip.is_ipv4() != ip.is_ipv4() {
+        return false;
+    }
+    if bits == 0 {
+        return net_ip == ip;
+    }
+    u8::try_from(bits)
+        .ok()
+        .and_then(|bits| IpNet::new(net_ip, bits).ok())
+        .is_some_and(|net| net.trunc().contains(&ip))
 }
 
 /// `addr[/bits]`; a prefix length that is not all digits makes the entry unusable.
@@ -709,6 +700,14 @@ mod tests {
             // Blank then comma continues.
             ("a.example , b.example", "http://b.example/", true),
             ("10.0.0.0/40", "http://10.0.0.1/", false),
+            // `/0` is the address alone, not every address.
+            ("10.0.0.1/0", "http://10.0.0.1/", true),
+            ("10.0.0.0/0", "http://10.0.0.1/", false),
+            // IPv6 CIDR; an entry of the other family never matches.
+            ("2001:db8::/32", "http://[2001:db8:ffff::1]/", true),
+            ("2001:db8::/129", "http://[2001:db8::1]/", false),
+            ("::ffff:10.0.0.1", "http://10.0.0.1/", false),
+            ("10.0.0.1", "http://[::ffff:10.0.0.1]/", false),
         ];
         for &(np, url, want) in cases {
             assert_eq!(
