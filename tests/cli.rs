@@ -151,6 +151,8 @@ fn run_with_embedded_default_and_env_override() {
     let mut child = Command::new(BIN)
         .env("EGRESSD_LISTEN", "127.0.0.1:0")
         .env("EGRESSD_TIMEOUTS__HEADER", "2s")
+        // The log filter shares the prefix but is no configuration key.
+        .env("EGRESSD_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -64,7 +64,12 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
     };
     let source = config::File::from_str(&text, config::FileFormat::Yaml);
     // Lists of names can be given comma-separated: EGRESSD_VENDORS=castai-eu,cloudcasa-ui.
+    // `EGRESSD_LOG` (the operational log filter) is read elsewhere and is no configuration key.
+    let vars: config::Map<String, String> = std::env::vars()
+        .filter(|(name, _)| name != "EGRESSD_LOG")
+        .collect();
     let env = config::Environment::with_prefix("EGRESSD")
+        .source(Some(vars))
         .prefix_separator("_")
         .separator("__")
         .try_parsing(true)
