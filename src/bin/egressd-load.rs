@@ -45,9 +45,10 @@ struct Cli {
     /// The squid binary for the `squid` target.
     #[arg(long, default_value = "squid")]
     squid_bin: String,
-    /// Pid of the proxy given as ip:port, for its RSS per idle tunnel.
-    #[arg(long)]
-    pid: Option<u32>,
+    /// Pids of the proxies given as ip:port, in the same order, for their RSS per idle tunnel and their CPU
+    /// time.
+    #[arg(long, value_delimiter = ',')]
+    pid: Vec<u32>,
     /// Fixed origin ports: echo on PORT, bulk on PORT+1 (for a proxy given as ip:port, whose allowlist must
     /// name them) [default: two ephemeral ports].
     #[arg(long, value_name = "PORT")]
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
         smoke,
         egressd_bin,
         squid_bin: cli.squid_bin,
-        pid: cli.pid,
+        pids: cli.pid,
         origin_port: cli.origin_port,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -53,8 +53,8 @@ pub struct Options {
     pub smoke: bool,
     pub egressd_bin: PathBuf,
     pub squid_bin: String,
-    /// Process whose RSS is measured for an `Addr` target.
-    pub pid: Option<u32>,
+    /// Processes whose RSS and CPU time are measured for the `Addr` targets, in their order.
+    pub pids: Vec<u32>,
     /// Fixed origin ports (echo, and bulk on the next port) instead of ephemeral ones.
     pub origin_port: Option<u16>,
 }
@@ -437,6 +437,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
     // Every target is started before any is measured; the report keeps the order they were given in.
     let mut subjects = Vec::new();
     let mut unavailable = Vec::new();
+    let mut addr_pids = opts.pids.iter().copied();
     for (index, spec) in opts.targets.iter().enumerate() {
         let name = match spec {
             TargetSpec::Direct => "direct".to_string(),
@@ -479,7 +480,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
         };
         let (via, pid) = match (spec, &launched) {
             (TargetSpec::Direct, _) => (Via::Direct, None),
-            (TargetSpec::Addr(a), _) => (Via::Proxy(*a), opts.pid),
+            (TargetSpec::Addr(a), _) => (Via::Proxy(*a), addr_pids.next()),
             (_, Some(l)) => (Via::Proxy(l.addr), Some(l.pid)),
             (_, None) => unreachable!("egressd and squid are launched"),
         };
