@@ -402,6 +402,30 @@ async fn scenarios(
     }
 }
 
+/// The pid given for each target, in target order: `--pid` lists one per `ip:port` target, in their order, or
+/// none at all.
+pub fn addr_pids(targets: &[TargetSpec], pids: &[u32]) -> Result<Vec<Option<u32>>, String> {
+    let addrs = targets
+        .iter()
+        .filter(|t| matches!(t, TargetSpec::Addr(_)))
+        .count();
+    if !pids.is_empty() && pids.len() != addrs {
+        return Err(format!(
+            "--pid names {} processes for {addrs} ip:port targets; give one pid per ip:port target, in the \
+             same order",
+            pids.len()
+        ));
+    }
+    let mut given = pids.iter().copied();
+    Ok(targets
+        .iter()
+        .map(|t| match t {
+            TargetSpec::Addr(_) => given.next(),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Run every scenario against every target (see [`scenarios`]). `progress` receives one line per step.
 pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, String> {
     let nofile = raise_nofile_limit();
@@ -437,7 +461,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
     // Every target is started before any is measured; the report keeps the order they were given in.
     let mut subjects = Vec::new();
     let mut unavailable = Vec::new();
-    let mut addr_pids = opts.pids.iter().copied();
+    let pids = addr_pids(&opts.targets, &opts.pids)?;
     for (index, spec) in opts.targets.iter().enumerate() {
         let name = match spec {
             TargetSpec::Direct => "direct".to_string(),
@@ -480,7 +504,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
         };
         let (via, pid) = match (spec, &launched) {
             (TargetSpec::Direct, _) => (Via::Direct, None),
-            (TargetSpec::Addr(a), _) => (Via::Proxy(*a), addr_pids.next()),
+            (TargetSpec::Addr(a), _) => (Via::Proxy(*a), pids[index]),
             (_, Some(l)) => (Via::Proxy(l.addr), Some(l.pid)),
             (_, None) => unreachable!("egressd and squid are launched"),
         };
@@ -534,5 +558,20 @@ mod tests {
             Ok(TargetSpec::Addr("127.0.0.1:3128".parse().unwrap()))
         );
         assert!("squidd".parse::<TargetSpec>().is_err());
+    }
+
+    #[test]
+    fn pids_go_to_the_running_proxies_in_order() {
+        let targets: Vec<TargetSpec> = ["direct", "127.0.0.1:3128", "egressd", "127.0.0.1:3129"]
+            .iter()
+            .map(|t| t.parse().unwrap())
+            .collect();
+        assert_eq!(
+            addr_pids(&targets, &[7, 9]),
+            Ok(vec![None, Some(7), None, Some(9)])
+        );
+        assert_eq!(addr_pids(&targets, &[]), Ok(vec![None; 4]));
+        let err = addr_pids(&targets, &[7]).unwrap_err();
+        assert!(err.contains("1 processes for 2 ip:port targets"), "{err}");
     }
 }
