@@ -74,6 +74,29 @@ async fn tunnels_drain_during_grace_and_are_cut_after() {
     assert_eq!(c["bytes_up"], "before".len() + "during grace".len());
 }
 
+/// A tunnel still waiting for its client's first bytes (the peek) is cut with the others at the end of the
+/// grace, and still gets its decision and close lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_waiting_for_its_first_bytes_is_cut_at_the_end_of_grace() {
+    let echo = echo_origin().await;
+    let proxy = start_proxy(&echo_yaml(echo.port(), "1s")).await;
+    // Not port 443 and no `tls: true`: the peek waits up to timeouts.idle for the first byte.
+    let mut tunnel = open_tunnel(proxy.addr, &format!("echo.test:{}", echo.port())).await;
+    let began = Instant::now();
+    proxy.shutdown.cancel();
+    wait_closed(&mut tunnel).await;
+    let took = began.elapsed();
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(3000)).contains(&took),
+        "cut after {took:?}, not at the end of the 1 s grace"
+    );
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["decision"], "allow", "{d}");
+    let c = &proxy.log.wait_events("close", 1).await[0];
+    assert_eq!(c["close_reason"], "shutdown", "{c}");
+    assert_eq!(c["bytes_up"], 0, "{c}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tunnel_that_ends_within_grace_is_not_cut() {
     let echo = echo_origin().await;

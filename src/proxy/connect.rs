@@ -144,6 +144,7 @@ where
             checks.hello_max_bytes,
             checks.hello_timeout,
             idle,
+            &ctx.shutdown,
         ))
         .await
     };
@@ -182,6 +183,7 @@ where
         ),
         FirstBytes::Timeout => Verdict2::Ended(CloseReason::IdleTimeout),
         FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
+        FirstBytes::Cut => Verdict2::Ended(CloseReason::Shutdown),
     };
     let verdict = match verdict {
         Verdict2::Refuse(r, d)

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug)]
 pub enum FirstBytes {
@@ -23,6 +24,8 @@ pub enum FirstBytes {
     Closed,
     /// The upstream spoke first (a server-first protocol on a tunnel that does not require TLS).
     ServerFirst,
+    /// Shutdown cut the tunnel (end of `shutdown.grace`) before anything decisive.
+    Cut,
 }
 
 pub struct Peeked {
@@ -35,7 +38,8 @@ pub struct Peeked {
 
 /// Read from `client` (after any `early` bytes that came with the CONNECT head). When TLS is not required,
 /// the wait for the first byte also ends if the upstream (when there is one yet) speaks first, and lasts up
-/// to `first_wait`.
+/// to `first_wait`. Every wait ends when `cut` fires.
+#[allow(clippy::too_many_arguments)]
 pub async fn peek<C: AsyncRead + Unpin>(
     client: &mut C,
     upstream: Option<&TcpStream>,
@@ -44,6 +48,7 @@ pub async fn peek<C: AsyncRead + Unpin>(
     max_bytes: usize,
     hello_wait: Duration,
     first_wait: Duration,
+    cut: &CancellationToken,
 ) -> Peeked {
     let mut p = Peeked {
         reads: usize::from(!early.is_empty()),
@@ -64,6 +69,10 @@ pub async fn peek<C: AsyncRead + Unpin>(
                 return p;
             }
             _ = tokio::time::sleep(first_wait) => return p,
+            _ = cut.cancelled() => {
+                p.first = FirstBytes::Cut;
+                return p;
+            }
         };
         match read {
             Ok(0) | Err(_) => {
@@ -100,7 +109,14 @@ pub async fn peek<C: AsyncRead + Unpin>(
             return p;
         }
         let want = chunk.len().min(max_bytes - p.buf.len());
-        match tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])).await {
+        let read = tokio::select! {
+            r = tokio::time::timeout_at(deadline, client.read(&mut chunk[..want])) => r,
+            _ = cut.cancelled() => {
+                p.first = FirstBytes::Cut;
+                return p;
+            }
+        };
+        match read {
             Err(_) => {
                 p.first = FirstBytes::Timeout;
                 return p;

@@ -185,7 +185,7 @@ pub(super) async fn dial_original(
 }
 
 /// The target a peeked ClientHello names, or why there is none. `Err(None)`: the client left without sending
-/// anything, so there was no request to decide.
+/// anything, or shutdown came first, so there was no request to decide.
 fn hello_target(
     p: &Peeked,
     checks: &TlsChecks,
@@ -223,7 +223,9 @@ fn hello_target(
                 checks.hello_timeout
             ),
         ),
+        // Nothing decisive arrived before the client left or shutdown cut the connection: no request.
         FirstBytes::Closed if p.buf.is_empty() => Err(None),
+        FirstBytes::Cut => Err(None),
         FirstBytes::Closed => refusal(
             Reason::InvalidClientHello,
             "the client closed the connection in the middle of its ClientHello".into(),
@@ -247,6 +249,7 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
         checks.hello_max_bytes,
         checks.hello_timeout,
         checks.hello_timeout,
+        &ctx.shutdown,
     )
     .await;
     let target = match own_traffic(ctx, o.client_addr).map_or_else(
