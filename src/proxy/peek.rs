@@ -89,6 +89,11 @@ pub async fn peek<C: AsyncRead + Unpin>(
     loop {
         if !p.buf.is_empty() {
             match peek_client_hello(&p.buf) {
+                // A hello that came whole in fewer reads is held to the same bound.
+                Peek::Complete(info) if info.hello_len > max_bytes => {
+                    p.first = FirstBytes::TooLarge;
+                    return p;
+                }
                 Peek::Complete(info) => {
                     p.first = FirstBytes::Hello(info);
                     return p;
@@ -130,5 +135,62 @@ pub async fn peek<C: AsyncRead + Unpin>(
                 p.reads += 1;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CURL_HELLO: &[u8] = include_bytes!("../../tests/data/clienthello/curl.bin");
+
+    async fn peek_all(early: &[u8], rest: &[u8], max_bytes: usize) -> FirstBytes {
+        let mut client = rest;
+        let wait = Duration::from_secs(1);
+        let cut = CancellationToken::new();
+        peek(
+            &mut client,
+            None,
+            early.to_vec(),
+            true,
+            max_bytes,
+            wait,
+            wait,
+            &cut,
+        )
+        .await
+        .first
+    }
+
+    #[tokio::test]
+    async fn a_whole_hello_over_max_bytes_is_too_large_however_it_arrived() {
+        let len = CURL_HELLO.len();
+        assert!(matches!(
+            peek_all(&[], CURL_HELLO, len).await,
+            FirstBytes::Hello(_)
+        ));
+        assert!(matches!(
+            peek_all(&[], CURL_HELLO, len - 1).await,
+            FirstBytes::TooLarge
+        ));
+        // With the CONNECT head, before the 200.
+        assert!(matches!(
+            peek_all(CURL_HELLO, &[], len - 1).await,
+            FirstBytes::TooLarge
+        ));
+        assert!(matches!(
+            peek_all(CURL_HELLO, &[], len).await,
+            FirstBytes::Hello(_)
+        ));
+    }
+
+    #[tokio::test]
+    async fn cut_ends_the_wait_for_the_first_bytes() {
+        let (mut client, _other_end) = tokio::io::duplex(64);
+        let cut = CancellationToken::new();
+        cut.cancel();
+        let wait = Duration::from_secs(60);
+        let p = peek(&mut client, None, Vec::new(), false, 4096, wait, wait, &cut).await;
+        assert!(matches!(p.first, FirstBytes::Cut), "{:?}", p.first);
     }
 }
