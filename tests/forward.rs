@@ -151,6 +151,57 @@ async fn each_request_on_a_kept_alive_connection_is_decided() {
     assert!(d[2]["connect_ms"].is_null(), "{}", d[2]);
 }
 
+/// A kept-alive connection left idle closes after timeouts.header without a decision line: nothing was
+/// asked. A later head started and not finished in that time is a header_timeout refusal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_kept_alive_connection_closes_without_a_refusal() {
+    let origin = http_origin().await;
+    let port = origin.port();
+    let proxy = start_proxy(&format!("{}timeouts:\n  header: 1s\n", yaml(port))).await;
+    let get = format!("GET http://plain.test:{port}/ HTTP/1.1\r\nHost: plain.test\r\n\r\n");
+
+    let mut idle = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    idle.write_all(get.as_bytes()).await.unwrap();
+    assert_eq!(status(&read_response(&mut idle).await), 200);
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(get.as_bytes()).await.unwrap();
+    assert_eq!(status(&read_response(&mut slow).await), 200);
+    slow.write_all(b"GET http://plain.test/ HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+
+    for s in [&mut idle, &mut slow] {
+        let mut b = [0u8; 256];
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            use tokio::io::AsyncReadExt;
+            loop {
+                match s.read(&mut b).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(
+            end.is_ok(),
+            "the connection stayed open past timeouts.header"
+        );
+    }
+    proxy.log.wait_events("decision", 3).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let d = proxy.log.events("decision");
+    assert_eq!(d.len(), 3, "{d:?}");
+    let allowed: Vec<_> = d.iter().filter(|v| v["reason"] == "allowed").collect();
+    let timeouts: Vec<_> = d
+        .iter()
+        .filter(|v| v["reason"] == "header_timeout")
+        .collect();
+    assert_eq!((allowed.len(), timeouts.len()), (2, 1), "{d:?}");
+    assert_eq!(timeouts[0]["request"], 0);
+    // The refusal is the slow connection's (the second one opened).
+    assert_eq!(timeouts[0]["conn_id"], allowed[1]["conn_id"], "{d:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uri_decides_not_the_host_header() {
     let origin = http_origin().await;

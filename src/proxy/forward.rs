@@ -42,10 +42,8 @@ pub(super) async fn serve<S: super::ClientIo>(
     conn_id: u64,
     buf: Vec<u8>,
 ) {
-    let io = TokioIo::new(Prefixed {
-        prefix: Bytes::from(buf),
-        inner: stream,
-    });
+    let (io, sent) = ClientConn::new(Bytes::from(buf), stream);
+    let io = TokioIo::new(io);
     let requests = Arc::new(AtomicU32::new(0));
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| {
@@ -60,7 +58,7 @@ pub(super) async fn serve<S: super::ClientIo>(
     let graceful = |c: Pin<&mut hyper::server::conn::http1::UpgradeableConnection<_, _>>| {
         c.graceful_shutdown()
     };
-    drive(&ctx, conn, graceful, (peer, conn_id, Kind::Http)).await;
+    drive(&ctx, conn, graceful, (peer, conn_id, Kind::Http), &sent).await;
 }
 
 /// Serve a client-side HTTP/1 connection until it ends. Once shutdown begins, it closes as soon as the request
@@ -70,13 +68,15 @@ pub(super) async fn drive<C>(
     mut conn: Pin<&mut C>,
     graceful: impl FnOnce(Pin<&mut C>),
     (peer, conn_id, kind): (SocketAddr, u64, Kind),
+    client_sent: &AtomicBool,
 ) where
     C: Future<Output = hyper::Result<()>>,
 {
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
-                log_connection_error(ctx, peer, conn_id, kind, &e);
+                let started_a_head = client_sent.load(Ordering::Relaxed);
+                log_connection_error(ctx, peer, conn_id, kind, &e, started_a_head);
             }
         }
         _ = ctx.drain.cancelled() => {
@@ -101,16 +101,24 @@ pub(super) fn server_builder(ctx: &Ctx) -> hyper::server::conn::http1::Builder {
 }
 
 /// Errors hyper hit between requests (malformed or oversized later heads, header timeouts). hyper has
-/// already answered with the status; this records the reason.
+/// already answered with the status; this records the reason. `started_a_head`: the client sent bytes after
+/// its last answer; without them, a header timeout only ends a kept-alive connection left idle.
 pub(super) fn log_connection_error(
     ctx: &Ctx,
     peer: SocketAddr,
     conn_id: u64,
     kind: Kind,
     e: &hyper::Error,
+    started_a_head: bool,
 ) {
     let reason = if e.is_parse_too_large() {
         Reason::HeaderTooLarge
+    } else if e.is_timeout() && !started_a_head {
+        tracing::debug!(
+            conn_id,
+            "closed a kept-alive connection idle for timeouts.header"
+        );
+        return;
     } else if e.is_timeout() {
         Reason::HeaderTimeout
     } else if e.is_parse() || e.is_parse_status() {
@@ -657,15 +665,32 @@ impl Drop for Tracked {
     }
 }
 
-// --- replaying the already-read head ---
+// --- the client stream as hyper sees it ---
 
-/// The client stream with the bytes already read (the first head) put back in front.
-struct Prefixed<S> {
+/// The client stream with the bytes already read (the first head, if any) put back in front, noting
+/// whether the client has sent anything since egressd last wrote to it.
+pub(super) struct ClientConn<S> {
     prefix: Bytes,
     inner: S,
+    /// Set by every read that returns bytes, cleared by every write. Clear when hyper's header timeout
+    /// fires: the client sent nothing after its last answer (a kept-alive connection left idle). Set: it
+    /// started a head and did not finish it.
+    sent_since_answer: Arc<AtomicBool>,
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+impl<S> ClientConn<S> {
+    pub(super) fn new(prefix: Bytes, inner: S) -> (Self, Arc<AtomicBool>) {
+        let sent = Arc::new(AtomicBool::new(!prefix.is_empty()));
+        let conn = ClientConn {
+            prefix,
+            inner,
+            sent_since_answer: sent.clone(),
+        };
+        (conn, sent)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ClientConn<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -677,17 +702,26 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             buf.put_slice(&chunk);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.sent_since_answer.store(true, Ordering::Relaxed);
+        }
+        r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ClientConn<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.sent_since_answer.store(false, Ordering::Relaxed);
+        }
+        r
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)

@@ -5,8 +5,8 @@
 
 use super::dial::DialInfo;
 use super::forward::{
-    chain, drive, refusal, server_builder, strip_hop_by_hop, Counted, PendingClose, ProxyBody,
-    Tracked,
+    chain, drive, refusal, server_builder, strip_hop_by_hop, ClientConn, Counted, PendingClose,
+    ProxyBody, Tracked,
 };
 use super::transparent::{dial_original, own_traffic};
 use super::Ctx;
@@ -39,11 +39,19 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
         o.original_dst = Some(original);
         async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, o).await) }
     });
-    let conn = server_builder(&ctx).serve_connection(TokioIo::new(stream), service);
+    let (io, sent) = ClientConn::new(bytes::Bytes::new(), stream);
+    let conn = server_builder(&ctx).serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let graceful =
         |c: Pin<&mut hyper::server::conn::http1::Connection<_, _>>| c.graceful_shutdown();
-    drive(&ctx, conn, graceful, (peer, conn_id, Kind::TransparentHttp)).await;
+    drive(
+        &ctx,
+        conn,
+        graceful,
+        (peer, conn_id, Kind::TransparentHttp),
+        &sent,
+    )
+    .await;
 }
 
 /// The name a request is for: the authority of an absolute-form target (which overrides Host, RFC 9112
