@@ -242,3 +242,21 @@ fn hash_password_prints_a_phc_string_that_verifies() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("empty"));
 }
+
+#[test]
+fn a_busy_proxy_port_names_the_listener_and_exits_1() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let out = Command::new(BIN)
+        .args(["run"])
+        .env("EGRESSD_LISTEN", addr.to_string())
+        .env("EGRESSD_ADMIN__LISTEN", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&format!("listener {addr} (listen)")),
+        "the error does not name the listener: {text}"
+    );
+}

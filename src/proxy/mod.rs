@@ -326,7 +326,8 @@ impl Live {
             new.listen_tls = was.listen_tls.clone();
         }
         if new.admin != was.admin {
-            tracing::warn!(admin = ?was.admin, new = ?new.admin, "admin.listen cannot change on reload; restart to apply it");
+            let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+            tracing::warn!(admin = %show(was.admin), new = %show(new.admin), "admin.listen cannot change on reload; restart to apply it");
             new.admin = was.admin;
         }
         self.resize_limit(new.limits.max_connections);
@@ -377,26 +378,36 @@ impl Proxy {
         log: EventLog,
         shutdown: CancellationToken,
     ) -> std::io::Result<Self> {
-        let plain = Listener::bind(settings.listen)?;
+        // Errors name the listener and its configuration key.
+        let bind = |addr: SocketAddr, key: &str| {
+            Listener::bind(addr)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("listener {addr} ({key}): {e}")))
+        };
+        let plain = bind(settings.listen, "listen")?;
         let tls = match &settings.listen_tls {
-            Some((addr, _)) => Some(Listener::bind(*addr)?),
+            Some((addr, _)) => Some(bind(*addr, "listen_tls")?),
             None => None,
         };
         let mut transparent = Vec::new();
-        for (addr, flavor) in [
-            (settings.transparent.tls, transparent::Flavor::Tls),
-            (settings.transparent.http, transparent::Flavor::Http),
+        for (addr, flavor, key) in [
+            (
+                settings.transparent.tls,
+                transparent::Flavor::Tls,
+                "listen_transparent",
+            ),
+            (
+                settings.transparent.http,
+                transparent::Flavor::Http,
+                "listen_transparent_http",
+            ),
         ] {
             if let Some(addr) = addr {
-                transparent.push((Listener::bind(addr)?, flavor));
+                transparent.push((bind(addr, key)?, flavor));
             }
         }
         let admin = match settings.admin {
             Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!("admin listener {addr} (admin.listen): {e}"),
-                )
+                std::io::Error::new(e.kind(), format!("listener {addr} (admin.listen): {e}"))
             })?),
             None => None,
         };
