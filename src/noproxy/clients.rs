@@ -96,6 +96,12 @@ impl Url {
         if host.is_empty() {
             return Err(format!("{s:?}: no host"));
         }
+        // RFC 3986 reg-name characters (and any non-ASCII, for IDNs); brackets hold an IPv6 literal.
+        let reg_name =
+            |c: char| c.is_ascii_alphanumeric() || "-._~%!$&'()*+,;=".contains(c) || !c.is_ascii();
+        if !host.starts_with('[') && !host.chars().all(reg_name) {
+            return Err(format!("{s:?}: {host:?} is not a host name"));
+        }
         let port_written = match port {
             None | Some("") => None,
             Some(p) => Some(
@@ -709,6 +715,10 @@ mod tests {
             ("::ffff:10.0.0.1", "http://10.0.0.1/", false),
             ("10.0.0.1", "http://[::ffff:10.0.0.1]/", false),
         ];
+        for bad in ["not a url", "http://a b/", "http://a<b>/", "http://:80/"] {
+            assert!(Url::parse(bad).is_err(), "{bad:?} parsed");
+        }
+        assert!(Url::parse("http://bücher.example/").is_ok());
         for &(np, url, want) in cases {
             assert_eq!(
                 route(Client::Curl, Some(np), &Url::parse(url).unwrap()).direct,
