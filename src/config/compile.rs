@@ -267,7 +267,22 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         errs.push("dns.min_ttl", "must not be greater than dns.max_ttl");
     }
 
-    let admin = compile_admin(raw, listen, &mut errs);
+    // The address as written, even when the TLS listener has other errors.
+    let tls_addr = raw
+        .listen_tls
+        .as_deref()
+        .and_then(|t| t.parse::<SocketAddr>().ok());
+    if let Some(a) = tls_addr.filter(|a| a.port() != 0 && super::transparent::overlaps(*a, listen))
+    {
+        errs.push(
+            "listen_tls",
+            format!(
+                "{a} shares its port with listen ({listen}); give the TLS listener its own port"
+            ),
+        );
+    }
+    let proxy_listeners: Vec<SocketAddr> = std::iter::once(listen).chain(tls_addr).collect();
+    let admin = compile_admin(raw, &proxy_listeners, &mut errs);
     let mut warnings = warnings;
     let transparent = super::transparent::compile(
         raw,
@@ -487,20 +502,18 @@ fn compile_clients(
     groups
 }
 
-fn compile_admin(
-    raw: &RawConfig,
-    proxy_listen: SocketAddr,
-    errs: &mut Errors,
-) -> Option<SocketAddr> {
+/// The admin listener, which must not share a port with the proxy listeners (`proxy`): the same port on
+/// the same address, or on any address when either side is a wildcard (0.0.0.0, [::]).
+fn compile_admin(raw: &RawConfig, proxy: &[SocketAddr], errs: &mut Errors) -> Option<SocketAddr> {
     let text = raw.admin.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN);
     if text == "off" {
         return None;
     }
     match text.parse::<SocketAddr>() {
-        Ok(a) if a.port() != 0 && a == proxy_listen => {
+        Ok(a) if a.port() != 0 && proxy.iter().any(|p| super::transparent::overlaps(*p, a)) => {
             errs.push(
                 "admin.listen",
-                format!("{a} is the proxy listener; the admin endpoints need their own port"),
+                format!("{a} shares its port with a proxy listener; the admin endpoints need their own port"),
             );
             None
         }
@@ -1082,6 +1095,30 @@ limits: {max_connections: 0, max_header_bytes: 10}
         let err =
             from_yaml_str("listen: 127.0.0.1:3128\nadmin: {listen: 127.0.0.1:3128}\n").unwrap_err();
         assert!(err.to_string().contains("admin.listen"), "{err}");
+        // A wildcard address takes the port on every address of its family, so these collide too.
+        for (proxy, admin) in [
+            ("127.0.0.1:3128", "0.0.0.0:3128"),
+            ("[::]:3128", "127.0.0.1:3128"),
+        ] {
+            let err = from_yaml_str(&format!(
+                "listen: \"{proxy}\"\nadmin: {{listen: \"{admin}\"}}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(
+                err.contains("admin.listen") && err.contains("shares its port"),
+                "{err}"
+            );
+        }
+        let err = from_yaml_str("listen: 127.0.0.1:3128\nlisten_tls: \"0.0.0.0:3128\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("listen_tls: 0.0.0.0:3128 shares its port with listen"),
+            "{err}"
+        );
+        let ok = from_yaml_str("listen: 127.0.0.1:3128\nadmin: {listen: \"127.0.0.2:3128\"}\n");
+        assert!(ok.is_ok(), "different addresses may share a port number");
         let err = from_yaml_str("admin: {listen: nine}\nshutdown: {grace: 0s}\n")
             .unwrap_err()
             .to_string();

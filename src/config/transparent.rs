@@ -22,7 +22,7 @@ impl Transparent {
 
 /// Would binding both addresses clash? The same port on the same address, or on any address when one of them is
 /// the wildcard.
-fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
