@@ -283,8 +283,13 @@ pub fn suggest(
     }
     if let Some(s) = service_cidr {
         v.push(s.trunc().to_string());
-        // urllib has no CIDR support: the API server's IP must be listed as is.
-        v.push(first_host(&s).to_string());
+        // urllib has no CIDR support: the API server's IP must be listed as is, and an IPv6 one also in
+        // brackets, the way urllib compares it.
+        let api = first_host(&s);
+        v.push(api.to_string());
+        if api.is_ipv6() {
+            v.push(format!("[{api}]"));
+        }
     }
     let domain = cluster_domain.trim_matches('.');
     for s in ["kubernetes", "kubernetes.default", ".svc"] {
@@ -434,5 +439,21 @@ mod tests {
         );
         // A custom cluster domain.
         assert!(suggest(None, None, "corp.local.").contains(",.corp.local,"));
+    }
+
+    #[test]
+    fn ipv6_suggestion_sends_the_api_server_direct_in_every_client() {
+        let value = suggest(
+            Some(net("fd00::/48")),
+            Some(net("fd01::/108")),
+            "cluster.local",
+        );
+        assert!(value.contains(",fd01::1,[fd01::1],"), "{value}");
+        assert_eq!(proxied_by(&value, "https://[fd01::1]:443/"), vec![]);
+        // Pod IPs: neither urllib nor requests matches an IPv6 CIDR.
+        assert_eq!(
+            proxied_by(&value, "http://[fd00::5]/"),
+            vec![Client::Urllib, Client::Requests]
+        );
     }
 }
