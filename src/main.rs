@@ -211,8 +211,10 @@ fn print_or_fail(r: Result<String, String>) -> ExitCode {
 fn init_tracing(format: Format) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("EGRESSD_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal, never into a file or a log collector.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_target(false);
     match format {
         Format::Json => builder.json().flatten_event(true).init(),

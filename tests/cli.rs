@@ -260,3 +260,18 @@ fn a_busy_proxy_port_names_the_listener_and_exits_1() {
         "the error does not name the listener: {text}"
     );
 }
+
+#[test]
+fn an_unknown_environment_override_is_named() {
+    let out = Command::new(BIN)
+        .args(["validate"])
+        .env("EGRESSD_BOGUS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("with EGRESSD_BOGUS") && err.contains("unknown field `bogus`"),
+        "{err}"
+    );
+}

@@ -68,6 +68,17 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
     let vars: config::Map<String, String> = std::env::vars()
         .filter(|(name, _)| name != "EGRESSD_LOG")
         .collect();
+    let overrides: Vec<&str> = vars
+        .keys()
+        .map(String::as_str)
+        .filter(|k| k.starts_with("EGRESSD_"))
+        .collect();
+    let mut origin = path.map_or("embedded default".to_string(), |p| p.display().to_string());
+    if !overrides.is_empty() {
+        let mut names = overrides;
+        names.sort_unstable();
+        origin = format!("{origin} with {}", names.join(", "));
+    }
     let env = config::Environment::with_prefix("EGRESSD")
         .source(Some(vars))
         .prefix_separator("_")
@@ -81,10 +92,7 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
         .add_source(env)
         .build()
         .and_then(|c| c.try_deserialize::<RawConfig>())
-        .map_err(|e| {
-            let origin = path.map_or("embedded default".to_string(), |p| p.display().to_string());
-            ConfigErrors::single("", format!("{origin}: {e}"))
-        })?;
+        .map_err(|e| ConfigErrors::single("", format!("{origin}: {e}")))?;
     compile(&raw)
 }
 
