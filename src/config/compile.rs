@@ -741,7 +741,7 @@ fn compile_rule(
                 .collect(),
         )
     };
-    let id = builder.rule(&rule.name, kind, ports);
+    let id = builder.rule(&rule.name, kind, ports.clone());
     if let Some(tls) = rule.tls {
         if kind == RuleKind::Deny {
             errs.push(format!("{path}.tls"), "`tls` applies to allow rules only");
@@ -816,6 +816,19 @@ fn compile_rule(
                     errs.push(
                         format!("{path}.no_proxy"),
                         "\"*\" would match every destination; list the hosts instead",
+                    );
+                }
+                let pinned = match e {
+                    noproxy::Entry::Ip { port, .. } | noproxy::Entry::Domain { port, .. } => *port,
+                    _ => None,
+                };
+                if let Some(p) = pinned.filter(|p| !ports.contains(*p)) {
+                    errs.push(
+                        format!("{path}.no_proxy"),
+                        format!(
+                            "an entry pinned to port {p} can never match: add {p} to the rule's `ports` \
+                             (allow rules default to 443)"
+                        ),
                     );
                 }
                 builder.no_proxy_entry(id, e);
@@ -1007,6 +1020,21 @@ mod tests {
         let s = from_yaml_str(DEFAULT_CONFIG).unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:3128");
         assert!(s.policy.rule_count() > 0);
+    }
+
+    #[test]
+    fn a_no_proxy_port_pin_must_be_one_of_the_rule_ports() {
+        let rule = |ports: &str| {
+            from_yaml_str(&format!(
+                "allow:\n  - name: internal\n    no_proxy: \"api.internal:8443,10.0.0.0/8\"\n{ports}"
+            ))
+        };
+        let err = rule("").unwrap_err().to_string();
+        assert!(
+            err.contains("allow[0].no_proxy") && err.contains("pinned to port 8443"),
+            "{err}"
+        );
+        assert!(rule("    ports: [443, 8443]\n").is_ok());
     }
 
     #[test]
