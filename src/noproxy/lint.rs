@@ -205,9 +205,20 @@ pub fn lint(no_proxy: &str, pod_cidr: Option<IpNet>, service_cidr: Option<IpNet>
                     "pod IPs ({pod}, used by webhooks and scraping) go through the proxy for {}",
                     names(&p)
                 ),
-                format!(
-                    "add {pod} (Python urllib cannot match CIDRs at all; only Go, curl and requests can)"
-                ),
+                if p.iter()
+                    .all(|c| matches!(c, Client::Urllib | Client::Requests))
+                {
+                    // The CIDR is there (Go and curl match it); no entry can make Python match a range.
+                    format!(
+                        "nothing to add for Go and curl; {} cannot match {pod} (urllib has no CIDR support, \
+                         requests none for IPv6): list the pod IPs such a client calls, or let it use the proxy",
+                        names(&p)
+                    )
+                } else {
+                    format!(
+                        "add {pod} (Python urllib cannot match CIDRs at all; only Go, curl and requests can)"
+                    )
+                },
             );
         }
     }
@@ -431,6 +442,12 @@ mod tests {
         }
         // It lints clean apart from the unavoidable CIDR note and the short-name reminder.
         let w = lint(&value, Some(pod), Some(svc));
+        let pods = w.iter().find(|w| w.code == "pod_cidr").unwrap();
+        assert!(
+            pods.fix
+                .starts_with("nothing to add for Go and curl; python-urllib cannot match"),
+            "{pods:?}"
+        );
         let c = codes(&w);
         assert!(
             c.iter()
