@@ -34,35 +34,16 @@ pub fn check_proxy_url(url: &str) -> Result<(), String> {
             "{url:?}: write the proxy URL as http://host:port (or https://) with nothing after the port"
         ));
     }
-    // Without a port, clients would use 80 or 443, where egressd does not listen by default.
-    // An IPv6 address is written in brackets: [fd00::5]:3128.
-    let (host, port) = match authority.strip_prefix('[') {
-        Some(v6) => match v6.split_once(']') {
-            Some((h, rest)) => (h, rest.strip_prefix(':')),
-            None => ("", None),
-        },
-        None => match authority.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            Some(_) => ("", None),
-            None => (authority, None),
-        },
-    };
-    if host.is_empty() {
-        return Err(format!(
-            "{url:?}: write the proxy URL as http://host:port, with an IPv6 address in brackets \
-             (http://[fd00::5]:3128)"
-        ));
-    }
-    match port.map(|p| p.parse::<u16>()) {
-        Some(Ok(p)) if p > 0 => Ok(()),
-        Some(_) => Err(format!(
-            "{url:?}: the port must be a number from 1 to 65535"
-        )),
-        None => Err(format!(
-            "{url:?}: give the port egressd listens on, e.g. http://egressd.egressd.svc:3128 (without one, \
-             clients would use port 80 or 443)"
-        )),
-    }
+    // The proxy's own authority parser: a port is required (without one, clients would use 80 or 443, where
+    // egressd does not listen by default), 1 to 65535, and an IPv6 address goes in brackets.
+    crate::target::parse_authority(authority, None)
+        .map(|_| ())
+        .map_err(|e| {
+            format!(
+                "{url:?}: {e}; write it as http://host:port, e.g. http://egressd.egressd.svc:3128 or \
+                 http://[fd00::5]:3128"
+            )
+        })
 }
 
 fn quote(v: &str) -> String {
