@@ -103,7 +103,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         SocketAddr::from(([127, 0, 0, 1], 3128))
     });
 
-    let listen_tls = compile_tls_listener(raw, &mut errs);
+    let listen_tls = compile_tls_listener(raw, listen, &mut errs);
 
     let mode = match raw.mode.as_deref().unwrap_or("enforce") {
         "enforce" => Mode::Enforce,
@@ -267,21 +267,9 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         errs.push("dns.min_ttl", "must not be greater than dns.max_ttl");
     }
 
-    // The address as written, even when the TLS listener has other errors.
-    let tls_addr = raw
-        .listen_tls
-        .as_deref()
-        .and_then(|t| t.parse::<SocketAddr>().ok());
-    if let Some(a) = tls_addr.filter(|a| a.port() != 0 && super::transparent::overlaps(*a, listen))
-    {
-        errs.push(
-            "listen_tls",
-            format!(
-                "{a} shares its port with listen ({listen}); give the TLS listener its own port"
-            ),
-        );
-    }
-    let proxy_listeners: Vec<SocketAddr> = std::iter::once(listen).chain(tls_addr).collect();
+    let proxy_listeners: Vec<SocketAddr> = std::iter::once(listen)
+        .chain(listen_tls.as_ref().map(|(a, _)| *a))
+        .collect();
     let admin = compile_admin(raw, &proxy_listeners, &mut errs);
     let mut warnings = warnings;
     let transparent = super::transparent::compile(
@@ -885,6 +873,7 @@ fn parse_port(p: &RawPort) -> Result<std::ops::RangeInclusive<u16>, String> {
 
 fn compile_tls_listener(
     raw: &RawConfig,
+    listen: SocketAddr,
     errs: &mut Errors,
 ) -> Option<(SocketAddr, Arc<rustls::ServerConfig>)> {
     let (cert, key) = (raw.tls.cert.as_deref(), raw.tls.key.as_deref());
@@ -912,6 +901,14 @@ fn compile_tls_listener(
             )
         })
         .ok();
+    if let Some(a) = addr.filter(|a| a.port() != 0 && super::transparent::overlaps(*a, listen)) {
+        errs.push(
+            "listen_tls",
+            format!(
+                "{a} shares its port with listen ({listen}); give the TLS listener its own port"
+            ),
+        );
+    }
     let (Some(cert), Some(key)) = (cert, key) else {
         errs.push("tls", "listen_tls needs tls.cert and tls.key (PEM files)");
         return None;
