@@ -265,13 +265,90 @@ fn a_busy_proxy_port_names_the_listener_and_exits_1() {
 fn an_unknown_environment_override_is_named() {
     let out = Command::new(BIN)
         .args(["validate"])
-        .env("EGRESSD_BOGUS", "1")
+        .env("EGRESSD_REQUIRE_IDENTIY", "true")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("with EGRESSD_BOGUS") && err.contains("unknown field `bogus`"),
+        err.contains("environment variable EGRESSD_REQUIRE_IDENTIY")
+            && err.contains("did you mean EGRESSD_REQUIRE_IDENTITY?"),
         "{err}"
+    );
+}
+
+/// What the kubelet puts into a pod's environment for a Service (service links), as `(name, value)`.
+fn service_links(service: &str, ports: &[(&str, u16)]) -> Vec<(String, String)> {
+    let s = service.to_ascii_uppercase().replace('-', "_");
+    let ip = "10.96.0.5";
+    let mut v = vec![
+        (format!("{s}_SERVICE_HOST"), ip.to_string()),
+        (format!("{s}_SERVICE_PORT"), ports[0].1.to_string()),
+        (format!("{s}_PORT"), format!("tcp://{ip}:{}", ports[0].1)),
+    ];
+    for (name, port) in ports {
+        let n = name.to_ascii_uppercase().replace('-', "_");
+        v.push((format!("{s}_SERVICE_PORT_{n}"), port.to_string()));
+        let base = format!("{s}_PORT_{port}_TCP");
+        v.push((base.clone(), format!("tcp://{ip}:{port}")));
+        v.push((format!("{base}_PROTO"), "tcp".into()));
+        v.push((format!("{base}_PORT"), port.to_string()));
+        v.push((format!("{base}_ADDR"), ip.into()));
+    }
+    v
+}
+
+/// The chart's Service is its fullname: the release name when it contains `egressd`, else
+/// `<release>-egressd`. Every fullname that starts with `egressd` yields `EGRESSD_*` service links; the
+/// kustomize base's Service is `egressd`. `validate`, `check` and `run` start with all of them in the
+/// environment, with the Service ports the manifests give (proxy, proxy-tls, admin).
+#[test]
+fn kubernetes_service_link_variables_are_not_configuration() {
+    let ports = [("proxy", 3128), ("proxy-tls", 3129), ("admin", 9090)];
+    for release in [
+        "egressd",
+        "egressd-prod",
+        "egressd-listen",
+        "egressd-admin",
+        "egressd-timeouts",
+        "egressd-listen-tls",
+    ] {
+        let vars = service_links(release, &ports);
+        let out = Command::new(BIN)
+            .args(["validate"])
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{release}: {out:?}");
+        let out = Command::new(BIN)
+            .args(["check", "https://api.cast.ai/"])
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{release}: {out:?}");
+    }
+    // `run` too, with an override beside the links: it starts and serves.
+    let mut child = Command::new(BIN)
+        .args(["run"])
+        .envs(service_links("egressd", &ports))
+        .env("EGRESSD_LISTEN", "127.0.0.1:0")
+        .env("EGRESSD_ADMIN__LISTEN", "off")
+        .env_remove("EGRESSD_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Startup warnings may come first; the process exits (ending the lines) if it cannot start.
+    let listening = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .any(|l| l.contains("egressd listening"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        listening,
+        "egressd did not start with service-link variables"
     );
 }

@@ -2,6 +2,7 @@
 //! compile it once into runtime [`Settings`] with a ready [`Policy`](crate::policy::Policy).
 
 mod compile;
+mod env;
 mod raw;
 mod transparent;
 
@@ -63,22 +64,24 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
         None => DEFAULT_CONFIG.to_string(),
     };
     let source = config::File::from_str(&text, config::FileFormat::Yaml);
-    // Lists of names can be given comma-separated: EGRESSD_VENDORS=castai-eu,cloudcasa-ui.
-    // `EGRESSD_LOG` (the operational log filter) is read elsewhere and is no configuration key.
-    let vars: config::Map<String, String> = std::env::vars()
-        .filter(|(name, _)| name != "EGRESSD_LOG")
-        .collect();
-    let overrides: Vec<&str> = vars
-        .keys()
-        .map(String::as_str)
-        .filter(|k| k.starts_with("EGRESSD_"))
-        .collect();
     let mut origin = path.map_or("embedded default".to_string(), |p| p.display().to_string());
-    if !overrides.is_empty() {
-        let mut names = overrides;
-        names.sort_unstable();
+    // Which EGRESSD_* variables are overrides (service-link variables and EGRESSD_LOG are not): env.rs.
+    let selected = env::select(std::env::vars()).map_err(|e| {
+        ConfigErrors(
+            e.0.into_iter()
+                .map(|mut err| {
+                    err.message = format!("{origin}: {}", err.message);
+                    err
+                })
+                .collect(),
+        )
+    })?;
+    if !selected.read.is_empty() {
+        let names: Vec<&str> = selected.read.iter().map(|(n, _)| n.as_str()).collect();
         origin = format!("{origin} with {}", names.join(", "));
     }
+    // Lists of names can be given comma-separated: EGRESSD_VENDORS=castai-eu,cloudcasa-ui.
+    let vars: config::Map<String, String> = selected.read.into_iter().collect();
     let env = config::Environment::with_prefix("EGRESSD")
         .source(Some(vars))
         .prefix_separator("_")

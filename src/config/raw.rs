@@ -4,6 +4,31 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
+/// The top-level keys of [`RawConfig`], which `EGRESSD_<KEY>` environment variables may override.
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "listen_tls",
+    "listen_transparent",
+    "listen_transparent_http",
+    "trust_original_dst",
+    "tls",
+    "mode",
+    "sni",
+    "client_hello",
+    "clients",
+    "require_identity",
+    "allow",
+    "deny",
+    "vendors",
+    "vendors_disable",
+    "destinations",
+    "dns",
+    "timeouts",
+    "limits",
+    "admin",
+    "shutdown",
+];
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -178,4 +203,32 @@ pub struct RawTimeouts {
 pub struct RawLimits {
     pub max_connections: Option<u64>,
     pub max_header_bytes: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    /// `TOP_LEVEL_KEYS` is exactly the set of fields serde knows: the unknown-field error lists them.
+    #[test]
+    fn top_level_keys_match_the_struct() {
+        let err = serde_json::from_str::<super::RawConfig>(r#"{"no_such_key": 1}"#).unwrap_err();
+        let msg = err.to_string();
+        let listed = msg
+            .split("expected one of ")
+            .nth(1)
+            .expect("serde lists the fields");
+        let mut fields: Vec<&str> = listed
+            .split(", ")
+            .map(|f| {
+                f.trim()
+                    .trim_matches(|c| c == '`' || c == ' ')
+                    .split('`')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        fields.sort_unstable();
+        let mut keys = super::TOP_LEVEL_KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(fields, keys, "{msg}");
+    }
 }
