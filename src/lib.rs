@@ -13,6 +13,7 @@ pub mod fd_limit;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod load;
+pub mod net;
 pub mod noproxy;
 pub mod policy;
 pub mod proxy;

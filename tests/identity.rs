@@ -190,3 +190,65 @@ fn check_evaluates_as_the_named_client_group() {
         "{stderr}"
     );
 }
+
+/// On a dual-stack `[::]` listener IPv4 clients arrive as `::ffff:127.0.0.2`: they are still in the group of
+/// `127.0.0.2/32`, and their decision line names the IPv4 address. IPv6 clients are matched as themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_groups_hold_on_a_dual_stack_listener() {
+    let origin = tls_origin(&["a.test", "b.test", "shared.test"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    let yaml = yaml(origin.addr.port()).replace(
+        "cidrs: [\"127.0.0.3/32\"]",
+        "cidrs: [\"127.0.0.3/32\", \"::1/128\"]",
+    );
+    std::fs::write(
+        &path,
+        format!("listen: \"[::]:0\"\nadmin: {{listen: off}}\n{yaml}"),
+    )
+    .unwrap();
+    let proxy = start_proxy_file(&path).await;
+    assert!(proxy.addr.ip().is_unspecified() && proxy.addr.is_ipv6());
+    let port = proxy.addr.port();
+    let ca = origin.ca_pem.to_str().unwrap().to_string();
+    let via = |from: &str, proxy_host: &str, host: &str| {
+        let url = format!("https://{host}:{}/", origin.addr.port());
+        let proxy_url = format!("http://{proxy_host}:{port}");
+        let ca = ca.clone();
+        let from = from.to_string();
+        async move {
+            curl(
+                &[
+                    "--interface",
+                    &from,
+                    "--proxy",
+                    &proxy_url,
+                    "--cacert",
+                    &ca,
+                    &url,
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let a = via("127.0.0.2", "127.0.0.1", "a.test").await;
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let b = via("::1", "[::1]", "b.test").await;
+    assert_eq!(b.code, 0, "{}", b.stderr);
+    let denied = via("127.0.0.2", "127.0.0.1", "b.test").await;
+    assert_ne!(denied.code, 0, "{}", denied.stdout);
+
+    let lines = proxy.log.wait_events("decision", 3).await;
+    assert_eq!(lines[0]["client"], serde_json::json!(["vendor-a-agents"]));
+    assert!(
+        lines[0]["client_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.2:"),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(lines[1]["client"], serde_json::json!(["vendor-b-agents"]));
+    assert_eq!(lines[2]["reason"], "denied_no_rule", "{}", lines[2]);
+}

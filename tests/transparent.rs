@@ -526,12 +526,29 @@ async fn redirected_http_is_judged_by_its_host_header() {
 
 #[tokio::test]
 async fn egressd_own_traffic_redirected_back_is_refused() {
+    own_traffic_redirected_back_is_refused(None).await;
+}
+
+/// The README's advice for IPv6: a `[::]` transparent listener. IPv4 clients arrive v4-mapped there, and
+/// egressd's own redirected connection must still be recognised as its own.
+#[tokio::test]
+async fn egressd_own_traffic_redirected_back_to_a_dual_stack_listener_is_refused() {
+    own_traffic_redirected_back_is_refused(Some("[::]:0")).await;
+}
+
+async fn own_traffic_redirected_back_is_refused(listen: Option<&str>) {
     let net = Net::new();
     let (host, host2) = (net.host().to_string(), net.host2().to_string());
-    let yaml = transparent_yaml(&net, "listen_transparent", 443, false).replace(
+    let mut yaml = transparent_yaml(&net, "listen_transparent", 443, false).replace(
         &format!("allowed.test: [\"{host}\"]"),
         &format!("allowed.test: [\"{host2}\"]"),
     );
+    if let Some(listen) = listen {
+        yaml = yaml.replace(
+            &format!("listen_transparent: {host}:0"),
+            &format!("listen_transparent: \"{listen}\""),
+        );
+    }
     let proxy = start_proxy(&yaml).await;
     let listener = proxy.transparent_addr.unwrap();
     net.redirect(443, listener.port());
@@ -549,7 +566,7 @@ async fn egressd_own_traffic_redirected_back_is_refused() {
             "-j",
             "DNAT",
             "--to-destination",
-            &listener.to_string(),
+            &format!("{host}:{}", listener.port()),
         ]),
     );
 

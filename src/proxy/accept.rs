@@ -25,14 +25,9 @@ pub struct Listener {
 
 impl Listener {
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_nonblocking(true)?;
-        super::dial::tune_socket(socket2::SockRef::from(&socket));
-        socket.bind(&addr.into())?;
-        socket.listen(BACKLOG)?;
-        let listener: std::net::TcpListener = socket.into();
+        let listener = crate::net::listen(addr, BACKLOG, |socket| {
+            super::dial::tune_socket(socket2::SockRef::from(socket))
+        })?;
         // SAFETY: a std listener owns its descriptor, which stays open and the same until it is dropped
         // together with the AsyncFd.
         let fd = unsafe { AsyncFd::register(listener) }.map_err(io::Error::from)?;
@@ -56,10 +51,44 @@ impl Listener {
                     .ok_or_else(|| {
                         io::Error::other("accepted a connection without an IP peer address")
                     })?;
-                Ok((std::net::TcpStream::from(fd), peer))
+                // IPv4 clients of a `[::]` listener arrive v4-mapped: every later comparison (client CIDRs,
+                // the loop guard) and every log line uses the IPv4 address.
+                Ok((std::net::TcpStream::from(fd), crate::net::canonical(peer)))
             });
             if let Ok(result) = accepted {
                 return result.map(|(s, peer)| (ClientSocket::Direct(s), peer));
+            }
+        }
+    }
+}
+
+/// A warning that is written at most once per interval: `due` says whether to write it now, and how many
+/// were held back since the last one.
+pub struct WarnEvery {
+    interval: std::time::Duration,
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl WarnEvery {
+    pub fn new(interval: std::time::Duration) -> Self {
+        WarnEvery {
+            interval,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(held back)` when the warning is due at `now`, else `None` (and one more is held back).
+    pub fn due(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(last) if now.duration_since(last) < self.interval => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
             }
         }
     }
@@ -234,6 +263,21 @@ impl AsyncWrite for ClientSocket {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn repeated_accept_failures_are_logged_once_per_interval() {
+        let start = std::time::Instant::now();
+        let ms = std::time::Duration::from_millis;
+        let mut w = super::WarnEvery::new(ms(10_000));
+        assert_eq!(w.due(start), Some(0));
+        // 50 ms apart, as the accept loop retries: held back.
+        for i in 1..200 {
+            assert_eq!(w.due(start + ms(50 * i)), None);
+        }
+        assert_eq!(w.due(start + ms(10_000)), Some(199));
+        assert_eq!(w.due(start + ms(10_050)), None);
+        assert_eq!(w.due(start + ms(30_000)), Some(1));
+    }
+
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -183,7 +183,7 @@ impl Dialer {
                 Ok(Ok(stream)) => {
                     if self.recent_local.is_some() {
                         if let Ok(local) = stream.local_addr() {
-                            self.remember_local(local);
+                            self.remember_local(crate::net::canonical(local));
                         }
                     }
                     tune_socket(socket2::SockRef::from(&stream));
@@ -249,7 +249,7 @@ impl Dialer {
         };
         recent
             .at
-            .get(&peer)
+            .get(&crate::net::canonical(peer))
             .is_some_and(|at| at.elapsed() < RECENT_LOCAL_WINDOW)
     }
 

@@ -406,9 +406,16 @@ impl Proxy {
             }
         }
         let admin = match settings.admin {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("listener {addr} (admin.listen): {e}"))
-            })?),
+            Some(addr) => Some(
+                crate::net::listen(addr, 1024, |_| {})
+                    .and_then(TcpListener::from_std)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("listener {addr} (admin.listen): {e}"),
+                        )
+                    })?,
+            ),
             None => None,
         };
         let max = settings.limits.max_connections;
@@ -559,11 +566,15 @@ async fn drain(ctx: &Ctx) {
     );
 }
 
+/// How often a listener that keeps failing to accept (out of descriptors) logs it.
+const ACCEPT_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The next accepted connection; `None` once `drain` fires.
 pub(super) async fn next_connection(
     listener: &Listener,
     drain: &CancellationToken,
 ) -> Option<(ClientSocket, SocketAddr)> {
+    let mut warnings = accept::WarnEvery::new(ACCEPT_WARNING_INTERVAL);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -577,9 +588,17 @@ pub(super) async fn next_connection(
                 tracing::debug!(error = %e, "a connection went away before it was accepted");
             }
             Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                let listen = listener.local_addr().ok();
-                tracing::warn!(error = %e, listener = ?listen, "accept failed");
+                // Out of file descriptors and similar: back off instead of spinning, and say so once per
+                // interval (with how many failures were not logged), not every 50 ms.
+                if let Some(suppressed) = warnings.due(std::time::Instant::now()) {
+                    let listen = listener.local_addr().ok().map(|a| a.to_string());
+                    tracing::warn!(
+                        error = %e,
+                        listener = listen.as_deref().unwrap_or("?"),
+                        failures_not_logged = suppressed,
+                        "accept failed; accepting again in 50 ms"
+                    );
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
