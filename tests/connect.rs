@@ -364,3 +364,63 @@ async fn early_data_after_connect_is_forwarded_not_dropped() {
     let c = &proxy.log.wait_events("close", 1).await[0];
     assert_eq!(c["bytes_up"], 11);
 }
+
+/// A name pinned by the pod's `hostAliases` (which the kubelet writes to /etc/hosts) resolves through the
+/// hosts file; `dns.hosts` comes first; an address from the hosts file is checked like a DNS answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_in_the_hosts_file_resolve_after_dns_hosts() {
+    let origin = tls_origin(&["mirror.test", "pinned.test", "meta.test"]).await;
+    let port = origin.addr.port();
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n\n# Entries added by HostAliases.\n\
+         127.0.0.1\tmirror.test\n127.0.0.9\tpinned.test\n169.254.169.254\tmeta.test\n",
+    )
+    .unwrap();
+    let proxy = start_proxy(&format!(
+        r#"
+allow:
+  - name: origin
+    hosts: ["mirror.test", "pinned.test", "meta.test"]
+    ports: [{port}]
+destinations:
+  allow_cidrs: ["127.0.0.0/8"]
+dns:
+  hosts_file: {hosts}
+  hosts:
+    pinned.test: ["127.0.0.1"]
+"#,
+        hosts = hosts.display()
+    ))
+    .await;
+    let get = |host: &str| {
+        let url = format!("https://{host}:{port}/");
+        let ca = origin.ca_pem.to_str().unwrap().to_string();
+        let proxy = proxy.url();
+        async move { curl(&["--proxy", &proxy, "--cacert", &ca, &url], &[]).await }
+    };
+    for host in ["mirror.test", "pinned.test"] {
+        let out = get(host).await;
+        assert_eq!(out.code, 0, "{host}: {}", out.stderr);
+        assert_eq!(out.stdout, "hello from tls origin");
+    }
+    let out = get("meta.test").await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+    let lines = proxy.log.wait_events("decision", 3).await;
+    assert_eq!(lines[0]["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(lines[1]["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(lines[2]["reason"], "denied_private_address", "{}", lines[2]);
+
+    // A hosts file the configuration names must exist.
+    let missing = dir.path().join("no-such-hosts");
+    let err =
+        egressd::config::from_yaml_str(&format!("dns: {{hosts_file: {}}}\n", missing.display()))
+            .unwrap_err();
+    assert!(
+        err.to_string().contains("dns.hosts_file: cannot read"),
+        "{err}"
+    );
+    assert!(egressd::config::from_yaml_str("dns: {hosts_file: \"off\"}\n").is_ok());
+}

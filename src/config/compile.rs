@@ -982,6 +982,27 @@ fn compile_dns(raw: &RawConfig, errs: &mut Errors) -> Dns {
             .collect();
         hosts.insert(key, parsed);
     }
+    // The hosts file fills in names `dns.hosts` does not list. The default path may be missing (a host
+    // without one); a path the configuration names must be readable.
+    let (path, named) = match raw.dns.hosts_file.as_deref() {
+        Some("off") => (None, true),
+        Some(p) => (Some(p), true),
+        None => (Some(super::hosts_file::DEFAULT_PATH), false),
+    };
+    if let Some(path) = path {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                for (name, addrs) in super::hosts_file::parse(&text) {
+                    hosts.entry(name).or_insert(addrs);
+                }
+            }
+            Err(e) if named || e.kind() != std::io::ErrorKind::NotFound => errs.push(
+                "dns.hosts_file",
+                format!("cannot read {path}: {e} (write \"off\" to read no hosts file)"),
+            ),
+            Err(_) => {}
+        }
+    }
     let servers = raw
         .dns
         .servers

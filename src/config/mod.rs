@@ -3,6 +3,7 @@
 
 mod compile;
 mod env;
+mod hosts_file;
 mod raw;
 mod transparent;
 

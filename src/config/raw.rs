@@ -183,6 +183,8 @@ pub struct RawDestinations {
 pub struct RawDns {
     #[serde(default)]
     pub hosts: BTreeMap<String, Vec<String>>,
+    /// A hosts file read after `hosts` (default /etc/hosts), or "off".
+    pub hosts_file: Option<String>,
     #[serde(default)]
     pub servers: Vec<String>,
     pub min_ttl: Option<String>,
