@@ -288,4 +288,23 @@ fn vendors_from_the_environment() {
         &[("EGRESSD_VENDORS_DISABLE", "castai-us/helm")],
     );
     assert_eq!(code, Some(1), "{out}");
+    // Exceptions to the address check, comma-separated: 10.20.0.5 is then allowed, 10.30.0.5 still refused.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("egressd.yaml");
+    std::fs::write(&cfg, "allow: [{name: internal, hosts: [\"10.0.0.0/8\"]}]\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    let cidrs = [(
+        "EGRESSD_DESTINATIONS__ALLOW_CIDRS",
+        "10.20.0.0/16,fd00:20::/64",
+    )];
+    let (code, out, _) = run(
+        &["check", "--config", cfg, "--resolve", "10.20.0.5:443"],
+        &cidrs,
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out, _) = run(
+        &["check", "--config", cfg, "--resolve", "10.30.0.5:443"],
+        &cidrs,
+    );
+    assert!(out.contains("denied_private_address"), "{code:?} {out}");
 }

@@ -81,7 +81,8 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
         let names: Vec<&str> = selected.read.iter().map(|(n, _)| n.as_str()).collect();
         origin = format!("{origin} with {}", names.join(", "));
     }
-    // Lists of names can be given comma-separated: EGRESSD_VENDORS=castai-eu,cloudcasa-ui.
+    // Lists can be given comma-separated: EGRESSD_VENDORS=castai-eu,cloudcasa-ui,
+    // EGRESSD_DESTINATIONS__ALLOW_CIDRS=10.20.0.0/16,fd00:20::/64.
     let vars: config::Map<String, String> = selected.read.into_iter().collect();
     let env = config::Environment::with_prefix("EGRESSD")
         .source(Some(vars))
@@ -90,7 +91,8 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
         .try_parsing(true)
         .list_separator(",")
         .with_list_parse_key("vendors")
-        .with_list_parse_key("vendors_disable");
+        .with_list_parse_key("vendors_disable")
+        .with_list_parse_key("destinations.allow_cidrs");
     let raw = config::Config::builder()
         .add_source(source)
         .add_source(env)
