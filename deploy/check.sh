@@ -150,6 +150,20 @@ else
   echo "skipped: needs root, /mnt, unshare, setpriv and curl"
 fi
 
+echo "== pod emulation (every rendered Deployment, started as the kubelet starts it)"
+# deploy/pod_emulation.py: argv, environment (service links included), kubelet-layout volumes, securityContext,
+# /etc/hosts and resolv.conf, PID 1, in its own mount, PID and network namespaces; then the probes on the pod's
+# IPv4 and IPv6 addresses, a refused and an allowed request, a ConfigMap swap, preStop and SIGTERM.
+if [ "$(id -u)" = 0 ] && command -v unshare >/dev/null && command -v ip >/dev/null && command -v curl >/dev/null \
+  && command -v openssl >/dev/null; then
+  for rendered in "$out"/rendered/*.yaml; do
+    "$venv/bin/python" deploy/pod_emulation.py "$rendered" "$egressd" Dockerfile \
+      || fail "$(basename "$rendered"): the pod does not start and serve as the kubelet would run it"
+  done
+else
+  echo "skipped: needs root, unshare, ip, curl and openssl"
+fi
+
 echo "== alert rules (promtool)"
 # The rule file, its unit tests, and every rendered PrometheusRule's groups.
 promtool check rules deploy/prometheus/egressd-rules.yaml
