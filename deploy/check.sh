@@ -2,8 +2,8 @@
 # Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile; renders the kustomize
 # base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
 # object against the Kubernetes schemas; cross-checks ports, probes, config path, drain period and network
-# policies in every rendered set (deploy/check_rendered.py) and runs `egressd validate` on its config; checks and
-# unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
+# policies in every rendered set (deploy/check_rendered.py) and runs `egressd validate` on its config; starts
+# every rendered Deployment as the kubelet would (deploy/pod_emulation.py); checks and unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
 # rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
 # `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
 # $DEPLOY_CHECK_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
