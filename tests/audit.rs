@@ -574,6 +574,124 @@ fn unreadable_input_is_a_clear_error() {
     assert_eq!(out.code, Some(2), "--group-wildcards needs --suggest");
 }
 
+// --- logs as pipelines hand them back ---
+
+/// The sample log as each way of collecting pod logs returns it.
+fn wrapped_logs() -> Vec<(&'static str, String)> {
+    let raw = sample_log();
+    let lines: Vec<&str> = raw.lines().collect();
+    let each = |f: &dyn Fn(usize, &str) -> String| -> String {
+        lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| f(i, l) + "\n")
+            .collect()
+    };
+    let json = |s: &str| serde_json::to_string(s).unwrap();
+    vec![
+        (
+            "kubectl logs --prefix (three replicas)",
+            each(&|i, l| format!("[pod/egressd-7d9f-{i}/egressd] {l}")),
+        ),
+        (
+            "kubelet CRI file",
+            each(&|_, l| format!("2026-11-29T11:00:00.123456789Z stdout F {l}")),
+        ),
+        (
+            "CRI file with partial lines",
+            each(&|_, l| {
+                let cut = l
+                    .char_indices()
+                    .nth(l.chars().count() / 2)
+                    .map_or(0, |(i, _)| i);
+                format!(
+                    "2026-11-29T11:00:00.1Z stdout P {}\n2026-11-29T11:00:00.1Z stdout F {}",
+                    &l[..cut],
+                    &l[cut..]
+                )
+            }),
+        ),
+        (
+            "Fluent Bit / Docker json-file / CloudWatch",
+            each(&|_, l| {
+                format!(
+                    r#"{{"log":{},"stream":"stdout","time":"2026-11-29T11:00:00Z","kubernetes":{{"pod_name":"egressd-1"}}}}"#,
+                    json(&format!("{l}\n"))
+                )
+            }),
+        ),
+        (
+            "Loki logcli (default output)",
+            each(&|_, l| format!(r#"2026-11-29T11:00:00Z {{app="egressd", pod="egressd-1"}} {l}"#)),
+        ),
+        (
+            "Loki logcli --output jsonl",
+            each(&|_, l| {
+                format!(
+                    r#"{{"labels":{{"app":"egressd"}},"line":{},"timestamp":"2026-11-29T11:00:00Z"}}"#,
+                    json(l)
+                )
+            }),
+        ),
+        (
+            "Cloud Logging export",
+            each(&|_, l| match serde_json::from_str::<Value>(l) {
+                Ok(v) if v.is_object() && v.get("event").is_some() => format!(
+                    r#"{{"insertId":"a","jsonPayload":{l},"resource":{{"type":"k8s_container"}},"severity":"INFO"}}"#
+                ),
+                _ => format!(r#"{{"insertId":"b","textPayload":{}}}"#, json(l)),
+            }),
+        ),
+    ]
+}
+
+#[test]
+fn every_log_pipeline_gives_the_same_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_file(dir.path(), "plain.log", &sample_log());
+    let expected = audit_json(&[plain.to_str().unwrap()]);
+    for (name, text) in wrapped_logs() {
+        let file = write_file(dir.path(), "wrapped.log", &text);
+        let got = audit_json(&[file.to_str().unwrap()]);
+        for key in ["decisions", "allowed", "denied", "would_deny"] {
+            assert_eq!(got[key], expected[key], "{name}: {key}\n{got}");
+        }
+        assert_eq!(got["groups"], expected["groups"], "{name}");
+    }
+}
+
+#[test]
+fn a_log_without_decisions_is_an_error_that_shows_a_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Text-format lines, and operational JSON lines: nothing the audit can read as a decision.
+    let text = write_file(
+        dir.path(),
+        "text.log",
+        "2026-11-29T11:00:00Z INFO decision deny evil.example:443 denied_no_rule\x1b[31m\n\
+         {\"timestamp\":\"2026-11-29T11:00:00Z\",\"level\":\"INFO\",\"message\":\"egressd listening\"}\n",
+    );
+    let out = audit(&[text.to_str().unwrap()]);
+    assert_eq!(out.code, Some(2), "{}", out.stdout);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("no decision lines in")
+            && out
+                .stderr
+                .contains("2 lines read, 1 not JSON, 1 other events")
+            && out
+                .stderr
+                .contains("the first looked like: 2026-11-29T11:00:00Z INFO decision deny"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains('\u{1b}'),
+        "escape sequences reach the terminal"
+    );
+    let empty = write_file(dir.path(), "empty.log", "");
+    assert_eq!(audit(&[empty.to_str().unwrap()]).code, Some(2));
+}
+
 // --- large logs in bounded memory ---
 
 /// Run the binary and return (exit code, stdout, peak resident memory in KiB) from the kernel's own

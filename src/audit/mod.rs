@@ -5,6 +5,7 @@
 //! for further groups are counted and reported as not shown, so memory depends on the group limit, never on
 //! the size of the log.
 
+pub mod envelope;
 pub mod event;
 pub mod input;
 pub mod render;
@@ -45,10 +46,25 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
     let mut input = input::Input::open(opts.file.as_deref())?;
     let mut summary = Summary::new(window, opts.max_groups);
     let mut buf = Vec::with_capacity(4096);
+    let mut unwrapper = envelope::Unwrapper::new();
+    // The first line that was not a decision, for the message when none was.
+    let mut sample: Option<String> = None;
     loop {
         match input::next_line(&mut *input.reader, &mut buf, input::MAX_LINE_BYTES) {
             Ok(None) => break,
-            Ok(Some(true)) => summary.add(event::classify(&buf)),
+            Ok(Some(true)) => {
+                let unwrapped = unwrapper.unwrap(&buf);
+                let bytes: &[u8] = match &unwrapped {
+                    envelope::Unwrapped::Pending => continue,
+                    envelope::Unwrapped::Same(line) => line,
+                    envelope::Unwrapped::Inner(inner, _) => inner,
+                };
+                let line = event::classify(bytes);
+                if sample.is_none() && !matches!(line, event::Line::Decision(_)) {
+                    sample = Some(printable_sample(&buf));
+                }
+                summary.add(line)
+            }
             Ok(Some(false)) => summary.add_overlong(),
             Err(e) => {
                 input.finish();
@@ -60,6 +76,10 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
         }
     }
     input.finish();
+    let c = summary.counts;
+    if c.decisions + c.outside_window + c.invalid == 0 {
+        return Err(no_decisions(&input.name, &c, sample.as_deref()));
+    }
     let groups = summary.groups();
     let report = render::Report {
         source: &input.name,
@@ -73,4 +93,36 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
         return Ok(suggest::suggest(&report, opts.group_wildcards));
     }
     Ok(render::render(&report, opts.format))
+}
+
+/// The first 120 characters of a line, with control characters (ANSI escapes, newlines) escaped.
+fn printable_sample(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let cut: String = text.chars().take(120).collect();
+    let more = if text.chars().count() > 120 {
+        "..."
+    } else {
+        ""
+    };
+    format!("{}{more}", cut.escape_debug())
+}
+
+/// Why a log with no decision line is an error, not an empty report: "nothing was refused" must not be read
+/// into a log the audit could not read.
+fn no_decisions(name: &str, c: &summary::Counts, sample: Option<&str>) -> String {
+    let mut msg = format!(
+        "no decision lines in {name}: {} lines read, {} not JSON, {} other events",
+        c.lines,
+        c.not_json,
+        c.skipped - c.not_json
+    );
+    if let Some(s) = sample {
+        msg.push_str(&format!("; the first looked like: {s}"));
+    }
+    msg.push_str(
+        "\negressd audit reads egressd's JSON lines as written, or wrapped by `kubectl logs --prefix`, kubelet \
+         CRI log files, Docker/Fluent Bit/CloudWatch `log` fields, Loki (`logcli query`, any output) and \
+         Cloud Logging exports (`jsonPayload`); text-format logs cannot be audited",
+    );
+    msg
 }
