@@ -84,6 +84,12 @@ if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/typo.yaml" > /dev/nu
   fail "the chart accepted the unknown value config.vendor"
 fi
 grep -q "additional properties 'vendor' not allowed" "$out/err" || { cat "$out/err" >&2; fail "unexpected error for config.vendor"; }
+# DNS preset custom without peers would let no DNS query out: refused.
+printf 'networkPolicy: {dns: {preset: custom}}\n' > "$out/no-dns.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-dns.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered networkPolicy.dns.preset custom without networkPolicy.dns.extra"
+fi
+grep -q 'preset custom needs networkPolicy.dns.extra' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for DNS preset custom"; }
 
 echo "== Kubernetes schemas (${kube_versions[*]}, strict)"
 for v in "${kube_versions[@]}"; do
@@ -95,6 +101,8 @@ echo "== consistency and egressd validate (every rendered set)"
 for rendered in "$out"/rendered/*.yaml; do
   "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
 done
+# ... and each of those checks catches the breakage it is there for.
+"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,kustomize-castai-monitoring-tls}.yaml
 for cfg in "$out"/configs/*.yaml; do
   if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
     echo "$msg" >&2
@@ -135,16 +143,19 @@ if [ "$(id -u)" = 0 ] && [ -d /mnt ] && command -v unshare >/dev/null && command
     for path in /healthz /readyz /metrics; do
       probes="$probes $path=$(curl -s -o /dev/null -w "%{http_code}" "http://127.0.0.1:9090$path" || true)"
     done
+    # The listeners bind [::]: IPv6 too (probes on IPv6-only clusters).
+    probes="$probes v6=$(curl -g -s -o /dev/null -w "%{http_code}" "http://[::1]:9090/healthz" || true)"
+    probes="$probes v6proxy=$(curl -s -o /dev/null -w "%{http_code}" -x "http://[::1]:3128" http://denied.example/ || true)"
     metrics=$(curl -s http://127.0.0.1:9090/metrics || true)
     kill -TERM "$pid"
     wait "$pid" || { cat /mnt/log >&2; echo "egressd exited non-zero after SIGTERM" >&2; exit 1; }
     [ "$code" = 403 ] || { cat /mnt/log >&2; echo "expected 403 for a denied request, got $code" >&2; exit 1; }
     grep -q "\"event\":\"decision\".*\"reason\":\"denied_no_rule\"" /mnt/log || { cat /mnt/log >&2; exit 1; }
-    [ "$probes" = " /healthz=200 /readyz=200 /metrics=200" ] || { cat /mnt/log >&2; echo "admin endpoints:$probes" >&2; exit 1; }
+    [ "$probes" = " /healthz=200 /readyz=200 /metrics=200 v6=200 v6proxy=403" ] || { cat /mnt/log >&2; echo "admin endpoints:$probes" >&2; exit 1; }
     echo "$metrics" | grep -q "^egressd_decisions_total{.*reason=\"denied_no_rule\"" \
       || { echo "the denied request is not counted in /metrics" >&2; exit 1; }
     echo "UID $2, read-only filesystem: served a decision (403 denied_no_rule), counted it in /metrics,"
-    echo "  /healthz and /readyz answered 200, exit 0 after SIGTERM"
+    echo "  /healthz and /readyz answered 200 (IPv4 and IPv6), exit 0 after SIGTERM"
   ' smoke "$egressd" "$uid"
 else
   echo "skipped: needs root, /mnt, unshare, setpriv and curl"

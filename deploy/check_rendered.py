@@ -3,16 +3,29 @@
 tests/deploy_manifests.rs checks the kustomize sources:
 
 - the config's listen port is the container's "proxy" port and the Service's proxy target; the admin port is
-  the one the probes use, on /healthz and /readyz;
+  the one the probes use, on /healthz and /readyz; every listener binds [::] (IPv4 and IPv6) and every Service
+  prefers dual-stack;
 - args name the config file the ConfigMap volume mounts (a directory mount, never subPath);
+- every Deployment sets enableServiceLinks: false (Service variables such as EGRESSD_SERVICE_HOST would be read
+  by egressd as config overrides);
 - terminationGracePeriodSeconds covers the preStop sleep plus shutdown.grace;
-- egressd's egress NetworkPolicy opens every port the config's allow rules name (443 by default);
+- egressd's egress NetworkPolicies open, to public IPv4 and IPv6 addresses, every port an allow rule or a vendor
+  profile of the config uses, and reach every destinations.allow_cidrs CIDR on those ports; egressd's and the
+  agents' policies allow DNS (UDP and TCP 53) to the same peers;
+- egressd's ingress NetworkPolicy admits each agent namespace on the proxy ports (not every source), and the
+  admin port to Prometheus when a ServiceMonitor scrapes it;
 - an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service;
 - every object but the Namespace has a namespace;
-- a ServiceMonitor selects the Service and scrapes a port it has, on /metrics.
+- a ServiceMonitor selects the Service and scrapes a port it has, on /metrics; with the chart, the ServiceMonitor
+  and PrometheusRule carry the labels of metrics.serviceMonitor.labels and alerts.prometheusRule.labels (the
+  values files are named by render_chart.py's "# egressd-values:" header lines).
 
 usage: check_rendered.py RENDERED.yaml CONFIG_OUT_DIR   (writes the egressd config for `egressd validate`)
+       check_rendered.py --self-test RENDERED.yaml...  (each check must fail on a broken copy of a good set)
 """
+import copy
+import ipaddress
+import json
 import os
 import re
 import sys
@@ -20,12 +33,12 @@ import sys
 import yaml
 
 CONFIG_PATH = "/etc/egressd/egressd.yaml"
-errors = []
-
-
-def check(cond, msg):
-    if not cond:
-        errors.append(msg)
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHART_VALUES = os.path.join(REPO, "deploy/helm/egressd/values.yaml")
+VENDORS_DIR = os.path.join(REPO, "config/vendors")
+# Stand-ins for "any public address" of each family.
+PUBLIC = [ipaddress.ip_network("8.8.8.8/32"), ipaddress.ip_network("2001:4860:4860::8888/128")]
+DUAL_STACK = ("PreferDualStack", "RequireDualStack")
 
 
 def duration_seconds(text):
@@ -46,9 +59,117 @@ def named(items, name):
     return None
 
 
-def main():
-    rendered, out_dir = sys.argv[1], sys.argv[2]
-    docs = [d for d in yaml.safe_load_all(open(rendered)) if d]
+def merge(base, override):
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load(rendered):
+    """The documents of a rendered set and, for a chart render, its merged values (else None)."""
+    text = open(rendered).read()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    files = re.findall(r"^# egressd-values: (.+)$", text, re.M)
+    values = None
+    if files or "# Source: " in text:
+        values = yaml.safe_load(open(CHART_VALUES))
+        for f in files:
+            values = merge(values, yaml.safe_load(open(os.path.join(REPO, f))) or {})
+    return docs, values
+
+
+# --- NetworkPolicy helpers ---
+
+
+def port_open(rule, port, proto="TCP"):
+    """Whether a NetworkPolicy rule's ports admit proto/port (no ports: every port)."""
+    ports = rule.get("ports")
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != proto:
+            continue
+        first = p.get("port")
+        if first is None:
+            return True
+        if isinstance(first, int) and first <= port <= p.get("endPort", first):
+            return True
+    return False
+
+
+def peer_covers(peer, net):
+    block = peer.get("ipBlock")
+    if not block:
+        return False
+    cidr = ipaddress.ip_network(block["cidr"], strict=False)
+    if cidr.version != net.version or not net.subnet_of(cidr):
+        return False
+    return not any(net.overlaps(ipaddress.ip_network(e, strict=False)) for e in block.get("except") or [])
+
+
+def egress_reaches(policies, net, port, proto="TCP"):
+    """Policies selecting the same pods add up: any rule of any of them may let the traffic out."""
+    for p in policies:
+        for rule in p["spec"].get("egress") or []:
+            to = rule.get("to")
+            if (not to or any(peer_covers(peer, net) for peer in to)) and port_open(rule, port, proto):
+                return True
+    return False
+
+
+def dns_peers(policy):
+    """The peers of the rules that open UDP and TCP 53, as canonical JSON strings."""
+    peers = set()
+    for rule in policy["spec"].get("egress") or []:
+        if port_open(rule, 53, "UDP") and port_open(rule, 53, "TCP") and rule.get("to"):
+            peers.update(json.dumps(peer, sort_keys=True) for peer in rule["to"])
+    return peers
+
+
+def ports_of(spec):
+    """Ports of an allow rule or profile entry: numbers or "first-last" ranges (default 443)."""
+    out = []
+    for p in spec if spec else [443]:
+        if isinstance(p, int):
+            out.append((p, p))
+        else:
+            first, _, last = str(p).partition("-")
+            out.append((int(first), int(last or first)))
+    return out
+
+
+def config_ports(config, errors):
+    """(first, last, what) for every port range an allow rule or a vendor profile entry of the config uses."""
+    wanted = []
+    for rule in config.get("allow") or []:
+        for first, last in ports_of(rule.get("ports")):
+            wanted.append((first, last, f"allow rule {rule.get('name')}"))
+    disabled = set(config.get("vendors_disable") or [])
+    for item in config.get("vendors") or []:
+        name = item if isinstance(item, str) else item["name"]
+        path = os.path.join(VENDORS_DIR, f"{name}.yaml")
+        if not os.path.exists(path):
+            errors.append(f"vendor profile {name}: no {os.path.relpath(path, REPO)}")
+            continue
+        for entry in yaml.safe_load(open(path)).get("entries") or []:
+            rule = f"{name}/{entry['name']}"
+            if rule not in disabled:
+                for first, last in ports_of(entry.get("ports")):
+                    wanted.append((first, last, f"vendor profile rule {rule}"))
+    return wanted
+
+
+# --- the checks ---
+
+
+def check_set(docs, values):
+    errors = []
+
+    def check(cond, msg):
+        if not cond:
+            errors.append(msg)
+
     by_kind = {}
     for d in docs:
         by_kind.setdefault(d["kind"], []).append(d)
@@ -58,24 +179,35 @@ def main():
         if d["kind"] != "Namespace":
             check(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
 
+    for d in by_kind.get("Deployment", []):
+        check(d["spec"]["template"]["spec"].get("enableServiceLinks") is False,
+              f"Deployment/{d['metadata']['name']}: enableServiceLinks must be false (Service variables such as "
+              "EGRESSD_SERVICE_HOST would be read as egressd config overrides)")
+
     deployment = next(d for d in by_kind["Deployment"] if d["metadata"]["name"].endswith("egressd"))
     pod = deployment["spec"]["template"]["spec"]
     container = named(pod["containers"], "egressd")
-    service = next(s for s in by_kind["Service"] if s["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"])
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    service = next(s for s in by_kind["Service"] if s["spec"]["selector"] == selector)
     volume = named(pod["volumes"], "config")
     configmap = next(c for c in by_kind["ConfigMap"] if c["metadata"]["name"] == volume["configMap"]["name"])
-    config_text = configmap["data"][os.path.basename(CONFIG_PATH)]
-    config = yaml.safe_load(config_text)
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, os.path.basename(rendered)), "w") as f:
-        f.write(config_text)
+    config = yaml.safe_load(configmap["data"][os.path.basename(CONFIG_PATH)])
 
-    # Ports and probes.
+    # Ports and probes; every listener takes IPv4 and IPv6 ([::], IPV6_V6ONLY off), so that probes and Service
+    # traffic reach the pod on IPv6-only and dual-stack clusters too.
     proxy = named(container["ports"], "proxy")
     admin = named(container["ports"], "admin")
     check(proxy and proxy["containerPort"] == port_of(config["listen"]), "listen port != containerPort proxy")
-    check(str(config["listen"]).startswith("0.0.0.0:"), "listen must bind 0.0.0.0 in a pod")
     check(admin and admin["containerPort"] == port_of(config["admin"]["listen"]), "admin.listen port != containerPort admin")
+    env = {e["name"]: e.get("value") for e in container.get("env") or []}
+    listeners = {"listen": config["listen"], "admin.listen": config["admin"]["listen"]}
+    if "EGRESSD_LISTEN_TLS" in env or "listen_tls" in config:
+        listeners["listen_tls"] = env.get("EGRESSD_LISTEN_TLS") or config["listen_tls"]
+    for key, listen in listeners.items():
+        check(str(listen).startswith("[::]:"), f"{key} {listen} must bind [::] (IPv4 and IPv6) in a pod")
+    for s in by_kind.get("Service", []):
+        check(s["spec"].get("ipFamilyPolicy") in DUAL_STACK,
+              f"Service/{s['metadata']['name']}: ipFamilyPolicy should be PreferDualStack (IPv6 and dual-stack clusters)")
     svc_proxy = named(service["spec"]["ports"], "proxy")
     check(svc_proxy and svc_proxy["targetPort"] in ("proxy", port_of(config["listen"])), "Service proxy port does not target the proxy")
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -96,30 +228,81 @@ def main():
     check(term > pre_stop + grace, f"terminationGracePeriodSeconds {term} <= preStop {pre_stop} + grace {grace}")
 
     # TLS listener, when on: env, port and Service agree.
-    env = {e["name"]: e.get("value") for e in container.get("env") or []}
-    if "EGRESSD_LISTEN_TLS" in env or "listen_tls" in config:
-        tls_port = port_of(env.get("EGRESSD_LISTEN_TLS") or config["listen_tls"])
+    proxy_ports = [proxy["containerPort"]]
+    if "listen_tls" in listeners:
+        tls_port = port_of(listeners["listen_tls"])
+        proxy_ports.append(tls_port)
         check((named(container["ports"], "proxy-tls") or {}).get("containerPort") == tls_port, "TLS port != containerPort proxy-tls")
         check(named(service["spec"]["ports"], "proxy-tls") is not None, "Service lacks proxy-tls")
 
-    # egressd's own egress.
-    selector = deployment["spec"]["selector"]["matchLabels"]
     policies = by_kind.get("NetworkPolicy", [])
-    own = [p for p in policies if p["spec"]["podSelector"].get("matchLabels") == selector]
+    mine = [p for p in policies if p["spec"]["podSelector"].get("matchLabels") == selector]
+    own = [p for p in mine if "Egress" in p["spec"].get("policyTypes", [])]
+    agent_policies = [p for p in policies if p["spec"]["podSelector"] == {}]
+    namespace = deployment["metadata"].get("namespace", "egressd")
+    agent_namespaces = sorted({p["metadata"]["namespace"] for p in agent_policies}
+                              | {c["metadata"]["namespace"] for c in by_kind.get("ConfigMap", [])
+                                 if c["metadata"]["name"] == "egressd-proxy-env"})
+
+    # egressd's own egress: every port the config's allow rules and vendor profiles use, to public addresses of
+    # both families, and each destinations.allow_cidrs CIDR on those ports. Otherwise the policy drops what the
+    # config allows, silently (a connect timeout).
     if own:
-        open_ports = {p.get("port") for rule in own[0]["spec"]["egress"] for p in rule.get("ports", []) if p.get("protocol", "TCP") == "TCP"}
-        wanted = {443}
-        for rule in config.get("allow") or []:
-            wanted.update(p for p in rule.get("ports") or [] if isinstance(p, int))
-        check(wanted <= open_ports, f"allow rules use ports {sorted(wanted - open_ports)}, closed by the egress NetworkPolicy")
+        names = ", ".join(p["metadata"]["name"] for p in own)
+        wanted = config_ports(config, errors)
+        for first, last, what in wanted:
+            for net in PUBLIC:
+                closed = [p for p in range(first, last + 1) if not egress_reaches(own, net, p)]
+                if closed:
+                    span = f"port {first}" if first == last else f"ports {first}-{last} ({closed[0]} first)"
+                    errors.append(f"{what} uses {span}, closed to public IPv{net.version} addresses by egressd's "
+                                  f"egress NetworkPolicy ({names})")
+        for cidr in ((config.get("destinations") or {}).get("allow_cidrs") or []):
+            net = ipaddress.ip_network(cidr, strict=False)
+            ports = sorted({p for first, last, _ in wanted for p in range(first, last + 1)})
+            closed = [p for p in ports if not egress_reaches(own, net, p)]
+            if closed:
+                errors.append(f"destinations.allow_cidrs {cidr} is not reachable on port(s) {closed} through egressd's "
+                              f"egress NetworkPolicy ({names}): add an ipBlock for it")
+        own_dns = set().union(*(dns_peers(p) for p in own))
+        check(own_dns, f"egressd's egress NetworkPolicy ({names}) allows DNS (UDP and TCP 53) nowhere")
+        for p in agent_policies:
+            check(dns_peers(p) == own_dns,
+                  f"the DNS peers of the agent NetworkPolicy in {p['metadata']['namespace']} differ from egressd's "
+                  "(apply the same DNS preset or component to both)")
+        if values is not None:
+            preset = values["networkPolicy"]["dns"]["preset"]
+            expected = {"gke-cloud-dns": "169.254.169.254/32", "node-local-dns": "169.254.20.10/32"}.get(preset)
+            if expected:
+                check(json.dumps({"ipBlock": {"cidr": expected}}, sort_keys=True) in own_dns,
+                      f"networkPolicy.dns.preset {preset}: {expected} is not a DNS peer")
+
+    # Who may use the proxy: an ingress policy on egressd's pods admits the agent namespaces on the proxy
+    # ports, never every source, and Prometheus on the admin port.
+    ingress = [p for p in mine if "Ingress" in p["spec"].get("policyTypes", [])]
+    if own or agent_policies:
+        check(ingress, "no ingress NetworkPolicy selects egressd's pods: every pod in the cluster could use the proxy")
+    rules = [r for p in ingress for r in p["spec"].get("ingress") or []]
+    for r in rules:
+        open_to_all = not r.get("from") or any(
+            peer_covers(peer, net) for peer in r["from"] for net in PUBLIC)
+        check(not open_to_all, "an ingress rule of egressd's NetworkPolicy admits every source")
+    if ingress:
+        for ns in agent_namespaces:
+            for port in proxy_ports:
+                check(any(port_open(r, port) and any(
+                    (peer.get("namespaceSelector") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == ns
+                    for peer in r.get("from") or []) for r in rules),
+                    f"egressd's ingress NetworkPolicy does not admit namespace {ns} on proxy port {port}")
+        if by_kind.get("ServiceMonitor"):
+            check(any(port_open(r, admin["containerPort"]) for r in rules),
+                  f"egressd's ingress NetworkPolicy does not admit Prometheus on the admin port {admin['containerPort']}")
 
     # Agent namespaces.
-    namespace = deployment["metadata"].get("namespace", "egressd")
-    for p in policies:
-        if p["spec"]["podSelector"] == {}:
-            to_proxy = [r for r in p["spec"]["egress"] if any(t.get("podSelector", {}).get("matchLabels") == selector for t in r.get("to", []))]
-            check(to_proxy and any(port.get("port") == proxy["containerPort"] for port in to_proxy[0].get("ports", [])),
-                  f"agent NetworkPolicy in {p['metadata']['namespace']} does not reach the proxy port")
+    for p in agent_policies:
+        to_proxy = [r for r in p["spec"]["egress"] if any(t.get("podSelector", {}).get("matchLabels") == selector for t in r.get("to", []))]
+        check(to_proxy and any(port.get("port") == proxy["containerPort"] for port in to_proxy[0].get("ports", [])),
+              f"agent NetworkPolicy in {p['metadata']['namespace']} does not reach the proxy port")
     url = f"http://{service['metadata']['name']}.{namespace}.svc:{svc_proxy['port']}"
     for c in by_kind.get("ConfigMap", []):
         if c["metadata"]["name"] == "egressd-proxy-env":
@@ -136,11 +319,119 @@ def main():
             check(ep.get("path") == "/metrics", "ServiceMonitor path is not /metrics")
         check(sm["metadata"].get("namespace") == namespace, "ServiceMonitor is not in egressd's namespace")
 
+    # The labels a Prometheus install selects on (release: ...) reach the ServiceMonitor and PrometheusRule.
+    if values is not None:
+        for kind, key in (("ServiceMonitor", ("metrics", "serviceMonitor")), ("PrometheusRule", ("alerts", "prometheusRule"))):
+            wanted_labels = values[key[0]][key[1]].get("labels") or {}
+            for d in by_kind.get(kind, []):
+                labels = d["metadata"].get("labels") or {}
+                missing = {k: v for k, v in wanted_labels.items() if labels.get(k) != v}
+                check(not missing, f"{kind}/{d['metadata']['name']} lacks the labels {missing} of {'.'.join(key)}.labels")
+    return errors, config
+
+
+# --- self-test: each check must catch its breakage ---
+
+
+def self_test(rendered):
+    docs, values = load(rendered)
+    errors, _ = check_set(docs, values)
     if errors:
-        for e in errors:
-            print(f"{rendered}: {e}", file=sys.stderr)
-        return 1
-    return 0
+        return [f"{rendered}: the self-test needs a set that passes: {errors}"]
+
+    def find(ds, kind, pred=lambda d: True):
+        return [d for d in ds if d["kind"] == kind and pred(d)]
+
+    def egressd_config(ds):
+        c = next(c for c in find(ds, "ConfigMap") if "egressd.yaml" in c["data"])
+        return c, yaml.safe_load(c["data"]["egressd.yaml"])
+
+    def edit_config(f):
+        def go(ds, vals):
+            c, cfg = egressd_config(ds)
+            f(cfg)
+            c["data"]["egressd.yaml"] = yaml.safe_dump(cfg)
+        return go
+
+    def own(ds, policy_type):
+        return [p for p in find(ds, "NetworkPolicy") if p["spec"]["podSelector"].get("matchLabels")
+                and policy_type in p["spec"]["policyTypes"]]
+
+    def drop_port_443(ds, vals):
+        for p in own(ds, "Egress"):
+            for r in p["spec"]["egress"]:
+                r["ports"] = [x for x in r.get("ports") or [] if x.get("port") != 443] or [{"protocol": "TCP", "port": 1}]
+
+    def open_ingress(ds, vals):
+        own(ds, "Ingress")[0]["spec"]["ingress"][0].pop("from", None)
+
+    def drop_agent_ingress(ds, vals):
+        for p in own(ds, "Ingress"):
+            p["spec"]["ingress"] = [r for r in p["spec"]["ingress"] if not any(
+                "kubernetes.io/metadata.name" in (peer.get("namespaceSelector") or {}).get("matchLabels", {})
+                and not peer.get("podSelector") for peer in r.get("from") or [])]
+
+    def agent_dns_elsewhere(ds, vals):
+        p = [p for p in find(ds, "NetworkPolicy") if p["spec"]["podSelector"] == {}][0]
+        for r in p["spec"]["egress"]:
+            if port_open(r, 53, "UDP") and r.get("to"):
+                r["to"] = [{"ipBlock": {"cidr": "192.0.2.53/32"}}]
+
+    def drop_labels(kind):
+        def go(ds, vals):
+            for d in find(ds, kind):
+                d["metadata"]["labels"] = {"app.kubernetes.io/name": "egressd"}
+        return go
+
+    has_agents = any(p["spec"]["podSelector"] == {} for p in find(docs, "NetworkPolicy"))
+    cases = [
+        ("enableServiceLinks", lambda ds, v: find(ds, "Deployment")[0]["spec"]["template"]["spec"].pop("enableServiceLinks")),
+        ("must bind [::]", edit_config(lambda c: c.update(listen="0.0.0.0:3128"))),
+        ("admin.listen 0.0.0.0:9090 must bind [::]", edit_config(lambda c: c["admin"].update(listen="0.0.0.0:9090"))),
+        ("ipFamilyPolicy", lambda ds, v: find(ds, "Service")[0]["spec"].pop("ipFamilyPolicy")),
+        ("allow rule on-prem uses port 8444, closed", edit_config(
+            lambda c: c.setdefault("allow", []).append({"name": "on-prem", "hosts": ["a.example"], "ports": [8444]}))),
+        ("allow rule range uses ports 9000-9100", edit_config(
+            lambda c: c.setdefault("allow", []).append({"name": "range", "hosts": ["a.example"], "ports": ["9000-9100"]}))),
+        ("destinations.allow_cidrs 10.99.0.0/16 is not reachable", edit_config(
+            lambda c: c.setdefault("destinations", {}).setdefault("allow_cidrs", []).append("10.99.0.0/16"))),
+        ("vendor profile rule", drop_port_443),
+        ("no ingress NetworkPolicy", lambda ds, v: ds.remove(own(ds, "Ingress")[0])),
+        ("admits every source", open_ingress),
+    ]
+    if has_agents:
+        cases += [("does not admit namespace", drop_agent_ingress), ("DNS peers of the agent NetworkPolicy", agent_dns_elsewhere)]
+    if values is not None and values["metrics"]["serviceMonitor"].get("labels") and find(docs, "ServiceMonitor"):
+        cases.append(("ServiceMonitor/egressd lacks the labels", drop_labels("ServiceMonitor")))
+    if values is not None and values["alerts"]["prometheusRule"].get("labels") and find(docs, "PrometheusRule"):
+        cases.append(("PrometheusRule/egressd lacks the labels", drop_labels("PrometheusRule")))
+    failures = []
+    for expected, breakage in cases:
+        broken = copy.deepcopy(docs)
+        breakage(broken, values)
+        errs, _ = check_set(broken, values)
+        if not any(expected in e for e in errs):
+            failures.append(f"{rendered}: breaking it ({expected!r}) was not caught; errors: {errs}")
+    print(f"{os.path.basename(rendered)}: {len(cases)} breakages caught")
+    return failures
+
+
+def main():
+    if sys.argv[1] == "--self-test":
+        failures = [f for r in sys.argv[2:] for f in self_test(r)]
+        for f in failures:
+            print(f, file=sys.stderr)
+        return 1 if failures else 0
+    rendered, out_dir = sys.argv[1], sys.argv[2]
+    docs, values = load(rendered)
+    errors, _ = check_set(docs, values)
+    configmap = next(c for c in docs if c["kind"] == "ConfigMap" and os.path.basename(CONFIG_PATH) in (c.get("data") or {}))
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, os.path.basename(rendered)), "w") as f:
+        f.write(configmap["data"][os.path.basename(CONFIG_PATH)])
+    for e in errors:
+        print(f"{rendered}: {e}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

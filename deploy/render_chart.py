@@ -4,12 +4,15 @@
 
 usage: render_chart.py CHART [VALUES.yaml ...] > rendered.yaml
 Lints the chart (errors fail), renders it with the values files merged in order, and prints every rendered
-manifest as one multi-document YAML stream.
+manifest as one multi-document YAML stream, after a "# egressd-values: PATH" comment per values file.
 """
+import os
 import sys
 
 import yaml
 from helm_python import Chart, lint
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main() -> int:
@@ -41,7 +44,9 @@ def main() -> int:
         text = rendered[name].strip()
         if text and any(d for d in yaml.safe_load_all(text)):
             docs.append(f"# Source: {name}\n{text}")
-    sys.stdout.write("\n---\n".join(docs) + "\n")
+    # The values files, for deploy/check_rendered.py (which compares some values with what was rendered).
+    header = "".join(f"# egressd-values: {os.path.relpath(os.path.abspath(p), REPO)}\n" for p in value_files)
+    sys.stdout.write(header + "\n---\n".join(docs) + "\n")
     return 0
 
 

@@ -4,6 +4,7 @@
 //! same in every copy, and the dashboard and rules use only egressd's metric names.
 //! (Rendering, schema validation and checkov run in deploy/check.sh.)
 
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -100,6 +101,17 @@ fn compile(rel: &str, text: &str) -> egressd::Settings {
     egressd::config::from_yaml_str(text).unwrap_or_else(|e| panic!("{rel} does not compile:\n{e}"))
 }
 
+/// Pods on IPv6-only and dual-stack clusters are probed and reached on their IPv6 address: every listener binds
+/// [::], which takes IPv4 too (egressd turns IPV6_V6ONLY off there).
+fn assert_dual_stack(listen: SocketAddr, what: &str) {
+    assert_eq!(
+        listen.ip(),
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        "{what}: {listen} is not reachable over IPv6; listen on [::]:{}",
+        listen.port()
+    );
+}
+
 fn admin_port(settings: &egressd::Settings, rel: &str) -> u16 {
     settings
         .admin
@@ -147,6 +159,11 @@ fn every_kubernetes_config_compiles_and_listens_where_the_manifests_point() {
     let service = yaml_doc("deploy/kubernetes/base/service.yaml");
     assert_eq!(str_at(&service, "/spec/type"), "ClusterIP");
     assert_eq!(
+        str_at(&service, "/spec/ipFamilyPolicy"),
+        "PreferDualStack",
+        "an IPv6 ClusterIP on dual-stack clusters (and still valid on single-stack ones)"
+    );
+    assert_eq!(
         port_named(&service["spec"]["ports"], "proxy", "port"),
         proxy_port
     );
@@ -154,20 +171,16 @@ fn every_kubernetes_config_compiles_and_listens_where_the_manifests_point() {
 
     for rel in kube_configs() {
         let settings = compile(rel, &read(rel));
-        assert!(
-            settings.listen.ip().is_unspecified(),
-            "{rel}: listen {} is not reachable from other pods; use 0.0.0.0",
-            settings.listen
-        );
+        assert_dual_stack(settings.listen, &format!("{rel}: listen"));
         assert_eq!(
             u64::from(settings.listen.port()),
             proxy_port,
             "{rel}: listen port vs containerPort proxy"
         );
         let admin_listen = settings.admin.expect("admin on");
-        assert!(
-            admin_listen.ip().is_unspecified(),
-            "{rel}: the kubelet probes the pod IP; admin must listen on 0.0.0.0"
+        assert_dual_stack(
+            admin_listen,
+            &format!("{rel}: admin.listen (the kubelet probes the pod IP)"),
         );
         assert_eq!(
             u64::from(admin_port(&settings, rel)),
@@ -254,6 +267,11 @@ fn pod_security_replicas_and_disruption_budget() {
         "the HPA owns the replica count; a fixed one is re-applied by every kubectl apply"
     );
     assert_eq!(at(pod, "/securityContext/runAsNonRoot"), true);
+    assert_eq!(
+        at(pod, "/enableServiceLinks"),
+        false,
+        "Service links inject EGRESSD_SERVICE_HOST, EGRESSD_PORT_3128_TCP_ADDR ..., read as config overrides"
+    );
     assert_eq!(
         str_at(pod, "/securityContext/seccompProfile/type"),
         "RuntimeDefault"
@@ -367,6 +385,336 @@ fn network_policies_allow_the_proxy_ports_and_the_rule_ports() {
     }
 }
 
+/// The JSON-patch operations of the patches (kustomization or component) that target `kind`/`name`.
+fn patch_ops(kustomization: &Value, kind: &str, name: &str) -> Vec<Value> {
+    kustomization["patches"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no patches in {kustomization}"))
+        .iter()
+        .filter(|p| p["target"]["kind"] == kind && p["target"]["name"] == name)
+        .flat_map(|p| {
+            let docs = YamlLoader::load_from_str(p["patch"].as_str().unwrap()).unwrap();
+            to_json(&docs[0]).as_array().unwrap().clone()
+        })
+        .collect()
+}
+
+fn tcp_ports(rule: &Value) -> Vec<u64> {
+    rule["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["protocol"] == "TCP")
+        .filter_map(|p| p["port"].as_u64())
+        .collect()
+}
+
+#[test]
+fn ingress_policy_admits_only_the_agents_and_prometheus() {
+    let container = base_container();
+    let proxy_port = port_named(&container["ports"], "proxy", "containerPort");
+    let admin = port_named(&container["ports"], "admin", "containerPort");
+    let tls_port = u64_at(&yaml_doc("deploy/helm/egressd/values.yaml"), "/ports/tls");
+    let kustomization = yaml_doc("deploy/kubernetes/base/kustomization.yaml");
+    assert!(
+        kustomization["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "networkpolicy-ingress.yaml"),
+        "the base ships the ingress policy"
+    );
+    let policy = yaml_doc("deploy/kubernetes/base/networkpolicy-ingress.yaml");
+    assert_eq!(
+        at(&policy, "/spec/policyTypes"),
+        &serde_json::json!(["Ingress"])
+    );
+    assert_eq!(
+        at(&policy, "/spec/podSelector/matchLabels"),
+        &container_labels()
+    );
+    // The base admits Prometheus on the admin port, and nobody on the proxy ports.
+    let rules = at(&policy, "/spec/ingress").as_array().unwrap();
+    assert_eq!(
+        rules.len(),
+        1,
+        "the base's only ingress rule is Prometheus'"
+    );
+    assert_eq!(tcp_ports(&rules[0]), [admin]);
+    let from = &rules[0]["from"][0];
+    assert!(
+        from["namespaceSelector"].is_object() && from["podSelector"].is_object(),
+        "{from}"
+    );
+
+    for (overlay, ns) in [("castai", "castai-agent"), ("cloudcasa", "cloudcasa-io")] {
+        let k = yaml_doc(&format!(
+            "deploy/kubernetes/overlays/{overlay}/kustomization.yaml"
+        ));
+        let ops = patch_ops(&k, "NetworkPolicy", "egressd-ingress");
+        assert_eq!(ops.len(), 1, "{overlay}: one rule for its agents");
+        assert_eq!(ops[0]["op"], "add");
+        assert_eq!(ops[0]["path"], "/spec/ingress/-");
+        let rule = &ops[0]["value"];
+        assert_eq!(
+            rule["from"],
+            serde_json::json!([{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}}}]),
+            "{overlay}: its agent namespace, and only that"
+        );
+        assert_eq!(
+            tcp_ports(rule),
+            [proxy_port, tls_port],
+            "{overlay}: the proxy ports"
+        );
+    }
+}
+
+#[test]
+fn dns_components_patch_the_dns_rule_of_both_policies() {
+    // The rule each component patches, by index, is the DNS rule (UDP and TCP 53) in the base and overlay files.
+    let own = yaml_doc("deploy/kubernetes/base/networkpolicy.yaml");
+    let agents = yaml_doc("deploy/kubernetes/overlays/castai/agent-networkpolicy.yaml");
+    let cloudcasa = yaml_doc("deploy/kubernetes/overlays/cloudcasa/agent-networkpolicy.yaml");
+    let kube_dns = serde_json::json!([{
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+    }]);
+    let dns_ports =
+        serde_json::json!([{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]);
+    for (policy, name, index) in [
+        (&own, "egressd-egress", 0),
+        (&agents, "egress-through-egressd", 1),
+        (&cloudcasa, "egress-through-egressd", 1),
+    ] {
+        assert_eq!(str_at(policy, "/metadata/name"), name);
+        let rule = &at(policy, "/spec/egress")[index];
+        assert_eq!(rule["ports"], dns_ports, "{name}: rule {index} is DNS");
+        assert_eq!(
+            rule["to"], kube_dns,
+            "{name}: the default is the kube-dns pods"
+        );
+    }
+    for (component, op, address) in [
+        ("dns-gke-cloud-dns", "replace", "169.254.169.254/32"),
+        ("dns-node-local", "add", "169.254.20.10/32"),
+    ] {
+        let k = yaml_doc(&format!(
+            "deploy/kubernetes/components/{component}/kustomization.yaml"
+        ));
+        for (name, index) in [("egressd-egress", 0), ("egress-through-egressd", 1)] {
+            let ops = patch_ops(&k, "NetworkPolicy", name);
+            assert_eq!(
+                ops.len(),
+                2,
+                "{component} {name}: a test op, then the change"
+            );
+            assert_eq!(
+                ops[0]["op"], "test",
+                "{component} {name}: the index is checked first"
+            );
+            assert_eq!(ops[0]["path"], format!("/spec/egress/{index}/ports/0/port"));
+            assert_eq!(ops[0]["value"], 53);
+            assert_eq!(ops[1]["op"], op, "{component} {name}");
+            let peer = serde_json::json!({"ipBlock": {"cidr": address}});
+            match op {
+                "replace" => {
+                    assert_eq!(ops[1]["path"], format!("/spec/egress/{index}/to"));
+                    assert_eq!(ops[1]["value"], serde_json::json!([peer]));
+                }
+                _ => {
+                    assert_eq!(ops[1]["path"], format!("/spec/egress/{index}/to/-"));
+                    assert_eq!(ops[1]["value"], peer);
+                }
+            }
+        }
+    }
+    // The chart's presets name the same addresses.
+    let helpers = read("deploy/helm/egressd/templates/_helpers.tpl");
+    for (preset, address) in [
+        ("gke-cloud-dns", "169.254.169.254/32"),
+        ("node-local-dns", "169.254.20.10/32"),
+    ] {
+        assert!(
+            helpers.contains(&format!("\"{preset}\"")),
+            "preset {preset}"
+        );
+        assert!(
+            helpers.contains(&format!("\"cidr\" \"{address}\"")),
+            "preset {preset}: {address}"
+        );
+    }
+    let schema: Value =
+        serde_json::from_str(&read("deploy/helm/egressd/values.schema.json")).unwrap();
+    assert_eq!(
+        at(
+            &schema,
+            "/properties/networkPolicy/properties/dns/properties/preset/enum"
+        ),
+        &serde_json::json!(["kube-dns", "gke-cloud-dns", "node-local-dns", "custom"])
+    );
+}
+
+/// Every key of a values tree, as a path ("networkPolicy.dns.preset"), stopping at free-form maps.
+fn check_in_schema(values: &Value, schema: &Value, path: &str, missing: &mut Vec<String>) {
+    let Some(map) = values.as_object() else {
+        return;
+    };
+    let Some(props) = schema["properties"].as_object() else {
+        return; // a free-form object (resources, config.extra, labels ...)
+    };
+    for (k, v) in map {
+        let key = if path.is_empty() {
+            k.clone()
+        } else {
+            format!("{path}.{k}")
+        };
+        match props.get(k) {
+            Some(s) => check_in_schema(v, s, &key, missing),
+            None => missing.push(key),
+        }
+    }
+}
+
+#[test]
+fn every_chart_value_is_in_the_schema() {
+    let schema: Value =
+        serde_json::from_str(&read("deploy/helm/egressd/values.schema.json")).unwrap();
+    let mut files = vec!["deploy/helm/egressd/values.yaml".to_string()];
+    files.extend(ci_values_files());
+    for rel in files {
+        let mut missing = Vec::new();
+        check_in_schema(&yaml_doc(&rel), &schema, "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "{rel}: values not in values.schema.json: {missing:?}"
+        );
+    }
+}
+
+fn ci_values_files() -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(repo("deploy/helm/egressd/ci"))
+        .unwrap()
+        .map(|e| {
+            format!(
+                "deploy/helm/egressd/ci/{}",
+                e.unwrap().file_name().to_string_lossy()
+            )
+        })
+        .filter(|f| f.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// The comma-separated names a values.yaml comment line lists after `marker`, up to `end`.
+fn listed_after(text: &str, marker: &str, end: char) -> Vec<String> {
+    let start = text
+        .find(marker)
+        .unwrap_or_else(|| panic!("values.yaml: no comment {marker:?}"))
+        + marker.len();
+    let rest = &text[start..];
+    let list = &rest[..rest.find(end).unwrap()];
+    list.split([',', '|'])
+        .map(|s| {
+            s.trim_matches(|c: char| c.is_whitespace() || c == '#')
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[test]
+fn ci_values_exercise_every_key_the_values_comments_suggest() {
+    // check.sh renders every ci/*.yaml and runs `egressd validate` on its config: a key the comments
+    // suggest but egressd rejects then fails there.
+    let text = read("deploy/helm/egressd/values.yaml");
+    let ci: Vec<Value> = ci_values_files().iter().map(|f| yaml_doc(f)).collect();
+    let extra_keys = listed_after(&text, "Any other top-level keys, written as given:", '.');
+    assert!(extra_keys.len() >= 8, "{extra_keys:?}");
+    for key in &extra_keys {
+        assert!(
+            ci.iter()
+                .any(|v| v["config"]["extra"].get(key.as_str()).is_some()),
+            "config.extra.{key} is suggested in values.yaml but set in no ci/*.yaml"
+        );
+    }
+    let rule_keys = listed_after(&text, "Extra allow rules: [{", '}');
+    for key in &rule_keys {
+        assert!(
+            ci.iter().any(|v| v["config"]["allow"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r.get(key.as_str()).is_some())),
+            "config.allow[].{key} is suggested in values.yaml but set in no ci/*.yaml"
+        );
+    }
+    // The destinations.allow_cidrs and rule ports the chart opens in egressd's egress policy are exercised.
+    assert!(ci.iter().any(|v| v
+        .pointer("/config/extra/destinations/allow_cidrs")
+        .is_some()));
+    assert!(
+        ci.iter().any(|v| v["config"]["allow"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                r["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(Value::is_string)
+            })),
+        "a port range"
+    );
+    for preset in ["gke-cloud-dns", "node-local-dns"] {
+        assert!(
+            ci.iter()
+                .any(|v| v.pointer("/networkPolicy/dns/preset") == Some(&Value::from(preset))),
+            "DNS preset {preset} in no ci/*.yaml"
+        );
+    }
+    for pointer in [
+        "/metrics/serviceMonitor/labels",
+        "/alerts/prometheusRule/labels",
+    ] {
+        assert!(
+            ci.iter().any(|v| v
+                .pointer(pointer)
+                .and_then(Value::as_object)
+                .is_some_and(|m| !m.is_empty())),
+            "{pointer} set in no ci/*.yaml"
+        );
+    }
+}
+
+#[test]
+fn monitoring_example_labels_the_servicemonitor_and_rules_for_prometheus() {
+    let k = yaml_doc("deploy/kubernetes/examples/castai-monitoring-tls/kustomization.yaml");
+    let patch = &k["patches"][0];
+    let kinds: Vec<&str> = str_at(patch, "/target/kind").split('|').collect();
+    assert_eq!(kinds, ["ServiceMonitor", "PrometheusRule"]);
+    let docs = YamlLoader::load_from_str(str_at(patch, "/patch")).unwrap();
+    let ops = to_json(&docs[0]);
+    assert_eq!(ops[0]["path"], "/metadata/labels/release");
+    for rel in [
+        "deploy/kubernetes/components/monitoring/servicemonitor.yaml",
+        "deploy/kubernetes/components/monitoring/prometheusrule.yaml",
+    ] {
+        assert!(
+            at(&yaml_doc(rel), "/metadata/labels").is_object(),
+            "{rel}: the patch adds to its labels"
+        );
+    }
+    for template in ["servicemonitor.yaml", "prometheusrule.yaml"] {
+        let text = read(&format!("deploy/helm/egressd/templates/{template}"));
+        assert!(
+            text.contains(".labels }}"),
+            "{template} takes its labels from the values"
+        );
+    }
+}
+
 fn container_labels() -> Value {
     let deployment = yaml_doc("deploy/kubernetes/base/deployment.yaml");
     at(&deployment, "/spec/template/metadata/labels").clone()
@@ -393,7 +741,8 @@ fn tls_component_listens_where_its_ports_point() {
     };
     let env = value_at("/spec/template/spec/containers/0/env");
     let env_var = |name: &str| -> &str { named(env, name)["value"].as_str().unwrap() };
-    let listen: std::net::SocketAddr = env_var("EGRESSD_LISTEN_TLS").parse().unwrap();
+    let listen: SocketAddr = env_var("EGRESSD_LISTEN_TLS").parse().unwrap();
+    assert_dual_stack(listen, "tls-listener EGRESSD_LISTEN_TLS");
     let port = value_at("/spec/template/spec/containers/0/ports/-");
     assert_eq!(port["name"], "proxy-tls");
     assert_eq!(
@@ -521,9 +870,10 @@ fn dockerfile_matches_ci_and_the_manifests() {
         .flat_map(|l| l.split_whitespace().skip(1))
         .map(|p| p.parse().expect("EXPOSE port"))
         .collect();
-    assert!(
-        settings.listen.ip().is_unspecified(),
-        "{src}: a container listener must bind 0.0.0.0"
+    assert_dual_stack(settings.listen, &format!("{src}: listen"));
+    assert_dual_stack(
+        settings.admin.expect("admin on"),
+        &format!("{src}: admin.listen"),
     );
     assert!(exposed.contains(&settings.listen.port()));
     assert!(exposed.contains(&admin_port(&settings, src)));
@@ -599,7 +949,7 @@ fn helm_values_match_the_base() {
     // The chart's config from its default values compiles (the template writes these keys; check.sh renders
     // it with Helm and runs `egressd validate`).
     let config = format!(
-        "listen: 0.0.0.0:{}\nmode: {}\nvendors: {}\nvendors_disable: []\nallow: []\ndeny: []\nadmin: {{listen: 0.0.0.0:{}}}\nshutdown: {{grace: {}s}}\n",
+        "listen: \"[::]:{}\"\nmode: {}\nvendors: {}\nvendors_disable: []\nallow: []\ndeny: []\nadmin: {{listen: \"[::]:{}\"}}\nshutdown: {{grace: {}s}}\n",
         u64_at(&values, "/ports/proxy"),
         str_at(&values, "/config/mode"),
         at(&values, "/config/vendors"),
