@@ -20,7 +20,7 @@ For every Deployment in RENDERED.yaml whose container runs egressd, the containe
   that namespace: nothing leaves it).
 
 Then: the startup, readiness and liveness probes as written (named ports resolved) on the pod's IPv4 and IPv6
-addresses; one refused and one allowed request through the container port (and the TLS port when there is
+addresses; one refused (the metadata address) and one allowed request through the container port (and the TLS port when there is
 one), the allowed one to a TLS origin on 127.0.0.1 in the pod's network namespace that a `hostAliases` entry of
 the emulation names, with `EGRESSD_DESTINATIONS__ALLOW_CIDRS=127.0.0.0/8` added to the environment (the only two
 additions; both are printed); a ConfigMap update by the kubelet's symlink swap that adds a deny rule, which must
@@ -55,6 +55,9 @@ IMAGE_PASSWD = "root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody
     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
 IMAGE_GROUP = "root:x:0:\nnobody:x:65534:\nnonroot:x:65532:\n"
 ORIGIN_PORT = 443
+# The refused request: the cloud metadata address, refused in every mode (report mode included) and on every
+# configuration, before any lookup or dial.
+REFUSED_URL = "https://169.254.169.254/"
 
 
 class Fail(Exception):
@@ -497,6 +500,14 @@ def http(url, proxy=None, extra=()):
     return code, r.stdout + r.stderr
 
 
+def refusal(text):
+    """The reason code of a 403 refusal in curl's output (headers included), or None."""
+    if not re.search(r"^HTTP/1\.1 403 ", text, re.M):
+        return None
+    m = re.search(r"^X-Egressd-Reason: (\S+)", text, re.M | re.I)
+    return m.group(1) if m else None
+
+
 def wait_probe(name, probe, host, proc):
     if not probe:
         return
@@ -558,10 +569,11 @@ def inner(plan_path):
         if "proxy-tls" in plan["ports"]:
             proxies.append(f"https://{POD_IP4}:{plan['ports']['proxy-tls']}")
         for proxy in proxies:
-            code, text = http("https://denied.example/", proxy)
-            if "403" not in text or "denied_no_rule" not in text:
-                raise Fail(f"a refused request through {proxy}: expected 403 denied_no_rule, got {text.strip()}")
-            log(f"refused request through {proxy}: 403 denied_no_rule")
+            code, text = http(REFUSED_URL, proxy)
+            reason = refusal(text)
+            if not reason:
+                raise Fail(f"a request for the metadata address through {proxy}: expected 403, got {text.strip()}")
+            log(f"refused request for {REFUSED_URL} through {proxy}: 403 {reason}")
             if plan["allowed_host"]:
                 code, text = http(f"https://{plan['allowed_host']}/", proxy)
                 if code != "200":
@@ -589,18 +601,24 @@ def inner(plan_path):
                 if time.time() > deadline:
                     raise Fail("the ConfigMap update (..data swapped) was not reloaded within 10s")
                 time.sleep(0.1)
+            before = len(decisions())
             code, text = http(f"https://{plan['allowed_host']}/", proxies[0])
-            if "denied_by_rule" not in text:
-                raise Fail(f"after the ConfigMap update {plan['allowed_host']} is still served: {text.strip()}")
-            log("ConfigMap update by symlink swap: reloaded, the new deny rule refuses "
-                f"{plan['allowed_host']} (403 denied_by_rule)")
+            deadline = time.time() + 5
+            while len(decisions()) <= before and time.time() < deadline:
+                time.sleep(0.05)
+            last = decisions()[-1]
+            if last.get("rule") != "emulated-update" or last.get("decision") not in ("deny", "would_deny"):
+                raise Fail(f"after the ConfigMap update {plan['allowed_host']} is not judged by the new deny rule: "
+                           f"{json.dumps(last)}")
+            log(f"ConfigMap update by symlink swap: reloaded, the new deny rule judges {plan['allowed_host']} "
+                f"({last['decision']} {last['reason']}, HTTP {code if code != '000' else text.split()[1]})")
 
         # Stop: preStop sleep (the pod still serves), then SIGTERM; exit 0 within the grace period.
         started = time.time()
         while time.time() - started < plan["pre_stop_sleep"]:
-            code, _ = http("https://denied.example/", proxies[0])
-            if code != "403":
-                raise Fail(f"during preStop the proxy answered {code}")
+            _, text = http(REFUSED_URL, proxies[0])
+            if not refusal(text):
+                raise Fail(f"during preStop the proxy did not answer: {text.strip()}")
             time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
         budget = plan["grace"] - plan["pre_stop_sleep"]
