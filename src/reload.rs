@@ -3,8 +3,15 @@
 //! one in force serving, and the error is logged and counted (`egressd_config_reloads_total{result="error"}`).
 //!
 //! The watcher watches the directories, not the files: editors replace files by renaming, and Kubernetes
-//! updates a mounted ConfigMap by swapping its `..data` symlink, which no watch on the file itself sees. Events
-//! are debounced, and a reload happens only when the content of a watched file actually changed.
+//! updates a mounted ConfigMap by swapping its `..data` symlink, which no watch on the file itself sees.
+//!
+//! Only a settled file is reloaded: a writer that truncates and rewrites in place (`cat > egressd.yaml`, editors
+//! without atomic save, configuration tools) exposes a prefix that may well be valid YAML, and a prefix cut
+//! before `deny:` is more open than the file being written. So a reload follows only events that end a write —
+//! the writer closed the file (`IN_CLOSE_WRITE`), a file was renamed into place (`IN_MOVED_TO`: atomic saves and
+//! the ConfigMap swap) or a symlink was created — never a quiet period, which a slow writer can outlast.
+//! Events that close together are one change, and a reload happens only when the content of a watched file
+//! actually changed. A reload that drops deny rules or client groups is logged as a warning naming them.
 
 use crate::config::{self, ConfigErrors, Settings};
 use crate::proxy::Live;
@@ -15,8 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Events closer together than this are one change (an editor's write + rename, a ConfigMap swap).
-const DEBOUNCE: Duration = Duration::from_millis(200);
+/// Settling events closer together than this are one change (a ConfigMap swap writes several).
+const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// The content of each watched file (`None` where it cannot be read): what "changed" is judged on.
 type Snapshot = Vec<(PathBuf, Option<Vec<u8>>)>;
@@ -66,6 +73,16 @@ impl Reloader {
         match loaded {
             Ok(settings) => {
                 let rules = settings.policy.rule_count();
+                let (dropped_deny, dropped_groups) =
+                    dropped(&self.live.ctx().settings.policy, &settings.policy);
+                if !dropped_deny.is_empty() || !dropped_groups.is_empty() {
+                    tracing::warn!(
+                        deny_rules_removed = ?dropped_deny,
+                        client_groups_removed = ?dropped_groups,
+                        "the reloaded configuration drops deny rules or client groups; if that was not meant, \
+                         restore them (a file cut short by its writer is not reloaded)"
+                    );
+                }
                 self.live.replace(settings);
                 metrics.config_loaded(true);
                 tracing::info!(rules, "configuration reloaded");
@@ -101,6 +118,42 @@ fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// The deny rules and client groups of `old` that `new` no longer has.
+fn dropped(old: &crate::policy::Policy, new: &crate::policy::Policy) -> (Vec<String>, Vec<String>) {
+    let (old_deny, old_groups) = old.guard_names();
+    let (new_deny, new_groups) = new.guard_names();
+    (
+        old_deny
+            .iter()
+            .filter(|n| !new_deny.contains(n))
+            .map(|n| n.to_string())
+            .collect(),
+        old_groups
+            .into_iter()
+            .filter(|n| !new_groups.contains(n))
+            .collect(),
+    )
+}
+
+/// Does `event` end a write, so the file it names is whole? See the module comment.
+fn settles(event: &notify::Event) -> bool {
+    use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
+    match event.kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Modify(ModifyKind::Name(
+            RenameMode::To | RenameMode::Both | RenameMode::Any,
+        )) => true,
+        // A symlink is complete when it appears (`ln -sf`); a new regular file is not (writes follow).
+        EventKind::Create(CreateKind::File | CreateKind::Any | CreateKind::Other) => {
+            event.paths.iter().any(|p| {
+                p.symlink_metadata()
+                    .is_ok_and(|m| m.file_type().is_symlink())
+            })
+        }
+        _ => false,
+    }
+}
+
 fn snapshot(files: &[PathBuf]) -> Snapshot {
     files
         .iter()
@@ -112,7 +165,7 @@ fn snapshot(files: &[PathBuf]) -> Snapshot {
 pub fn watch(reloader: Reloader, stop: CancellationToken) -> notify::Result<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if event.is_ok() {
+        if event.as_ref().is_ok_and(settles) {
             let _ = tx.send(());
         }
     })?;
@@ -154,6 +207,63 @@ pub fn watch(reloader: Reloader, stop: CancellationToken) -> notify::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reloads_that_drop_deny_rules_or_client_groups_are_named() {
+        let old = config::from_yaml_str(
+            "clients: [{name: agents, cidrs: [10.0.0.0/8]}, {name: ci, cidrs: [10.1.0.0/16]}]\n\
+             deny: [{name: no-b, hosts: [b.test]}, {name: no-c, hosts: [c.test]}]\n\
+             allow: [{name: a, hosts: [a.test]}]\n",
+        )
+        .unwrap();
+        let new = config::from_yaml_str(
+            "clients: [{name: agents, cidrs: [10.0.0.0/8]}]\n\
+             deny: [{name: no-c, hosts: [c.test]}]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            dropped(&old.policy, &new.policy),
+            (vec!["no-b".to_string()], vec!["ci".to_string()])
+        );
+        assert_eq!(dropped(&new.policy, &old.policy), (vec![], vec![]));
+    }
+
+    #[test]
+    fn only_events_that_end_a_write_settle_a_file() {
+        use notify::event::{
+            AccessKind, AccessMode, CreateKind, DataChange, EventKind, ModifyKind, RenameMode,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("egressd.yaml");
+        std::fs::write(&file, "x").unwrap();
+        let link = dir.path().join("link.yaml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let ev = |kind, path: &Path| notify::Event::new(kind).add_path(path.to_path_buf());
+        let settled = [
+            ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                &file,
+            ),
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &file),
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::Both)), &file),
+            ev(EventKind::Create(CreateKind::File), &link),
+        ];
+        for e in &settled {
+            assert!(settles(e), "{e:?}");
+        }
+        let unsettled = [
+            ev(EventKind::Modify(ModifyKind::Data(DataChange::Any)), &file),
+            ev(EventKind::Create(CreateKind::File), &file),
+            ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &file),
+            ev(
+                EventKind::Access(AccessKind::Open(AccessMode::Write)),
+                &file,
+            ),
+        ];
+        for e in &unsettled {
+            assert!(!settles(e), "{e:?}");
+        }
+    }
 
     #[test]
     fn directories_of_files() {

@@ -172,6 +172,58 @@ async fn reload_adds_and_removes_hosts_and_survives_an_invalid_file_under_traffi
     );
 }
 
+/// A writer that truncates the file and rewrites it in place, pausing halfway (`cat > egressd.yaml` from a slow
+/// pipe, an editor without atomic save): the prefix is valid YAML cut before `deny:`, and is never applied; the
+/// whole file is, once its writer closes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_in_place_is_applied_only_when_its_writer_closes_it() {
+    use std::io::Write;
+    let origin = http_origin().await;
+    let port = origin.port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    let yaml = |hosts: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\n\
+             allow:\n  - name: origin\n    hosts: [{hosts}]\n    ports: [{port}]\n\
+             destinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\n\
+             dns:\n  hosts:\n    a.test: [\"127.0.0.1\"]\n    b.test: [\"127.0.0.1\"]\n    c.test: [\"127.0.0.1\"]\n\
+             deny:\n  - name: never-b\n    hosts: [b.test]\n"
+        )
+    };
+    std::fs::write(&path, yaml("a.test, b.test")).unwrap();
+    let proxy = start_proxy_file(&path).await;
+    assert_eq!(get_status(proxy.addr, "b.test", port).await, 403);
+
+    let new = yaml("a.test, b.test, c.test");
+    let cut = new.find("deny:").unwrap();
+    let prefix = &new[..cut];
+    assert!(
+        egressd::config::from_yaml_str(prefix).is_ok(),
+        "the prefix must compile for this test to mean anything"
+    );
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(prefix.as_bytes()).unwrap();
+    f.flush().unwrap();
+    // Longer than any quiet period a watcher could wait for.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        get_status(proxy.addr, "b.test", port).await,
+        403,
+        "the half-written file was applied"
+    );
+    assert_eq!(get_status(proxy.addr, "c.test", port).await, 403);
+    f.write_all(new[cut..].as_bytes()).unwrap();
+    drop(f);
+    wait_status(proxy.addr, "c.test", port, 200).await;
+    assert_eq!(get_status(proxy.addr, "b.test", port).await, 403);
+    assert_eq!(
+        proxy.metric(SUCCESS).await,
+        1.0,
+        "one reload, of the whole file"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_symlink_swap_is_picked_up() {
     use std::os::unix::fs::symlink;

@@ -298,6 +298,18 @@ impl Policy {
         self.rules.len()
     }
 
+    /// The names of the deny rules and of the client groups: what a reload must not drop unnoticed, since
+    /// losing one makes the configuration in force more open.
+    pub fn guard_names(&self) -> (Vec<Arc<str>>, Vec<String>) {
+        let deny = self
+            .rules
+            .iter()
+            .filter(|r| matches!(r.kind, RuleKind::Deny))
+            .map(|r| r.name.clone())
+            .collect();
+        (deny, self.clients.names().map(str::to_string).collect())
+    }
+
     /// The decision for an unidentified client's target without a request path (CONNECT).
     pub fn decide(&self, target: &Target) -> Decision {
         self.decide_request(target, None, &Identity::default())
