@@ -213,7 +213,7 @@ async fn a_file_rewritten_in_place_is_applied_only_when_its_writer_closes_it() {
         "the half-written file was applied"
     );
     assert_eq!(get_status(proxy.addr, "c.test", port).await, 403);
-    f.write_all(new[cut..].as_bytes()).unwrap();
+    f.write_all(&new.as_bytes()[cut..]).unwrap();
     drop(f);
     wait_status(proxy.addr, "c.test", port, 200).await;
     assert_eq!(get_status(proxy.addr, "b.test", port).await, 403);
