@@ -224,6 +224,53 @@ async fn a_file_rewritten_in_place_is_applied_only_when_its_writer_closes_it() {
     );
 }
 
+/// A reload reaches connections opened before it: each later request of a kept-alive connection is decided
+/// with the configuration in force when it arrives, for a removed rule and for a new deny rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_reaches_kept_alive_connections() {
+    use tokio::io::AsyncWriteExt;
+    let origin = http_origin().await;
+    let port = origin.port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    std::fs::write(&path, config(port, &["a.test", "b.test"])).unwrap();
+    let proxy = start_proxy_file(&path).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    async fn get(s: &mut tokio::net::TcpStream, host: &str, port: u16) -> String {
+        s.write_all(
+            format!("GET http://{host}:{port}/ HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        read_response(s).await
+    }
+    assert_eq!(status(&get(&mut s, "b.test", port).await), 200);
+
+    std::fs::write(&path, config(port, &["a.test"])).unwrap();
+    proxy.reloader.reload().unwrap();
+    let resp = get(&mut s, "b.test", port).await;
+    assert_eq!(status(&resp), 403, "a removed rule still applies: {resp}");
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_no_rule"));
+    assert_eq!(status(&get(&mut s, "a.test", port).await), 200);
+
+    std::fs::write(
+        &path,
+        config(port, &["a.test"]) + "deny:\n  - name: no-a\n    hosts: [a.test]\n",
+    )
+    .unwrap();
+    proxy.reloader.reload().unwrap();
+    let resp = get(&mut s, "a.test", port).await;
+    assert_eq!(status(&resp), 403, "a new deny rule does not apply: {resp}");
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_by_rule"));
+
+    let d = proxy.log.wait_events("decision", 4).await;
+    assert!(
+        d.iter().all(|l| l["conn_id"] == d[0]["conn_id"]),
+        "one connection: {d:?}"
+    );
+    assert_eq!(d[3]["rule"], "no-a");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configmap_symlink_swap_is_picked_up() {
     use std::os::unix::fs::symlink;

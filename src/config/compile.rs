@@ -72,6 +72,9 @@ pub struct Settings {
     /// Files the configuration reads besides itself (the TLS listener's certificate and key): a reload
     /// re-reads them and the configuration watcher watches them.
     pub files: Vec<std::path::PathBuf>,
+    /// The TLS listener's client CA bundle as read (and whether certificates are required): connections whose
+    /// certificate it verified end after their current request when a reload changes it.
+    pub client_ca: Option<(Vec<u8>, bool)>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
 }
@@ -313,6 +316,12 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         limits,
         admin,
         shutdown_grace,
+        client_ca: raw.tls.client_ca.as_ref().map(|ca| {
+            (
+                std::fs::read(ca).unwrap_or_default(),
+                raw.tls.client_auth.as_deref() == Some("required"),
+            )
+        }),
         files: [&raw.tls.cert, &raw.tls.key, &raw.tls.client_ca]
             .into_iter()
             .flatten()

@@ -47,7 +47,9 @@ pub(super) async fn serve<S: super::ClientIo>(
     let requests = Arc::new(AtomicU32::new(0));
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| {
-        let ctx = svc_ctx.clone();
+        // Each request is decided with the configuration in force when it arrives (a reload reaches
+        // kept-alive connections); only established tunnels and requests in flight keep the old one.
+        let ctx = svc_ctx.current();
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
         async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, conn_id, n).await) }
     });
@@ -64,7 +66,7 @@ pub(super) async fn serve<S: super::ClientIo>(
 /// Serve a client-side HTTP/1 connection until it ends. Once shutdown begins, it closes as soon as the request
 /// in flight is answered (`graceful` tells hyper so), and is cut when the grace is over.
 pub(super) async fn drive<C>(
-    ctx: &Ctx,
+    ctx: &Arc<Ctx>,
     mut conn: Pin<&mut C>,
     graceful: impl FnOnce(Pin<&mut C>),
     (peer, conn_id, kind): (SocketAddr, u64, Kind),
@@ -72,20 +74,34 @@ pub(super) async fn drive<C>(
 ) where
     C: Future<Output = hyper::Result<()>>,
 {
+    // A client certificate was verified against the CA in force at its handshake: once a reload changes
+    // the CA, the connection ends after its current request, and the client handshakes again.
+    let verified_by = super::client_cert().map(|_| ctx.settings.client_ca.clone());
+    let mut superseded = ctx.superseded().clone();
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    let started_a_head = client_sent.load(Ordering::Relaxed);
+                    log_connection_error(ctx, peer, conn_id, kind, &e, started_a_head);
+                }
+                return;
+            }
+            _ = superseded.cancelled(), if verified_by.is_some() => {
+                let now = ctx.current();
+                if Arc::ptr_eq(&now, ctx) || Some(&now.settings.client_ca) != verified_by.as_ref() {
+                    tracing::debug!(conn_id, "client CA changed on reload; closing after the current request");
+                    break;
+                }
+                superseded = now.superseded().clone();
+            }
+            _ = ctx.drain.cancelled() => break,
+        }
+    }
+    graceful(conn.as_mut());
     tokio::select! {
-        r = conn.as_mut() => {
-            if let Err(e) = r {
-                let started_a_head = client_sent.load(Ordering::Relaxed);
-                log_connection_error(ctx, peer, conn_id, kind, &e, started_a_head);
-            }
-        }
-        _ = ctx.drain.cancelled() => {
-            graceful(conn.as_mut());
-            tokio::select! {
-                _ = conn => {}
-                _ = ctx.shutdown.cancelled() => {}
-            }
-        }
+        _ = conn => {}
+        _ = ctx.shutdown.cancelled() => {}
     }
 }
 

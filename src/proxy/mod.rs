@@ -56,6 +56,11 @@ pub struct Ctx {
     /// Every connection task (and tunnel task) of every configuration generation, for draining.
     tasks: TaskTracker,
     client: forward::UpstreamClient,
+    /// The newest generation, shared by all of them: each request of a kept-alive connection is decided
+    /// with the configuration in force when it arrives, not the one its connection was accepted under.
+    newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
+    /// Fires when a reload replaces this generation.
+    superseded: CancellationToken,
 }
 
 impl Ctx {
@@ -69,6 +74,7 @@ impl Ctx {
             CancellationToken::new(),
             Arc::new(AtomicU64::new(1)),
             TaskTracker::new(),
+            Arc::default(),
         )
     }
 
@@ -82,9 +88,22 @@ impl Ctx {
             self.shutdown.clone(),
             self.next_conn.clone(),
             self.tasks.clone(),
+            self.newest.clone(),
         )
     }
 
+    /// The configuration generation in force now (this one unless a reload replaced it).
+    pub(crate) fn current(self: &Arc<Self>) -> Arc<Ctx> {
+        let newest = self.newest.read().unwrap_or_else(|e| e.into_inner());
+        newest.upgrade().unwrap_or_else(|| self.clone())
+    }
+
+    /// Fires when a reload replaces this generation.
+    pub(crate) fn superseded(&self) -> &CancellationToken {
+        &self.superseded
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn build(
         settings: Settings,
         log: EventLog,
@@ -93,9 +112,10 @@ impl Ctx {
         shutdown: CancellationToken,
         next_conn: Arc<AtomicU64>,
         tasks: TaskTracker,
+        newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
     ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(&settings));
-        Arc::new(Ctx {
+        let ctx = Arc::new(Ctx {
             client: forward::upstream_client(dialer.clone(), &settings),
             settings,
             dialer,
@@ -105,7 +125,11 @@ impl Ctx {
             shutdown,
             next_conn,
             tasks,
-        })
+            newest,
+            superseded: CancellationToken::new(),
+        });
+        *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
+        ctx
     }
 
     /// Policy decision for a normalized target, with report mode applied, recorded in the outcome.
@@ -335,6 +359,7 @@ impl Live {
             tracing::warn!("{w}");
         }
         self.current.store(old.next(new));
+        old.superseded.cancel();
     }
 
     fn resize_limit(&self, want: usize) {

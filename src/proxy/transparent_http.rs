@@ -33,7 +33,8 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
     let requests = Arc::new(AtomicU32::new(0));
     let svc_ctx = ctx.clone();
     let service = hyper::service::service_fn(move |req| {
-        let ctx = svc_ctx.clone();
+        // The configuration in force when the request arrives (see forward::serve).
+        let ctx = svc_ctx.current();
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
         let mut o = Outcome::new(conn_id, n, peer, Kind::TransparentHttp);
         o.original_dst = Some(original);
