@@ -96,6 +96,9 @@ pub async fn check(
         .decide_request(&target, plain_http_path(arg).as_deref(), id);
     r.rule = d.rule.map(|s| s.to_string());
     r.reason = d.reason;
+    if d.reason == Reason::DeniedPrivateAddress {
+        r.detail = settings.policy.private_literal(&target);
+    }
     r.decision = if d.allowed {
         "allow"
     } else if d.report || (settings.mode == Mode::Report && d.reason.is_policy_denial()) {

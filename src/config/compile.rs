@@ -200,11 +200,6 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             )
         })
         .collect();
-    let policy = builder.build().unwrap_or_else(|e| {
-        errs.push("allow", e);
-        Policy::default()
-    });
-
     let allow_cidrs = raw
         .destinations
         .allow_cidrs
@@ -224,7 +219,13 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
                 })
                 .ok()
         })
-        .collect();
+        .collect::<Vec<IpNet>>();
+
+    builder.destination_exceptions(allow_cidrs.clone());
+    let policy = builder.build().unwrap_or_else(|e| {
+        errs.push("allow", e);
+        Policy::default()
+    });
 
     let dns = compile_dns(raw, &mut errs);
 

@@ -173,6 +173,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     names: host::NameIndex,
     ips: ip::IpIndex,
+    /// `destinations.allow_cidrs`: special-purpose addresses that may be dialled.
+    destination_exceptions: Vec<IpNet>,
 }
 
 /// Builds a [`Policy`]; the config compiler feeds it already-validated patterns.
@@ -276,6 +278,11 @@ impl PolicyBuilder {
         }
     }
 
+    /// Special-purpose addresses that may be dialled (`destinations.allow_cidrs`).
+    pub fn destination_exceptions(&mut self, nets: Vec<IpNet>) {
+        self.policy.destination_exceptions = nets;
+    }
+
     pub fn build(mut self) -> Result<Policy, String> {
         self.policy
             .names
@@ -362,6 +369,11 @@ impl Policy {
             (None, None, None, Some(h)) => {
                 Decision::deny(Reason::DeniedPort, Some(rule(h).name.clone()))
             }
+            // An IP literal that no rule names, in a special-purpose range: a metadata or internal-network
+            // probe, which is worth telling apart from an ordinary unlisted destination.
+            (None, None, None, None) if self.private_literal(target).is_some() => {
+                Decision::deny(Reason::DeniedPrivateAddress, None)
+            }
             (None, None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
         };
         // A report-mode deny rule that matched: where the rest of the policy lets the request through, it
@@ -375,6 +387,15 @@ impl Policy {
                 ..decision
             },
             _ => decision,
+        }
+    }
+
+    /// Why an IP-literal target may not be dialled (special-purpose, not in `destinations.allow_cidrs`), or
+    /// `None` for names and for addresses that may be dialled.
+    pub fn private_literal(&self, target: &Target) -> Option<String> {
+        match target.host {
+            Host::Ip(ip) => special_ip::forbidden(ip, &self.destination_exceptions),
+            Host::Name(_) => None,
         }
     }
 

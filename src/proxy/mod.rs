@@ -195,6 +195,17 @@ impl Ctx {
             Reason::DeniedNoIdentity => {
                 "require_identity is set and the client belongs to no client group".into()
             }
+            Reason::DeniedPrivateAddress => {
+                if let crate::target::Host::Ip(ip) = target.host {
+                    o.denied_addr = Some(ip);
+                }
+                let why = self
+                    .settings
+                    .policy
+                    .private_literal(target)
+                    .unwrap_or_default();
+                format!("{why}, and no allow rule names it (destinations.allow_cidrs and an IP rule would)")
+            }
             _ => "no allow rule matches this host and port".into(),
         });
         None
