@@ -17,6 +17,7 @@ pub mod credentials;
 mod host;
 mod ip;
 pub mod noproxy;
+pub mod path;
 pub mod pattern;
 pub mod special_ip;
 pub mod tls;
@@ -89,19 +90,7 @@ impl IdleOverride {
     }
 }
 
-/// Does a request path fall under a rule's path prefix? Dot segments and encoded separators or dots are refused
-/// outright, because the origin may resolve them to a path outside the prefix.
-pub fn path_allowed(prefix: &str, path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
-        return false;
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return false;
-    }
-    path.starts_with(prefix)
-}
+pub use path::allowed as path_allowed;
 
 /// One pattern's link to its rule; `port` is set for NO_PROXY `host:port` entries, which pin one port.
 #[derive(Debug, Clone, Copy)]

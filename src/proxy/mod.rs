@@ -191,7 +191,12 @@ impl Ctx {
             Reason::DeniedPort => {
                 format!("port {} is not in the matching rule's ports", target.port)
             }
-            Reason::DeniedPath => "the path is not under the matching rule's paths".into(),
+            Reason::DeniedPath => match path.and_then(crate::policy::path::ambiguity) {
+                Some(why) => format!(
+                    "the path is ambiguous: it contains {why}; rules with paths refuse such paths"
+                ),
+                None => "the path is not under the matching rule's paths".into(),
+            },
             Reason::DeniedNoIdentity => {
                 "require_identity is set and the client belongs to no client group".into()
             }
