@@ -244,6 +244,7 @@ allow:
   - name: names
     hosts: ["*", ".test"]
     ports: [{port}]
+    broad_hosts: true
 "#
     );
     let proxy = start_proxy(&yaml).await;
