@@ -144,9 +144,10 @@ impl Ctx {
                 crate::policy::Credentials::Unchecked => Some((
                     Reason::AuthBusy,
                     format!(
-                        "too many password checks in progress; this one got no turn within timeouts.header \
-                         ({:?}); retry",
-                        self.settings.timeouts.header
+                        "too many password checks in progress: this one got no turn within timeouts.header \
+                         ({:?}), or this client address already has {} pending; retry",
+                        self.settings.timeouts.header,
+                        password_checks::PER_SOURCE
                     ),
                 )),
                 crate::policy::Credentials::Invalid => Some((
@@ -228,9 +229,11 @@ impl Ctx {
         let policy = self.settings.policy.clone();
         o.credentials = match policy.clients.known(header.as_ref()) {
             Some(c) => c,
-            None => password_checks::run(self.settings.timeouts.header, move || {
-                policy.clients.authenticate(header.as_ref())
-            })
+            None => password_checks::run(
+                o.client_addr.ip(),
+                self.settings.timeouts.header,
+                move || policy.clients.authenticate(header.as_ref()),
+            )
             .await
             .unwrap_or(crate::policy::Credentials::Unchecked),
         };
