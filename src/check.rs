@@ -96,6 +96,14 @@ pub async fn check(
         .decide_request(&target, plain_http_path(arg).as_deref(), id);
     r.rule = d.rule.map(|s| s.to_string());
     r.reason = d.reason;
+    r.detail = match d.reason {
+        Reason::DeniedPrivateAddress => settings.policy.private_literal(&target),
+        Reason::DeniedPath => plain_http_path(arg)
+            .as_deref()
+            .and_then(crate::policy::path::ambiguity)
+            .map(|why| format!("the path is ambiguous: it contains {why}")),
+        _ => None,
+    };
     r.decision = if d.allowed {
         "allow"
     } else if d.report || (settings.mode == Mode::Report && d.reason.is_policy_denial()) {

@@ -107,10 +107,10 @@ enum Command {
         pod_cidr: Option<IpNet>,
         #[arg(long, value_parser = parse_cidr)]
         service_cidr: Option<IpNet>,
-        #[arg(long, default_value = "cluster.local")]
+        #[arg(long, default_value = "cluster.local", value_parser = parse_cluster_domain)]
         cluster_domain: String,
         /// Namespace of the agent workloads, where the vendor documents do not name it.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_namespace)]
         namespace: Option<String>,
     },
 }
@@ -149,7 +149,7 @@ enum NoproxyCommand {
         pod_cidr: IpNet,
         #[arg(long, value_parser = parse_cidr)]
         service_cidr: IpNet,
-        #[arg(long, default_value = "cluster.local")]
+        #[arg(long, default_value = "cluster.local", value_parser = parse_cluster_domain)]
         cluster_domain: String,
     },
     /// Read the proxy variables (both cases) from the environment and explain what each client does.
@@ -174,6 +174,16 @@ fn parse_cidr(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .map(|n| n.trunc())
         .map_err(|_| format!("{s:?} is not a CIDR such as 10.96.0.0/12"))
+}
+
+/// `--cluster-domain`: a DNS name (it becomes NO_PROXY entries), without its trailing dot.
+fn parse_cluster_domain(s: &str) -> Result<String, String> {
+    agent_env::check_cluster_domain(s).map(|()| s.trim_end_matches('.').to_string())
+}
+
+/// `--namespace`: a Kubernetes namespace name (it is printed into kubectl commands).
+fn parse_namespace(s: &str) -> Result<String, String> {
+    agent_env::check_namespace(s).map(|()| s.to_string())
 }
 
 /// `egressd hash-password`: the password from stdin, a salt from the system's random generator.

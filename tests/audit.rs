@@ -214,8 +214,8 @@ fn sample_log() -> String {
         ("2026-11-29T08:00:00Z", "10.0.0.1:4000", "a.vendor.example.com", 443, "deny", "denied_no_rule"),
         ("2026-11-29T09:00:00Z", "10.0.0.1:4001", "a.vendor.example.com", 443, "deny", "denied_no_rule"),
         ("2026-11-29T09:30:00+01:00", "10.0.0.2:4000", "b.vendor.example.com", 8443, "deny", "denied_no_rule"),
-        ("2026-11-29T10:00:00Z", "[fd00::2]:4000", "2001:db8::10", 443, "would_deny", "denied_no_rule"),
-        ("2026-11-29T10:00:00Z", "10.0.0.3:4000", "203.0.113.9", 443, "deny", "denied_port"),
+        ("2026-11-29T10:00:00Z", "[fd00::2]:4000", "2606:4700::10", 443, "would_deny", "denied_no_rule"),
+        ("2026-11-29T10:00:00Z", "10.0.0.3:4000", "104.16.81.56", 443, "deny", "denied_port"),
         ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "x.co.uk", 443, "deny", "denied_no_rule"),
         ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "y.co.uk", 443, "deny", "denied_no_rule"),
         ("2026-11-29T11:00:00Z", "10.0.0.3:4000", "169.254.169.254", 80, "deny", "denied_private_address"),
@@ -237,8 +237,8 @@ fn sample_log() -> String {
 const SUGGESTED: [&str; 6] = [
     "a.vendor.example.com:443",
     "b.vendor.example.com:8443",
-    "[2001:db8::10]:443",
-    "203.0.113.9:443",
+    "[2606:4700::10]:443",
+    "104.16.81.56:443",
     "x.co.uk:443",
     "y.co.uk:443",
 ];
@@ -276,7 +276,7 @@ fn formats_show_the_same_groups() {
         "denied_no_rule",
     );
     assert_eq!(b["first_seen"], "2026-11-29T08:30:00Z");
-    let v6 = group(&report, "[2001:db8::10]:443", "fd00::2", "denied_no_rule");
+    let v6 = group(&report, "[2606:4700::10]:443", "fd00::2", "denied_no_rule");
     assert_eq!(v6["would_deny"], 1);
     // Most decisions first.
     assert_eq!(
@@ -314,7 +314,7 @@ fn formats_show_the_same_groups() {
     assert!(md.contains("|---"), "{md}");
     assert!(
         md.lines()
-            .any(|l| l.starts_with("| [2001:db8::10]:443 ") && l.contains("| fd00::2 ")),
+            .any(|l| l.starts_with("| [2606:4700::10]:443 ") && l.contains("| fd00::2 ")),
         "{md}"
     );
 
@@ -805,4 +805,134 @@ fn large_gzip_log_is_streamed_in_bounded_memory() {
         growth_kib < 32 * 1024,
         "peak RSS {peak_kib} KiB vs {baseline_kib} KiB for a tiny log: memory grows with the input"
     );
+}
+
+#[test]
+fn probes_of_special_addresses_are_never_suggested() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = "2026-11-29T11:00:00Z";
+    let log = [
+        // Logged before IP literals got their own reason, or by another tool: still no rule for them.
+        decision(
+            at,
+            "10.0.0.3:1",
+            "169.254.169.254",
+            80,
+            "deny",
+            "denied_no_rule",
+        ),
+        decision(at, "10.0.0.3:1", "10.0.0.1", 22, "deny", "denied_no_rule"),
+        decision(
+            at,
+            "10.0.0.3:1",
+            "::ffff:127.0.0.1",
+            8080,
+            "deny",
+            "denied_port",
+        ),
+        // A name refused for its addresses on one port is no candidate on another.
+        decision(
+            at,
+            "10.0.0.3:1",
+            "meta.test",
+            443,
+            "deny",
+            "denied_private_address",
+        ),
+        decision(at, "10.0.0.3:1", "meta.test", 80, "deny", "denied_no_rule"),
+        decision(
+            at,
+            "10.0.0.3:1",
+            "fine.example",
+            443,
+            "deny",
+            "denied_no_rule",
+        ),
+    ]
+    .join("\n");
+    let file = write_file(dir.path(), "probes.log", &log);
+    let snippet = audit_ok(&["--suggest", file.to_str().unwrap()]);
+    let s = egressd::config::from_yaml_str(&snippet).unwrap_or_else(|e| panic!("{e}\n{snippet}"));
+    assert_eq!(s.policy.rule_count(), 1, "{snippet}");
+    assert!(allowed(&s, "fine.example:443"), "{snippet}");
+    for probe in [
+        "169.254.169.254",
+        "10.0.0.1",
+        "::ffff:127.0.0.1",
+        "meta.test",
+    ] {
+        assert!(
+            !snippet.contains(&format!("hosts: [\"{probe}\"]")),
+            "{probe} suggested:\n{snippet}"
+        );
+    }
+    let special = snippet
+        .lines()
+        .find(|l| l.starts_with("# not suggested, special-purpose address"))
+        .unwrap_or_else(|| panic!("{snippet}"));
+    assert!(
+        special.contains("10.0.0.1:22") && special.contains("169.254.169.254:80"),
+        "{special}"
+    );
+    assert!(special.contains("[::ffff:127.0.0.1]:8080"), "{special}");
+    let resolved = snippet
+        .lines()
+        .find(|l| l.starts_with("# not suggested, the name was refused for its addresses"))
+        .unwrap_or_else(|| panic!("{snippet}"));
+    assert!(resolved.contains("meta.test:80"), "{resolved}");
+}
+
+#[test]
+fn crafted_reasons_cannot_add_rules_or_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = "2026-11-29T11:00:00Z";
+    let log = [
+        decision(
+            at,
+            "10.0.0.3:1",
+            "x.example",
+            443,
+            "deny",
+            "x\n  - name: evil\n    hosts: [\"*.com\"]\n#",
+        ),
+        decision(
+            at,
+            "10.0.0.3:1",
+            "y.example",
+            443,
+            "deny",
+            "\u{1b}[2J\u{1b}[31mred",
+        ),
+        decision(at, "10.0.0.3:1", "z.example", 443, "deny", "denied_by_rule"),
+    ]
+    .join("\n");
+    let file = write_file(dir.path(), "crafted.log", &log);
+    let path = file.to_str().unwrap();
+    let snippet = audit_ok(&["--suggest", path]);
+    let s = egressd::config::from_yaml_str(&snippet).unwrap_or_else(|e| panic!("{e}\n{snippet}"));
+    assert_eq!(s.policy.rule_count(), 0, "{snippet}");
+    assert!(!allowed(&s, "evil.com:443"), "{snippet}");
+    assert!(
+        snippet
+            .lines()
+            .all(|l| l.is_empty() || l.starts_with('#') || l == "allow: []"),
+        "every line is a comment:\n{snippet}"
+    );
+    assert!(snippet.contains("unknown reason"), "{snippet}");
+    assert!(
+        snippet.contains("# not suggested, denied_by_rule"),
+        "{snippet}"
+    );
+    for out in [
+        snippet,
+        audit_ok(&[path]),
+        audit_ok(&["--format", "markdown", path]),
+    ] {
+        assert!(
+            !out.contains('\u{1b}'),
+            "a terminal escape is printed:\n{out}"
+        );
+        assert!(!out.contains("\n  - name: evil"), "{out}");
+        assert!(out.contains("unknown reason"), "{out}");
+    }
 }

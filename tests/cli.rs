@@ -350,5 +350,62 @@ fn kubernetes_service_link_variables_are_not_configuration() {
     assert!(
         listening,
         "egressd did not start with service-link variables"
+
+#[test]
+fn validate_refuses_broad_globs_unless_the_rule_means_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broad = write(
+        &dir,
+        "broad.yaml",
+        r#"allow:
+  - name: castai
+    hosts: ["*cast.ai", "api.*", "*.com", "api-*.cast.ai", ".cast.ai"]
+  - name: np
+    no_proxy: ".co.uk,.example.com"
+deny:
+  - name: everything-else
+    hosts: ["*"]
+vendors:
+  - {name: cloudcasa, params: {storage: ["*.s3.amazonaws.com"], registry: [registry.example.com]}}
+"#,
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &broad])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (path, says) in [
+        ("allow[0].hosts[0]", "evilcast.ai"),
+        ("allow[0].hosts[0]", "\"*.cast.ai\""),
+        ("allow[0].hosts[1]", "api.evil.com"),
+        ("allow[0].hosts[2]", "public suffix"),
+        ("allow[1].no_proxy", "\"co.uk\""),
+        ("vendors[0](cloudcasa/storage).hosts[0]", "local rule"),
+        ("allow[0].hosts[0]", "broad_hosts: true"),
+    ] {
+        assert!(
+            err.lines().any(|l| l.contains(path) && l.contains(says)),
+            "{path} / {says} missing from:\n{err}"
+        );
+    }
+    for fine in ["allow[0].hosts[3]", "allow[0].hosts[4]", "deny[0]"] {
+        assert!(!err.contains(fine), "{fine} refused:\n{err}");
+    }
+
+    let meant = write(
+        &dir,
+        "meant.yaml",
+        "allow:\n  - name: any-api\n    hosts: [\"api.*\", \"*.com\"]\n    broad_hosts: true\n",
+    );
+    let out = Command::new(BIN)
+        .args(["validate", "--config", &meant])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

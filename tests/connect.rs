@@ -244,6 +244,7 @@ allow:
   - name: names
     hosts: ["*", ".test"]
     ports: [{port}]
+    broad_hosts: true
 "#
     );
     let proxy = start_proxy(&yaml).await;
@@ -263,7 +264,8 @@ allow:
             d["host"], "127.0.0.1",
             "{form} must be logged as the address it means"
         );
-        assert_eq!(d["reason"], "denied_no_rule", "{form}");
+        // No rule names the address, and it is loopback: reported as the probe it is.
+        assert_eq!(d["reason"], "denied_private_address", "{form}");
     }
     // Numeric-looking names that are not valid IPv4 are refused as invalid hosts.
     let resp = connect(proxy.addr, &format!("1.2.3.4.5:{port}")).await;

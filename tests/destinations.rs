@@ -150,3 +150,89 @@ async fn dns_timeout_is_504() {
     assert_eq!(header(&resp, "x-egressd-reason"), Some("dns_timeout"));
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_literal_probes_of_special_addresses_are_reported_as_such() {
+    // No rule names these addresses: a metadata or internal probe is still told apart from an unlisted host.
+    let proxy = start_proxy("allow:\n  - name: t\n    hosts: [\"api.test\"]\n").await;
+    for (i, (authority, addr)) in [
+        ("169.254.169.254:80", "169.254.169.254"),
+        ("[fd00:ec2::254]:80", "fd00:ec2::254"),
+        ("168.63.129.16:80", "168.63.129.16"),
+        ("100.100.100.200:80", "100.100.100.200"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let resp = connect(proxy.addr, authority).await;
+        assert_eq!(status(&resp), 403, "{authority}: {resp}");
+        assert_eq!(
+            header(&resp, "x-egressd-reason"),
+            Some("denied_private_address"),
+            "{authority}"
+        );
+        let d = &proxy.log.wait_events("decision", i + 1).await[i];
+        assert_eq!(d["reason"], "denied_private_address", "{d}");
+        assert_eq!(d["denied_addr"], *addr, "{d}");
+        assert!(d["rule"].is_null(), "{d}");
+    }
+    // Plain HTTP (absolute form) is judged the same way.
+    let resp = raw(
+        proxy.addr,
+        b"GET http://169.254.169.254/latest/meta-data/ HTTP/1.1\r\nHost: 169.254.169.254\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("denied_private_address")
+    );
+    let d = &proxy.log.wait_events("decision", 5).await[4];
+    assert!(
+        d["detail"]
+            .as_str()
+            .is_some_and(|s| s.contains("169.254.0.0/16")),
+        "{d}"
+    );
+    // A public address that no rule names stays an ordinary denial.
+    let resp = connect(proxy.addr, "8.8.8.8:443").await;
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_no_rule"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_wireserver_is_refused_by_ip_rule_and_by_name() {
+    let port = closed_port().await;
+    let yaml = format!(
+        r#"
+allow:
+  - name: azure-ip
+    hosts: ["168.63.129.16"]
+    ports: [{port}]
+  - name: azure-name
+    hosts: ["wire.test"]
+    ports: [{port}]
+dns:
+  hosts:
+    wire.test: ["168.63.129.16"]
+"#
+    );
+    let proxy = start_proxy(&yaml).await;
+    for (i, (authority, rule)) in [
+        (format!("168.63.129.16:{port}"), "azure-ip"),
+        (format!("wire.test:{port}"), "azure-name"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let resp = connect(proxy.addr, authority).await;
+        assert_eq!(status(&resp), 403, "{authority}: {resp}");
+        assert_eq!(
+            header(&resp, "x-egressd-reason"),
+            Some("denied_private_address")
+        );
+        let d = &proxy.log.wait_events("decision", i + 1).await[i];
+        assert_eq!(d["rule"], *rule);
+        assert_eq!(d["denied_addr"], "168.63.129.16");
+        assert!(d["upstream_addr"].is_null(), "nothing was dialled: {d}");
+    }
+}

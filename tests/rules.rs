@@ -155,3 +155,49 @@ async fn path_prefixes_are_enforced_for_plain_http() {
     let resp = connect(proxy.addr, &format!("paths.test:{port}")).await;
     assert_eq!(status(&resp), 200, "{resp}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_paths_are_refused_with_the_reason_in_the_detail() {
+    let origin = http_origin().await;
+    let port = origin.port();
+    let cfg = format!(
+        r#"
+allow:
+  - name: bucket
+    hosts: ["paths.test"]
+    ports: [{port}]
+    paths: ["/bucket/"]
+destinations:
+  allow_cidrs: ["127.0.0.0/8"]
+dns:
+  hosts:
+    paths.test: ["127.0.0.1"]
+"#
+    );
+    let proxy = start_proxy(&cfg).await;
+    let get = |path: &str| {
+        format!("GET http://paths.test:{port}{path} HTTP/1.1\r\nHost: paths.test:{port}\r\nConnection: close\r\n\r\n")
+    };
+    let cases = [
+        ("/bucket/%252e%252e/secret", "%25"),
+        ("/bucket/%2E%2E/secret", "%2e"),
+        ("/bucket/..%2Fsecret", "%2f"),
+        ("/bucket/..;/secret", "'..' segment"),
+        ("/bucket/a\\..\\secret", "backslash"),
+        ("/bucket/%c0%ae%c0%ae/secret", "overlong"),
+    ];
+    for (i, (path, why)) in cases.iter().enumerate() {
+        let resp = raw(proxy.addr, get(path).as_bytes()).await;
+        assert_eq!(status(&resp), 403, "{path}: {resp}");
+        assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_path"));
+        let d = &proxy.log.wait_events("decision", i + 1).await[i];
+        let detail = d["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.contains("ambiguous") && detail.contains(why),
+            "{path}: {d}"
+        );
+    }
+    // A plain path under the prefix still goes through, percent-encoded characters included.
+    let resp = raw(proxy.addr, get("/bucket/a%20b").as_bytes()).await;
+    assert_eq!(status(&resp), 200, "{resp}");
+}

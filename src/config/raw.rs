@@ -111,6 +111,8 @@ pub struct RawRule {
     /// Client groups the rule applies to; empty: every client.
     #[serde(default)]
     pub clients: Vec<String>,
+    /// Allow host patterns that reach beyond one registrable domain (`*`, `api.*`, `*cast.ai`, `*.com`).
+    pub broad_hosts: Option<bool>,
 }
 
 /// One client group: clients connecting from these source addresses, or presenting these credentials.

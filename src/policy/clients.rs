@@ -7,7 +7,8 @@ use super::credentials::{self, GroupCredentials, Presented, ProxyAuth};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Index of a client group, in config order.
 pub type GroupId = u16;
@@ -74,6 +75,12 @@ pub struct ClientGroups {
     groups: Vec<Group>,
     verified: Mutex<HashMap<[u8; 32], Credentials>>,
     refused: Mutex<HashMap<[u8; 32], Credentials>>,
+    /// Password checks per Basic header: the most users sharing one name (across groups).
+    basic_slots: usize,
+    /// The hash a Basic header's unused checks run against (made on first use: it costs one argon2 run).
+    dummy: OnceLock<String>,
+    /// argon2 verifications run, real and dummy.
+    verifications: AtomicU64,
 }
 
 impl ClientGroups {
@@ -94,6 +101,11 @@ impl ClientGroups {
             cidrs: cidrs.into_iter().map(|n| n.trunc()).collect(),
             credentials,
         });
+        let mut per_name: HashMap<&str, usize> = HashMap::new();
+        for u in self.groups.iter().flat_map(|g| &g.credentials.users) {
+            *per_name.entry(&u.name).or_default() += 1;
+        }
+        self.basic_slots = per_name.values().copied().max().unwrap_or(0);
         (self.groups.len() - 1) as GroupId
     }
 
@@ -131,19 +143,10 @@ impl ClientGroups {
         };
         let key = credentials::cache_key(header);
         let (groups, user): (Vec<GroupId>, _) = match credentials::parse(header) {
-            Presented::Basic { user, password } => (
-                self.groups
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, g)| {
-                        g.credentials.users.iter().any(|u| {
-                            u.name == user && credentials::password_matches(&u.phc, &password)
-                        })
-                    })
-                    .map(|(i, _)| i as GroupId)
-                    .collect(),
-                Some(user),
-            ),
+            Presented::Basic { user, password } => {
+                let groups = self.check_basic(&user, &password);
+                (groups, Some(user))
+            }
             Presented::Bearer(token) => (
                 self.groups
                     .iter()
@@ -155,7 +158,13 @@ impl ClientGroups {
                     .collect(),
                 None,
             ),
-            Presented::Malformed => (Vec::new(), None),
+            Presented::Malformed => {
+                if is_basic(header) {
+                    // Same work as a well-formed one: the refusal takes as long whatever the header says.
+                    self.check_basic("", "");
+                }
+                (Vec::new(), None)
+            }
         };
         let (c, cache) = if groups.is_empty() {
             (Credentials::Invalid, &self.refused)
@@ -169,6 +178,42 @@ impl ClientGroups {
             m.insert(key, c.clone());
         }
         c
+    }
+
+    /// The groups in which `user` has this password. Runs exactly `basic_slots` argon2 verifications whether
+    /// the name is known or not (the unused ones against a dummy hash with a real user's parameters), so the
+    /// time a refusal takes does not tell which user names exist.
+    fn check_basic(&self, user: &str, password: &str) -> Vec<GroupId> {
+        let mut groups = Vec::new();
+        let mut runs = 0;
+        for (i, g) in self.groups.iter().enumerate() {
+            let mut member = false;
+            for u in g.credentials.users.iter().filter(|u| u.name == user) {
+                runs += 1;
+                member |= self.verify(&u.phc, password);
+            }
+            if member {
+                groups.push(i as GroupId);
+            }
+        }
+        let dummy = self.dummy.get_or_init(|| {
+            let first = self.groups.iter().flat_map(|g| &g.credentials.users).next();
+            credentials::dummy_phc(first.map(|u| u.phc.as_str()))
+        });
+        for _ in runs..self.basic_slots {
+            std::hint::black_box(self.verify(dummy, password));
+        }
+        groups
+    }
+
+    fn verify(&self, phc: &str, password: &str) -> bool {
+        self.verifications.fetch_add(1, Ordering::Relaxed);
+        credentials::password_matches(phc, password)
+    }
+
+    /// argon2 verifications run so far (real and dummy), for tests and diagnostics.
+    pub fn password_verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
     }
 
     pub fn len(&self) -> usize {
@@ -226,6 +271,13 @@ impl ClientGroups {
             .map(|&g| self.groups[g as usize].name.clone())
             .collect()
     }
+}
+
+/// Does the header use the Basic scheme (well-formed or not)?
+fn is_basic(header: &ProxyAuth) -> bool {
+    let v = header.0.trim_start();
+    v.get(..5).is_some_and(|s| s.eq_ignore_ascii_case("basic"))
+        && v[5..].chars().next().is_none_or(char::is_whitespace)
 }
 
 #[cfg(test)]
@@ -290,6 +342,59 @@ mod tests {
         ));
         assert_eq!(g.known(Some(&wrong)), Some(Credentials::Invalid));
         assert_eq!(g.known(Some(&basic("other"))), None);
+    }
+
+    #[test]
+    fn every_basic_header_costs_the_same_checks() {
+        use super::super::credentials::{tests::hash, User};
+        use base64::Engine;
+        let user = |name: &str, password: &str| User {
+            name: name.into(),
+            phc: hash(password),
+        };
+        let mut g = ClientGroups::default();
+        let people = GroupCredentials {
+            users: vec![user("bob", "right"), user("alice", "a")],
+            ..Default::default()
+        };
+        g.add_with_credentials("people", vec![], people);
+        // bob is in two groups: every Basic header gets two checks.
+        let admins = GroupCredentials {
+            users: vec![user("bob", "admin")],
+            ..Default::default()
+        };
+        g.add_with_credentials("admins", vec![], admins);
+        let basic = |text: &str| {
+            ProxyAuth(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(text)
+            ))
+        };
+        let mut before = g.password_verifications();
+        let mut checks = |h: ProxyAuth, g: &ClientGroups| {
+            let c = g.authenticate(Some(&h));
+            let now = g.password_verifications();
+            let n = now - before;
+            before = now;
+            (c, n)
+        };
+        for (header, valid) in [
+            (basic("nobody:x"), false),
+            (basic("bob:wrong"), false),
+            (basic("alice:wrong"), false),
+            (basic("alice:a"), true),
+            (basic("bob:admin"), true),
+            (basic(":"), false),
+            (ProxyAuth("Basic !!!".into()), false),
+            (ProxyAuth("basic".into()), false),
+        ] {
+            let (c, n) = checks(header, &g);
+            assert_eq!(n, 2, "{c:?}");
+            assert_eq!(matches!(c, Credentials::Valid { .. }), valid, "{c:?}");
+        }
+        // Bearer tokens and other schemes involve no password.
+        assert_eq!(checks(ProxyAuth("Bearer t".into()), &g).1, 0);
+        assert_eq!(checks(ProxyAuth("Digest x".into()), &g).1, 0);
     }
 
     #[test]

@@ -96,6 +96,27 @@ pub fn password_matches(phc: &str, password: &str) -> bool {
     })
 }
 
+/// A PHC string with the algorithm, version and cost parameters of `like` (a configured user's hash), for a
+/// password nobody knows: verifying against it costs what verifying a real user's password costs, so a Basic
+/// header naming no user can be given the same work. Falls back to egressd's own parameters.
+pub fn dummy_phc(like: Option<&str>) -> String {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let parsed = like.and_then(|phc| {
+        let h = PasswordHash::new(phc).ok()?;
+        let algorithm = argon2::Algorithm::new(h.algorithm.as_str()).ok()?;
+        let version = argon2::Version::try_from(h.version.unwrap_or(0x13)).ok()?;
+        let params = argon2::Params::try_from(&h).ok()?;
+        Some(argon2::Argon2::new(algorithm, version, params))
+    });
+    let a = parsed.unwrap_or_default();
+    let Ok(salt) = SaltString::encode_b64(b"egressd-dummy-us") else {
+        return String::new();
+    };
+    a.hash_password(b"no user has this password", &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+}
+
 /// The argon2id PHC string of a password (argon2's recommended parameters: 19 MiB, 2 passes, 1 lane), for
 /// `clients[].users`. `salt` must be random (16 bytes from the system's generator).
 pub fn hash_password(password: &str, salt: &[u8; 16]) -> Result<String, String> {
@@ -172,6 +193,19 @@ pub(super) mod tests {
         // Another salt, another string for the same password.
         assert_ne!(hash_password("s3cr:et", &[8; 16]).unwrap(), phc);
         assert!(hash_password("", &[7; 16]).is_err());
+    }
+
+    #[test]
+    fn dummy_hash_has_the_parameters_of_the_real_one() {
+        let real = hash("right");
+        let dummy = dummy_phc(Some(&real));
+        assert!(dummy.starts_with("$argon2id$v=19$m=8,t=1,p=1$"), "{dummy}");
+        assert!(!password_matches(&dummy, "right"));
+        let default = dummy_phc(None);
+        assert!(
+            default.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{default}"
+        );
     }
 
     #[test]

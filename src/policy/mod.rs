@@ -17,6 +17,7 @@ pub mod credentials;
 mod host;
 mod ip;
 pub mod noproxy;
+pub mod path;
 pub mod pattern;
 pub mod special_ip;
 pub mod tls;
@@ -89,19 +90,7 @@ impl IdleOverride {
     }
 }
 
-/// Does a request path fall under a rule's path prefix? Dot segments and encoded separators or dots are refused
-/// outright, because the origin may resolve them to a path outside the prefix.
-pub fn path_allowed(prefix: &str, path: &str) -> bool {
-    let path = path.split(['?', '#']).next().unwrap_or_default();
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\') || ["%2e", "%2f", "%5c"].iter().any(|e| lower.contains(e)) {
-        return false;
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return false;
-    }
-    path.starts_with(prefix)
-}
+pub use path::allowed as path_allowed;
 
 /// One pattern's link to its rule; `port` is set for NO_PROXY `host:port` entries, which pin one port.
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +162,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     names: host::NameIndex,
     ips: ip::IpIndex,
+    /// `destinations.allow_cidrs`: special-purpose addresses that may be dialled.
+    destination_exceptions: Vec<IpNet>,
 }
 
 /// Builds a [`Policy`]; the config compiler feeds it already-validated patterns.
@@ -276,6 +267,11 @@ impl PolicyBuilder {
         }
     }
 
+    /// Special-purpose addresses that may be dialled (`destinations.allow_cidrs`).
+    pub fn destination_exceptions(&mut self, nets: Vec<IpNet>) {
+        self.policy.destination_exceptions = nets;
+    }
+
     pub fn build(mut self) -> Result<Policy, String> {
         self.policy
             .names
@@ -374,6 +370,11 @@ impl Policy {
             (None, None, None, Some(h)) => {
                 Decision::deny(Reason::DeniedPort, Some(rule(h).name.clone()))
             }
+            // An IP literal that no rule names, in a special-purpose range: a metadata or internal-network
+            // probe, which is worth telling apart from an ordinary unlisted destination.
+            (None, None, None, None) if self.private_literal(target).is_some() => {
+                Decision::deny(Reason::DeniedPrivateAddress, None)
+            }
             (None, None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
         };
         // A report-mode deny rule that matched: where the rest of the policy lets the request through, it
@@ -387,6 +388,15 @@ impl Policy {
                 ..decision
             },
             _ => decision,
+        }
+    }
+
+    /// Why an IP-literal target may not be dialled (special-purpose, not in `destinations.allow_cidrs`), or
+    /// `None` for names and for addresses that may be dialled.
+    pub fn private_literal(&self, target: &Target) -> Option<String> {
+        match target.host {
+            Host::Ip(ip) => special_ip::forbidden(ip, &self.destination_exceptions),
+            Host::Name(_) => None,
         }
     }
 

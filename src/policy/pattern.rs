@@ -78,6 +78,54 @@ pub fn parse_pattern(raw: &str) -> Result<Pattern, String> {
     }
 }
 
+/// Is `name` itself a suffix listed in the Public Suffix List (`com`, `co.uk`, `s3.amazonaws.com`), under which
+/// anyone can register names? Unlisted TLDs (`test`, `internal`) are not counted: nothing says who owns them.
+pub fn is_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes())
+        .is_some_and(|s| s.is_known() && s.trim().as_bytes() == name.as_bytes())
+}
+
+/// Why an allow pattern reaches names its author most likely did not mean, with the safer pattern to write
+/// instead; `None` for patterns bounded by a registrable domain. A glob's wildcards must be followed by a dot
+/// and a domain that is not a public suffix (`api-*.cast.ai` is bounded; `*cast.ai` matches `evilcast.ai`,
+/// `api.*` matches `api.evil.com`); a suffix pattern must not be a public suffix (`*.com`, `.co.uk`).
+pub fn breadth(p: &Pattern) -> Option<String> {
+    match p {
+        Pattern::Glob(g) => {
+            let tail = g.rfind(GLOB_CHARS).map_or(g.as_str(), |i| &g[i + 1..]);
+            match tail.split_once('.') {
+                None => Some(format!(
+                    "glob {g:?} ends in a wildcard, so it matches names in any domain (\"api.*\" matches \
+                     api.evil.com); name the domain, e.g. \"{}.example.com\"",
+                    match g[..g.find(GLOB_CHARS).unwrap_or(0)].trim_end_matches('.') {
+                        "" => "api",
+                        stem => stem,
+                    }
+                )),
+                Some(("", anchor)) if is_public_suffix(anchor) => Some(format!(
+                    "glob {g:?} spans the public suffix {anchor:?}: it matches anyone's names under it; name the \
+                     registrable domain, e.g. \"*.example.{anchor}\""
+                )),
+                Some((label, anchor)) if !label.is_empty() && is_public_suffix(anchor) => Some(format!(
+                    "glob {g:?} is not bounded by a label: it matches \"evil{label}.{anchor}\" too; write \
+                     \"*.{label}.{anchor}\" (its subdomains) or \".{label}.{anchor}\" (also {label}.{anchor} itself)"
+                )),
+                _ => None,
+            }
+        }
+        Pattern::Suffix { name, include_apex } if is_public_suffix(name) => Some(format!(
+            "{:?} covers every name under the public suffix {name:?}, which anyone can register; name the \
+             registrable domain, e.g. \"*.example.{name}\"",
+            if *include_apex {
+                format!(".{name}")
+            } else {
+                format!("*.{name}")
+            }
+        )),
+        _ => None,
+    }
+}
+
 fn normalize_name(name: &str, raw: &str) -> Result<String, String> {
     match normalize_host(name) {
         Ok(Host::Name(n)) => Ok(n),
@@ -133,6 +181,51 @@ mod tests {
         for (raw, want) in cases {
             assert_eq!(&parse_pattern(raw).unwrap(), want, "{raw}");
         }
+    }
+
+    #[test]
+    fn broad_patterns_are_told_apart() {
+        let broad = |raw: &str| breadth(&parse_pattern(raw).unwrap());
+        for raw in [
+            "*cast.ai",
+            "api.*",
+            "*",
+            "api.*.com",
+            "*-cdn.co.uk",
+            "[ab]cast.ai",
+            "x.{cast.ai,com}",
+            "*.com",
+            ".co.uk",
+            "*.s3.amazonaws.com",
+        ] {
+            assert!(broad(raw).is_some(), "{raw} should be broad");
+        }
+        for raw in [
+            "api-*.cast.ai",
+            "*.*.cast.ai",
+            "api?.cast.ai",
+            "*x.cast.ai",
+            "{a,b}.cast.ai",
+            "*.cast.ai",
+            ".cast.ai",
+            "api.cast.ai",
+            "10.0.0.0/8",
+            ".test",
+            "*.cluster.local",
+            "*.amazonaws.com",
+        ] {
+            assert_eq!(broad(raw), None, "{raw}");
+        }
+        let m = broad("*cast.ai").unwrap();
+        assert!(
+            m.contains("evilcast.ai") && m.contains("\"*.cast.ai\"") && m.contains("\".cast.ai\""),
+            "{m}"
+        );
+        let m = broad("api.*").unwrap();
+        assert!(
+            m.contains("api.evil.com") && m.contains("\"api.example.com\""),
+            "{m}"
+        );
     }
 
     #[test]

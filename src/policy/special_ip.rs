@@ -33,6 +33,22 @@ pub fn special_purpose(ip: IpAddr) -> Option<SpecialRange> {
     }
 }
 
+/// Why `ip` may not be dialled, for the log's `detail`: `None` if it is globally routable or covered by one of
+/// the `exceptions` (`destinations.allow_cidrs`).
+pub fn forbidden(ip: IpAddr, exceptions: &[ipnet::IpNet]) -> Option<String> {
+    let range = special_purpose(ip)?;
+    if exceptions.iter().any(|n| n.contains(&ip)) {
+        return None;
+    }
+    Some(match range.via {
+        Some(via) => format!(
+            "{ip} embeds ({via}) an address in {} ({})",
+            range.cidr, range.name
+        ),
+        None => format!("{ip} is in {} ({})", range.cidr, range.name),
+    })
+}
+
 struct V4Range {
     net: u32,
     mask: u32,
@@ -85,18 +101,24 @@ const fn v6(segments: [u16; 8], prefix: u32, name: &'static str, cidr: &'static 
     }
 }
 
-/// IPv4 special-purpose ranges (RFC 6890 and the IANA registry). The first
+/// IPv4 special-purpose ranges (RFC 6890 and the IANA registry), plus cloud platform endpoints that sit on
+/// public addresses (README, "Cloud platform endpoints"). The first
 /// match wins, so more specific ranges come before the ranges containing
 /// them.
 const V4_RANGES: &[V4Range] = &[
     v4([0, 0, 0, 0], 32, "unspecified", "0.0.0.0/32"),
     v4([0, 0, 0, 0], 8, "this_network", "0.0.0.0/8"),
     v4([10, 0, 0, 0], 8, "private", "10.0.0.0/8"),
+    // Includes Alibaba Cloud's metadata endpoint 100.100.100.200.
     v4([100, 64, 0, 0], 10, "cgnat", "100.64.0.0/10"),
     v4([127, 0, 0, 0], 8, "loopback", "127.0.0.0/8"),
     // Includes the cloud metadata endpoint 169.254.169.254.
     v4([169, 254, 0, 0], 16, "link_local", "169.254.0.0/16"),
+    // Azure's WireServer (platform DNS, DHCP, health probes, VM agent): a public-looking address that only
+    // the platform answers, from inside every Azure virtual network.
+    v4([168, 63, 129, 16], 32, "cloud_platform", "168.63.129.16/32"),
     v4([172, 16, 0, 0], 12, "private", "172.16.0.0/12"),
+    // Includes 192.0.0.192, listed as an Oracle Cloud metadata address.
     v4([192, 0, 0, 0], 24, "ietf_protocol", "192.0.0.0/24"),
     v4([192, 0, 2, 0], 24, "documentation", "192.0.2.0/24"),
     v4([192, 88, 99, 0], 24, "6to4_relay", "192.88.99.0/24"),
@@ -382,12 +404,55 @@ mod tests {
     }
 
     #[test]
+    fn cloud_platform_endpoints_are_special() {
+        check(&[
+            // AWS instance metadata, Time Sync, DNS, ECS task metadata, EKS Pod Identity.
+            ("169.254.169.254", direct("link_local", "169.254.0.0/16")),
+            ("169.254.169.123", direct("link_local", "169.254.0.0/16")),
+            ("169.254.169.253", direct("link_local", "169.254.0.0/16")),
+            ("169.254.170.2", direct("link_local", "169.254.0.0/16")),
+            ("169.254.170.23", direct("link_local", "169.254.0.0/16")),
+            ("fd00:ec2::254", direct("unique_local", "fc00::/7")),
+            ("fd00:ec2::123", direct("unique_local", "fc00::/7")),
+            ("fd00:ec2::253", direct("unique_local", "fc00::/7")),
+            ("fd00:ec2::23", direct("unique_local", "fc00::/7")),
+            // Google Cloud metadata over IPv6.
+            ("fd20:ce::254", direct("unique_local", "fc00::/7")),
+            // Azure WireServer.
+            (
+                "168.63.129.16",
+                direct("cloud_platform", "168.63.129.16/32"),
+            ),
+            (
+                "::ffff:168.63.129.16",
+                via("cloud_platform", "168.63.129.16/32", "ipv4_mapped"),
+            ),
+            // Oracle Cloud, Alibaba Cloud.
+            ("192.0.0.192", direct("ietf_protocol", "192.0.0.0/24")),
+            ("100.100.100.200", direct("cgnat", "100.64.0.0/10")),
+        ]);
+    }
+
+    #[test]
+    fn forbidden_explains_and_honours_exceptions() {
+        let ip: IpAddr = "168.63.129.16".parse().unwrap();
+        assert_eq!(
+            forbidden(ip, &[]).as_deref(),
+            Some("168.63.129.16 is in 168.63.129.16/32 (cloud_platform)")
+        );
+        assert_eq!(forbidden(ip, &["168.63.129.16/32".parse().unwrap()]), None);
+        assert_eq!(forbidden("8.8.8.8".parse().unwrap(), &[]), None);
+    }
+
+    #[test]
     fn public_addresses_are_not_special() {
         check(&[
             ("8.8.8.8", None),
             ("1.1.1.1", None),
             ("104.16.81.56", None),
             ("100.100.100.100", direct("cgnat", "100.64.0.0/10")),
+            ("168.63.129.15", None),
+            ("168.63.129.17", None),
             ("2606:4700::6810:5138", None),
             ("2001:4860:4860::8888", None),
             ("2a00:1450:4001:80b::200e", None),

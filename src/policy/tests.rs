@@ -80,7 +80,13 @@ fn host_pattern_forms() {
             Some("cidr"),
             Reason::Allowed,
         ),
-        ("[2001:db8:2::1]:443", false, None, Reason::DeniedNoRule),
+        // Outside every rule, and in a special-purpose range (documentation).
+        (
+            "[2001:db8:2::1]:443",
+            false,
+            None,
+            Reason::DeniedPrivateAddress,
+        ),
         ("api.cast.ai:80", false, Some("exact"), Reason::DeniedPort),
     ];
     for (target, allowed, rule, reason) in cases {
@@ -97,8 +103,9 @@ fn host_pattern_forms() {
 fn ip_literal_never_matches_name_rules() {
     // A name pattern that looks like the start of an address must not allow an IP target.
     let p = policy(&[("names", RuleKind::Allow, ANY, &[".example", "*"])]);
-    assert_eq!(decide(&p, "10.0.0.1:443").2, Reason::DeniedNoRule);
-    assert_eq!(decide(&p, "[2001:db8::1]:443").2, Reason::DeniedNoRule);
+    assert_eq!(decide(&p, "104.16.81.56:443").2, Reason::DeniedNoRule);
+    assert_eq!(decide(&p, "[2606:4700::1]:443").2, Reason::DeniedNoRule);
+    assert_eq!(decide(&p, "10.0.0.1:443").2, Reason::DeniedPrivateAddress);
     assert!(decide(&p, "anything.example:443").0);
 }
 
@@ -490,5 +497,38 @@ fn report_mode_allow_rule_lets_its_near_misses_through() {
     assert_eq!(
         decide_full(&p, "x.vendor.test:443", None),
         (false, false, None, Reason::DeniedNoRule)
+    );
+}
+
+#[test]
+fn unnamed_special_ip_literals_are_private_address_denials() {
+    let p = policy(&[("web", RuleKind::Allow, P443, &["api.example"])]);
+    assert_eq!(
+        decide(&p, "169.254.169.254:80"),
+        (false, None, Reason::DeniedPrivateAddress)
+    );
+    assert_eq!(
+        decide(&p, "[::ffff:10.0.0.1]:22"),
+        (false, None, Reason::DeniedPrivateAddress)
+    );
+    assert_eq!(
+        decide(&p, "8.8.8.8:443"),
+        (false, None, Reason::DeniedNoRule)
+    );
+    assert_eq!(
+        decide(&p, "unknown.example:443"),
+        (false, None, Reason::DeniedNoRule)
+    );
+    // An address in destinations.allow_cidrs may be dialled; without a rule it is an ordinary denial.
+    let mut b = PolicyBuilder::default();
+    b.destination_exceptions(vec!["10.0.0.0/8".parse().unwrap()]);
+    let p = b.build().unwrap();
+    assert_eq!(
+        decide(&p, "10.0.0.1:22"),
+        (false, None, Reason::DeniedNoRule)
+    );
+    assert_eq!(
+        decide(&p, "169.254.169.254:80"),
+        (false, None, Reason::DeniedPrivateAddress)
     );
 }

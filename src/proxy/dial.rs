@@ -2,7 +2,7 @@
 //! checked; there is never a second lookup between the check and the connect.
 
 use crate::config::Settings;
-use crate::policy::special_ip::special_purpose;
+use crate::policy::special_ip;
 use crate::reason::Reason;
 use crate::target::{Host, Target};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
@@ -95,17 +95,7 @@ impl Dialer {
 
     /// The destination check: `None` if `ip` may be dialled, else the special-purpose range it is in.
     pub fn forbidden(&self, ip: IpAddr) -> Option<String> {
-        let range = special_purpose(ip)?;
-        if self.allow_cidrs.iter().any(|n| n.contains(&ip)) {
-            return None;
-        }
-        Some(match range.via {
-            Some(via) => format!(
-                "{ip} embeds ({via}) an address in {} ({})",
-                range.cidr, range.name
-            ),
-            None => format!("{ip} is in {} ({})", range.cidr, range.name),
-        })
+        special_ip::forbidden(ip, &self.allow_cidrs)
     }
 
     /// Addresses for the target, every one checked. Any forbidden address fails the whole lookup, so a

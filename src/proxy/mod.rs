@@ -168,9 +168,10 @@ impl Ctx {
                 crate::policy::Credentials::Unchecked => Some((
                     Reason::AuthBusy,
                     format!(
-                        "too many password checks in progress; this one got no turn within timeouts.header \
-                         ({:?}); retry",
-                        self.settings.timeouts.header
+                        "too many password checks in progress: this one got no turn within timeouts.header \
+                         ({:?}), or this client address already has {} pending; retry",
+                        self.settings.timeouts.header,
+                        password_checks::PER_SOURCE
                     ),
                 )),
                 crate::policy::Credentials::Invalid => Some((
@@ -215,9 +216,25 @@ impl Ctx {
             Reason::DeniedPort => {
                 format!("port {} is not in the matching rule's ports", target.port)
             }
-            Reason::DeniedPath => "the path is not under the matching rule's paths".into(),
+            Reason::DeniedPath => match path.and_then(crate::policy::path::ambiguity) {
+                Some(why) => format!(
+                    "the path is ambiguous: it contains {why}; rules with paths refuse such paths"
+                ),
+                None => "the path is not under the matching rule's paths".into(),
+            },
             Reason::DeniedNoIdentity => {
                 "require_identity is set and the client belongs to no client group".into()
+            }
+            Reason::DeniedPrivateAddress => {
+                if let crate::target::Host::Ip(ip) = target.host {
+                    o.denied_addr = Some(ip);
+                }
+                let why = self
+                    .settings
+                    .policy
+                    .private_literal(target)
+                    .unwrap_or_default();
+                format!("{why}, and no allow rule names it (destinations.allow_cidrs and an IP rule would)")
             }
             _ => "no allow rule matches this host and port".into(),
         });
@@ -236,9 +253,11 @@ impl Ctx {
         let policy = self.settings.policy.clone();
         o.credentials = match policy.clients.known(header.as_ref()) {
             Some(c) => c,
-            None => password_checks::run(self.settings.timeouts.header, move || {
-                policy.clients.authenticate(header.as_ref())
-            })
+            None => password_checks::run(
+                o.client_addr.ip(),
+                self.settings.timeouts.header,
+                move || policy.clients.authenticate(header.as_ref()),
+            )
             .await
             .unwrap_or(crate::policy::Credentials::Unchecked),
         };
