@@ -350,6 +350,8 @@ fn kubernetes_service_link_variables_are_not_configuration() {
     assert!(
         listening,
         "egressd did not start with service-link variables"
+    );
+}
 
 #[test]
 fn validate_refuses_broad_globs_unless_the_rule_means_it() {
