@@ -178,3 +178,105 @@ async fn required_client_certificates_refuse_clients_without_one() {
     let out = s.fetch(Some("agent")).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
+
+/// A client certificate was verified by the CA in force at its handshake. After a reload that replaces the
+/// CA, a kept-alive connection of the TLS listener ends after its current request (the client must handshake
+/// again, against the new CA); a reload that leaves the CA alone keeps it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_rotates_the_client_ca_ends_verified_connections() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = http_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca1 = ca("egressd test CA");
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca1.cert.pem()).unwrap();
+    let (cert, key) = issue(
+        dir.path(),
+        &ca1,
+        "proxy",
+        vec![SanType::IpAddress("127.0.0.1".parse().unwrap())],
+    );
+    let (agent_cert, agent_key) = issue(
+        dir.path(),
+        &ca1,
+        "agent",
+        vec![SanType::URI(
+            "spiffe://cluster.local/ns/castai-agent/sa/agent"
+                .try_into()
+                .unwrap(),
+        )],
+    );
+    let path = dir.path().join("egressd.yaml");
+    let yaml = |extra: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\nlisten_tls: 127.0.0.1:0\n\
+             tls: {{cert: {cert}, key: {key}, client_ca: {ca}}}\n\
+             clients:\n  - name: castai-agents\n    certs: [\"spiffe://cluster.local/ns/castai-agent/*\"]\n\
+             allow:\n  - name: plain\n    hosts: [b.test{extra}]\n    ports: [{port}]\n    clients: [castai-agents]\n\
+             destinations: {{allow_cidrs: [\"127.0.0.0/8\"]}}\ndns: {{hosts: {{b.test: [\"127.0.0.1\"]}}}}\n",
+            ca = ca_path.display(),
+            port = origin.port(),
+        )
+    };
+    std::fs::write(&path, yaml("")).unwrap();
+    let proxy = start_proxy_file(&path).await;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(ca1.cert.pem().as_bytes()).unwrap())
+        .unwrap();
+    let chain = rustls::pki_types::CertificateDer::pem_file_iter(&agent_cert)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&agent_key).unwrap();
+    let cfg = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(proxy.tls_addr.unwrap())
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(cfg.clone()))
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    };
+    let get = format!(
+        "GET http://b.test:{}/ HTTP/1.1\r\nHost: b.test\r\n\r\n",
+        origin.port()
+    );
+    // Reads one response (the origin's body is short): its status line.
+    async fn answer<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    let mut s = connect().await;
+    s.write_all(get.as_bytes()).await.unwrap();
+    assert!(answer(&mut s).await.starts_with("HTTP/1.1 200"));
+
+    // A reload that keeps the CA: the connection stays and is served.
+    std::fs::write(&path, yaml(", c.test")).unwrap();
+    proxy.reloader.reload().unwrap();
+    s.write_all(get.as_bytes()).await.unwrap();
+    assert!(answer(&mut s).await.starts_with("HTTP/1.1 200"));
+
+    // A new CA: the connection ends (it is idle, so at once).
+    std::fs::write(&path.with_file_name("ca.pem"), ca("another CA").cert.pem()).unwrap();
+    proxy.reloader.reload().unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the connection is closed, not left open");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
