@@ -272,7 +272,7 @@ async fn a_reload_that_rotates_the_client_ca_ends_verified_connections() {
     assert!(answer(&mut s).await.starts_with("HTTP/1.1 200"));
 
     // A new CA: the connection ends (it is idle, so at once).
-    std::fs::write(&path.with_file_name("ca.pem"), ca("another CA").cert.pem()).unwrap();
+    std::fs::write(&ca_path, ca("another CA").cert.pem()).unwrap();
     proxy.reloader.reload().unwrap();
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf))
