@@ -81,6 +81,14 @@ enum Command {
         /// Distinct (destination, client, reason) groups kept; decisions for more are counted, not shown.
         #[arg(long, default_value_t = egressd::audit::DEFAULT_MAX_GROUPS)]
         max_groups: usize,
+        /// `client`: one row per client address (and its client group); `group`: one row per client group,
+        /// whatever the address (which vendor's agents are refused).
+        #[arg(long, value_enum, default_value = "client")]
+        by: AuditBy,
+        /// Summarize allowed decisions by the rule that allowed them (what each vendor reached) instead of
+        /// the refusals.
+        #[arg(long, conflicts_with = "suggest")]
+        allowed: bool,
     },
     /// NO_PROXY tools: how Go, curl and Python clients read a NO_PROXY value.
     Noproxy {
@@ -120,6 +128,12 @@ enum AuditFormat {
     Table,
     Json,
     Markdown,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AuditBy {
+    Client,
+    Group,
 }
 
 #[derive(Subcommand)]
@@ -370,6 +384,8 @@ fn main() -> ExitCode {
             group_wildcards,
             top,
             max_groups,
+            by,
+            allowed,
         } => {
             let opts = egressd::audit::Options {
                 file,
@@ -384,6 +400,10 @@ fn main() -> ExitCode {
                 group_wildcards,
                 top,
                 max_groups,
+                view: egressd::audit::View {
+                    by_group: by == AuditBy::Group,
+                    allowed,
+                },
             };
             print_or_fail(egressd::audit::run(&opts, time::OffsetDateTime::now_utc()))
         }

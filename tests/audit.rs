@@ -301,6 +301,7 @@ fn formats_show_the_same_groups() {
         [
             "a.vendor.example.com:443",
             "10.0.0.1",
+            "-",
             "denied_no_rule",
             "2",
             "0",
@@ -572,6 +573,134 @@ fn unreadable_input_is_a_clear_error() {
 
     let out = audit(&["--group-wildcards", gz.to_str().unwrap()]);
     assert_eq!(out.code, Some(2), "--group-wildcards needs --suggest");
+}
+
+/// Which vendor's agents are refused (`--by group`), and what each vendor reached (`--allowed`), with client
+/// groups and users beside the address and times to the second.
+#[test]
+fn views_by_client_group_and_of_what_was_allowed() {
+    let line = |ts: &str,
+                client: &str,
+                groups: &str,
+                user: &str,
+                host: &str,
+                d: &str,
+                reason: &str,
+                rule: &str| {
+        format!(
+            r#"{{"ts":"{ts}","event":"decision","client_addr":"{client}:4000","host":"{host}","port":443,"decision":"{d}","reason":"{reason}","rule":{rule},"client":[{groups}],"user":{user}}}"#
+        )
+    };
+    let log = [
+        line(
+            "2026-11-29T10:00:00.123456Z",
+            "10.42.0.7",
+            r#""castai-agents""#,
+            "null",
+            "telemetry.cast.ai",
+            "deny",
+            "denied_no_rule",
+            "null",
+        ),
+        line(
+            "2026-11-29T10:00:05.5Z",
+            "10.42.0.8",
+            r#""castai-agents""#,
+            "null",
+            "telemetry.cast.ai",
+            "deny",
+            "denied_no_rule",
+            "null",
+        ),
+        line(
+            "2026-11-29T10:01:00Z",
+            "10.43.0.9",
+            r#""cloudcasa""#,
+            r#""casa""#,
+            "evil.example",
+            "deny",
+            "denied_no_rule",
+            "null",
+        ),
+        line(
+            "2026-11-29T10:02:00Z",
+            "10.42.0.7",
+            r#""castai-agents""#,
+            "null",
+            "api.cast.ai",
+            "allow",
+            "allowed",
+            r#""castai-us/api""#,
+        ),
+        line(
+            "2026-11-29T10:03:00Z",
+            "10.42.0.8",
+            r#""castai-agents""#,
+            "null",
+            "api.cast.ai",
+            "allow",
+            "allowed",
+            r#""castai-us/api""#,
+        ),
+        line(
+            "2026-11-29T10:04:00Z",
+            "10.43.0.9",
+            r#""cloudcasa""#,
+            r#""casa""#,
+            "agent.cloudcasa.io",
+            "allow",
+            "allowed",
+            r#""cloudcasa/agent""#,
+        ),
+    ]
+    .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_file(dir.path(), "groups.log", &log);
+    let path = file.to_str().unwrap();
+
+    let table = audit_ok(&[path]);
+    let row = table
+        .lines()
+        .find(|l| l.contains("10.42.0.7"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("castai-agents"), "{row}");
+    assert!(
+        row.contains("2026-11-29T10:00:00Z") && !row.contains(".123"),
+        "{row}"
+    );
+    assert!(table.contains("cloudcasa user=casa"), "{table}");
+
+    let by_group = audit_json(&["--by", "group", path]);
+    let groups = by_group["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{by_group}");
+    assert_eq!(groups[0]["client_group"], "castai-agents");
+    assert_eq!(groups[0]["denied"], 2);
+    assert!(groups[0]["client"].is_null());
+    assert_eq!(groups[0]["last_seen"], "2026-11-29T10:00:05Z");
+
+    let allowed = audit_json(&["--allowed", "--by", "group", path]);
+    let groups = allowed["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 2, "{allowed}");
+    assert_eq!(
+        (
+            &groups[0]["rule"],
+            &groups[0]["allowed"],
+            &groups[0]["destination"]
+        ),
+        (
+            &"castai-us/api".into(),
+            &2.into(),
+            &"api.cast.ai:443".into()
+        )
+    );
+    assert_eq!(groups[1]["client_group"], "cloudcasa user=casa");
+    let table = audit_ok(&["--allowed", path]);
+    assert!(
+        table.contains("RULE") && table.contains("ALLOWED"),
+        "{table}"
+    );
+    assert!(!table.contains("WOULD_DENY"), "{table}");
+    assert_eq!(audit(&["--allowed", "--suggest", path]).code, Some(2));
 }
 
 // --- logs as pipelines hand them back ---

@@ -12,6 +12,8 @@ use time::OffsetDateTime;
 pub const MAX_HOST_LEN: usize = 255;
 /// The longest reason code kept (egressd's own codes are far shorter).
 pub const MAX_REASON_LEN: usize = 64;
+/// The longest rule name, user name and client-group list kept.
+pub const MAX_NAME_LEN: usize = 128;
 
 /// What a decision line said about the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +33,12 @@ pub struct Decision<'a> {
     /// The client's IP address (the port of `client_addr` is dropped).
     pub client: Option<IpAddr>,
     pub reason: Cow<'a, str>,
+    /// The client groups the client was in, comma-separated (`None`: none, or an older log).
+    pub groups: Option<String>,
+    /// The user of accepted credentials.
+    pub user: Option<Cow<'a, str>>,
+    /// The rule that decided.
+    pub rule: Option<Cow<'a, str>>,
 }
 
 /// How a line was classified.
@@ -61,6 +69,12 @@ struct Raw<'a> {
     client_addr: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    client: Option<Vec<Cow<'a, str>>>,
+    #[serde(borrow, default)]
+    user: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    rule: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -107,6 +121,12 @@ pub fn classify(line: &[u8]) -> Line<'_> {
         port: raw.port,
         client: raw.client_addr.as_deref().and_then(client_ip),
         reason: cut(reason, MAX_REASON_LEN),
+        groups: raw
+            .client
+            .filter(|g| !g.is_empty())
+            .map(|g| cut(Cow::Owned(g.join(",")), MAX_NAME_LEN).into_owned()),
+        user: raw.user.map(|u| cut(u, MAX_NAME_LEN)),
+        rule: raw.rule.map(|r| cut(r, MAX_NAME_LEN)),
     })
 }
 
@@ -146,6 +166,19 @@ mod tests {
         assert_eq!(d.client, Some("10.0.0.7".parse().unwrap()));
         assert_eq!(d.reason, "denied_no_rule");
         assert_eq!(d.ts.unix_timestamp(), 1_795_942_800);
+        assert_eq!((d.groups, d.user, d.rule), (None, None, None));
+        let line = DENY
+            .replace(
+                r#""alpn":[]"#,
+                r#""alpn":[],"client":["castai-agents","ci"],"user":"castai""#,
+            )
+            .replace(r#""rule":null"#, r#""rule":"castai-us/api""#);
+        let Line::Decision(d) = classify(line.as_bytes()) else {
+            panic!("not a decision");
+        };
+        assert_eq!(d.groups.as_deref(), Some("castai-agents,ci"));
+        assert_eq!(d.user.as_deref(), Some("castai"));
+        assert_eq!(d.rule.as_deref(), Some("castai-us/api"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub use render::Format;
 
 use std::path::PathBuf;
 use summary::Summary;
+pub use summary::View;
 use window::Window;
 
 /// Default for `--max-groups`: about 30 MB of aggregates at most (some 300 bytes per group).
@@ -34,6 +35,7 @@ pub struct Options {
     /// Groups shown; 0 shows all.
     pub top: usize,
     pub max_groups: usize,
+    pub view: View,
 }
 
 /// Read the log and render the summary (or, with `suggest`, the YAML snippet). Errors name the file and
@@ -44,7 +46,7 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
         return Err("--max-groups must be at least 1".to_string());
     }
     let mut input = input::Input::open(opts.file.as_deref())?;
-    let mut summary = Summary::new(window, opts.max_groups);
+    let mut summary = Summary::new(window, opts.max_groups, opts.view);
     let mut buf = Vec::with_capacity(4096);
     let mut unwrapper = envelope::Unwrapper::new();
     // The first line that was not a decision, for the message when none was.
@@ -88,6 +90,7 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
         max_groups: summary.max_groups(),
         groups: &groups,
         top: opts.top,
+        view: opts.view,
     };
     if opts.suggest {
         return Ok(suggest::suggest(&report, opts.group_wildcards));

@@ -1,6 +1,6 @@
 //! The summary as a table for people, JSON for programs, or Markdown for tickets and chat.
 
-use super::summary::{Counts, GroupKey, GroupStats};
+use super::summary::{Counts, GroupKey, GroupStats, View};
 use super::window::{rfc3339, Window};
 use comfy_table::{presets, CellAlignment, Table};
 use serde_json::json;
@@ -22,6 +22,7 @@ pub struct Report<'a> {
     pub groups: &'a [(&'a GroupKey, &'a GroupStats)],
     /// How many groups to show; 0 shows all.
     pub top: usize,
+    pub view: View,
 }
 
 impl Report<'_> {
@@ -46,20 +47,54 @@ pub fn render(r: &Report<'_>, format: Format) -> String {
     }
 }
 
-const HEADER: [&str; 7] = [
-    "destination",
-    "client",
-    "reason",
-    "denied",
-    "would_deny",
-    "first seen",
-    "last seen",
-];
+/// The columns of a view: refusals by client address (the default), by client group, or what was allowed.
+fn header(view: View) -> Vec<&'static str> {
+    let mut h = vec!["destination"];
+    if !view.by_group {
+        h.push("client");
+    }
+    h.push("client group");
+    if view.allowed {
+        h.extend(["rule", "allowed"]);
+    } else {
+        h.extend(["reason", "denied", "would_deny"]);
+    }
+    h.extend(["first seen", "last seen"]);
+    h
+}
+
+fn row(view: View, k: &GroupKey, s: &GroupStats) -> Vec<String> {
+    let mut cells = vec![printable(&k.destination())];
+    if !view.by_group {
+        cells.push(k.client());
+    }
+    cells.push(printable(k.identity()));
+    if view.allowed {
+        cells.extend([printable(&k.reason), s.denied.to_string()]);
+    } else {
+        cells.extend([
+            reason_text(&k.reason),
+            s.denied.to_string(),
+            s.would_deny.to_string(),
+        ]);
+    }
+    cells.extend([seconds(s.first_seen), seconds(s.last_seen)]);
+    cells
+}
+
+/// A time to the second, in UTC: what a reader compares by eye.
+fn seconds(t: time::OffsetDateTime) -> String {
+    rfc3339(t.replace_nanosecond(0).unwrap_or(t))
+}
 
 fn text(r: &Report<'_>, markdown: bool) -> String {
     let mut out = String::new();
     if markdown {
-        out.push_str("## Denied connections\n\n");
+        out.push_str(if r.view.allowed {
+            "## Allowed connections\n\n"
+        } else {
+            "## Denied connections\n\n"
+        });
     }
     // In Markdown each note is its own paragraph.
     let sep = if markdown { "\n\n" } else { "\n" };
@@ -68,7 +103,11 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
         out.push_str(sep);
     }
     if r.groups.is_empty() {
-        out.push_str("no denied or would_deny decisions");
+        out.push_str(if r.view.allowed {
+            "no allowed decisions"
+        } else {
+            "no denied or would_deny decisions"
+        });
         out.push_str(sep);
     } else {
         if !markdown {
@@ -77,28 +116,36 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
         let mut t = Table::new();
         if markdown {
             t.load_style(presets::ASCII_MARKDOWN);
-            t.set_header(HEADER.to_vec());
+            t.set_header(header(r.view));
         } else {
             t.load_style(presets::NOTHING);
-            t.set_header(HEADER.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>());
+            t.set_header(
+                header(r.view)
+                    .iter()
+                    .map(|h| h.to_uppercase())
+                    .collect::<Vec<_>>(),
+            );
         }
         for (k, s) in r.shown() {
-            let cells = [
-                printable(&k.destination()),
-                k.client(),
-                reason_text(&k.reason),
-                s.denied.to_string(),
-                s.would_deny.to_string(),
-                rfc3339(s.first_seen),
-                rfc3339(s.last_seen),
-            ];
-            t.add_row(cells.map(|c| if markdown { escape_markdown(&c) } else { c }));
+            let cells = row(r.view, k, s);
+            t.add_row(
+                cells
+                    .into_iter()
+                    .map(|c| if markdown { escape_markdown(&c) } else { c })
+                    .collect::<Vec<_>>(),
+            );
         }
+        let numeric: Vec<usize> = header(r.view)
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| matches!(**h, "denied" | "would_deny" | "allowed"))
+            .map(|(i, _)| i)
+            .collect();
         for (i, col) in t.column_iter_mut().enumerate() {
             if !markdown {
                 col.set_padding((0, 2));
             }
-            if i == 3 || i == 4 {
+            if numeric.contains(&i) {
                 col.set_cell_alignment(CellAlignment::Right);
             }
         }
@@ -213,11 +260,14 @@ fn json(r: &Report<'_>) -> String {
                 "host": k.host.as_deref(),
                 "port": k.port,
                 "client": k.client.map(|c| c.to_string()),
-                "reason": &*k.reason,
-                "denied": s.denied,
-                "would_deny": s.would_deny,
-                "first_seen": rfc3339(s.first_seen),
-                "last_seen": rfc3339(s.last_seen),
+                "client_group": (!k.identity.is_empty()).then(|| &*k.identity),
+                "reason": (!r.view.allowed).then(|| &*k.reason),
+                "rule": r.view.allowed.then(|| &*k.reason),
+                "denied": (!r.view.allowed).then_some(s.denied),
+                "would_deny": (!r.view.allowed).then_some(s.would_deny),
+                "allowed": r.view.allowed.then_some(s.denied),
+                "first_seen": seconds(s.first_seen),
+                "last_seen": seconds(s.last_seen),
             })
         })
         .collect();

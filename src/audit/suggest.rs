@@ -287,6 +287,7 @@ mod tests {
     ) -> (GroupKey, GroupStats) {
         let at = |s: &str| OffsetDateTime::parse(s, &Rfc3339).unwrap();
         let key = GroupKey {
+            identity: "".into(),
             host: Some(host.into()),
             port: Some(port),
             client: Some(client.parse().unwrap()),
@@ -318,6 +319,7 @@ mod tests {
             max_groups: 10,
             groups: &refs,
             top: 0,
+            view: Default::default(),
         };
         let out = suggest(&report, true);
         let expected =

@@ -13,6 +13,9 @@ pub struct GroupKey {
     pub host: Option<Box<str>>,
     pub port: Option<u16>,
     pub client: Option<IpAddr>,
+    /// Client groups and user, as [`GroupKey::identity`] shows them (empty: unidentified).
+    pub identity: Box<str>,
+    /// The reason code; in the allowed view, the rule that allowed.
     pub reason: Box<str>,
 }
 
@@ -30,6 +33,34 @@ impl GroupKey {
     pub fn client(&self) -> String {
         self.client
             .map_or_else(|| "-".to_string(), |c| c.to_string())
+    }
+
+    /// `castai-agents`, `castai-agents user=castai`, or `-` for a client in no group.
+    pub fn identity(&self) -> &str {
+        if self.identity.is_empty() {
+            "-"
+        } else {
+            &self.identity
+        }
+    }
+}
+
+/// What the groups are made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct View {
+    /// Group by client group (and user) only, not by client address.
+    pub by_group: bool,
+    /// Summarize allowed decisions by the rule that allowed them (what each vendor reached), instead of
+    /// the refusals.
+    pub allowed: bool,
+}
+
+fn identity(d: &Decision<'_>) -> Box<str> {
+    match (&d.groups, &d.user) {
+        (None, None) => "".into(),
+        (Some(g), None) => g.as_str().into(),
+        (None, Some(u)) => format!("user={u}").into(),
+        (Some(g), Some(u)) => format!("{g} user={u}").into(),
     }
 }
 
@@ -69,15 +100,17 @@ pub struct Counts {
 
 pub struct Summary {
     window: Window,
+    view: View,
     max_groups: usize,
     groups: HashMap<GroupKey, GroupStats>,
     pub counts: Counts,
 }
 
 impl Summary {
-    pub fn new(window: Window, max_groups: usize) -> Self {
+    pub fn new(window: Window, max_groups: usize, view: View) -> Self {
         Summary {
             window,
+            view,
             max_groups,
             groups: HashMap::new(),
             counts: Counts::default(),
@@ -86,6 +119,10 @@ impl Summary {
 
     pub fn window(&self) -> Window {
         self.window
+    }
+
+    pub fn view(&self) -> View {
+        self.view
     }
 
     pub fn max_groups(&self) -> usize {
@@ -119,18 +156,23 @@ impl Summary {
         }
         self.counts.decisions += 1;
         match d.verdict {
-            Verdict::Allow => {
-                self.counts.allowed += 1;
-                return;
-            }
+            Verdict::Allow => self.counts.allowed += 1,
             Verdict::Deny => self.counts.denied += 1,
             Verdict::WouldDeny => self.counts.would_deny += 1,
         }
+        if (d.verdict == Verdict::Allow) != self.view.allowed {
+            return;
+        }
         let key = GroupKey {
+            identity: identity(&d),
+            reason: if self.view.allowed {
+                d.rule.as_deref().unwrap_or("-").into()
+            } else {
+                d.reason.as_ref().into()
+            },
             host: d.host.map(|h| h.into()),
             port: d.port,
-            client: d.client,
-            reason: d.reason.into(),
+            client: if self.view.by_group { None } else { d.client },
         };
         let len = self.groups.len();
         let stats = match self.groups.get_mut(&key) {
@@ -181,7 +223,7 @@ mod tests {
 
     #[test]
     fn groups_count_and_track_first_and_last_seen() {
-        let mut s = Summary::new(Window::default(), 100);
+        let mut s = Summary::new(Window::default(), 100, View::default());
         #[rustfmt::skip]
         let decisions = [
             ("2026-11-29T10:00:00Z", "deny", "a.example", "10.0.0.1", "denied_no_rule"),
@@ -228,7 +270,7 @@ mod tests {
 
     #[test]
     fn groups_beyond_the_limit_are_counted_not_kept() {
-        let mut s = Summary::new(Window::default(), 2);
+        let mut s = Summary::new(Window::default(), 2, View::default());
         let deny = |host: &str| {
             line(
                 "2026-11-29T10:00:00Z",
@@ -259,7 +301,7 @@ mod tests {
             ),
             until: None,
         };
-        let mut s = Summary::new(w, 10);
+        let mut s = Summary::new(w, 10, View::default());
         let early = line(
             "2026-11-29T09:59:59Z",
             "deny",
@@ -281,6 +323,7 @@ mod tests {
     #[test]
     fn destinations_render_like_authorities() {
         let k = |host: Option<&str>, port| GroupKey {
+            identity: "".into(),
             host: host.map(Into::into),
             port,
             client: None,
@@ -293,5 +336,95 @@ mod tests {
         assert_eq!(k(Some("a.example"), None).destination(), "a.example");
         assert_eq!(k(None, Some(443)).destination(), "-");
         assert_eq!(k(None, None).client(), "-");
+    }
+
+    #[test]
+    fn views_by_group_and_of_allowed_decisions() {
+        let with = |l: String, extra: &str| l.replacen('{', &format!("{{{extra},"), 1);
+        let lines = vec![
+            with(
+                line(
+                    "2026-11-29T10:00:00Z",
+                    "deny",
+                    "x.example",
+                    "10.0.0.1",
+                    "denied_no_rule",
+                ),
+                r#""client":["castai"]"#,
+            ),
+            with(
+                line(
+                    "2026-11-29T10:00:01Z",
+                    "deny",
+                    "x.example",
+                    "10.0.0.2",
+                    "denied_no_rule",
+                ),
+                r#""client":["castai"],"user":"bot""#,
+            ),
+            with(
+                line(
+                    "2026-11-29T10:00:02Z",
+                    "deny",
+                    "x.example",
+                    "10.0.0.3",
+                    "denied_no_rule",
+                ),
+                r#""client":["castai"]"#,
+            ),
+            with(
+                line(
+                    "2026-11-29T10:00:03Z",
+                    "allow",
+                    "api.cast.ai",
+                    "10.0.0.1",
+                    "allowed",
+                ),
+                r#""client":["castai"],"rule":"castai-us/api""#,
+            ),
+            with(
+                line(
+                    "2026-11-29T10:00:04Z",
+                    "allow",
+                    "api.cast.ai",
+                    "10.0.0.2",
+                    "allowed",
+                ),
+                r#""client":["castai"],"rule":"castai-us/api""#,
+            ),
+        ];
+        let mut by_client = Summary::new(Window::default(), 100, View::default());
+        feed(&mut by_client, &lines);
+        assert_eq!(by_client.groups().len(), 3);
+        let mut by_group = Summary::new(
+            Window::default(),
+            100,
+            View {
+                by_group: true,
+                allowed: false,
+            },
+        );
+        feed(&mut by_group, &lines);
+        let g = by_group.groups();
+        assert_eq!(g.len(), 2, "{g:?}");
+        assert_eq!((g[0].0.identity(), g[0].1.denied), ("castai", 2));
+        assert_eq!((g[1].0.identity(), g[1].1.denied), ("castai user=bot", 1));
+        assert!(g.iter().all(|(k, _)| k.client.is_none()));
+        let mut allowed = Summary::new(
+            Window::default(),
+            100,
+            View {
+                by_group: true,
+                allowed: true,
+            },
+        );
+        feed(&mut allowed, &lines);
+        let g = allowed.groups();
+        assert_eq!(g.len(), 1, "{g:?}");
+        assert_eq!((&*g[0].0.reason, g[0].1.denied), ("castai-us/api", 2));
+        assert_eq!(
+            allowed.counts.denied, 3,
+            "totals still count every decision"
+        );
     }
 }
