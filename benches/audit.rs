@@ -33,7 +33,7 @@ fn audit(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 // With a limit of 1000 groups, the all-new log exercises the "not kept" path.
-                let mut s = Summary::new(Window::default(), 1_000);
+                let mut s = Summary::new(Window::default(), 1_000, Default::default());
                 for l in &lines {
                     s.add(classify(black_box(l.as_bytes())));
                 }
