@@ -689,3 +689,58 @@ async fn a_second_hello_after_a_retry_is_judged_on_redirected_tls() {
         "the second hello reached the origin: {seen:?}"
     );
 }
+
+#[tokio::test]
+async fn redirected_http_forwards_only_the_name_it_judged_and_checks_framing() {
+    let net = Net::new();
+    http_origin_at(SocketAddr::from((net.host(), 80))).await;
+    let proxy = start_proxy(&transparent_yaml(
+        &net,
+        "listen_transparent_http",
+        80,
+        false,
+    ))
+    .await;
+    net.redirect(80, proxy.transparent_http_addr.unwrap().port());
+    let host = net.host();
+    let send = |request: &'static str| {
+        let ns = net.ns.clone();
+        tokio::task::spawn_blocking(move || {
+            in_ns(&ns, move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect((host, 80)).unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+                s.write_all(request.as_bytes()).unwrap();
+                let mut resp = Vec::new();
+                let _ = s.read_to_end(&mut resp);
+                String::from_utf8_lossy(&resp).into_owned()
+            })
+        })
+    };
+
+    let refused = [
+        "GET http://allowed.test/x HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: allowed.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n0\r\n\r\n",
+    ];
+    for (i, request) in refused.into_iter().enumerate() {
+        let resp = send(request).await.unwrap();
+        assert_eq!(status(&resp), 400, "{request:?}: {resp}");
+        assert_eq!(header(&resp, "x-egressd-reason"), Some("bad_request"));
+        assert!(!resp.contains("x-origin"), "reached the origin: {resp}");
+        let d = nth_decision(&proxy, "transparent_http", i + 1).await;
+        assert_eq!(d["reason"], "bad_request", "{d}");
+    }
+    // Authority and Host agree: forwarded, with the judged name as Host.
+    let resp = send(
+        "GET http://allowed.test/ok HTTP/1.1\r\nHost: ALLOWED.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert!(resp.contains("host: allowed.test\n"), "{resp}");
+    let d = nth_decision(&proxy, "transparent_http", 4).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+}

@@ -6,6 +6,7 @@ mod counted;
 pub mod dial;
 mod forward;
 pub mod head;
+mod heads;
 mod hrr;
 mod original_dst;
 mod password_checks;
