@@ -618,6 +618,21 @@ async fn accept_tls(
     let Some((_, cfg)) = &ctx.settings.listen_tls else {
         return;
     };
+    // Over the limit: refused before the handshake, so a flood of stalled handshakes holds no more than
+    // `limits.max_connections` descriptors for long. A 503 would need the handshake; the close is the answer.
+    let Some(permit) = permit else {
+        let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+        o.refuse(
+            Reason::ConnectionLimit,
+            format!(
+                "{} connections already open (limits.max_connections); closed before the TLS handshake",
+                ctx.settings.limits.max_connections
+            ),
+        );
+        ctx.log.decision(&o);
+        return;
+    };
+    let permit = Some(permit);
     let acceptor = TlsAcceptor::from(cfg.clone());
     // The handshake counts against the header time: a client that stalls in it is cut there.
     let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
