@@ -20,6 +20,7 @@ mod transparent;
 mod transparent_http;
 
 use crate::config::{Mode, Settings};
+use crate::policy::credentials::CertName;
 use crate::policy::Decision;
 use crate::reason::Reason;
 use crate::reload::Reloader;
@@ -140,7 +141,7 @@ impl Ctx {
             }
             if let Some(names) = client_cert() {
                 o.identity.add_all(&policy.clients.identify_cert(&names));
-                o.client_cert = names.first().cloned();
+                o.client_cert = names.first().map(|n| n.to_string());
             }
             o.client = policy.clients.names_of(&o.identity);
             let refusal = match o.credentials {
@@ -251,11 +252,11 @@ impl Ctx {
 tokio::task_local! {
     /// The names of the verified client certificate of a TLS-listener connection, for every request decided
     /// while serving it (set around the connection's task in `accept_tls`).
-    static CLIENT_CERT: Arc<[String]>;
+    static CLIENT_CERT: Arc<[CertName]>;
 }
 
 /// The certificate names of the connection being served, if it presented a verified client certificate.
-fn client_cert() -> Option<Arc<[String]>> {
+fn client_cert() -> Option<Arc<[CertName]>> {
     CLIENT_CERT
         .try_with(|c| c.clone())
         .ok()
@@ -638,7 +639,7 @@ async fn accept_tls(
     let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
     let detail = match handshake.await {
         Ok(Ok(tls_stream)) => {
-            let names: Arc<[String]> = tls_stream
+            let names: Arc<[CertName]> = tls_stream
                 .get_ref()
                 .1
                 .peer_certificates()
