@@ -97,21 +97,32 @@ impl HeadWatch {
     fn head<'b>(&mut self, bytes: &'b [u8]) -> &'b [u8] {
         let before = self.buf.len();
         self.buf.extend_from_slice(bytes);
-        // Only a new line feed can complete a head.
-        if !bytes.contains(&b'\n') {
+        let too_large = |w: &mut Self| {
+            w.stop(Some(Err(format!(
+                "request head larger than {} bytes",
+                w.max_head
+            ))))
+        };
+        // Only a new line feed can complete (or break) a head, and only the bytes up to the last one are
+        // parsed: the verdict is then the same however the bytes were split into reads.
+        let Some(last_lf) = bytes.iter().rposition(|b| *b == b'\n') else {
             if self.buf.len() > self.max_head {
-                self.stop(Some(Err("request head too large".into())));
+                too_large(self);
             }
             return &[];
-        }
+        };
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut headers);
-        let len = match req.parse(&self.buf) {
+        let len = match req.parse(&self.buf[..=before + last_lf]) {
             Ok(httparse::Status::Partial) if self.buf.len() > self.max_head => {
-                self.stop(Some(Err("request head too large".into())));
+                too_large(self);
                 return &[];
             }
             Ok(httparse::Status::Partial) => return &[],
+            Ok(httparse::Status::Complete(n)) if n > self.max_head => {
+                too_large(self);
+                return &[];
+            }
             Ok(httparse::Status::Complete(n)) => n,
             Err(e) => {
                 self.stop(Some(Err(format!("malformed request head: {e}"))));
@@ -242,6 +253,29 @@ mod tests {
             assert_eq!(got.len(), 2, "{bad:?}: {got:?}");
             assert_eq!(got[0], Ok(()));
             assert!(got[1].is_err(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn streams_of_requests_split_anyhow_judge_the_same(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+                    "POST http://a/ HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+                    "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n0\r\n\r\n",
+                    "POST http://a/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    "\r\n",
+                    "garbage",
+                ]),
+                0..8,
+            ),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        ) {
+            let mut data = parts.concat().into_bytes();
+            data.extend_from_slice(&noise);
+            crate::fuzzing::request_stream(&data);
+            crate::fuzzing::server_answer(&data);
         }
     }
 
