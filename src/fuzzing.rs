@@ -123,6 +123,45 @@ pub fn client_hello(data: &[u8]) {
     );
 }
 
+/// The stream of requests on a kept-alive connection ([`crate::proxy::heads::HeadWatch`]): however the
+/// bytes are split into reads, the verdicts are the same.
+pub fn request_stream(data: &[u8]) {
+    use crate::proxy::heads::HeadWatch;
+    let verdicts = |chunk: usize| {
+        let mut w = HeadWatch::new(4096);
+        for part in data.chunks(chunk.max(1)) {
+            w.feed(part);
+        }
+        std::iter::from_fn(move || w.take()).collect::<Vec<_>>()
+    };
+    let whole = verdicts(data.len());
+    for chunk in [1, 2, 7] {
+        assert_eq!(verdicts(chunk), whole, "split into {chunk}-byte reads");
+    }
+    // After a refusal nothing more is judged.
+    if let Some(i) = whole.iter().position(Result::is_err) {
+        assert_eq!(i + 1, whole.len(), "a verdict after a refused head");
+    }
+}
+
+/// The server's first bytes after a ClientHello ([`crate::proxy::hrr`]): a decision never changes as more
+/// bytes arrive, and the interlude before a second hello never reaches past the input.
+pub fn server_answer(data: &[u8]) {
+    use crate::proxy::hrr::{interlude_len, server_answer, ServerAnswer};
+    let mut decided = None;
+    for end in 0..=data.len() {
+        let a = server_answer(&data[..end]);
+        match decided {
+            None if a != ServerAnswer::Incomplete => decided = Some(a),
+            None => {}
+            Some(d) => assert_eq!(a, d, "the answer changed at {end} bytes"),
+        }
+    }
+    if let Some(n) = interlude_len(data) {
+        assert!(n <= data.len(), "interlude past the input");
+    }
+}
+
 /// NO_PROXY parsing: every usable entry prints in a form that parses back to the same entry; matching hosts,
 /// the curl and Python readings and the lint do not panic.
 pub fn no_proxy(data: &[u8]) {

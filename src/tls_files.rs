@@ -1,5 +1,6 @@
 //! Loading the TLS listener's certificate chain and private key (PEM) into a rustls server configuration.
 
+use crate::policy::credentials::CertName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -95,9 +96,9 @@ fn client_verifier(
         .map_err(|e| ("client_ca", format!("{}: {e}", ca.display())))
 }
 
-/// The names a client certificate (DER) identifies its holder by: URI SANs as written
+/// The names a client certificate (DER) identifies its holder by, typed: URI SANs as written
 /// (`spiffe://cluster.local/ns/x/sa/y`), DNS SANs as `dns:NAME`, the subject CN as `cn:NAME`.
-pub fn certificate_names(der: &[u8]) -> Vec<String> {
+pub fn certificate_names(der: &[u8]) -> Vec<CertName> {
     use x509_parser::extensions::GeneralName;
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return Vec::new();
@@ -106,15 +107,15 @@ pub fn certificate_names(der: &[u8]) -> Vec<String> {
     if let Ok(Some(san)) = cert.subject_alternative_name() {
         for n in &san.value.general_names {
             match n {
-                GeneralName::URI(u) => names.push(u.to_string()),
-                GeneralName::DNSName(d) => names.push(format!("dns:{}", d.to_ascii_lowercase())),
+                GeneralName::URI(u) => names.push(CertName::Uri(u.to_string())),
+                GeneralName::DNSName(d) => names.push(CertName::Dns(d.to_ascii_lowercase())),
                 _ => {}
             }
         }
     }
     for cn in cert.subject().iter_common_name() {
         if let Ok(s) = cn.as_str() {
-            names.push(format!("cn:{s}"));
+            names.push(CertName::Cn(s.to_string()));
         }
     }
     names

@@ -184,8 +184,11 @@ fn cname_chains_are_followed_to_the_final_address() {
             .lock()
             .unwrap()
             .iter()
+            .filter(|(_, qtype)| *qtype == 1)
             .map(|(n, _)| n.clone())
             .collect();
+        // A queries only: the chains end without an AAAA record, and for that empty answer the resolver
+        // asks for the chain's last name itself (whatever it gets is checked like any answer).
         assert!(
             asked.iter().all(|n| n.ends_with(".dns.test")),
             "the proxy asks for the name, the server follows the chain: {asked:?}"
@@ -273,4 +276,45 @@ async fn ipv4_mapped_literals_meet_the_ipv4_checks() {
     )
     .await;
     fx.serves().await;
+}
+
+/// A name with A and AAAA records resolves to both families; the IPv6 address is dialled first.
+#[test]
+fn dual_stack_names_resolve_both_families_and_dial_ipv6_first() {
+    in_private_netns(|_| async {
+        let dns = start(vec![(
+            "dual.dns.test",
+            Zone::Records(vec![a("127.0.0.1"), aaaa("::1")]),
+        )])
+        .await;
+        // The origin listens on IPv6 loopback only: an IPv4-only lookup could not reach it.
+        let origin = tls_origin_at("[::1]:0".parse().unwrap(), &["dual.dns.test"]).await;
+        let port = origin.addr.port();
+        let proxy = start_proxy(&format!(
+            r#"
+allow:
+  - name: dual
+    hosts: ["dual.dns.test"]
+    ports: [{port}]
+destinations:
+  allow_cidrs: ["127.0.0.0/8", "::1/128"]
+dns:
+  servers: ["{}"]
+"#,
+            dns.addr
+        ))
+        .await;
+        let resp = connect(proxy.addr, &format!("dual.dns.test:{port}")).await;
+        let d = proxy.log.decision_for("dual.dns.test").await;
+        assert_eq!(status(&resp), 200, "{resp}\n{d}");
+        let mut resolved: Vec<&str> = d["resolved_addrs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|a| a.as_str())
+            .collect();
+        resolved.sort_unstable();
+        assert_eq!(resolved, ["127.0.0.1", "::1"], "{d}");
+        assert_eq!(d["upstream_addr"], format!("[::1]:{port}"), "{d}");
+    });
 }

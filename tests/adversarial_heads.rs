@@ -266,6 +266,62 @@ async fn smuggling_on_a_kept_alive_connection_is_refused_too() {
     fx.serves().await;
 }
 
+/// The raw head of every request on a kept-alive connection is checked, not what hyper made of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn framing_on_later_kept_alive_requests_is_checked_as_sent() {
+    let (port, mut seen) = recording_origin().await;
+    let fx = Fixture::with(
+        &format!("  - name: rec\n    hosts: [\"rec.test\"]\n    ports: [{port}]\n"),
+        "",
+    )
+    .await;
+    let later = [
+        "Content-Length: 5\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 5",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+    ];
+    for fields in later {
+        let mut s = tokio::net::TcpStream::connect(fx.addr()).await.unwrap();
+        s.write_all(
+            format!("POST http://rec.test:{port}/1 HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let resp = read_response(&mut s).await;
+        assert_eq!(status(&resp), 200, "{resp}");
+        assert_eq!(fx.next_decision().await["reason"], "allowed");
+        let first = String::from_utf8(seen.recv().await.unwrap()).unwrap();
+        assert!(first.starts_with("POST /1 "), "{first}");
+        s.write_all(
+            format!("POST http://rec.test:{port}/2 HTTP/1.1\r\n{fields}\r\n\r\n0\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+        let resp = read_response(&mut s).await;
+        let d = fx
+            .refused(
+                &format!("second request with {fields:?}"),
+                &resp,
+                400,
+                "bad_request",
+            )
+            .await;
+        assert!(
+            d["detail"].as_str().unwrap().contains("Transfer-Encoding"),
+            "{d}"
+        );
+        assert_eq!(header(&resp, "connection"), Some("close"), "{resp}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(
+        seen.try_recv().is_err(),
+        "a refused request reached the origin"
+    );
+    fx.serves().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_uri_decides_and_the_host_header_is_rewritten() {
     let fx = Fixture::new().await;

@@ -67,6 +67,19 @@ async fn setup(client_auth: &str) -> Setup {
                 .unwrap(),
         )],
     );
+    // A DNS SAN, and a URI SAN spelled like one: only the first is the DNS name.
+    issue(
+        dir.path(),
+        &ca,
+        "dnsagent",
+        vec![SanType::DnsName("agent.castai.example".try_into().unwrap())],
+    );
+    issue(
+        dir.path(),
+        &ca,
+        "impostor",
+        vec![SanType::URI("dns:agent.castai.example".try_into().unwrap())],
+    );
     let rogue = self::ca("rogue CA");
     issue(
         dir.path(),
@@ -89,11 +102,13 @@ tls:
 clients:
   - name: castai-agents
     certs: ["spiffe://cluster.local/ns/castai-agent/*"]
+  - name: dns-agents
+    certs: ["dns:agent.castai.example"]
 allow:
   - name: castai
     hosts: ["a.test"]
     ports: [{port}]
-    clients: [castai-agents]
+    clients: [castai-agents, dns-agents]
 destinations:
   allow_cidrs: ["127.0.0.0/8"]
 dns:
@@ -279,4 +294,20 @@ async fn a_reload_that_rotates_the_client_ca_ends_verified_connections() {
         .await
         .expect("the connection is closed, not left open");
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_names_are_compared_by_type() {
+    let s = setup("optional").await;
+    let out = s.fetch(Some("dnsagent")).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let d = &s.proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["client_cert"], "dns:agent.castai.example", "{d}");
+    assert_eq!(d["client"], serde_json::json!(["dns-agents"]), "{d}");
+    // A URI SAN "dns:agent.castai.example" is not that DNS name.
+    let out = s.fetch(Some("impostor")).await;
+    assert!(out.stderr.contains("403"), "{}", out.stderr);
+    let d = &s.proxy.log.wait_events("decision", 2).await[1];
+    assert_eq!(d["reason"], "denied_no_rule", "{d}");
+    assert_eq!(d["client"], serde_json::json!([]), "{d}");
 }

@@ -152,6 +152,48 @@ dns:
     assert_eq!(d["rule"], "trial");
 }
 
+/// A trial rule listed before an enforcing one does not relax it: the enforcing rule's SNI binding holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_rule_does_not_relax_an_enforcing_rule_on_the_same_host() {
+    let origin = tls_origin(&["api.trial.test"]).await;
+    let port = origin.addr.port();
+    let yaml = format!(
+        r#"
+allow:
+  - name: trial
+    hosts: ["*.trial.test"]
+    ports: [{port}]
+    mode: report
+  - name: api
+    hosts: ["api.trial.test"]
+    ports: [{port}]
+destinations:
+  allow_cidrs: ["127.0.0.1/32"]
+dns:
+  hosts:
+    api.trial.test: ["127.0.0.1"]
+"#
+    );
+    let proxy = start_proxy(&yaml).await;
+    let out = curl(
+        &[
+            "--proxy",
+            &proxy.url(),
+            "--insecure",
+            "--connect-to",
+            &format!("other.test.example:{port}:api.trial.test:{port}"),
+            &format!("https://other.test.example:{port}/"),
+        ],
+        &[],
+    )
+    .await;
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_ne!(out.code, 0, "the fronted tunnel went through: {d}");
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert_eq!(d["reason"], "denied_sni_mismatch", "{d}");
+    assert_eq!(d["rule"], "api", "{d}");
+}
+
 /// `egressd check` shows a trial rule's would-be denials the way the proxy logs them.
 #[test]
 fn check_shows_would_deny_for_a_rule_on_trial() {

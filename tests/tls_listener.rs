@@ -178,3 +178,32 @@ fn listen_tls_without_files_is_a_config_error() {
         .to_string();
     assert!(err.contains("set listen_tls"), "{err}");
 }
+
+/// With `limits.max_connections` taken, connections to the TLS listener are refused before the handshake:
+/// a stalled handshake cannot hold a descriptor until `timeouts.header`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_the_limit_the_tls_listener_closes_before_the_handshake() {
+    let cert = ProxyCert::new();
+    let yaml = format!(
+        "{}limits: {{max_connections: 1}}\ntimeouts: {{header: 60s}}\n",
+        cert.yaml(1)
+    );
+    let proxy = start_proxy(&yaml).await;
+    let tls_addr = proxy.tls_addr.unwrap();
+    // The only slot: a plain connection waiting for its request head.
+    let mut first = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    first.write_all(b"CON").await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for i in 0..3 {
+        // Sends nothing: a handshake that would stall until timeouts.header.
+        let mut stalled = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), stalled.read(&mut buf))
+            .await
+            .expect("the connection was held open, waiting for a handshake");
+        assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+        let d = &proxy.log.wait_events("decision", i + 1).await[i];
+        assert_eq!(d["reason"], "connection_limit", "{d}");
+    }
+    drop(first);
+}

@@ -579,13 +579,17 @@ async fn own_traffic_redirected_back_is_refused(listen: Option<&str>) {
         ])
         .await;
     assert_ne!(looped.code, 0, "{}", looped.stdout);
-    let first = nth_decision(&proxy, "transparent", 1).await;
+    // In connection order: the client's decision line is written once the upstream (the looped connection,
+    // refused at once) has answered, so it may come second.
+    nth_decision(&proxy, "transparent", 2).await;
+    let mut lines = decisions_for(&proxy, "transparent");
+    lines.sort_by_key(|d| d["conn_id"].as_u64());
+    let (first, second) = (&lines[0], &lines[1]);
     assert_eq!(first["decision"], "allow", "{first}");
     assert_eq!(
         first["client_addr"].as_str().unwrap().split(':').next(),
         Some(net.ip(2).to_string().as_str())
     );
-    let second = nth_decision(&proxy, "transparent", 2).await;
     assert_eq!(second["reason"], "denied_original_dst_loop", "{second}");
     assert_eq!(second["original_dst"], format!("{host2}:443"));
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -651,4 +655,109 @@ dns:
     assert_eq!(d["reason"], "denied_original_dst_mismatch", "{d}");
     assert_eq!(d["original_dst"], format!("[{host3}]:443"));
     assert_eq!(other.accepted.load(Ordering::SeqCst), 0);
+}
+
+/// Run `f` on a thread of its own that has joined the network namespace `ns`.
+fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on an open namespace file changes only this thread's network namespace.
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap_or_else(|e| std::panic::resume_unwind(e))
+}
+
+#[tokio::test]
+async fn a_second_hello_after_a_retry_is_judged_on_redirected_tls() {
+    use support::retry::{retry_exchange, retry_origin_at, SERVED};
+    let net = Net::new();
+    let origin = retry_origin_at(SocketAddr::from((net.host(), 443))).await;
+    let proxy = start_proxy(&transparent_yaml(&net, "listen_transparent", 443, false)).await;
+    net.redirect(443, proxy.transparent_addr.unwrap().port());
+    let host = net.host();
+    let exchange = |second: &'static str| {
+        let ns = net.ns.clone();
+        tokio::task::spawn_blocking(move || {
+            in_ns(&ns, move || {
+                let mut s = std::net::TcpStream::connect((host, 443)).unwrap();
+                retry_exchange(&mut s, "allowed.test", Some(second), &[]).unwrap()
+            })
+        })
+    };
+
+    assert_eq!(exchange("allowed.test").await.unwrap(), SERVED);
+    let d = nth_decision(&proxy, "transparent", 1).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+
+    let fronted = exchange("evil.test").await.unwrap();
+    assert!(fronted.is_empty(), "the origin answered the fronted hello");
+    let d = nth_decision(&proxy, "transparent", 2).await;
+    assert_eq!(d["decision"], "deny", "{d}");
+    assert_eq!(d["reason"], "denied_sni_mismatch", "{d}");
+    assert_eq!(d["sni"], "allowed.test", "{d}");
+    let seen = origin.seen.lock().unwrap().clone();
+    assert!(
+        !seen.contains(&Some("evil.test".to_string())),
+        "the second hello reached the origin: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn redirected_http_forwards_only_the_name_it_judged_and_checks_framing() {
+    let net = Net::new();
+    http_origin_at(SocketAddr::from((net.host(), 80))).await;
+    let proxy = start_proxy(&transparent_yaml(
+        &net,
+        "listen_transparent_http",
+        80,
+        false,
+    ))
+    .await;
+    net.redirect(80, proxy.transparent_http_addr.unwrap().port());
+    let host = net.host();
+    let send = |request: &'static str| {
+        let ns = net.ns.clone();
+        tokio::task::spawn_blocking(move || {
+            in_ns(&ns, move || {
+                use std::io::{Read, Write};
+                let mut s = std::net::TcpStream::connect((host, 80)).unwrap();
+                s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                    .unwrap();
+                s.write_all(request.as_bytes()).unwrap();
+                let mut resp = Vec::new();
+                let _ = s.read_to_end(&mut resp);
+                String::from_utf8_lossy(&resp).into_owned()
+            })
+        })
+    };
+
+    let refused = [
+        "GET http://allowed.test/x HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+        "GET /x HTTP/1.1\r\nHost: allowed.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+        "POST /x HTTP/1.1\r\nHost: allowed.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n0\r\n\r\n",
+    ];
+    for (i, request) in refused.into_iter().enumerate() {
+        let resp = send(request).await.unwrap();
+        assert_eq!(status(&resp), 400, "{request:?}: {resp}");
+        assert_eq!(header(&resp, "x-egressd-reason"), Some("bad_request"));
+        assert!(!resp.contains("x-origin"), "reached the origin: {resp}");
+        let d = nth_decision(&proxy, "transparent_http", i + 1).await;
+        assert_eq!(d["reason"], "bad_request", "{d}");
+    }
+    // Authority and Host agree: forwarded, with the judged name as Host.
+    let resp = send(
+        "GET http://allowed.test/ok HTTP/1.1\r\nHost: ALLOWED.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert_eq!(status(&resp), 200, "{resp}");
+    assert!(resp.contains("host: allowed.test\n"), "{resp}");
+    let d = nth_decision(&proxy, "transparent_http", 4).await;
+    assert_eq!(d["decision"], "allow", "{d}");
 }

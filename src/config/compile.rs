@@ -202,6 +202,9 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
                 r.hosts.join(", ")
             )
         })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .chain(opt_out_deny_warnings(raw))
         .collect();
     let allow_cidrs = raw
         .destinations
@@ -600,6 +603,35 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
         }
     }
     out
+}
+
+/// A deny rule scoped only to client groups that identify their members by certificate or credentials does
+/// not apply to a client that presents neither: it can leave the certificate out (`client_auth: optional`),
+/// use the plain listener, or send no Proxy-Authorization, and so escape the rule. Only a group's `cidrs`
+/// cannot be opted out of.
+fn opt_out_deny_warnings(raw: &RawConfig) -> Vec<String> {
+    raw.deny
+        .iter()
+        .filter(|r| !r.clients.is_empty())
+        .filter(|r| {
+            r.clients.iter().all(|name| {
+                raw.clients
+                    .iter()
+                    .find(|g| &g.name == name)
+                    .is_some_and(|g| g.cidrs.is_empty())
+            })
+        })
+        .map(|r| {
+            format!(
+                "deny rule {}: scoped to client groups [{}] that are identified only by certificate or \
+                 credentials; a client that presents neither (no client certificate with client_auth: optional, \
+                 the plain listener, no Proxy-Authorization) is in no group and the rule does not apply to it. \
+                 Give the groups cidrs, or drop clients: from the rule",
+                r.name,
+                r.clients.join(", ")
+            )
+        })
+        .collect()
 }
 
 /// A profile's name, parameters, `mode` and `clients` (for its rules), from one `vendors:` item.
@@ -1375,6 +1407,30 @@ vendors:
         assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
         assert!(s.warnings[0].contains("castai-us/node-components"));
         assert!(s.warnings[0].contains("TLS interception"));
+    }
+
+    #[test]
+    fn a_deny_rule_only_credentialed_clients_are_in_is_warned_about() {
+        let token = "0".repeat(64);
+        let s = from_yaml_str(&format!(
+            r#"
+clients:
+  - {{name: tokens, token_sha256: ["{token}"]}}
+  - {{name: nodes, cidrs: ["10.0.0.0/8"]}}
+deny:
+  - {{name: escapable, hosts: [a.example], clients: [tokens]}}
+  - {{name: bound, hosts: [b.example], clients: [tokens, nodes]}}
+  - {{name: everyone, hosts: [c.example]}}
+"#
+        ))
+        .unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        assert!(
+            s.warnings[0].starts_with("deny rule escapable:"),
+            "{:?}",
+            s.warnings
+        );
+        assert!(s.warnings[0].contains("[tokens]"));
     }
 
     #[test]

@@ -248,7 +248,7 @@ impl ClientGroups {
     }
 
     /// The groups whose certificate patterns match the client certificate's names.
-    pub fn identify_cert(&self, names: &[String]) -> Vec<GroupId> {
+    pub fn identify_cert(&self, names: &[super::credentials::CertName]) -> Vec<GroupId> {
         self.groups
             .iter()
             .enumerate()

@@ -24,6 +24,47 @@ pub struct User {
     pub phc: String,
 }
 
+/// One name of a verified client certificate, typed by where it came from, so a name of one kind never
+/// matches a pattern meant for another (a URI SAN spelled `dns:x` is not the DNS name `x`). Shown (logs,
+/// patterns) as the URI as written, `dns:NAME` or `cn:NAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertName {
+    Uri(String),
+    Dns(String),
+    Cn(String),
+}
+
+impl CertName {
+    /// A `certs` pattern in the same shape: `dns:` and `cn:` name their kind, `uri:` or no prefix a URI SAN.
+    fn pattern(p: &str) -> CertName {
+        if let Some(rest) = p.strip_prefix("dns:") {
+            CertName::Dns(rest.to_string())
+        } else if let Some(rest) = p.strip_prefix("cn:") {
+            CertName::Cn(rest.to_string())
+        } else {
+            CertName::Uri(p.strip_prefix("uri:").unwrap_or(p).to_string())
+        }
+    }
+
+    fn parts(&self) -> (u8, &str) {
+        match self {
+            CertName::Uri(v) => (0, v),
+            CertName::Dns(v) => (1, v),
+            CertName::Cn(v) => (2, v),
+        }
+    }
+}
+
+impl std::fmt::Display for CertName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertName::Uri(v) => f.write_str(v),
+            CertName::Dns(v) => write!(f, "dns:{v}"),
+            CertName::Cn(v) => write!(f, "cn:{v}"),
+        }
+    }
+}
+
 /// The credentials a client group accepts.
 #[derive(Clone, Default)]
 pub struct GroupCredentials {
@@ -40,11 +81,17 @@ impl GroupCredentials {
     }
 
     /// Does one of the certificate's names match one of the group's patterns?
-    pub fn cert_matches(&self, names: &[String]) -> bool {
+    pub fn cert_matches(&self, names: &[CertName]) -> bool {
         self.certs.iter().any(|p| {
-            names.iter().any(|n| match p.strip_suffix('*') {
-                Some(prefix) => n.starts_with(prefix),
-                None => n == p,
+            let pattern = CertName::pattern(p);
+            let (kind, p) = pattern.parts();
+            names.iter().any(|n| {
+                let (name_kind, n) = n.parts();
+                name_kind == kind
+                    && match p.strip_suffix('*') {
+                        Some(prefix) => n.starts_with(prefix),
+                        None => n == p,
+                    }
             })
         })
     }
@@ -235,13 +282,30 @@ pub(super) mod tests {
             certs: vec!["spiffe://td/ns/a/*".into(), "dns:agent.example".into()],
             ..Default::default()
         };
-        let m = |names: &[&str]| {
-            g.cert_matches(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        let uri = |v: &str| CertName::Uri(v.into());
+        let dns = |v: &str| CertName::Dns(v.into());
+        let cn = |v: &str| CertName::Cn(v.into());
+        let m = |names: &[CertName]| g.cert_matches(names);
+        assert!(m(&[uri("spiffe://td/ns/a/sa/x")]));
+        assert!(m(&[cn("x"), dns("agent.example")]));
+        assert!(!m(&[
+            uri("spiffe://td/ns/b/sa/x"),
+            dns("agent.example.evil")
+        ]));
+        assert!(!m(&[uri("spiffe://td/ns/a")]));
+        // Typed: a URI SAN spelled like a DNS name, or a CN, is not that DNS name.
+        assert!(!m(&[uri("dns:agent.example")]));
+        assert!(!m(&[cn("dns:agent.example"), cn("agent.example")]));
+        let explicit = GroupCredentials {
+            certs: vec!["uri:dns:agent.example".into(), "cn:ops".into()],
+            ..Default::default()
         };
-        assert!(m(&["spiffe://td/ns/a/sa/x"]));
-        assert!(m(&["cn:x", "dns:agent.example"]));
-        assert!(!m(&["spiffe://td/ns/b/sa/x", "dns:agent.example.evil"]));
-        assert!(!m(&["spiffe://td/ns/a"]));
+        assert!(explicit.cert_matches(&[uri("dns:agent.example")]));
+        assert!(!explicit.cert_matches(&[dns("agent.example")]));
+        assert!(explicit.cert_matches(&[cn("ops")]));
+        assert!(!explicit.cert_matches(&[uri("cn:ops")]));
+        assert_eq!(dns("a.example").to_string(), "dns:a.example");
+        assert_eq!(uri("spiffe://x").to_string(), "spiffe://x");
         assert!(
             g.is_empty(),
             "certificates are not Proxy-Authorization credentials"

@@ -7,7 +7,10 @@
 //! A rule in report mode never refuses anything itself: a report-mode deny rule that matches is passed over
 //! (the rest of the policy decides) and, if the request goes through, it is a would-be denial by that rule; a
 //! report-mode allow rule whose host matches but whose ports or paths do not lets the request through as a
-//! would-be denial. Such decisions carry `report: true` and are logged as `would_deny`.
+//! would-be denial. Such decisions carry `report: true` and are logged as `would_deny`. A report-mode allow
+//! rule is a trial: an enforcing allow rule that also matches the request decides it, and the trial rule's
+//! leniency (its SNI checks reported, not enforced) applies only where no enforcing allow rule matches host
+//! and port.
 //!
 //! A rule scoped to client groups (`clients:`) is considered only for requests whose identity contains one of
 //! them; an unidentified client sees only the unscoped rules, or is refused outright with `require_identity`.
@@ -323,6 +326,11 @@ impl Policy {
         let mut deny: Option<u32> = None;
         let mut report_deny: Option<u32> = None;
         let mut allow: Option<u32> = None;
+        // A report-mode allow rule is a trial: it decides only where no enforcing allow rule does.
+        let mut trial_allow: Option<u32> = None;
+        // Some enforcing allow rule matches host and port: its SNI checks must hold, whatever trial rule
+        // also matches.
+        let mut enforcing = false;
         let mut wrong_path: Option<u32> = None;
         let mut host_only: Option<u32> = None;
         let port = target.port;
@@ -338,9 +346,13 @@ impl Policy {
                 }
                 _ => true,
             };
+            if rule.kind == RuleKind::Allow && port_ok && !rule.report {
+                enforcing = true;
+            }
             let slot = match (rule.kind, port_ok, path_ok) {
                 (RuleKind::Deny, true, _) if rule.report => &mut report_deny,
                 (RuleKind::Deny, true, _) => &mut deny,
+                (RuleKind::Allow, true, true) if rule.report => &mut trial_allow,
                 (RuleKind::Allow, true, true) => &mut allow,
                 (RuleKind::Allow, true, false) => &mut wrong_path,
                 (RuleKind::Allow, false, _) => &mut host_only,
@@ -355,6 +367,7 @@ impl Policy {
             Host::Ip(ip) => self.ips.for_each_match(*ip, &mut consider),
         }
         let rule = |i: u32| &self.rules[i as usize];
+        let allow = allow.or(trial_allow);
         let decision = match (deny, allow, wrong_path, host_only) {
             (Some(d), _, _, _) => Decision::deny(Reason::DeniedByRule, Some(rule(d).name.clone())),
             (None, Some(a), _, _) => Decision::allow(rule(a)),
@@ -376,6 +389,10 @@ impl Policy {
                 Decision::deny(Reason::DeniedPrivateAddress, None)
             }
             (None, None, None, None) => Decision::deny(Reason::DeniedNoRule, None),
+        };
+        let decision = Decision {
+            lenient: decision.lenient && !enforcing,
+            ..decision
         };
         // A report-mode deny rule that matched: where the rest of the policy lets the request through, it
         // is that rule's would-be denial.

@@ -532,3 +532,40 @@ fn unnamed_special_ip_literals_are_private_address_denials() {
         (false, None, Reason::DeniedPrivateAddress)
     );
 }
+
+#[test]
+fn a_trial_rule_is_lenient_only_where_no_enforcing_rule_matches() {
+    let mut b = PolicyBuilder::default();
+    let trial = b.rule(
+        "trial",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(trial, &parse_pattern(".trial.test").unwrap())
+        .unwrap();
+    b.rule_report(trial);
+    b.set_tls(trial, false);
+    let enforced = b.rule(
+        "api",
+        RuleKind::Allow,
+        PortSet::from_ranges(vec![443..=443]),
+    );
+    b.pattern(enforced, &parse_pattern("api.trial.test").unwrap())
+        .unwrap();
+    let p = b.build().unwrap();
+    // Listed first, the trial rule still does not decide what the enforcing rule allows.
+    let t = parse_authority("api.trial.test:443", None).unwrap();
+    let d = p.decide(&t);
+    assert!(d.allowed);
+    assert_eq!(d.rule.as_deref(), Some("api"));
+    assert!(!d.lenient, "the enforcing rule's SNI checks must hold");
+    assert_eq!(d.tls, None, "the enforcing rule's settings apply");
+    // Elsewhere the trial rule is lenient as before.
+    let t = parse_authority("other.trial.test:443", None).unwrap();
+    let d = p.decide(&t);
+    assert_eq!(d.rule.as_deref(), Some("trial"));
+    assert!(d.lenient);
+    // Near misses on the enforcing rule's host: an enforcing match on host and port keeps checks enforced.
+    let t = parse_authority("api.trial.test:8443", None).unwrap();
+    assert!(!p.decide(&t).allowed);
+}

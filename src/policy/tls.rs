@@ -114,6 +114,36 @@ pub fn judge(
     }
 }
 
+/// `Ok` if the second ClientHello, sent after the server's HelloRetryRequest, may go on where the first one
+/// was let through: the server serves the name of this one, so it must be the same name, and ECH is judged
+/// as for the first.
+pub fn judge_retry(
+    checks: &TlsChecks,
+    first: Hello<'_>,
+    second: Hello<'_>,
+) -> Result<(), (Reason, String)> {
+    if second.ech && checks.ech == EchMode::Deny {
+        return Err((
+            Reason::DeniedEch,
+            "the second ClientHello (after a HelloRetryRequest) uses encrypted_client_hello, which hides \
+             the real server name"
+                .into(),
+        ));
+    }
+    if checks.sni == SniMode::Off || second.sni == first.sni {
+        return Ok(());
+    }
+    let name = |sni: Option<&str>| sni.map_or_else(|| "no SNI".to_string(), |s| format!("{s:?}"));
+    Err((
+        Reason::DeniedSniMismatch,
+        format!(
+            "the second ClientHello (after a HelloRetryRequest) names {}, the first named {}",
+            name(second.sni),
+            name(first.sni)
+        ),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,6 +332,40 @@ mod tests {
                 "{mode:?} {ech_mode:?} {target} {sni:?} ech={ech}"
             );
         }
+    }
+
+    #[test]
+    fn the_second_hello_must_repeat_the_first_name_without_ech() {
+        let hello = |sni: Option<&'static str>, ech: bool| Hello { sni, ech };
+        let strict = checks(SniMode::Strict, EchMode::Deny);
+        let first = hello(Some("allowed.test"), false);
+        let retry = |c: &TlsChecks, second| judge_retry(c, first, second).map_err(|e| e.0);
+        assert_eq!(retry(&strict, first), Ok(()));
+        assert_eq!(
+            retry(&strict, hello(Some("evil.test"), false)),
+            Err(Reason::DeniedSniMismatch)
+        );
+        assert_eq!(
+            retry(&strict, hello(None, false)),
+            Err(Reason::DeniedSniMismatch)
+        );
+        // Byte for byte: RFC 8446 lets the client change nothing of the name.
+        assert_eq!(
+            retry(&strict, hello(Some("ALLOWED.test"), false)),
+            Err(Reason::DeniedSniMismatch)
+        );
+        assert_eq!(
+            retry(&strict, hello(Some("allowed.test"), true)),
+            Err(Reason::DeniedEch)
+        );
+        let outer = checks(SniMode::Policy, EchMode::Outer);
+        assert_eq!(retry(&outer, hello(Some("allowed.test"), true)), Ok(()));
+        let off = checks(SniMode::Off, EchMode::Deny);
+        assert_eq!(retry(&off, hello(Some("evil.test"), false)), Ok(()));
+        assert_eq!(
+            retry(&off, hello(Some("allowed.test"), true)),
+            Err(Reason::DeniedEch)
+        );
     }
 
     #[test]

@@ -60,6 +60,35 @@ pub fn host_target(host_header: Option<&str>, port: u16) -> Result<Target, Refus
     }
 }
 
+/// The target of a redirected plain-HTTP request, named by its absolute-form authority or its Host header.
+/// When it has both they must agree (after normalization, ports defaulting to the original one): the name
+/// judged is then the name the origin is told.
+pub fn request_target(
+    authority: Option<&str>,
+    host_header: Option<&str>,
+    port: u16,
+) -> Result<Target, Refusal> {
+    let (Some(authority), Some(host)) = (authority, host_header) else {
+        return host_target(authority.or(host_header), port);
+    };
+    let target = host_target(Some(authority), port)?;
+    host_target(Some(host), port)?;
+    let same = matches!(
+        (parse_authority(authority, Some(port)), parse_authority(host, Some(port))),
+        (Ok(a), Ok(h)) if a == h
+    );
+    if !same {
+        return Err((
+            Reason::BadRequest,
+            format!(
+                "the request target names {authority:?} but the Host header {host:?}; a redirected request \
+                 must name one host"
+            ),
+        ));
+    }
+    Ok(target)
+}
+
 /// With `trust_original_dst: false`, the address the client dialled must be one the name resolves to (after
 /// every resolved address passed the destination checks); otherwise an allowed name could carry a connection
 /// to any address.
@@ -105,6 +134,34 @@ pub fn is_loop(original: SocketAddr, local: SocketAddr, listeners: &[SocketAddr]
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authority_and_host_must_name_the_same_target() {
+        let t = |a, h| {
+            request_target(a, h, 80)
+                .map(|t| t.authority())
+                .map_err(|e| e.0)
+        };
+        assert_eq!(
+            t(Some("allowed.test"), Some("allowed.test")),
+            Ok("allowed.test:80".into())
+        );
+        assert_eq!(
+            t(Some("allowed.test"), Some("ALLOWED.test.:80")),
+            Ok("allowed.test:80".into())
+        );
+        assert_eq!(t(Some("allowed.test"), None), Ok("allowed.test:80".into()));
+        assert_eq!(t(None, Some("allowed.test")), Ok("allowed.test:80".into()));
+        assert_eq!(
+            t(Some("allowed.test"), Some("evil.test")),
+            Err(Reason::BadRequest)
+        );
+        assert_eq!(
+            t(Some("allowed.test:8080"), Some("allowed.test")),
+            Err(Reason::BadRequest)
+        );
+        assert_eq!(t(None, None), Err(Reason::InvalidTarget));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

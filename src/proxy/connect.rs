@@ -3,6 +3,7 @@
 //! been judged (or the request refused earlier), so it carries the SNI.
 
 use super::peek::{peek, FirstBytes, Peeked};
+use super::retry::{replay_hello, End};
 use super::{respond, splice, Ctx};
 use crate::config::Mode;
 use crate::policy::credentials::ProxyAuth;
@@ -95,7 +96,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
         } = self;
         let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
         close.bytes_up += s.bytes_up;
-        close.bytes_down = s.bytes_down;
+        close.bytes_down += s.bytes_down;
         close.close_reason = s.close_reason;
         close.duration = started.elapsed();
         ctx.log.close(&close);
@@ -185,10 +186,9 @@ where
         FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
         FirstBytes::Cut => Verdict2::Ended(CloseReason::Shutdown),
     };
+    let lenient = ctx.settings.mode == Mode::Report || o.report_rule;
     let verdict = match verdict {
-        Verdict2::Refuse(r, d)
-            if (ctx.settings.mode == Mode::Report || o.report_rule) && r.is_policy_denial() =>
-        {
+        Verdict2::Refuse(r, d) if lenient && r.is_policy_denial() => {
             o.decision = Verdict::WouldDeny;
             o.reason = r;
             o.detail = Some(d);
@@ -220,13 +220,50 @@ where
             close.close_reason = reason;
         }
         Verdict2::Splice => {
-            ctx.log.decision(&o);
             // The replayed bytes are released before splicing: an idle tunnel holds no buffer.
             let replay = std::mem::take(&mut peeked.buf);
-            if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
-                close.close_reason = CloseReason::UpstreamError;
+            let end = if let FirstBytes::Hello(info) = &peeked.first {
+                // A TLS tunnel: the server may ask for a retry, and the second hello is judged too.
+                let first = Hello {
+                    sni: info.sni.as_deref(),
+                    ech: info.ech,
+                };
+                let r = Box::pin(replay_hello(
+                    &mut client,
+                    &mut upstream,
+                    replay,
+                    info.hello_len,
+                    first,
+                    checks,
+                    lenient,
+                    &ctx.shutdown,
+                ))
+                .await;
+                close.bytes_up = r.up;
+                close.bytes_down = r.down;
+                if let Some((reason, detail)) = r.reported {
+                    o.decision = Verdict::WouldDeny;
+                    o.reason = reason;
+                    o.detail = Some(detail);
+                }
+                r.end
+            } else if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
+                End::Ended(CloseReason::UpstreamError)
             } else {
                 close.bytes_up = replay.len() as u64;
+                End::Go
+            };
+            let go = matches!(end, End::Go);
+            match end {
+                End::Refuse(reason, detail) => {
+                    o.refuse(reason, detail);
+                    close.close_reason = CloseReason::Denied;
+                }
+                End::Ended(reason) => close.close_reason = reason,
+                End::Go => {}
+            }
+            ctx.log.decision(&o);
+            if go {
                 return Some(Splicing {
                     client,
                     upstream,

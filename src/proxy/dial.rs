@@ -283,6 +283,9 @@ fn build_resolver(s: &Settings) -> Result<TokioResolver, String> {
     opts.negative_max_ttl = Some(s.dns.max_ttl);
     opts.timeout = s.timeouts.dns;
     opts.attempts = 1;
+    // Both families (hickory's default asks for A only, and AAAA only when there is none): a dual-stack
+    // name must give its IPv6 addresses to the dial order and to the original-destination check too.
+    opts.ip_strategy = hickory_resolver::config::LookupIpStrategy::Ipv4AndIpv6;
     // Only our own static hosts map names; /etc/hosts could map an allowed name to anything.
     opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
     Ok(builder.build())

@@ -4,6 +4,7 @@
 //! same connection is handled through hyper's upgrade.
 
 use super::dial::{DialError, DialInfo, Dialer};
+use super::heads::HeadWatch;
 use super::{connect, respond, Ctx};
 use crate::config::Settings;
 use crate::policy::credentials::ProxyAuth;
@@ -24,7 +25,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -42,7 +43,7 @@ pub(super) async fn serve<S: super::ClientIo>(
     conn_id: u64,
     buf: Vec<u8>,
 ) {
-    let (io, sent) = ClientConn::new(Bytes::from(buf), stream);
+    let (io, sent, heads) = ClientConn::new(Bytes::from(buf), stream, &ctx);
     let io = TokioIo::new(io);
     let requests = Arc::new(AtomicU32::new(0));
     let svc_ctx = ctx.clone();
@@ -51,7 +52,10 @@ pub(super) async fn serve<S: super::ClientIo>(
         // kept-alive connections); only established tunnels and requests in flight keep the old one.
         let ctx = svc_ctx.current();
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
-        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, peer, conn_id, n).await) }
+        let framing = raw_framing(&heads);
+        async move {
+            Ok::<_, std::convert::Infallible>(handle(ctx, req, framing, peer, conn_id, n).await)
+        }
     });
     let conn = server_builder(&ctx)
         .serve_connection(io, service)
@@ -148,22 +152,39 @@ pub(super) fn log_connection_error(
     ctx.log.decision(&o);
 }
 
+/// What the raw head of the request hyper is about to hand over said (see [`super::heads`]): `Err` with the
+/// problem, also when the head could not be followed. Taken when the request starts, in request order.
+pub(super) fn raw_framing(heads: &Mutex<HeadWatch>) -> Result<(), String> {
+    let verdict = heads.lock().ok().and_then(|mut w| w.take());
+    verdict.unwrap_or_else(|| {
+        Err(
+            "this request's head could not be checked as sent (it follows one egressd could not \
+             follow); the connection is closed"
+                .into(),
+        )
+    })
+}
+
+/// A refusal of a request whose framing is in doubt: the connection closes after it, since where the next
+/// request starts is in doubt too.
+pub(super) fn framing_refusal(o: &Outcome) -> Response<ProxyBody> {
+    let mut resp = refusal(o);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
+    framing: Result<(), String>,
     peer: SocketAddr,
     conn_id: u64,
     n: u32,
 ) -> Response<ProxyBody> {
-    // The first head was checked when it was read; later ones on a kept-alive connection are checked here
-    // (hyper has already refused conflicting lengths and dropped a Content-Length beside Transfer-Encoding).
-    let fields = req
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_bytes()));
-    if let Some(problem) =
-        super::head::framing_problem(fields, req.version() == http::Version::HTTP_10)
-    {
+    // Every head, the first and each later one on a kept-alive connection, is checked as the client sent
+    // it (hyper drops a Content-Length beside Transfer-Encoding and merges repeated fields).
+    if let Err(problem) = framing {
         let kind = if req.method() == Method::CONNECT {
             Kind::Connect
         } else {
@@ -173,7 +194,7 @@ async fn handle(
         o.method = Some(req.method().to_string());
         o.refuse(Reason::BadRequest, problem);
         ctx.log.decision(&o);
-        return refusal(&o);
+        return framing_refusal(&o);
     }
     if req.method() == Method::CONNECT {
         return connect_upgrade(ctx, req, peer, conn_id, n).await;
@@ -688,6 +709,8 @@ impl Drop for Tracked {
 pub(super) struct ClientConn<S> {
     prefix: Bytes,
     inner: S,
+    /// Follows every byte handed to hyper, so each request's raw head is checked.
+    heads: Arc<Mutex<HeadWatch>>,
     /// Set by every read that returns bytes, cleared by every write. Clear when hyper's header timeout
     /// fires: the client sent nothing after its last answer (a kept-alive connection left idle). Set: it
     /// started a head and did not finish it.
@@ -695,14 +718,27 @@ pub(super) struct ClientConn<S> {
 }
 
 impl<S> ClientConn<S> {
-    pub(super) fn new(prefix: Bytes, inner: S) -> (Self, Arc<AtomicBool>) {
+    pub(super) fn new(
+        prefix: Bytes,
+        inner: S,
+        ctx: &Ctx,
+    ) -> (Self, Arc<AtomicBool>, Arc<Mutex<HeadWatch>>) {
         let sent = Arc::new(AtomicBool::new(!prefix.is_empty()));
+        let max_head = ctx.settings.limits.max_header_bytes.max(8192);
+        let heads = Arc::new(Mutex::new(HeadWatch::new(max_head)));
         let conn = ClientConn {
             prefix,
             inner,
+            heads: heads.clone(),
             sent_since_answer: sent.clone(),
         };
-        (conn, sent)
+        (conn, sent, heads)
+    }
+
+    fn follow(&self, bytes: &[u8]) {
+        if let Ok(mut w) = self.heads.lock() {
+            w.feed(bytes);
+        }
     }
 }
 
@@ -715,6 +751,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientConn<S> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             let chunk = self.prefix.split_to(n);
+            self.follow(&chunk);
             buf.put_slice(&chunk);
             return Poll::Ready(Ok(()));
         }
@@ -722,6 +759,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for ClientConn<S> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.sent_since_answer.store(true, Ordering::Relaxed);
+            self.follow(&buf.filled()[before..]);
         }
         r
     }

@@ -150,19 +150,22 @@ fn is_http09(buf: &[u8]) -> bool {
 
 /// Header fields that make a request ambiguous to the next parser: more than one Host, more than one
 /// Content-Length (or a list of them), Content-Length together with Transfer-Encoding (the classic request
-/// smuggling pair, RFC 9112 §6.3), a Transfer-Encoding whose last coding is not chunked, or one on HTTP/1.0.
-/// Such requests are refused rather than repaired. `None` when the framing is unambiguous.
+/// smuggling pair, RFC 9112 §6.3), more than one Transfer-Encoding field, a Transfer-Encoding other than
+/// `chunked` alone (the proxy re-frames the body as chunked, so any other coding would be lost), or one on
+/// HTTP/1.0. Such requests are refused rather than repaired. `None` when the framing is unambiguous.
 pub fn framing_problem<'a>(
     fields: impl Iterator<Item = (&'a str, &'a [u8])>,
     http10: bool,
 ) -> Option<String> {
-    let (mut hosts, mut lengths, mut te): (usize, usize, Option<&[u8]>) = (0, 0, None);
+    let (mut hosts, mut lengths, mut tes, mut te): (usize, usize, usize, Option<&[u8]>) =
+        (0, 0, 0, None);
     for (name, value) in fields {
         if name.eq_ignore_ascii_case("host") {
             hosts += 1;
         } else if name.eq_ignore_ascii_case("content-length") {
             lengths += 1 + value.iter().filter(|b| **b == b',').count();
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            tes += 1;
             te = Some(value);
         }
     }
@@ -171,6 +174,9 @@ pub fn framing_problem<'a>(
     }
     if lengths > 1 {
         return Some("more than one Content-Length value".into());
+    }
+    if tes > 1 {
+        return Some("more than one Transfer-Encoding header".into());
     }
     let te = te?;
     if lengths > 0 {
@@ -183,11 +189,17 @@ pub fn framing_problem<'a>(
     if http10 {
         return Some("Transfer-Encoding in an HTTP/1.0 request".into());
     }
-    let last = String::from_utf8_lossy(te);
-    let last = last.rsplit(',').next().unwrap_or_default().trim();
+    let codings = String::from_utf8_lossy(te);
+    let last = codings.rsplit(',').next().unwrap_or_default().trim();
     if !last.eq_ignore_ascii_case("chunked") {
         return Some(format!(
             "Transfer-Encoding {last:?}: the last coding of a request must be chunked"
+        ));
+    }
+    if !codings.trim().eq_ignore_ascii_case("chunked") {
+        return Some(format!(
+            "Transfer-Encoding {:?}: only chunked is forwarded; another coding would be dropped",
+            codings.trim()
         ));
     }
     None
@@ -313,7 +325,15 @@ mod tests {
             ),
             (
                 "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n",
+                Err(Reason::BadRequest),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
                 Ok("forward"),
+            ),
+            (
+                "POST http://a/ HTTP/1.1\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(Reason::BadRequest),
             ),
             (
                 "POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n",

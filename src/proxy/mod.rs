@@ -6,17 +6,21 @@ mod counted;
 pub mod dial;
 mod forward;
 pub mod head;
+pub mod heads;
+pub mod hrr;
 mod original_dst;
 mod password_checks;
 mod peek;
 mod pipe;
 mod respond;
+mod retry;
 pub mod sni;
 pub mod splice;
 mod transparent;
 mod transparent_http;
 
 use crate::config::{Mode, Settings};
+use crate::policy::credentials::CertName;
 use crate::policy::Decision;
 use crate::reason::Reason;
 use crate::reload::Reloader;
@@ -161,7 +165,7 @@ impl Ctx {
             }
             if let Some(names) = client_cert() {
                 o.identity.add_all(&policy.clients.identify_cert(&names));
-                o.client_cert = names.first().cloned();
+                o.client_cert = names.first().map(|n| n.to_string());
             }
             o.client = policy.clients.names_of(&o.identity);
             let refusal = match o.credentials {
@@ -291,11 +295,11 @@ impl Ctx {
 tokio::task_local! {
     /// The names of the verified client certificate of a TLS-listener connection, for every request decided
     /// while serving it (set around the connection's task in `accept_tls`).
-    static CLIENT_CERT: Arc<[String]>;
+    static CLIENT_CERT: Arc<[CertName]>;
 }
 
 /// The certificate names of the connection being served, if it presented a verified client certificate.
-fn client_cert() -> Option<Arc<[String]>> {
+fn client_cert() -> Option<Arc<[CertName]>> {
     CLIENT_CERT
         .try_with(|c| c.clone())
         .ok()
@@ -678,12 +682,27 @@ async fn accept_tls(
     let Some((_, cfg)) = &ctx.settings.listen_tls else {
         return;
     };
+    // Over the limit: refused before the handshake, so a flood of stalled handshakes holds no more than
+    // `limits.max_connections` descriptors for long. A 503 would need the handshake; the close is the answer.
+    let Some(permit) = permit else {
+        let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+        o.refuse(
+            Reason::ConnectionLimit,
+            format!(
+                "{} connections already open (limits.max_connections); closed before the TLS handshake",
+                ctx.settings.limits.max_connections
+            ),
+        );
+        ctx.log.decision(&o);
+        return;
+    };
+    let permit = Some(permit);
     let acceptor = TlsAcceptor::from(cfg.clone());
     // The handshake counts against the header time: a client that stalls in it is cut there.
     let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
     let detail = match handshake.await {
         Ok(Ok(tls_stream)) => {
-            let names: Arc<[String]> = tls_stream
+            let names: Arc<[CertName]> = tls_stream
                 .get_ref()
                 .1
                 .peer_certificates()

@@ -68,7 +68,11 @@ const RANDOM_LEN: usize = 32;
 const EXT_SERVER_NAME: u16 = 0;
 const EXT_ALPN: u16 = 16;
 const EXT_SUPPORTED_VERSIONS: u16 = 43;
+/// encrypted_client_hello: the final codepoint (0xfe0d) and the drafts' (0xfe0a–0xfe0c); and ESNI's
+/// encrypted_server_name (0xffce). Each hides the real server name from the proxy.
 const EXT_ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
+const EXT_ECH_DRAFTS: std::ops::RangeInclusive<u16> = 0xfe0a..=0xfe0c;
+const EXT_ENCRYPTED_SERVER_NAME: u16 = 0xffce;
 const NAME_TYPE_HOST_NAME: u8 = 0;
 
 /// Classifies `buf`, the first bytes a client sent, as a ClientHello.
@@ -291,7 +295,8 @@ fn parse_client_hello(body: &[u8]) -> Result<HelloInfo, &'static str> {
             EXT_SERVER_NAME => info.sni = Some(parse_server_name(data)?),
             EXT_ALPN => info.alpn = parse_alpn(data)?,
             EXT_SUPPORTED_VERSIONS => info.supported_versions = parse_supported_versions(data)?,
-            EXT_ENCRYPTED_CLIENT_HELLO => info.ech = true,
+            EXT_ENCRYPTED_CLIENT_HELLO | EXT_ENCRYPTED_SERVER_NAME => info.ech = true,
+            t if EXT_ECH_DRAFTS.contains(&t) => info.ech = true,
             _ => {}
         }
     }
@@ -692,6 +697,24 @@ mod tests {
         assert!(info.ech);
         assert_eq!(info.sni.as_deref(), Some("public.example"));
         assert!(!complete(&Hello::typical("a").bytes()).ech);
+    }
+
+    #[test]
+    fn draft_ech_and_esni_codepoints_count_as_ech() {
+        for ext in [0xfe0a, 0xfe0b, 0xfe0c, 0xfe0d, 0xffce] {
+            let mut hello = Hello::typical("public.example");
+            hello
+                .exts
+                .as_mut()
+                .unwrap()
+                .push(Ext::Opaque(ext, vec![0; 40]));
+            assert!(complete(&hello.bytes()).ech, "{ext:#06x}");
+        }
+        for ext in [0xfe09, 0xfe0e, 0xffcd] {
+            let mut hello = Hello::typical("public.example");
+            hello.exts.as_mut().unwrap().push(Ext::Opaque(ext, vec![]));
+            assert!(!complete(&hello.bytes()).ech, "{ext:#06x}");
+        }
     }
 
     #[test]

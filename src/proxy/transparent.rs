@@ -6,8 +6,9 @@
 
 use super::dial::{DialError, DialInfo};
 use super::peek::{peek, FirstBytes, Peeked};
+use super::retry::{replay_hello, End};
 use super::{original_dst, splice, transparent_http, Ctx, Live};
-use crate::policy::tls::TlsChecks;
+use crate::policy::tls::{Hello, TlsChecks};
 use crate::policy::transparent::{check_original_dst, is_loop, sni_target, Refusal};
 use crate::reason::Reason;
 use crate::target::Target;
@@ -16,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Which transparent listener a connection came in on.
@@ -281,22 +281,57 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
             return reset(client);
         }
     };
-    ctx.log.decision(&o);
 
     let idle = crate::policy::IdleOverride::resolve(o.idle, ctx.settings.timeouts.idle);
     let mut close = Close::ended(&o, CloseReason::Eof);
-    close.hello_records = match &peeked.first {
-        FirstBytes::Hello(info) => Some(info.records),
-        _ => None,
-    };
     close.hello_reads = Some(peeked.reads);
-    if upstream.write_all(&peeked.buf).await.is_err() {
-        close.close_reason = CloseReason::UpstreamError;
-    } else {
-        let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
-        close.bytes_up = peeked.buf.len() as u64 + s.bytes_up;
-        close.bytes_down = s.bytes_down;
-        close.close_reason = s.close_reason;
+    let Peeked {
+        first: FirstBytes::Hello(info),
+        buf,
+        ..
+    } = peeked
+    else {
+        return;
+    };
+    close.hello_records = Some(info.records);
+    // Replay the hello; after a HelloRetryRequest the second hello is judged before it goes upstream.
+    let first = Hello {
+        sni: info.sni.as_deref(),
+        ech: info.ech,
+    };
+    let r = Box::pin(replay_hello(
+        &mut client,
+        &mut upstream,
+        buf,
+        info.hello_len,
+        first,
+        checks,
+        false,
+        &ctx.shutdown,
+    ))
+    .await;
+    close.bytes_up = r.up;
+    close.bytes_down = r.down;
+    match r.end {
+        End::Refuse(reason, detail) => {
+            o.refuse(reason, detail);
+            ctx.log.decision(&o);
+            close.close_reason = CloseReason::Denied;
+            close.duration = started.elapsed();
+            ctx.log.close(&close);
+            return reset(client);
+        }
+        End::Ended(reason) => {
+            ctx.log.decision(&o);
+            close.close_reason = reason;
+        }
+        End::Go => {
+            ctx.log.decision(&o);
+            let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
+            close.bytes_up += s.bytes_up;
+            close.bytes_down += s.bytes_down;
+            close.close_reason = s.close_reason;
+        }
     }
     close.duration = started.elapsed();
     ctx.log.close(&close);

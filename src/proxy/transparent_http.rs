@@ -5,12 +5,12 @@
 
 use super::dial::DialInfo;
 use super::forward::{
-    chain, drive, refusal, server_builder, strip_hop_by_hop, ClientConn, Counted, PendingClose,
-    ProxyBody, Tracked,
+    chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
+    ClientConn, Counted, PendingClose, ProxyBody, Tracked,
 };
 use super::transparent::{dial_original, own_traffic};
 use super::Ctx;
-use crate::policy::transparent::host_target;
+use crate::policy::transparent::request_target;
 use crate::reason::Reason;
 use crate::telemetry::log::{Kind, Outcome};
 use http::header::{self, HeaderValue};
@@ -32,15 +32,16 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
     let (peer, conn_id) = (first.client_addr, first.conn_id);
     let requests = Arc::new(AtomicU32::new(0));
     let svc_ctx = ctx.clone();
+    let (io, sent, heads) = ClientConn::new(bytes::Bytes::new(), stream, &ctx);
     let service = hyper::service::service_fn(move |req| {
         // The configuration in force when the request arrives (see forward::serve).
         let ctx = svc_ctx.current();
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
         let mut o = Outcome::new(conn_id, n, peer, Kind::TransparentHttp);
         o.original_dst = Some(original);
-        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, o).await) }
+        let framing = raw_framing(&heads);
+        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req, framing, o).await) }
     });
-    let (io, sent) = ClientConn::new(bytes::Bytes::new(), stream);
     let conn = server_builder(&ctx).serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let graceful =
@@ -55,21 +56,32 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
     .await;
 }
 
-/// The name a request is for: the authority of an absolute-form target (which overrides Host, RFC 9112
-/// §3.2.2), else the Host header.
-fn request_name(req: &Request<Incoming>) -> Option<String> {
-    if let Some(a) = req.uri().authority() {
-        return Some(a.as_str().to_string());
-    }
-    let host = req.headers().get(header::HOST)?;
-    Some(String::from_utf8_lossy(host.as_bytes()).into_owned())
+/// The absolute-form target's authority and the Host header (the raw head has at most one).
+fn request_names(req: &Request<Incoming>) -> (Option<&str>, Option<String>) {
+    let authority = req.uri().authority().map(|a| a.as_str());
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned());
+    (authority, host)
 }
 
-async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Response<ProxyBody> {
+async fn handle(
+    ctx: Arc<Ctx>,
+    req: Request<Incoming>,
+    framing: Result<(), String>,
+    mut o: Outcome,
+) -> Response<ProxyBody> {
     let Some(original) = o.original_dst else {
         return refusal(&o);
     };
     o.method = Some(req.method().to_string());
+    // The same framing checks as on the proxy listener, on every request's raw head.
+    if let Err(problem) = framing {
+        o.refuse(Reason::BadRequest, problem);
+        ctx.log.decision(&o);
+        return framing_refusal(&o);
+    }
     if let Some((reason, detail)) = own_traffic(&ctx, o.client_addr) {
         o.refuse(reason, detail);
         ctx.log.decision(&o);
@@ -83,7 +95,8 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Respon
         ctx.log.decision(&o);
         return refusal(&o);
     }
-    let target = match host_target(request_name(&req).as_deref(), original.port()) {
+    let (authority, host) = request_names(&req);
+    let target = match request_target(authority, host.as_deref(), original.port()) {
         Ok(t) => t,
         Err((reason, detail)) => {
             o.refuse(reason, detail);
@@ -134,10 +147,15 @@ async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>, mut o: Outcome) -> Respon
     // Origin-form upstream, as the client sent it to the origin it thought it reached.
     parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
     strip_hop_by_hop(&mut parts.headers);
-    if !parts.headers.contains_key(header::HOST) {
-        if let Ok(v) = HeaderValue::from_str(&target.host_for_header()) {
-            parts.headers.insert(header::HOST, v);
-        }
+    // The origin gets the name that was judged, never another one the client wrote.
+    parts.headers.remove(header::HOST);
+    let host_header = if target.port == 80 {
+        target.host_for_header()
+    } else {
+        target.authority()
+    };
+    if let Ok(v) = HeaderValue::from_str(&host_header) {
+        parts.headers.insert(header::HOST, v);
     }
     let (body, up) = Counted::wrap(body);
     match sender.send_request(Request::from_parts(parts, body)).await {

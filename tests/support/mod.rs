@@ -2,6 +2,8 @@
 //! the proxy started in-process on port 0 with its event log captured, and raw/curl clients.
 #![allow(dead_code)]
 
+pub mod retry;
+
 use egressd::{CancellationToken, EventLog, LogFormat};
 use serde_json::Value;
 use std::io::Write;
