@@ -1,7 +1,7 @@
 //! `egressd check`: evaluate targets with the same normalization, policy and (optionally) destination
 //! checks as the proxy, without sending any traffic.
 
-use crate::config::{Mode, Settings};
+use crate::config::Settings;
 use crate::policy::Identity;
 use crate::proxy::dial::{DialInfo, Dialer};
 use crate::reason::Reason;
@@ -106,7 +106,7 @@ pub async fn check(
     };
     r.decision = if d.allowed {
         "allow"
-    } else if d.report || (settings.mode == Mode::Report && d.reason.is_policy_denial()) {
+    } else if d.report {
         "would_deny"
     } else {
         return r;

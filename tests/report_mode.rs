@@ -232,3 +232,125 @@ fn check_shows_would_deny_for_a_rule_on_trial() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+/// Report mode for one client group (`clients[].mode: report`): that group discovers the endpoints its
+/// vendor forgot to document (would_deny, the request proceeds, SNI checks relaxed too); every other client
+/// is enforced; destination safety holds for the group as for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_mode_for_one_client_group_only() {
+    let origin = tls_origin(&["undocumented.vendor.test", "api.vendor.test"]).await;
+    let port = origin.addr.port();
+    let yaml = format!(
+        r#"
+clients:
+  - name: new-vendor
+    cidrs: ["127.0.0.2/32"]
+    mode: report
+  - name: others
+    cidrs: ["127.0.0.3/32"]
+allow:
+  - name: documented
+    hosts: ["api.vendor.test"]
+    ports: [{port}]
+destinations:
+  allow_cidrs: ["127.0.0.1/32"]
+dns:
+  hosts:
+    undocumented.vendor.test: ["127.0.0.1"]
+    api.vendor.test: ["127.0.0.1"]
+"#
+    );
+    let proxy = start_proxy(&yaml).await;
+    let fetch = |from: &'static str, host: &'static str| {
+        let url = format!("https://{host}:{port}/");
+        let ca = origin.ca_pem.to_str().unwrap().to_string();
+        let proxy = proxy.url();
+        async move {
+            curl(
+                &[
+                    "--interface",
+                    from,
+                    "--proxy",
+                    &proxy,
+                    "--cacert",
+                    &ca,
+                    &url,
+                ],
+                &[],
+            )
+            .await
+        }
+    };
+    let out = fetch("127.0.0.2", "undocumented.vendor.test").await;
+    assert_eq!(
+        out.code, 0,
+        "the report group is let through: {}",
+        out.stderr
+    );
+    let d = proxy.log.decision_for("undocumented.vendor.test").await;
+    assert_eq!(
+        (&d["decision"], &d["reason"]),
+        (&"would_deny".into(), &"denied_no_rule".into()),
+        "{d}"
+    );
+    assert_eq!(d["client"], serde_json::json!(["new-vendor"]));
+    for from in ["127.0.0.3", "127.0.0.1"] {
+        let out = fetch(from, "undocumented.vendor.test").await;
+        assert!(
+            out.stderr.contains("403"),
+            "{from} must be enforced: {}",
+            out.stderr
+        );
+    }
+    // The metadata address is refused for the report group too.
+    let out = curl(
+        &[
+            "--interface",
+            "127.0.0.2",
+            "--proxy",
+            &proxy.url(),
+            "http://169.254.169.254/latest/meta-data/",
+        ],
+        &[],
+    )
+    .await;
+    assert!(
+        out.stdout.contains("denied_private_address"),
+        "{}",
+        out.stdout
+    );
+    let lines = proxy.log.wait_events("decision", 4).await;
+    let meta = lines
+        .iter()
+        .find(|l| l["host"] == "169.254.169.254")
+        .unwrap();
+    assert_eq!(meta["decision"], "deny", "{meta}");
+    assert_eq!(meta["reason"], "denied_private_address", "{meta}");
+    // `check --client` evaluates as the group does.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("egressd.yaml");
+    std::fs::write(&cfg, &yaml).unwrap();
+    let check = |client: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+            .args([
+                "check",
+                "--config",
+                cfg.to_str().unwrap(),
+                "--client",
+                client,
+            ])
+            .arg(format!("undocumented.vendor.test:{port}"))
+            .output()
+            .unwrap()
+    };
+    let out = check("new-vendor");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would_deny"),
+        "{out:?}"
+    );
+    let out = check("others");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("\tdeny"),
+        "{out:?}"
+    );
+}

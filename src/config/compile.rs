@@ -154,6 +154,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         compile_clients(raw, &mut errs, &mut credential_files),
         raw.require_identity.unwrap_or(false),
     );
+    builder.report_all(mode == Mode::Report);
     let mut seen = HashSet::new();
     // Local allow rules come first, so where one matches the same host and port as a profile entry, its name,
     // paths and idle timeout decide. Deny rules beat every allow rule whatever their position.
@@ -492,7 +493,15 @@ fn compile_clients(
             certs: g.certs.clone(),
             ..creds
         };
-        groups.add_with_credentials(name, cidrs, creds);
+        let id = groups.add_with_credentials(name, cidrs, creds);
+        match g.mode.as_deref() {
+            None | Some("enforce") => {}
+            Some("report") => groups.set_report(id),
+            Some(other) => errs.push(
+                format!("{at}.mode"),
+                format!("{other:?} is not one of: enforce, report"),
+            ),
+        }
     }
     if raw.require_identity == Some(true) && groups.is_empty() {
         errs.push(

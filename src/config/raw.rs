@@ -136,6 +136,8 @@ pub struct RawClientGroup {
     pub token_sha256: Vec<String>,
     /// File of Bearer tokens (one per line), hashed when read.
     pub tokens_file: Option<String>,
+    /// `report`: this group's policy denials are let through and logged as would_deny.
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -45,6 +45,8 @@ struct Group {
     name: Arc<str>,
     cidrs: Vec<IpNet>,
     credentials: GroupCredentials,
+    /// `mode: report`: this group's policy denials are would-be denials.
+    report: bool,
 }
 
 /// What the Proxy-Authorization header of a request established.
@@ -100,6 +102,7 @@ impl ClientGroups {
             name: name.into(),
             cidrs: cidrs.into_iter().map(|n| n.trunc()).collect(),
             credentials,
+            report: false,
         });
         let mut per_name: HashMap<&str, usize> = HashMap::new();
         for u in self.groups.iter().flat_map(|g| &g.credentials.users) {
@@ -107,6 +110,20 @@ impl ClientGroups {
         }
         self.basic_slots = per_name.values().copied().max().unwrap_or(0);
         (self.groups.len() - 1) as GroupId
+    }
+
+    /// Put a group in report mode (`clients[].mode: report`).
+    pub fn set_report(&mut self, group: GroupId) {
+        if let Some(g) = self.groups.get_mut(group as usize) {
+            g.report = true;
+        }
+    }
+
+    /// Is the client in a group in report mode?
+    pub fn reports(&self, id: &Identity) -> bool {
+        id.groups
+            .iter()
+            .any(|&g| self.groups.get(g as usize).is_some_and(|g| g.report))
     }
 
     /// The groups whose members authenticate with credentials.

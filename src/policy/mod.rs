@@ -162,6 +162,8 @@ pub struct Policy {
     pub clients: ClientGroups,
     /// Refuse requests from clients that belong to no group.
     require_identity: bool,
+    /// `mode: report` for the whole configuration.
+    report_all: bool,
     rules: Vec<Rule>,
     names: host::NameIndex,
     ips: ip::IpIndex,
@@ -205,6 +207,11 @@ impl PolicyBuilder {
     }
 
     /// The client groups that rules may be scoped to.
+    /// `mode: report`: every policy denial is a would-be denial.
+    pub fn report_all(&mut self, on: bool) {
+        self.policy.report_all = on;
+    }
+
     pub fn clients(&mut self, groups: ClientGroups, require_identity: bool) {
         self.policy.clients = groups;
         self.policy.require_identity = require_identity;
@@ -318,6 +325,20 @@ impl Policy {
     /// client with this identity. An allow rule with path prefixes allows only matching paths when a path is
     /// given; it allows the host when none is.
     pub fn decide_request(&self, target: &Target, path: Option<&str>, id: &Identity) -> Decision {
+        let d = self.decide_by_rules(target, path, id);
+        // Report mode for everyone (`mode: report`) or for the client's group (`clients[].mode: report`):
+        // policy denials become would-be denials, and so do the later checks of what proceeds (SNI).
+        if !(self.report_all || self.clients.reports(id)) {
+            return d;
+        }
+        Decision {
+            report: d.report || (!d.allowed && d.reason.is_policy_denial()),
+            lenient: true,
+            ..d
+        }
+    }
+
+    fn decide_by_rules(&self, target: &Target, path: Option<&str>, id: &Identity) -> Decision {
         if self.require_identity && id.is_empty() {
             return Decision::deny(Reason::DeniedNoIdentity, None);
         }

@@ -5,7 +5,6 @@
 use super::peek::{peek, FirstBytes, Peeked};
 use super::retry::{replay_hello, End};
 use super::{respond, splice, Ctx};
-use crate::config::Mode;
 use crate::policy::credentials::ProxyAuth;
 use crate::policy::tls::{judge, tls_required, Hello, SniMode};
 use crate::reason::Reason;
@@ -186,7 +185,8 @@ where
         FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
         FirstBytes::Cut => Verdict2::Ended(CloseReason::Shutdown),
     };
-    let lenient = ctx.settings.mode == Mode::Report || o.report_rule;
+    // Report mode (everyone's, the client group's or the rule's): the policy says so in the decision.
+    let lenient = o.report_rule;
     let verdict = match verdict {
         Verdict2::Refuse(r, d) if lenient && r.is_policy_denial() => {
             o.decision = Verdict::WouldDeny;

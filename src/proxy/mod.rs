@@ -19,7 +19,7 @@ pub mod splice;
 mod transparent;
 mod transparent_http;
 
-use crate::config::{Mode, Settings};
+use crate::config::Settings;
 use crate::policy::credentials::CertName;
 use crate::policy::Decision;
 use crate::reason::Reason;
@@ -198,7 +198,7 @@ impl Ctx {
             o.decision = Verdict::Allow;
             return Some(tls);
         }
-        if report || (self.settings.mode == Mode::Report && reason.is_policy_denial()) {
+        if report {
             o.decision = Verdict::WouldDeny;
             return Some(tls);
         }
