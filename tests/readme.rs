@@ -55,26 +55,7 @@ fn the_embedded_config_documents_every_top_level_key() {
     // Every top-level key of the raw config appears in config/egressd.yaml (set or commented) and README.
     let yaml = egressd::config::DEFAULT_CONFIG;
     let readme = readme();
-    for key in [
-        "listen",
-        "listen_tls",
-        "tls",
-        "mode",
-        "sni",
-        "client_hello",
-        "clients",
-        "require_identity",
-        "allow",
-        "deny",
-        "vendors",
-        "vendors_disable",
-        "destinations",
-        "dns",
-        "timeouts",
-        "limits",
-        "admin",
-        "shutdown",
-    ] {
+    for key in egressd::config::TOP_LEVEL_KEYS {
         assert!(
             yaml.lines()
                 .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key}:"))),

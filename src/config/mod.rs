@@ -8,7 +8,7 @@ mod raw;
 mod transparent;
 
 pub use compile::{compile, Dns, Limits, Mode, Settings, Timeouts};
-pub use raw::RawConfig;
+pub use raw::{RawConfig, TOP_LEVEL_KEYS};
 pub use transparent::Transparent;
 
 use std::fmt;
