@@ -15,6 +15,9 @@ tests/deploy_manifests.rs checks the kustomize sources:
 - egressd's ingress NetworkPolicy admits each agent namespace on the proxy ports (not every source), and the
   admin port to Prometheus when a ServiceMonitor scrapes it;
 - an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service;
+- each destination the agents' NO_PROXY sends direct is allowed by their NetworkPolicy (every port; port 80 for
+  metadata addresses), and the policy opens nothing NO_PROXY does not send direct besides egressd, DNS and the
+  API server (the rule whose CIDRs the egressd.io/api-server annotation names);
 - every object but the Namespace has a namespace;
 - a ServiceMonitor selects the Service and scrapes a port it has, on /metrics; with the chart, the ServiceMonitor
   and PrometheusRule carry the labels of metrics.serviceMonitor.labels and alerts.prometheusRule.labels (the
@@ -119,12 +122,91 @@ def egress_reaches(policies, net, port, proto="TCP"):
 
 
 def dns_peers(policy):
-    """The peers of the rules that open UDP and TCP 53, as canonical JSON strings."""
+    """The peers of the rules that name UDP and TCP 53, as canonical JSON strings (a rule without ports, such as
+    the agents' in-cluster rule, is not a DNS rule)."""
     peers = set()
     for rule in policy["spec"].get("egress") or []:
-        if port_open(rule, 53, "UDP") and port_open(rule, 53, "TCP") and rule.get("to"):
+        if rule.get("ports") and port_open(rule, 53, "UDP") and port_open(rule, 53, "TCP") and rule.get("to"):
             peers.update(json.dumps(peer, sort_keys=True) for peer in rule["to"])
     return peers
+
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+METADATA_NAMES = {"metadata.google.internal": "169.254.169.254"}
+METADATA_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::/32")]
+
+
+def as_net(entry):
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None
+
+
+def agent_network_errors(policy, no_proxy, selector, domain_hint=None):
+    """What the agents' NO_PROXY sends direct and what their NetworkPolicy lets out must agree: each direct
+    destination is allowed (on every port, HTTP for metadata), and the policy opens nothing else besides egressd,
+    DNS and the API server (the rule with the egressd.io/api-server annotation's CIDRs)."""
+    ns = policy["metadata"]["namespace"]
+    errors = []
+    api = {c for c in ((policy["metadata"].get("annotations") or {}).get("egressd.io/api-server") or "").split(",") if c}
+    if not api:
+        errors.append(f"agent NetworkPolicy in {ns} has no egressd.io/api-server annotation naming its API server rule")
+    rules = []  # the rules that must answer for NO_PROXY entries
+    api_rule = False
+    for rule in policy["spec"].get("egress") or []:
+        to = rule.get("to") or []
+        if any((t.get("podSelector") or {}).get("matchLabels") == selector for t in to):
+            continue
+        if rule.get("ports") and all(x.get("port") == 53 for x in rule["ports"]):
+            continue
+        if to and all("ipBlock" in t for t in to) and {t["ipBlock"]["cidr"] for t in to} == api:
+            api_rule = True
+            continue
+        rules.append(rule)
+    entries = [e.strip() for e in no_proxy.split(",") if e.strip()]
+    in_cluster = [e for e in entries if e.startswith(".")]
+
+    def allows(net, port):
+        return any(port_open(r, port) and any(peer_covers(p, net) for p in r.get("to") or []) for r in rules)
+
+    all_pods = any(port_open(r, 1) and any(t == {"namespaceSelector": {}} for t in r.get("to") or []) for r in rules)
+    for e in entries:
+        net = as_net(METADATA_NAMES.get(e, e))
+        if e in LOOPBACK:
+            continue
+        if e in ("kubernetes", "kubernetes.default"):
+            if not api_rule:
+                errors.append(f"NO_PROXY in {ns} sends {e} direct but the agent NetworkPolicy has no API server rule")
+        elif e.startswith("."):
+            if not all_pods:
+                errors.append(f"NO_PROXY in {ns} sends {e} names direct but the agent NetworkPolicy does not let the "
+                              "agents reach the cluster's pods (namespaceSelector: {})")
+        elif net is None:
+            errors.append(f"NO_PROXY in {ns} sends {e} direct, where the agent NetworkPolicy cannot follow a name")
+        elif any(net.subnet_of(m) for m in METADATA_NETS if m.version == net.version):
+            if not allows(net, 80):
+                errors.append(f"NO_PROXY in {ns} sends {e} direct but the agent NetworkPolicy drops it (port 80): "
+                              "a timeout instead of an answer (agentNetwork.metadata blocked leaves it out of both)")
+        elif not all(allows(net, port) for port in (80, 443, 8080, 65535)):
+            errors.append(f"NO_PROXY in {ns} sends {e} direct but the agent NetworkPolicy does not let it out on "
+                          "every port")
+    direct = {as_net(METADATA_NAMES.get(e, e)) for e in entries} - {None}
+    for r in rules:
+        for peer in r.get("to") or [{}]:
+            if peer == {"namespaceSelector": {}}:
+                if not in_cluster:
+                    errors.append(f"the agent NetworkPolicy in {ns} opens every pod but NO_PROXY sends no .svc "
+                                  "names direct")
+            elif "ipBlock" in peer:
+                cidr = ipaddress.ip_network(peer["ipBlock"]["cidr"], strict=False)
+                if cidr not in direct:
+                    errors.append(f"the agent NetworkPolicy in {ns} opens {cidr}, which NO_PROXY does not send "
+                                  "direct (agents never use it, or NO_PROXY lacks it)")
+            else:
+                errors.append(f"the agent NetworkPolicy in {ns} opens {json.dumps(peer, sort_keys=True)}, which "
+                              "NO_PROXY does not send direct")
+    return errors
 
 
 def ports_of(spec):
@@ -303,6 +385,20 @@ def check_set(docs, values):
         to_proxy = [r for r in p["spec"]["egress"] if any(t.get("podSelector", {}).get("matchLabels") == selector for t in r.get("to", []))]
         check(to_proxy and any(port.get("port") == proxy["containerPort"] for port in to_proxy[0].get("ports", [])),
               f"agent NetworkPolicy in {p['metadata']['namespace']} does not reach the proxy port")
+    # The agents' NO_PROXY and their NetworkPolicy agree (README "Rollout order" and agentNetwork).
+    envs = {c["metadata"]["namespace"]: c["data"] for c in by_kind.get("ConfigMap", [])
+            if c["metadata"]["name"] == "egressd-proxy-env"}
+    for p in agent_policies:
+        ns = p["metadata"]["namespace"]
+        check((p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "agent-egress-policy",
+              f"agent NetworkPolicy in {ns} lacks the label app.kubernetes.io/component: agent-egress-policy "
+              "(the rollout applies it last by that label)")
+        if ns not in envs:
+            errors.append(f"agent NetworkPolicy in {ns} without an egressd-proxy-env ConfigMap: nothing says what "
+                          "the agents send direct")
+            continue
+        check(envs[ns].get("NO_PROXY") == envs[ns].get("no_proxy"), f"{ns}/egressd-proxy-env: NO_PROXY != no_proxy")
+        errors.extend(agent_network_errors(p, envs[ns].get("NO_PROXY") or "", selector))
     url = f"http://{service['metadata']['name']}.{namespace}.svc:{svc_proxy['port']}"
     for c in by_kind.get("ConfigMap", []):
         if c["metadata"]["name"] == "egressd-proxy-env":
@@ -377,6 +473,28 @@ def self_test(rendered):
             if port_open(r, 53, "UDP") and r.get("to"):
                 r["to"] = [{"ipBlock": {"cidr": "192.0.2.53/32"}}]
 
+    def agent_policy(ds):
+        return [p for p in find(ds, "NetworkPolicy") if p["spec"]["podSelector"] == {}][0]
+
+    def drop_metadata_rule(ds, vals):
+        p = agent_policy(ds)
+        p["spec"]["egress"] = [r for r in p["spec"]["egress"] if not any(
+            t.get("ipBlock", {}).get("cidr") == "169.254.169.254/32" and port_open(r, 80) for t in r.get("to") or [])]
+
+    def drop_in_cluster_rule(ds, vals):
+        p = agent_policy(ds)
+        p["spec"]["egress"] = [r for r in p["spec"]["egress"] if {"namespaceSelector": {}} not in (r.get("to") or [])]
+
+    def open_extra_cidr(ds, vals):
+        agent_policy(ds)["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "10.99.0.0/16"}}]})
+
+    def drop_pod_cidr_from_no_proxy(ds, vals):
+        ns = agent_policy(ds)["metadata"]["namespace"]
+        env = next(c for c in find(ds, "ConfigMap") if c["metadata"]["name"] == "egressd-proxy-env"
+                   and c["metadata"]["namespace"] == ns)
+        for k in ("NO_PROXY", "no_proxy"):
+            env["data"][k] = ",".join(e for e in env["data"][k].split(",") if "/" not in e)
+
     def drop_labels(kind):
         def go(ds, vals):
             for d in find(ds, kind):
@@ -400,7 +518,14 @@ def self_test(rendered):
         ("admits every source", open_ingress),
     ]
     if has_agents:
-        cases += [("does not admit namespace", drop_agent_ingress), ("DNS peers of the agent NetworkPolicy", agent_dns_elsewhere)]
+        cases += [("does not admit namespace", drop_agent_ingress), ("DNS peers of the agent NetworkPolicy", agent_dns_elsewhere),
+                  ("opens 10.99.0.0/16, which NO_PROXY does not send direct", open_extra_cidr),
+                  ("names direct but the agent NetworkPolicy does not let the agents reach", drop_in_cluster_rule),
+                  ("which NO_PROXY does not send direct (agents never use it", drop_pod_cidr_from_no_proxy)]
+        policy = [p for p in find(docs, "NetworkPolicy") if p["spec"]["podSelector"] == {}][0]
+        if any(t.get("ipBlock", {}).get("cidr") == "169.254.169.254/32" and port_open(r, 80)
+               for r in policy["spec"]["egress"] for t in r.get("to") or []):
+            cases.append(("sends 169.254.169.254 direct but the agent NetworkPolicy drops it", drop_metadata_rule))
     if values is not None and values["metrics"]["serviceMonitor"].get("labels") and find(docs, "ServiceMonitor"):
         cases.append(("ServiceMonitor/egressd lacks the labels", drop_labels("ServiceMonitor")))
     if values is not None and values["alerts"]["prometheusRule"].get("labels") and find(docs, "PrometheusRule"):
