@@ -163,7 +163,7 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("do not name the namespace"), "{out}");
-        assert!(out.contains("source: 004_fd5360d1679fc21e.txt"), "{out}");
+        assert!(out.contains("source: Cast AI, \"Communication requirements\""), "{out}");
         assert!(!out.contains("WARNING"), "{out}");
 
         let mut r = req(p, "http://egressd:3128");
