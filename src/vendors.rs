@@ -364,7 +364,9 @@ impl Profile {
 fn bad_source(source: &str) -> Option<String> {
     for part in source.split("; ") {
         let Some(at) = part.find("https://") else {
-            return Some(format!("{part:?} names no https:// URL of the vendor document"));
+            return Some(format!(
+                "{part:?} names no https:// URL of the vendor document"
+            ));
         };
         if at == 0 || !part[at..].contains(": ") {
             return Some(format!(

@@ -796,13 +796,31 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
     // by deploy/check.sh); the NO_PROXY is the one agent-env prints for the preset's default ranges.
     let helpers = read("deploy/helm/egressd/templates/_helpers.tpl");
     for (overlay, vendor, ns, preset, pods, services) in [
-        ("castai", "castai-us", "castai-agent", "gke", "10.0.0.0/8", "34.118.224.0/20"),
-        ("cloudcasa", "cloudcasa", "cloudcasa-io", "eks", "192.168.0.0/16", "10.100.0.0/16"),
+        (
+            "castai",
+            "castai-us",
+            "castai-agent",
+            "gke",
+            "10.0.0.0/8",
+            "34.118.224.0/20",
+        ),
+        (
+            "cloudcasa",
+            "cloudcasa",
+            "cloudcasa-io",
+            "eks",
+            "192.168.0.0/16",
+            "10.100.0.0/16",
+        ),
     ] {
         let network = yaml_doc(&format!(
             "deploy/kubernetes/overlays/{overlay}/agent-network.yaml"
         ));
-        assert_eq!(str_at(&network, "/agentNetwork/preset"), preset, "{overlay}");
+        assert_eq!(
+            str_at(&network, "/agentNetwork/preset"),
+            preset,
+            "{overlay}"
+        );
         assert!(
             helpers.contains(&format!(
                 "\"{preset}\" (dict \"pods\" (list \"{pods}\") \"services\" (list \"{services}\")"
@@ -824,7 +842,6 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
         assert_eq!(generator["namespace"], ns);
         assert_eq!(generator["envs"][0], "agent-proxy.env");
     }
-
 }
 
 fn env_lines(text: &str) -> Vec<String> {

@@ -186,7 +186,11 @@ async fn profiles_state_their_judgements_limits_and_left_out_requirements() {
         // Over CONNECT these rules open whole hosts: the profile says so and how to scope them.
         for rule in ["registry", "node-components"] {
             let e = p.entries.iter().find(|e| e.name == rule).unwrap();
-            assert!(e.purpose.contains("clients:"), "{name}/{rule}: {}", e.purpose);
+            assert!(
+                e.purpose.contains("clients:"),
+                "{name}/{rule}: {}",
+                e.purpose
+            );
         }
         let left: Vec<&str> = p.left_out.iter().map(|l| l.what.as_str()).collect();
         assert!(
@@ -197,22 +201,29 @@ async fn profiles_state_their_judgements_limits_and_left_out_requirements() {
     for name in ["cloudcasa", "cloudcasa-self-hosted"] {
         let p = vendors::find(name).unwrap();
         assert!(
-            p.params.iter().any(|s| s.name == "registry" && !s.required && s.list),
+            p.params
+                .iter()
+                .any(|s| s.name == "registry" && !s.required && s.list),
             "{name}: optional registry parameter"
         );
         assert!(
-            p.left_out.iter().any(|l| l.what.contains("Helm chart repository")),
+            p.left_out
+                .iter()
+                .any(|l| l.what.contains("Helm chart repository")),
             "{name}: the Helm repository is left out, with why"
         );
         let note = &p.agents.as_ref().unwrap().note;
         assert!(
-            note.contains("kubectl delete namespace cloudcasa-io") && note.contains("NetworkPolicy"),
+            note.contains("kubectl delete namespace cloudcasa-io")
+                && note.contains("NetworkPolicy"),
             "{name}: the documented upgrade deletes the proxy settings: {note}"
         );
         // S3: SDKs use virtual-hosted addresses (BUCKET.s3.REGION.amazonaws.com) by default.
         let storage = p.params.iter().find(|s| s.name == "storage").unwrap();
         assert!(
-            storage.description.contains("BUCKET.s3.REGION.amazonaws.com"),
+            storage
+                .description
+                .contains("BUCKET.s3.REGION.amazonaws.com"),
             "{name}: {}",
             storage.description
         );
@@ -251,7 +262,10 @@ fn vendors_show_prints_what_is_left_out() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    assert!(stdout.contains("left out (documented, but not an allow rule here)"), "{stdout}");
+    assert!(
+        stdout.contains("left out (documented, but not an allow rule here)"),
+        "{stdout}"
+    );
     assert!(stdout.contains("NFS backup storage"), "{stdout}");
     assert!(
         stdout.contains("source: CloudCasa, \"Network Connectivity\", https://docs.cloudcasa.io/help/reference-network.html"),
