@@ -4,11 +4,14 @@ agents, agentNetwork, apiServer, networkPolicy.dns) is rendered with the chart (
 into agent-proxy.env (the agents' HTTP(S)_PROXY and NO_PROXY) and agent-networkpolicy.yaml (their egress
 NetworkPolicy), so the two agree as they do in the chart.
 
-usage: agent_network.py OVERLAY_DIR            (rewrites the two files)
+usage: agent_network.py OVERLAY_DIR            (rewrites the two files, and cluster-policy/agent-adminnetworkpolicy.yaml
+                                               when the overlay has a cluster-policy/ directory)
        agent_network.py --check OVERLAY_DIR...  (fails if a file differs from what its values give)
 """
+import copy
 import os
 import subprocess
+import tempfile
 import sys
 
 import yaml
@@ -27,10 +30,17 @@ class Indented(yaml.SafeDumper):
 
 def render(overlay):
     values = os.path.join(overlay, "agent-network.yaml")
-    out = subprocess.run([sys.executable, os.path.join(REPO, "deploy/render_chart.py"), CHART, values],
-                         check=True, capture_output=True, text=True).stdout
-    docs = [d for d in yaml.safe_load_all(out) if d]
     spec = yaml.safe_load(open(values))
+    cluster_policy = os.path.isdir(os.path.join(overlay, "cluster-policy"))
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as tmp:
+        # The cluster-scoped variant too, when the overlay has a cluster-policy/ kustomization for it.
+        with_cluster = copy.deepcopy(spec)
+        with_cluster["agents"][0]["clusterPolicy"] = cluster_policy
+        yaml.safe_dump(with_cluster, tmp)
+        tmp.flush()
+        out = subprocess.run([sys.executable, os.path.join(REPO, "deploy/render_chart.py"), CHART, tmp.name],
+                             check=True, capture_output=True, text=True).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d]
     agent = spec["agents"][0]
     ns = agent["namespace"]
     env = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "egressd-proxy-env")
@@ -63,7 +73,23 @@ def render(overlay):
         "# agents use egressd (README \"Rollout order\"); until then `kubectl apply -k` leaves it out with\n"
         "#   -l app.kubernetes.io/component!=agent-egress-policy\n"
         + yaml.dump(obj, Dumper=Indented, sort_keys=False, default_flow_style=False))
-    return {"agent-proxy.env": env_text, "agent-networkpolicy.yaml": policy_text}
+    files = {"agent-proxy.env": env_text, "agent-networkpolicy.yaml": policy_text}
+    if cluster_policy:
+        anp = next(d for d in docs if d["kind"] == "AdminNetworkPolicy")
+        for rule in anp["spec"]["egress"]:
+            for peer in rule.get("to") or []:
+                if "app.kubernetes.io/name" in (((peer.get("pods") or {}).get("podSelector") or {}).get("matchLabels") or {}):
+                    peer["pods"]["podSelector"]["matchLabels"] = dict(pod_labels)
+        anp["metadata"]["labels"] = labels
+        files["cluster-policy/agent-adminnetworkpolicy.yaml"] = (
+            f"# The agents' egress rules for {ns} as a cluster-scoped AdminNetworkPolicy (policy.networking.k8s.io; a CNI\n"
+            "# that implements it), generated from ../agent-network.yaml by\n"
+            f"#   python deploy/agent_network.py {os.path.relpath(overlay, REPO)}\n"
+            "# It selects the namespace by name, so it outlives the namespace's deletion (the vendor's documented\n"
+            "# upgrade) and holds again when it is recreated; the namespace's NetworkPolicies cannot widen it. Apply\n"
+            "# it last, as the NetworkPolicy (README \"Rollout order\"): kubectl apply -k cluster-policy\n"
+            + yaml.dump(anp, Dumper=Indented, sort_keys=False, default_flow_style=False))
+    return files
 
 
 def main():

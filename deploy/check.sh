@@ -102,8 +102,8 @@ echo "== agents' network (overlay files generated from their agent-network.yaml)
 "$venv/bin/python" deploy/agent_network.py --check deploy/kubernetes/overlays/*/
 # ... and a change of values that was not regenerated is caught.
 mkdir "$out/stale"
-cp deploy/kubernetes/overlays/castai/* "$out/stale/"
-sed -i 's/preset: gke/preset: aks/' "$out/stale/agent-network.yaml"
+cp -r deploy/kubernetes/overlays/cloudcasa/. "$out/stale/"
+sed -i 's/preset: eks/preset: aks/' "$out/stale/agent-network.yaml"
 if "$venv/bin/python" deploy/agent_network.py --check "$out/stale" 2> "$out/err"; then
   fail "agent_network.py --check accepted agent files generated from other values"
 fi

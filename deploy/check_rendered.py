@@ -15,6 +15,8 @@ tests/deploy_manifests.rs checks the kustomize sources:
 - egressd's ingress NetworkPolicy admits each agent namespace on the proxy ports (not every source), and the
   admin port to Prometheus when a ServiceMonitor scrapes it;
 - an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service;
+- an agents' AdminNetworkPolicy (the cluster-scoped variant) is checked as the NetworkPolicy it stands for, and
+  must end with a Deny of every other address;
 - each destination the agents' NO_PROXY sends direct is allowed by their NetworkPolicy (every port; port 80 for
   metadata addresses), and the policy opens nothing NO_PROXY does not send direct besides egressd, DNS and the
   API server (the rule whose CIDRs the egressd.io/api-server annotation names);
@@ -209,6 +211,40 @@ def agent_network_errors(policy, no_proxy, selector, domain_hint=None):
     return errors
 
 
+def admin_policy_as_network_policy(anp, errors):
+    """An agents' AdminNetworkPolicy (cluster-scoped) as the NetworkPolicy it stands for: its Allow rules as
+    egress rules (pods, namespaces and networks peers as NetworkPolicy peers), for the same checks; its last rule
+    must deny every other address."""
+    name = anp["metadata"]["name"]
+    ns = ((anp["spec"].get("subject") or {}).get("namespaces") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    if not ns:
+        errors.append(f"AdminNetworkPolicy/{name} does not select one namespace by kubernetes.io/metadata.name")
+    rules = []
+    egress = anp["spec"].get("egress") or []
+    for r in egress:
+        if r.get("action") != "Allow":
+            continue
+        to = []
+        for peer in r.get("to") or []:
+            if "pods" in peer:
+                to.append({"namespaceSelector": peer["pods"]["namespaceSelector"], "podSelector": peer["pods"]["podSelector"]})
+            if "namespaces" in peer:
+                to.append({"namespaceSelector": peer["namespaces"]})
+            to.extend({"ipBlock": {"cidr": c}} for c in peer.get("networks") or [])
+        rule = {"to": to}
+        if r.get("ports"):
+            rule["ports"] = [{"protocol": p["portNumber"]["protocol"], "port": p["portNumber"]["port"]} for p in r["ports"]]
+        rules.append(rule)
+    last = egress[-1] if egress else {}
+    nets = {c for peer in last.get("to") or [] for c in peer.get("networks") or []}
+    if last.get("action") != "Deny" or not {"0.0.0.0/0", "::/0"} <= nets:
+        errors.append(f"AdminNetworkPolicy/{name} does not end with a Deny of 0.0.0.0/0 and ::/0: the agents could "
+                      "go around egressd")
+    return {"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns or "?", "labels": anp["metadata"].get("labels"),
+                                                  "annotations": anp["metadata"].get("annotations")},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": rules}}
+
+
 def ports_of(spec):
     """Ports of an allow rule or profile entry: numbers or "first-last" ranges (default 443)."""
     out = []
@@ -258,7 +294,7 @@ def check_set(docs, values):
 
     # Every object but the Namespace names its namespace, so nothing lands in the kubectl context's default.
     for d in docs:
-        if d["kind"] != "Namespace":
+        if d["kind"] not in ("Namespace", "AdminNetworkPolicy"):  # cluster-scoped
             check(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
 
     for d in by_kind.get("Deployment", []):
@@ -321,6 +357,7 @@ def check_set(docs, values):
     mine = [p for p in policies if p["spec"]["podSelector"].get("matchLabels") == selector]
     own = [p for p in mine if "Egress" in p["spec"].get("policyTypes", [])]
     agent_policies = [p for p in policies if p["spec"]["podSelector"] == {}]
+    agent_policies += [admin_policy_as_network_policy(a, errors) for a in by_kind.get("AdminNetworkPolicy", [])]
     namespace = deployment["metadata"].get("namespace", "egressd")
     agent_namespaces = sorted({p["metadata"]["namespace"] for p in agent_policies}
                               | {c["metadata"]["namespace"] for c in by_kind.get("ConfigMap", [])
@@ -501,6 +538,14 @@ def self_test(rendered):
                 d["metadata"]["labels"] = {"app.kubernetes.io/name": "egressd"}
         return go
 
+    def open_admin_policy(ds, vals):
+        anp = find(ds, "AdminNetworkPolicy")[0]
+        anp["spec"]["egress"] = anp["spec"]["egress"][:-1]
+
+    def widen_admin_policy(ds, vals):
+        anp = find(ds, "AdminNetworkPolicy")[0]
+        anp["spec"]["egress"].insert(0, {"name": "x", "action": "Allow", "to": [{"networks": ["203.0.113.0/24"]}]})
+
     has_agents = any(p["spec"]["podSelector"] == {} for p in find(docs, "NetworkPolicy"))
     cases = [
         ("enableServiceLinks", lambda ds, v: find(ds, "Deployment")[0]["spec"]["template"]["spec"].pop("enableServiceLinks")),
@@ -526,6 +571,9 @@ def self_test(rendered):
         if any(t.get("ipBlock", {}).get("cidr") == "169.254.169.254/32" and port_open(r, 80)
                for r in policy["spec"]["egress"] for t in r.get("to") or []):
             cases.append(("sends 169.254.169.254 direct but the agent NetworkPolicy drops it", drop_metadata_rule))
+    if find(docs, "AdminNetworkPolicy"):
+        cases += [("does not end with a Deny of 0.0.0.0/0", open_admin_policy),
+                  ("opens 203.0.113.0/24, which NO_PROXY does not send direct", widen_admin_policy)]
     if values is not None and values["metrics"]["serviceMonitor"].get("labels") and find(docs, "ServiceMonitor"):
         cases.append(("ServiceMonitor/egressd lacks the labels", drop_labels("ServiceMonitor")))
     if values is not None and values["alerts"]["prometheusRule"].get("labels") and find(docs, "PrometheusRule"):
