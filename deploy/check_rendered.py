@@ -10,7 +10,8 @@ tests/deploy_manifests.rs checks the kustomize sources:
   by egressd as config overrides);
 - terminationGracePeriodSeconds covers the preStop sleep plus shutdown.grace;
 - egressd's egress NetworkPolicies open, to public IPv4 and IPv6 addresses, every port an allow rule or a vendor
-  profile of the config uses, and reach every destinations.allow_cidrs CIDR on those ports; egressd's and the
+  profile of the config uses, and reach every destinations.allow_cidrs CIDR on those ports, and every private_cidrs
+  CIDR of a rule or vendor item (which the agents' NO_PROXY must not send direct); egressd's and the
   agents' policies allow DNS (UDP and TCP 53) to the same peers;
 - egressd's ingress NetworkPolicy admits each agent namespace on the proxy ports (not every source), and the
   admin port to Prometheus when a ServiceMonitor scrapes it;
@@ -376,6 +377,14 @@ def check_set(docs, values):
                     span = f"port {first}" if first == last else f"ports {first}-{last} ({closed[0]} first)"
                     errors.append(f"{what} uses {span}, closed to public IPv{net.version} addresses by egressd's "
                                   f"egress NetworkPolicy ({names})")
+        own_cidrs = [(c, f"allow rule {r.get('name')} private_cidrs") for r in config.get("allow") or []
+                     for c in r.get("private_cidrs") or []]
+        own_cidrs += [(c, f"vendors item {v.get('name')} private_cidrs") for v in config.get("vendors") or []
+                      if isinstance(v, dict) for c in v.get("private_cidrs") or []]
+        for cidr, what in own_cidrs:
+            net = ipaddress.ip_network(cidr, strict=False)
+            if not any(egress_reaches(own, net, p) for first, last, _ in wanted for p in (first, last)):
+                errors.append(f"{what} {cidr} is not reachable through egressd's egress NetworkPolicy ({names})")
         for cidr in ((config.get("destinations") or {}).get("allow_cidrs") or []):
             net = ipaddress.ip_network(cidr, strict=False)
             ports = sorted({p for first, last, _ in wanted for p in range(first, last + 1)})
@@ -436,6 +445,15 @@ def check_set(docs, values):
             continue
         check(envs[ns].get("NO_PROXY") == envs[ns].get("no_proxy"), f"{ns}/egressd-proxy-env: NO_PROXY != no_proxy")
         errors.extend(agent_network_errors(p, envs[ns].get("NO_PROXY") or "", selector))
+        # A vendor's own private endpoint (private_cidrs) goes through egressd: NO_PROXY must not send it direct.
+        direct = [as_net(e) for e in (envs[ns].get("NO_PROXY") or "").split(",")]
+        for r in list(config.get("allow") or []) + [v for v in config.get("vendors") or [] if isinstance(v, dict)]:
+            for c in r.get("private_cidrs") or []:
+                net = ipaddress.ip_network(c, strict=False)
+                for d in direct:
+                    if d is not None and d.version == net.version and d.overlaps(net):
+                        errors.append(f"NO_PROXY in {ns} sends {d} direct, which holds {c} of {r.get('name')}'s "
+                                      "private_cidrs: agents would go around egressd (narrow agentNetwork's CIDRs)")
     url = f"http://{service['metadata']['name']}.{namespace}.svc:{svc_proxy['port']}"
     for c in by_kind.get("ConfigMap", []):
         if c["metadata"]["name"] == "egressd-proxy-env":
@@ -558,6 +576,9 @@ def self_test(rendered):
             lambda c: c.setdefault("allow", []).append({"name": "range", "hosts": ["a.example"], "ports": ["9000-9100"]}))),
         ("destinations.allow_cidrs 10.99.0.0/16 is not reachable", edit_config(
             lambda c: c.setdefault("destinations", {}).setdefault("allow_cidrs", []).append("10.99.0.0/16"))),
+        ("allow rule own private_cidrs 10.98.0.0/24 is not reachable", edit_config(
+            lambda c: c.setdefault("allow", []).append({"name": "own", "hosts": ["own.example"],
+                                                        "private_cidrs": ["10.98.0.0/24"]}))),
         ("vendor profile rule", drop_port_443),
         ("no ingress NetworkPolicy", lambda ds, v: ds.remove(own(ds, "Ingress")[0])),
         ("admits every source", open_ingress),
@@ -571,6 +592,18 @@ def self_test(rendered):
         if any(t.get("ipBlock", {}).get("cidr") == "169.254.169.254/32" and port_open(r, 80)
                for r in policy["spec"]["egress"] for t in r.get("to") or []):
             cases.append(("sends 169.254.169.254 direct but the agent NetworkPolicy drops it", drop_metadata_rule))
+    def own_endpoint_in_no_proxy(ds, vals):
+        c, cfg = egressd_config(ds)
+        ns = agent_policy(ds)["metadata"]["namespace"]
+        env = next(x for x in find(ds, "ConfigMap") if x["metadata"]["name"] == "egressd-proxy-env"
+                   and x["metadata"]["namespace"] == ns)
+        first = next(e for e in env["data"]["NO_PROXY"].split(",") if "/" in e)
+        cfg.setdefault("allow", []).append({"name": "own", "hosts": ["own.example"],
+                                            "private_cidrs": [str(ipaddress.ip_network(first, strict=False))]})
+        c["data"]["egressd.yaml"] = yaml.safe_dump(cfg)
+
+    if has_agents:
+        cases.append(("private_cidrs: agents would go around egressd", own_endpoint_in_no_proxy))
     if find(docs, "AdminNetworkPolicy"):
         cases += [("does not end with a Deny of 0.0.0.0/0", open_admin_policy),
                   ("opens 203.0.113.0/24, which NO_PROXY does not send direct", widen_admin_policy)]

@@ -111,6 +111,9 @@ pub struct RawRule {
     /// Client groups the rule applies to; empty: every client.
     #[serde(default)]
     pub clients: Vec<String>,
+    /// Private CIDRs this rule's exact hosts may resolve to (the vendor's own endpoint), on its ports only.
+    #[serde(default)]
+    pub private_cidrs: Vec<String>,
 }
 
 /// One client group: clients connecting from these source addresses, or presenting these credentials.

@@ -17,6 +17,7 @@ pub mod credentials;
 mod host;
 mod ip;
 pub mod noproxy;
+pub mod own_addresses;
 pub mod pattern;
 pub mod special_ip;
 pub mod tls;
