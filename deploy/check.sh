@@ -120,7 +120,7 @@ for rendered in "$out"/rendered/*.yaml; do
   "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
 done
 # ... and each of those checks catches the breakage it is there for.
-"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,kustomize-castai-monitoring-tls,kustomize-cloudcasa}.yaml
+"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,kustomize-castai-monitoring-tls,kustomize-cloudcasa,kustomize-cloudcasa-cluster-policy}.yaml
 for cfg in "$out"/configs/*.yaml; do
   if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
     echo "$msg" >&2
