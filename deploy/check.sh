@@ -2,7 +2,8 @@
 # Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile; renders the kustomize
 # base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
 # object against the Kubernetes schemas; cross-checks ports, probes, config path, drain period and network
-# policies in every rendered set (deploy/check_rendered.py) and runs `egressd validate` on its config; starts
+# policies in every rendered set (deploy/check_rendered.py: the agents' NO_PROXY and NetworkPolicy agree too),
+# checks that each overlay's agent files are what its agent-network.yaml gives (deploy/agent_network.py) and runs `egressd validate` on its config; starts
 # every rendered Deployment as the kubelet would (deploy/pod_emulation.py); checks and unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
 # rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
 # `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
@@ -73,11 +74,17 @@ for values in "$chart"/ci/*.yaml; do
   echo "$chart ($values): $(grep -c '^kind:' "$out/rendered/$name.yaml") objects"
 done
 # An agent NetworkPolicy without the API server address must be refused, not rendered open.
-printf 'agents: [{namespace: castai-agent, networkPolicy: true}]\n' > "$out/no-apiserver.yaml"
+printf 'agents: [{namespace: castai-agent, networkPolicy: true}]\nagentNetwork: {preset: gke}\n' > "$out/no-apiserver.yaml"
 if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-apiserver.yaml" > /dev/null 2> "$out/err"; then
   fail "the chart rendered an agent NetworkPolicy without apiServer.cidrs"
 fi
 grep -q 'apiServer.cidrs is required' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for missing apiServer.cidrs"; }
+# Agents without agentNetwork: their NO_PROXY and NetworkPolicy would not know the cluster's ranges.
+printf 'agents: [{namespace: castai-agent}]\n' > "$out/no-network.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-network.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered agents without agentNetwork.preset"
+fi
+grep -q 'agentNetwork.preset is required' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for missing agentNetwork.preset"; }
 # A misspelt value is refused by values.schema.json instead of being ignored.
 printf 'config: {vendor: [castai-us]}\n' > "$out/typo.yaml"
 if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/typo.yaml" > /dev/null 2> "$out/err"; then
@@ -91,6 +98,17 @@ if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-dns.yaml" > /dev/
 fi
 grep -q 'preset custom needs networkPolicy.dns.extra' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for DNS preset custom"; }
 
+echo "== agents' network (overlay files generated from their agent-network.yaml)"
+"$venv/bin/python" deploy/agent_network.py --check deploy/kubernetes/overlays/*/
+# ... and a change of values that was not regenerated is caught.
+mkdir "$out/stale"
+cp -r deploy/kubernetes/overlays/cloudcasa/. "$out/stale/"
+sed -i 's/preset: eks/preset: aks/' "$out/stale/agent-network.yaml"
+if "$venv/bin/python" deploy/agent_network.py --check "$out/stale" 2> "$out/err"; then
+  fail "agent_network.py --check accepted agent files generated from other values"
+fi
+grep -q 'differs from what agent-network.yaml gives' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for stale agent files"; }
+
 echo "== Kubernetes schemas (${kube_versions[*]}, strict)"
 for v in "${kube_versions[@]}"; do
   # Objects of CRDs (ServiceMonitor, PrometheusRule) have no bundled schema: a warning, not a failure.
@@ -102,7 +120,7 @@ for rendered in "$out"/rendered/*.yaml; do
   "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
 done
 # ... and each of those checks catches the breakage it is there for.
-"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,kustomize-castai-monitoring-tls}.yaml
+"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,kustomize-castai-monitoring-tls,kustomize-cloudcasa,kustomize-cloudcasa-cluster-policy}.yaml
 for cfg in "$out"/configs/*.yaml; do
   if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
     echo "$msg" >&2

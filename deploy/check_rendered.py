@@ -10,11 +10,17 @@ tests/deploy_manifests.rs checks the kustomize sources:
   by egressd as config overrides);
 - terminationGracePeriodSeconds covers the preStop sleep plus shutdown.grace;
 - egressd's egress NetworkPolicies open, to public IPv4 and IPv6 addresses, every port an allow rule or a vendor
-  profile of the config uses, and reach every destinations.allow_cidrs CIDR on those ports; egressd's and the
+  profile of the config uses, and reach every destinations.allow_cidrs CIDR on those ports, and every private_cidrs
+  CIDR of a rule or vendor item (which the agents' NO_PROXY must not send direct); egressd's and the
   agents' policies allow DNS (UDP and TCP 53) to the same peers;
 - egressd's ingress NetworkPolicy admits each agent namespace on the proxy ports (not every source), and the
   admin port to Prometheus when a ServiceMonitor scrapes it;
 - an agent NetworkPolicy lets agents reach the proxy port; an agent ConfigMap points at the Service;
+- an agents' AdminNetworkPolicy (the cluster-scoped variant) is checked as the NetworkPolicy it stands for, and
+  must end with a Deny of every other address;
+- each destination the agents' NO_PROXY sends direct is allowed by their NetworkPolicy (every port; port 80 for
+  metadata addresses), and the policy opens nothing NO_PROXY does not send direct besides egressd, DNS and the
+  API server (the rule whose CIDRs the egressd.io/api-server annotation names);
 - every object but the Namespace has a namespace;
 - a ServiceMonitor selects the Service and scrapes a port it has, on /metrics; with the chart, the ServiceMonitor
   and PrometheusRule carry the labels of metrics.serviceMonitor.labels and alerts.prometheusRule.labels (the
@@ -119,12 +125,125 @@ def egress_reaches(policies, net, port, proto="TCP"):
 
 
 def dns_peers(policy):
-    """The peers of the rules that open UDP and TCP 53, as canonical JSON strings."""
+    """The peers of the rules that name UDP and TCP 53, as canonical JSON strings (a rule without ports, such as
+    the agents' in-cluster rule, is not a DNS rule)."""
     peers = set()
     for rule in policy["spec"].get("egress") or []:
-        if port_open(rule, 53, "UDP") and port_open(rule, 53, "TCP") and rule.get("to"):
+        if rule.get("ports") and port_open(rule, 53, "UDP") and port_open(rule, 53, "TCP") and rule.get("to"):
             peers.update(json.dumps(peer, sort_keys=True) for peer in rule["to"])
     return peers
+
+
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
+METADATA_NAMES = {"metadata.google.internal": "169.254.169.254"}
+METADATA_NETS = [ipaddress.ip_network("169.254.0.0/16"), ipaddress.ip_network("fd00:ec2::/32")]
+
+
+def as_net(entry):
+    try:
+        return ipaddress.ip_network(entry.strip("[]"), strict=False)
+    except ValueError:
+        return None
+
+
+def agent_network_errors(policy, no_proxy, selector, domain_hint=None):
+    """What the agents' NO_PROXY sends direct and what their NetworkPolicy lets out must agree: each direct
+    destination is allowed (on every port, HTTP for metadata), and the policy opens nothing else besides egressd,
+    DNS and the API server (the rule with the egressd.io/api-server annotation's CIDRs)."""
+    ns = policy["metadata"]["namespace"]
+    errors = []
+    api = {c for c in ((policy["metadata"].get("annotations") or {}).get("egressd.io/api-server") or "").split(",") if c}
+    if not api:
+        errors.append(f"agent NetworkPolicy in {ns} has no egressd.io/api-server annotation naming its API server rule")
+    rules = []  # the rules that must answer for NO_PROXY entries
+    api_rule = False
+    for rule in policy["spec"].get("egress") or []:
+        to = rule.get("to") or []
+        if any((t.get("podSelector") or {}).get("matchLabels") == selector for t in to):
+            continue
+        if rule.get("ports") and all(x.get("port") == 53 for x in rule["ports"]):
+            continue
+        if to and all("ipBlock" in t for t in to) and {t["ipBlock"]["cidr"] for t in to} == api:
+            api_rule = True
+            continue
+        rules.append(rule)
+    entries = [e.strip() for e in no_proxy.split(",") if e.strip()]
+    in_cluster = [e for e in entries if e.startswith(".")]
+
+    def allows(net, port):
+        return any(port_open(r, port) and any(peer_covers(p, net) for p in r.get("to") or []) for r in rules)
+
+    all_pods = any(port_open(r, 1) and any(t == {"namespaceSelector": {}} for t in r.get("to") or []) for r in rules)
+    for e in entries:
+        net = as_net(METADATA_NAMES.get(e, e))
+        if e in LOOPBACK:
+            continue
+        if e in ("kubernetes", "kubernetes.default"):
+            if not api_rule:
+                errors.append(f"NO_PROXY in {ns} sends {e} direct but the agent NetworkPolicy has no API server rule")
+        elif e.startswith("."):
+            if not all_pods:
+                errors.append(f"NO_PROXY in {ns} sends {e} names direct but the agent NetworkPolicy does not let the "
+                              "agents reach the cluster's pods (namespaceSelector: {})")
+        elif net is None:
+            errors.append(f"NO_PROXY in {ns} sends {e} direct, where the agent NetworkPolicy cannot follow a name")
+        elif any(net.subnet_of(m) for m in METADATA_NETS if m.version == net.version):
+            if not allows(net, 80):
+                errors.append(f"NO_PROXY in {ns} sends {e} direct but the agent NetworkPolicy drops it (port 80): "
+                              "a timeout instead of an answer (agentNetwork.metadata blocked leaves it out of both)")
+        elif not all(allows(net, port) for port in (80, 443, 8080, 65535)):
+            errors.append(f"NO_PROXY in {ns} sends {e} direct but the agent NetworkPolicy does not let it out on "
+                          "every port")
+    direct = {as_net(METADATA_NAMES.get(e, e)) for e in entries} - {None}
+    for r in rules:
+        for peer in r.get("to") or [{}]:
+            if peer == {"namespaceSelector": {}}:
+                if not in_cluster:
+                    errors.append(f"the agent NetworkPolicy in {ns} opens every pod but NO_PROXY sends no .svc "
+                                  "names direct")
+            elif "ipBlock" in peer:
+                cidr = ipaddress.ip_network(peer["ipBlock"]["cidr"], strict=False)
+                if cidr not in direct:
+                    errors.append(f"the agent NetworkPolicy in {ns} opens {cidr}, which NO_PROXY does not send "
+                                  "direct (agents never use it, or NO_PROXY lacks it)")
+            else:
+                errors.append(f"the agent NetworkPolicy in {ns} opens {json.dumps(peer, sort_keys=True)}, which "
+                              "NO_PROXY does not send direct")
+    return errors
+
+
+def admin_policy_as_network_policy(anp, errors):
+    """An agents' AdminNetworkPolicy (cluster-scoped) as the NetworkPolicy it stands for: its Allow rules as
+    egress rules (pods, namespaces and networks peers as NetworkPolicy peers), for the same checks; its last rule
+    must deny every other address."""
+    name = anp["metadata"]["name"]
+    ns = ((anp["spec"].get("subject") or {}).get("namespaces") or {}).get("matchLabels", {}).get("kubernetes.io/metadata.name")
+    if not ns:
+        errors.append(f"AdminNetworkPolicy/{name} does not select one namespace by kubernetes.io/metadata.name")
+    rules = []
+    egress = anp["spec"].get("egress") or []
+    for r in egress:
+        if r.get("action") != "Allow":
+            continue
+        to = []
+        for peer in r.get("to") or []:
+            if "pods" in peer:
+                to.append({"namespaceSelector": peer["pods"]["namespaceSelector"], "podSelector": peer["pods"]["podSelector"]})
+            if "namespaces" in peer:
+                to.append({"namespaceSelector": peer["namespaces"]})
+            to.extend({"ipBlock": {"cidr": c}} for c in peer.get("networks") or [])
+        rule = {"to": to}
+        if r.get("ports"):
+            rule["ports"] = [{"protocol": p["portNumber"]["protocol"], "port": p["portNumber"]["port"]} for p in r["ports"]]
+        rules.append(rule)
+    last = egress[-1] if egress else {}
+    nets = {c for peer in last.get("to") or [] for c in peer.get("networks") or []}
+    if last.get("action") != "Deny" or not {"0.0.0.0/0", "::/0"} <= nets:
+        errors.append(f"AdminNetworkPolicy/{name} does not end with a Deny of 0.0.0.0/0 and ::/0: the agents could "
+                      "go around egressd")
+    return {"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": ns or "?", "labels": anp["metadata"].get("labels"),
+                                                  "annotations": anp["metadata"].get("annotations")},
+            "spec": {"podSelector": {}, "policyTypes": ["Egress"], "egress": rules}}
 
 
 def ports_of(spec):
@@ -176,7 +295,7 @@ def check_set(docs, values):
 
     # Every object but the Namespace names its namespace, so nothing lands in the kubectl context's default.
     for d in docs:
-        if d["kind"] != "Namespace":
+        if d["kind"] not in ("Namespace", "AdminNetworkPolicy"):  # cluster-scoped
             check(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
 
     for d in by_kind.get("Deployment", []):
@@ -239,6 +358,7 @@ def check_set(docs, values):
     mine = [p for p in policies if p["spec"]["podSelector"].get("matchLabels") == selector]
     own = [p for p in mine if "Egress" in p["spec"].get("policyTypes", [])]
     agent_policies = [p for p in policies if p["spec"]["podSelector"] == {}]
+    agent_policies += [admin_policy_as_network_policy(a, errors) for a in by_kind.get("AdminNetworkPolicy", [])]
     namespace = deployment["metadata"].get("namespace", "egressd")
     agent_namespaces = sorted({p["metadata"]["namespace"] for p in agent_policies}
                               | {c["metadata"]["namespace"] for c in by_kind.get("ConfigMap", [])
@@ -257,6 +377,14 @@ def check_set(docs, values):
                     span = f"port {first}" if first == last else f"ports {first}-{last} ({closed[0]} first)"
                     errors.append(f"{what} uses {span}, closed to public IPv{net.version} addresses by egressd's "
                                   f"egress NetworkPolicy ({names})")
+        own_cidrs = [(c, f"allow rule {r.get('name')} private_cidrs") for r in config.get("allow") or []
+                     for c in r.get("private_cidrs") or []]
+        own_cidrs += [(c, f"vendors item {v.get('name')} private_cidrs") for v in config.get("vendors") or []
+                      if isinstance(v, dict) for c in v.get("private_cidrs") or []]
+        for cidr, what in own_cidrs:
+            net = ipaddress.ip_network(cidr, strict=False)
+            if not any(egress_reaches(own, net, p) for first, last, _ in wanted for p in (first, last)):
+                errors.append(f"{what} {cidr} is not reachable through egressd's egress NetworkPolicy ({names})")
         for cidr in ((config.get("destinations") or {}).get("allow_cidrs") or []):
             net = ipaddress.ip_network(cidr, strict=False)
             ports = sorted({p for first, last, _ in wanted for p in range(first, last + 1)})
@@ -303,6 +431,29 @@ def check_set(docs, values):
         to_proxy = [r for r in p["spec"]["egress"] if any(t.get("podSelector", {}).get("matchLabels") == selector for t in r.get("to", []))]
         check(to_proxy and any(port.get("port") == proxy["containerPort"] for port in to_proxy[0].get("ports", [])),
               f"agent NetworkPolicy in {p['metadata']['namespace']} does not reach the proxy port")
+    # The agents' NO_PROXY and their NetworkPolicy agree (README "Rollout order" and agentNetwork).
+    envs = {c["metadata"]["namespace"]: c["data"] for c in by_kind.get("ConfigMap", [])
+            if c["metadata"]["name"] == "egressd-proxy-env"}
+    for p in agent_policies:
+        ns = p["metadata"]["namespace"]
+        check((p["metadata"].get("labels") or {}).get("app.kubernetes.io/component") == "agent-egress-policy",
+              f"agent NetworkPolicy in {ns} lacks the label app.kubernetes.io/component: agent-egress-policy "
+              "(the rollout applies it last by that label)")
+        if ns not in envs:
+            errors.append(f"agent NetworkPolicy in {ns} without an egressd-proxy-env ConfigMap: nothing says what "
+                          "the agents send direct")
+            continue
+        check(envs[ns].get("NO_PROXY") == envs[ns].get("no_proxy"), f"{ns}/egressd-proxy-env: NO_PROXY != no_proxy")
+        errors.extend(agent_network_errors(p, envs[ns].get("NO_PROXY") or "", selector))
+        # A vendor's own private endpoint (private_cidrs) goes through egressd: NO_PROXY must not send it direct.
+        direct = [as_net(e) for e in (envs[ns].get("NO_PROXY") or "").split(",")]
+        for r in list(config.get("allow") or []) + [v for v in config.get("vendors") or [] if isinstance(v, dict)]:
+            for c in r.get("private_cidrs") or []:
+                net = ipaddress.ip_network(c, strict=False)
+                for d in direct:
+                    if d is not None and d.version == net.version and d.overlaps(net):
+                        errors.append(f"NO_PROXY in {ns} sends {d} direct, which holds {c} of {r.get('name')}'s "
+                                      "private_cidrs: agents would go around egressd (narrow agentNetwork's CIDRs)")
     url = f"http://{service['metadata']['name']}.{namespace}.svc:{svc_proxy['port']}"
     for c in by_kind.get("ConfigMap", []):
         if c["metadata"]["name"] == "egressd-proxy-env":
@@ -377,11 +528,41 @@ def self_test(rendered):
             if port_open(r, 53, "UDP") and r.get("to"):
                 r["to"] = [{"ipBlock": {"cidr": "192.0.2.53/32"}}]
 
+    def agent_policy(ds):
+        return [p for p in find(ds, "NetworkPolicy") if p["spec"]["podSelector"] == {}][0]
+
+    def drop_metadata_rule(ds, vals):
+        p = agent_policy(ds)
+        p["spec"]["egress"] = [r for r in p["spec"]["egress"] if not any(
+            t.get("ipBlock", {}).get("cidr") == "169.254.169.254/32" and port_open(r, 80) for t in r.get("to") or [])]
+
+    def drop_in_cluster_rule(ds, vals):
+        p = agent_policy(ds)
+        p["spec"]["egress"] = [r for r in p["spec"]["egress"] if {"namespaceSelector": {}} not in (r.get("to") or [])]
+
+    def open_extra_cidr(ds, vals):
+        agent_policy(ds)["spec"]["egress"].append({"to": [{"ipBlock": {"cidr": "10.99.0.0/16"}}]})
+
+    def drop_pod_cidr_from_no_proxy(ds, vals):
+        ns = agent_policy(ds)["metadata"]["namespace"]
+        env = next(c for c in find(ds, "ConfigMap") if c["metadata"]["name"] == "egressd-proxy-env"
+                   and c["metadata"]["namespace"] == ns)
+        for k in ("NO_PROXY", "no_proxy"):
+            env["data"][k] = ",".join(e for e in env["data"][k].split(",") if "/" not in e)
+
     def drop_labels(kind):
         def go(ds, vals):
             for d in find(ds, kind):
                 d["metadata"]["labels"] = {"app.kubernetes.io/name": "egressd"}
         return go
+
+    def open_admin_policy(ds, vals):
+        anp = find(ds, "AdminNetworkPolicy")[0]
+        anp["spec"]["egress"] = anp["spec"]["egress"][:-1]
+
+    def widen_admin_policy(ds, vals):
+        anp = find(ds, "AdminNetworkPolicy")[0]
+        anp["spec"]["egress"].insert(0, {"name": "x", "action": "Allow", "to": [{"networks": ["203.0.113.0/24"]}]})
 
     has_agents = any(p["spec"]["podSelector"] == {} for p in find(docs, "NetworkPolicy"))
     cases = [
@@ -395,12 +576,37 @@ def self_test(rendered):
             lambda c: c.setdefault("allow", []).append({"name": "range", "hosts": ["a.example"], "ports": ["9000-9100"]}))),
         ("destinations.allow_cidrs 10.99.0.0/16 is not reachable", edit_config(
             lambda c: c.setdefault("destinations", {}).setdefault("allow_cidrs", []).append("10.99.0.0/16"))),
+        ("allow rule own private_cidrs 10.98.0.0/24 is not reachable", edit_config(
+            lambda c: c.setdefault("allow", []).append({"name": "own", "hosts": ["own.example"],
+                                                        "private_cidrs": ["10.98.0.0/24"]}))),
         ("vendor profile rule", drop_port_443),
         ("no ingress NetworkPolicy", lambda ds, v: ds.remove(own(ds, "Ingress")[0])),
         ("admits every source", open_ingress),
     ]
     if has_agents:
-        cases += [("does not admit namespace", drop_agent_ingress), ("DNS peers of the agent NetworkPolicy", agent_dns_elsewhere)]
+        cases += [("does not admit namespace", drop_agent_ingress), ("DNS peers of the agent NetworkPolicy", agent_dns_elsewhere),
+                  ("opens 10.99.0.0/16, which NO_PROXY does not send direct", open_extra_cidr),
+                  ("names direct but the agent NetworkPolicy does not let the agents reach", drop_in_cluster_rule),
+                  ("which NO_PROXY does not send direct (agents never use it", drop_pod_cidr_from_no_proxy)]
+        policy = [p for p in find(docs, "NetworkPolicy") if p["spec"]["podSelector"] == {}][0]
+        if any(t.get("ipBlock", {}).get("cidr") == "169.254.169.254/32" and port_open(r, 80)
+               for r in policy["spec"]["egress"] for t in r.get("to") or []):
+            cases.append(("sends 169.254.169.254 direct but the agent NetworkPolicy drops it", drop_metadata_rule))
+    def own_endpoint_in_no_proxy(ds, vals):
+        c, cfg = egressd_config(ds)
+        ns = agent_policy(ds)["metadata"]["namespace"]
+        env = next(x for x in find(ds, "ConfigMap") if x["metadata"]["name"] == "egressd-proxy-env"
+                   and x["metadata"]["namespace"] == ns)
+        first = next(e for e in env["data"]["NO_PROXY"].split(",") if "/" in e)
+        cfg.setdefault("allow", []).append({"name": "own", "hosts": ["own.example"],
+                                            "private_cidrs": [str(ipaddress.ip_network(first, strict=False))]})
+        c["data"]["egressd.yaml"] = yaml.safe_dump(cfg)
+
+    if has_agents:
+        cases.append(("private_cidrs: agents would go around egressd", own_endpoint_in_no_proxy))
+    if find(docs, "AdminNetworkPolicy"):
+        cases += [("does not end with a Deny of 0.0.0.0/0", open_admin_policy),
+                  ("opens 203.0.113.0/24, which NO_PROXY does not send direct", widen_admin_policy)]
     if values is not None and values["metrics"]["serviceMonitor"].get("labels") and find(docs, "ServiceMonitor"):
         cases.append(("ServiceMonitor/egressd lacks the labels", drop_labels("ServiceMonitor")))
     if values is not None and values["alerts"]["prometheusRule"].get("labels") and find(docs, "PrometheusRule"):

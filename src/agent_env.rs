@@ -16,8 +16,62 @@ pub struct Request<'a> {
     pub namespace: Option<&'a str>,
 }
 
-/// Check the proxy URL: `http://host:port` (the plain listener), or `https://host:port` for egressd's TLS
-/// listener (`listen_tls`), which clients then reach over TLS.
+/// The shell variable the printed commands read the proxy password from: the password itself is never printed.
+pub const PASSWORD_VAR: &str = "EGRESSD_PROXY_PASSWORD";
+
+/// A proxy URL with its credentials taken apart: `shown` has `${EGRESSD_PROXY_PASSWORD}` where the password was.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ProxyUrl {
+    pub shown: String,
+    pub user: Option<String>,
+}
+
+/// Parse the proxy URL: `http://[user:password@]host:port`, or `https://` for egressd's TLS listener. The
+/// user is kept (Basic credentials give the agents a client group of their own); the password is replaced by
+/// `${EGRESSD_PROXY_PASSWORD}` and never appears in an error or in the output.
+pub fn parse_proxy_url(url: &str) -> Result<ProxyUrl, String> {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s @ ("http" | "https"), rest)) => (s, rest),
+        _ if url.contains('@') => {
+            return Err("write the proxy URL as http://[user:password@]host:port, e.g. \
+                        http://castai:PASSWORD@egressd.egressd.svc:3128 (not repeated here: it may hold a password)"
+                .to_string())
+        }
+        _ => (url, ""),
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        check_proxy_url(url)?;
+        return Ok(ProxyUrl {
+            shown: url.trim_end_matches('/').to_string(),
+            user: None,
+        });
+    };
+    let host_url = format!("{scheme}://{host}");
+    check_proxy_url(&host_url).map_err(|e| {
+        e.replace(
+            &host_url,
+            &format!("{scheme}://{{user}}:{{password}}@{host}"),
+        )
+    })?;
+    let unreserved = |c: char| c.is_ascii_alphanumeric() || "-._~%".contains(c);
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    if user.is_empty() || password.is_empty() || !user.chars().all(unreserved) {
+        return Err(format!(
+            "{scheme}://***@{host}: credentials in the proxy URL are user:password (the user letters, digits, \
+             - . _ ~ or %XX; percent-encode reserved characters of the password)"
+        ));
+    }
+    Ok(ProxyUrl {
+        shown: format!(
+            "{scheme}://{user}:${{{PASSWORD_VAR}}}@{}",
+            host.trim_end_matches('/')
+        ),
+        user: Some(user.to_string()),
+    })
+}
+
+/// Check the proxy URL without credentials: `http://host:port` (the plain listener), or `https://host:port` for
+/// egressd's TLS listener (`listen_tls`), which clients then reach over TLS.
 pub fn check_proxy_url(url: &str) -> Result<(), String> {
     let Some(rest) = url
         .strip_prefix("http://")
@@ -89,13 +143,13 @@ fn quote(v: &str) -> String {
 }
 
 pub fn render(r: &Request) -> Result<String, String> {
-    check_proxy_url(r.proxy_url)?;
+    let parsed = parse_proxy_url(r.proxy_url)?;
     check_cluster_domain(r.cluster_domain)?;
     if let Some(ns) = r.namespace {
         check_namespace(ns)?;
     }
     let cluster_domain = r.cluster_domain.trim_end_matches('.');
-    let proxy = r.proxy_url.trim_end_matches('/');
+    let proxy = parsed.shown.as_str();
     let no_proxy = noproxy::suggest(r.pod_cidr, r.service_cidr, cluster_domain);
     let vars = [
         ("HTTP_PROXY", proxy),
@@ -131,6 +185,14 @@ pub fn render(r: &Request) -> Result<String, String> {
     out.push_str(
         "# Python urllib cannot match CIDRs: pod IPs go through the proxy for urllib-based tools.\n",
     );
+    if let Some(user) = &parsed.user {
+        out.push_str(&format!(
+            "# The proxy URLs carry Basic credentials for user {user} (give them a client group with that user in\n\
+             # egressd's clients: its decisions then name the group). The password is not printed: set it in the shell\n\
+             # first (read -rs {PASSWORD_VAR}; export {PASSWORD_VAR}), percent-encoded; the commands below keep the\n\
+             # URLs in a Secret.\n"
+        ));
+    }
 
     out.push_str("\n# kubectl\n");
     let Some(agents) = &p.agents else {
@@ -151,11 +213,36 @@ pub fn render(r: &Request) -> Result<String, String> {
         .iter()
         .map(|(k, v)| format!("{k}={}", quote(v)))
         .collect();
-    for w in &agents.workloads {
+    if parsed.user.is_some() {
+        // The shell fills in the password (double quotes); the rest of the URL has no shell metacharacters.
+        let literals: Vec<String> = vars
+            .iter()
+            .filter(|(k, _)| k.ends_with("_PROXY") || k.ends_with("_proxy"))
+            .filter(|(k, _)| !k.eq_ignore_ascii_case("no_proxy"))
+            .map(|(k, v)| format!("--from-literal={k}=\"{v}\""))
+            .collect();
         out.push_str(&format!(
-            "kubectl -n {ns} set env {w} {}\n",
-            assignments.join(" ")
+            "kubectl -n {ns} create secret generic egressd-proxy-credentials {}\n",
+            literals.join(" ")
         ));
+        let no_proxy: Vec<&String> = assignments
+            .iter()
+            .filter(|a| a.starts_with("NO_PROXY=") || a.starts_with("no_proxy="))
+            .collect();
+        for w in &agents.workloads {
+            out.push_str(&format!(
+                "kubectl -n {ns} set env {w} --from=secret/egressd-proxy-credentials\n\
+                 kubectl -n {ns} set env {w} {} {}\n",
+                no_proxy[0], no_proxy[1]
+            ));
+        }
+    } else {
+        for w in &agents.workloads {
+            out.push_str(&format!(
+                "kubectl -n {ns} set env {w} {}\n",
+                assignments.join(" ")
+            ));
+        }
     }
     if namespace.is_none() {
         out.push_str("# The vendor documents do not name the namespace: replace <namespace> or pass --namespace.\n");
@@ -206,7 +293,10 @@ mod tests {
             "{out}"
         );
         assert!(out.contains("do not name the namespace"), "{out}");
-        assert!(out.contains("source: 004_fd5360d1679fc21e.txt"), "{out}");
+        assert!(
+            out.contains("source: Cast AI, \"Communication requirements\""),
+            "{out}"
+        );
         assert!(!out.contains("WARNING"), "{out}");
 
         let mut r = req(p, "http://egressd:3128");
@@ -279,6 +369,60 @@ mod tests {
         let out = render(&r).unwrap();
         assert!(out.contains(".k8s.example-corp.internal,"), "{out}");
         assert!(out.contains("kubectl -n castai-agent set env"), "{out}");
+    }
+
+    #[test]
+    fn credentials_in_the_proxy_url_are_never_printed() {
+        let p = vendors::find("castai-us").unwrap();
+        let mut r = req(p, "http://castai:s3cr%2Ft@egressd.egressd.svc:3128");
+        r.namespace = Some("castai-agent");
+        let out = render(&r).unwrap();
+        assert!(!out.contains("s3cr"), "{out}");
+        assert!(
+            out.contains(
+                "\nHTTPS_PROXY=http://castai:${EGRESSD_PROXY_PASSWORD}@egressd.egressd.svc:3128\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("user castai"), "{out}");
+        assert!(
+            out.contains("kubectl -n castai-agent create secret generic egressd-proxy-credentials --from-literal=HTTP_PROXY=\"http://castai:${EGRESSD_PROXY_PASSWORD}@egressd.egressd.svc:3128\""),
+            "{out}"
+        );
+        assert!(
+            out.contains("kubectl -n castai-agent set env deployment/castai-agent --from=secret/egressd-proxy-credentials\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "kubectl -n castai-agent set env deployment/castai-agent NO_PROXY='localhost,"
+            ),
+            "{out}"
+        );
+        let tls = parse_proxy_url("https://castai:tok@egressd:3129/").unwrap();
+        assert_eq!(
+            tls.shown,
+            "https://castai:${EGRESSD_PROXY_PASSWORD}@egressd:3129"
+        );
+        assert_eq!(tls.user.as_deref(), Some("castai"));
+        // Bad credentials or a bad host: an error that does not repeat the password.
+        for bad in [
+            "http://castai@egressd:3128",
+            "http://hunter2@egressd:3128",
+            "castai:hunter2@egressd:3128",
+            "socks5://castai:hunter2@egressd:3128",
+            "http://castai:@egressd:3128",
+            "http://:hunter2@egressd:3128",
+            "http://cast ai:hunter2@egressd:3128",
+            "http://castai:hunter2@egressd",
+            "http://castai:hunter2@egressd:3128/path",
+        ] {
+            let err = parse_proxy_url(bad).unwrap_err();
+            assert!(!err.contains("hunter2"), "{bad}: {err}");
+        }
+        assert!(parse_proxy_url("http://castai:hunter2@egressd")
+            .unwrap_err()
+            .contains("{password}"));
     }
 
     #[test]

@@ -42,6 +42,19 @@ pub struct Profile {
     pub params: Vec<ParamSpec>,
     pub entries: Vec<EntrySpec>,
     pub agents: Option<Agents>,
+    /// What the vendor documents ask for that is not an allow rule here, and why.
+    #[serde(default)]
+    pub left_out: Vec<LeftOut>,
+}
+
+/// A documented requirement the profile does not turn into a rule (inbound traffic, an unnamed host, traffic
+/// that does not read the agents' proxy variables).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeftOut {
+    pub what: String,
+    pub why: String,
+    pub source: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -72,7 +85,7 @@ pub struct EntrySpec {
     /// `"none"` or a duration; replaces `timeouts.idle` for tunnels this entry allows.
     pub idle_timeout: Option<String>,
     pub purpose: String,
-    /// Vendor document file name and section.
+    /// The vendor document's title and URL, and the section: `Vendor, "Title", https://...: Section`.
     pub source: String,
 }
 
@@ -185,6 +198,9 @@ impl Profile {
             }
             if e.purpose.trim().is_empty() || e.source.trim().is_empty() {
                 errs.push(format!("{at}: purpose and source are required"));
+            }
+            if let Some(bad) = bad_source(&e.source) {
+                errs.push(format!("{at}: source {bad}"));
             }
             for h in &e.hosts {
                 for ph in placeholders(h) {
@@ -343,6 +359,27 @@ impl Profile {
     }
 }
 
+/// Why a `source` does not cite the vendor's documents (each `;`-separated part: a title, an https:// URL,
+/// then `: section`), if it does not.
+fn bad_source(source: &str) -> Option<String> {
+    for part in source.split("; ") {
+        let Some(at) = part.find("https://") else {
+            return Some(format!(
+                "{part:?} names no https:// URL of the vendor document"
+            ));
+        };
+        if at == 0 || !part[at..].contains(": ") {
+            return Some(format!(
+                "{part:?}: write it as Vendor, \"Title\", https://...: Section"
+            ));
+        }
+        if part.contains(".txt") {
+            return Some(format!("{part:?} names a file, not the vendor document"));
+        }
+    }
+    None
+}
+
 /// `egressd vendors`: one line per profile.
 pub fn render_list() -> String {
     let mut out = String::new();
@@ -436,6 +473,15 @@ pub fn render_show(p: &Profile, endpoints: &[Endpoint]) -> String {
         }
         out.push_str(&format!("  source: {}\n", e.source));
     }
+    if !p.left_out.is_empty() {
+        out.push_str("\nleft out (documented, but not an allow rule here)\n");
+        for l in &p.left_out {
+            out.push_str(&format!(
+                "  {}\n    why: {}\n    source: {}\n",
+                l.what, l.why, l.source
+            ));
+        }
+    }
     out
 }
 
@@ -449,15 +495,15 @@ mod tests {
         for (file_name, _) in FILES {
             let p = find(file_name).unwrap_or_else(|| panic!("{file_name}: name mismatch"));
             assert_eq!(p.validate(), Vec::<String>::new(), "{file_name}");
-            // Every entry cites one of the vendor documents by file name.
-            for e in &p.entries {
-                assert!(
-                    e.source.contains(".txt: "),
-                    "{}/{}: source must name the document and section: {:?}",
-                    p.name,
-                    e.name,
-                    e.source
-                );
+            // Every entry, agents note and left-out item cites a vendor document by title and URL.
+            let sources = p
+                .entries
+                .iter()
+                .map(|e| &e.source)
+                .chain(p.agents.iter().map(|a| &a.source))
+                .chain(p.left_out.iter().map(|l| &l.source));
+            for src in sources {
+                assert_eq!(bad_source(src), None, "{}", p.name);
             }
         }
         assert_eq!(
@@ -644,6 +690,22 @@ mod tests {
     }
 
     #[test]
+    fn sources_must_cite_title_and_url() {
+        assert_eq!(
+            bad_source("Cast AI, \"Communication requirements\", https://docs.cast.ai/docs/x: Core services"),
+            None
+        );
+        for bad in [
+            "004_fd5360d1679fc21e.txt: Core services",
+            "https://docs.cast.ai/docs/x: Core services",
+            "Cast AI, \"Communication requirements\", https://docs.cast.ai/docs/x",
+            "Cast AI, \"T\", https://a.example/x: S; 002_f5e976fdf10fdcd7.txt: S",
+        ] {
+            assert!(bad_source(bad).is_some(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
     fn show_lists_every_endpoint_with_port_and_purpose() {
         let p = find("castai-us").unwrap();
         let text = render_show(p, &p.expand(&BTreeMap::new()).unwrap());
@@ -660,7 +722,9 @@ mod tests {
             "104.16.81.56:443",
             "104.16.82.56:443",
             "purpose: pod pinner",
-            "source: 004_fd5360d1679fc21e.txt",
+            "source: Cast AI, \"Communication requirements\", https://docs.cast.ai/docs/communication-requirements",
+            "left out (documented, but not an allow rule here)",
+            "inbound: the Kubernetes API server reaching the Cast AI admission webhooks",
             "enforced for plain-HTTP requests only",
         ] {
             assert!(text.contains(want), "{want} missing from\n{text}");

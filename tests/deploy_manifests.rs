@@ -771,7 +771,7 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
     let service = yaml_doc("deploy/kubernetes/base/service.yaml");
     let port = port_named(&service["spec"]["ports"], "proxy", "port");
     let url = format!("http://egressd.egressd.svc:{port}");
-    let agent_env = |vendor: &str, ns: &str| -> Vec<String> {
+    let agent_env = |vendor: &str, ns: &str, pods: &str, services: &str| -> Vec<String> {
         let out = Command::new(BIN)
             .args([
                 "agent-env",
@@ -782,12 +782,7 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
                 "--namespace",
                 ns,
             ])
-            .args([
-                "--pod-cidr",
-                "10.0.0.0/8",
-                "--service-cidr",
-                "172.16.0.0/12",
-            ])
+            .args(["--pod-cidr", pods, "--service-cidr", services])
             .output()
             .expect("run egressd agent-env");
         assert!(
@@ -797,15 +792,46 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
         );
         env_lines(&String::from_utf8(out.stdout).unwrap())
     };
-    for (overlay, vendor, ns) in [
-        ("castai", "castai-us", "castai-agent"),
-        ("cloudcasa", "cloudcasa", "cloudcasa-io"),
+    // The chart generates the overlays' files from their agent-network.yaml (deploy/agent_network.py, checked
+    // by deploy/check.sh); the NO_PROXY is the one agent-env prints for the preset's default ranges.
+    let helpers = read("deploy/helm/egressd/templates/_helpers.tpl");
+    for (overlay, vendor, ns, preset, pods, services) in [
+        (
+            "castai",
+            "castai-us",
+            "castai-agent",
+            "gke",
+            "10.0.0.0/8",
+            "34.118.224.0/20",
+        ),
+        (
+            "cloudcasa",
+            "cloudcasa",
+            "cloudcasa-io",
+            "eks",
+            "192.168.0.0/16",
+            "10.100.0.0/16",
+        ),
     ] {
+        let network = yaml_doc(&format!(
+            "deploy/kubernetes/overlays/{overlay}/agent-network.yaml"
+        ));
+        assert_eq!(
+            str_at(&network, "/agentNetwork/preset"),
+            preset,
+            "{overlay}"
+        );
+        assert!(
+            helpers.contains(&format!(
+                "\"{preset}\" (dict \"pods\" (list \"{pods}\") \"services\" (list \"{services}\")"
+            )),
+            "the chart's {preset} preset"
+        );
         let rel = format!("deploy/kubernetes/overlays/{overlay}/agent-proxy.env");
         let shipped = env_lines(&read(&rel));
         assert_eq!(
             shipped,
-            agent_env(vendor, ns),
+            agent_env(vendor, ns, pods, services),
             "{rel}: regenerate it with the command in its header"
         );
         assert!(shipped.contains(&format!("HTTPS_PROXY={url}")));
@@ -816,11 +842,6 @@ fn agent_proxy_env_is_what_egressd_agent_env_prints() {
         assert_eq!(generator["namespace"], ns);
         assert_eq!(generator["envs"][0], "agent-proxy.env");
     }
-
-    // The chart's default NO_PROXY is the same value.
-    let values = yaml_doc("deploy/helm/egressd/values.yaml");
-    let castai = env_lines(&read("deploy/kubernetes/overlays/castai/agent-proxy.env"));
-    assert!(castai.contains(&format!("NO_PROXY={}", str_at(&values, "/agentNoProxy"))));
 }
 
 fn env_lines(text: &str) -> Vec<String> {

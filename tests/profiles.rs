@@ -33,7 +33,11 @@ fn params(profile: &str) -> (&'static str, BTreeMap<String, ParamValue>) {
                 "storage".into(),
                 ParamValue::Many(vec!["minio.example.internal".into()]),
             );
-            "{name: cloudcasa-self-hosted, params: {server: cc.example.internal, storage: [minio.example.internal]}}"
+            m.insert(
+                "registry".into(),
+                ParamValue::Many(vec!["registry.example.internal".into()]),
+            );
+            "{name: cloudcasa-self-hosted, params: {server: cc.example.internal, storage: [minio.example.internal], registry: [registry.example.internal]}}"
         }
         _ => "",
     };
@@ -160,4 +164,112 @@ fn check_command_with_the_default_config() {
         LOOK_ALIKES.len(),
         "{stdout}"
     );
+}
+
+/// The profiles say what the vendor documents say, and where egressd's own judgement or limits come in.
+#[tokio::test]
+async fn profiles_state_their_judgements_limits_and_left_out_requirements() {
+    for name in ["castai-us", "castai-eu"] {
+        let p = vendors::find(name).unwrap();
+        let note = &p.agents.as_ref().unwrap().note;
+        // CAST AI's example writes https://: right with egressd's TLS listener, wrong with the plain one.
+        assert!(!note.contains("must be http://"), "{name}: {note}");
+        assert!(note.contains("listen_tls"), "{name}: {note}");
+        assert!(note.contains("do not go through egressd"), "{name}: {note}");
+        for e in p.entries.iter().filter(|e| e.idle_timeout.is_some()) {
+            assert!(
+                e.purpose.contains("egressd's judgement"),
+                "{name}/{}: the documents give no idle timeout; say whose choice it is",
+                e.name
+            );
+        }
+        // Over CONNECT these rules open whole hosts: the profile says so and how to scope them.
+        for rule in ["registry", "node-components"] {
+            let e = p.entries.iter().find(|e| e.name == rule).unwrap();
+            assert!(
+                e.purpose.contains("clients:"),
+                "{name}/{rule}: {}",
+                e.purpose
+            );
+        }
+        let left: Vec<&str> = p.left_out.iter().map(|l| l.what.as_str()).collect();
+        assert!(
+            left.iter().any(|w| w.contains("15017")) && left.iter().any(|w| w.contains("webhooks")),
+            "{name}: inbound requirements listed as left out: {left:?}"
+        );
+    }
+    for name in ["cloudcasa", "cloudcasa-self-hosted"] {
+        let p = vendors::find(name).unwrap();
+        assert!(
+            p.params
+                .iter()
+                .any(|s| s.name == "registry" && !s.required && s.list),
+            "{name}: optional registry parameter"
+        );
+        assert!(
+            p.left_out
+                .iter()
+                .any(|l| l.what.contains("Helm chart repository")),
+            "{name}: the Helm repository is left out, with why"
+        );
+        let note = &p.agents.as_ref().unwrap().note;
+        assert!(
+            note.contains("kubectl delete namespace cloudcasa-io")
+                && note.contains("NetworkPolicy"),
+            "{name}: the documented upgrade deletes the proxy settings: {note}"
+        );
+        // S3: SDKs use virtual-hosted addresses (BUCKET.s3.REGION.amazonaws.com) by default.
+        let storage = p.params.iter().find(|s| s.name == "storage").unwrap();
+        assert!(
+            storage
+                .description
+                .contains("BUCKET.s3.REGION.amazonaws.com"),
+            "{name}: {}",
+            storage.description
+        );
+    }
+    // A virtual-hosted bucket name limits the rule to that bucket.
+    let settings = from_yaml_str(
+        "vendors:\n  - {name: cloudcasa, params: {storage: [my-backups.s3.us-east-1.amazonaws.com]}}\n",
+    )
+    .unwrap();
+    let ok = check(
+        &settings,
+        None,
+        &Default::default(),
+        "my-backups.s3.us-east-1.amazonaws.com:443",
+    )
+    .await;
+    assert_eq!(ok.rule.as_deref(), Some("cloudcasa/storage"), "{ok:?}");
+    for other in [
+        "other.s3.us-east-1.amazonaws.com:443",
+        "s3.us-east-1.amazonaws.com:443",
+    ] {
+        assert!(
+            !check(&settings, None, &Default::default(), other)
+                .await
+                .allowed(),
+            "{other}"
+        );
+    }
+}
+
+#[test]
+fn vendors_show_prints_what_is_left_out() {
+    let out = Command::new(BIN)
+        .args(["vendors", "show", "cloudcasa"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("left out (documented, but not an allow rule here)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("NFS backup storage"), "{stdout}");
+    assert!(
+        stdout.contains("source: CloudCasa, \"Network Connectivity\", https://docs.cloudcasa.io/help/reference-network.html"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(".txt"), "{stdout}");
 }

@@ -193,6 +193,52 @@ fn noproxy_from_env_reads_both_cases() {
 }
 
 #[test]
+fn agent_env_accepts_credentials_without_printing_them() {
+    let (code, out, err) = run(
+        &[
+            "agent-env",
+            "--proxy-url",
+            "http://castai:Tok3nValue@egressd.egressd.svc:3128",
+            "--vendor",
+            "cloudcasa",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        !out.contains("Tok3nValue") && !err.contains("Tok3nValue"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains(
+            "\nHTTP_PROXY=http://castai:${EGRESSD_PROXY_PASSWORD}@egressd.egressd.svc:3128\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("kubectl -n cloudcasa-io set env deployment --all --from=secret/egressd-proxy-credentials"),
+        "{out}"
+    );
+    // A malformed URL with a password: refused, and the password is not echoed.
+    let (code, out, err) = run(
+        &[
+            "agent-env",
+            "--proxy-url",
+            "http://castai:Tok3nValue@egressd.egressd.svc",
+            "--vendor",
+            "cloudcasa",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        !out.contains("Tok3nValue") && !err.contains("Tok3nValue"),
+        "{out}{err}"
+    );
+    assert!(err.contains("port"), "{err}");
+}
+
+#[test]
 fn agent_env_for_castai_and_errors() {
     let (code, out, _) = run(
         &[

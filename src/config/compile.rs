@@ -1,6 +1,7 @@
 //! Raw configuration → runtime settings. Every value is checked and every error is collected with its key
 //! path, so one `validate` run shows everything that needs fixing.
 
+use super::own_addresses;
 use super::raw::{RawClientGroup, RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
 use crate::policy::credentials::{self, GroupCredentials, User};
@@ -62,6 +63,8 @@ pub struct Settings {
     pub tls: TlsChecks,
     /// Exceptions to the special-purpose address deny list.
     pub allow_cidrs: Vec<IpNet>,
+    /// Per-rule exceptions: a rule's exact hosts may reach these private addresses on its ports.
+    pub own_addresses: Vec<crate::policy::own_addresses::OwnAddresses>,
     pub dns: Dns,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -189,7 +192,36 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             rule,
         );
     }
-    let warnings = raw
+    let mut own_addresses = Vec::new();
+    for (path, kind, rule) in raw
+        .allow
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (format!("allow[{i}]"), RuleKind::Allow, r))
+        .chain(
+            vendor_rules
+                .iter()
+                .map(|(p, r)| (p.clone(), RuleKind::Allow, r)),
+        )
+        .chain(
+            raw.deny
+                .iter()
+                .enumerate()
+                .map(|(i, r)| (format!("deny[{i}]"), RuleKind::Deny, r)),
+        )
+    {
+        let ports = rule_ports(rule);
+        match own_addresses::compile(rule, kind == RuleKind::Allow, ports) {
+            Ok(Some(own)) => own_addresses.push(own),
+            Ok(None) => {}
+            Err(list) => {
+                for (key, m) in list {
+                    errs.push(format!("{path}.{key}"), m);
+                }
+            }
+        }
+    }
+    let warnings: Vec<String> = raw
         .allow
         .iter()
         .chain(vendor_rules.iter().map(|(_, r)| r))
@@ -280,6 +312,12 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         .collect();
     let admin = compile_admin(raw, &proxy_listeners, &mut errs);
     let mut warnings = warnings;
+    warnings.extend(own_addresses::param_warnings(
+        &vendor_rules,
+        &allow_cidrs,
+        &own_addresses,
+        &dns.hosts,
+    ));
     let transparent = super::transparent::compile(
         raw,
         &[Some(listen), listen_tls.as_ref().map(|(a, _)| *a), admin],
@@ -316,6 +354,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         policy: Arc::new(policy),
         tls,
         allow_cidrs,
+        own_addresses,
         dns,
         timeouts,
         limits,
@@ -545,7 +584,7 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
     let mut selected = HashSet::new();
     for (i, item) in raw.vendors.iter().enumerate() {
         let at = format!("vendors[{i}]");
-        let (name, params, mode, clients) = match vendor_item(item) {
+        let (name, params, mode, clients, private_cidrs) = match vendor_item(item) {
             Ok(v) => v,
             Err(m) => {
                 errs.push(at, m);
@@ -570,6 +609,8 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
             Ok(endpoints) => {
                 for e in endpoints {
                     let path = format!("{at}({})", e.rule);
+                    // The vendor's own endpoints are the entries made from parameters.
+                    let own = own_addresses::is_param_entry(profile, &e.rule);
                     out.push((
                         path,
                         RawRule {
@@ -587,6 +628,11 @@ fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
                             mode: mode.clone(),
                             clients: clients.clone(),
                             broad_hosts: None,
+                            private_cidrs: if own {
+                                private_cidrs.clone()
+                            } else {
+                                Vec::new()
+                            },
                         },
                     ));
                 }
@@ -643,11 +689,13 @@ fn opt_out_deny_warnings(raw: &RawConfig) -> Vec<String> {
         .collect()
 }
 
-/// A profile's name, parameters, `mode` and `clients` (for its rules), from one `vendors:` item.
+/// A profile's name, parameters, `mode`, `clients` (for its rules) and `private_cidrs` (for the rules of its
+/// parameter entries), from one `vendors:` item.
 type VendorItem = (
     String,
     BTreeMap<String, ParamValue>,
     Option<String>,
+    Vec<String>,
     Vec<String>,
 );
 
@@ -656,31 +704,33 @@ type VendorItem = (
 fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
     use serde_json::Value;
     match item {
-        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None, Vec::new())),
+        Value::String(name) => Ok((name.clone(), BTreeMap::new(), None, Vec::new(), Vec::new())),
         Value::Object(map) => {
-            if let Some(k) = map
-                .keys()
-                .find(|k| !matches!(k.as_str(), "name" | "params" | "mode" | "clients"))
-            {
+            if let Some(k) = map.keys().find(|k| {
+                !matches!(
+                    k.as_str(),
+                    "name" | "params" | "mode" | "clients" | "private_cidrs"
+                )
+            }) {
                 return Err(format!(
-                    "unknown key {k:?}; an item has `name`, `params`, `mode` and `clients`"
+                    "unknown key {k:?}; an item has `name`, `params`, `mode`, `clients` and `private_cidrs`"
                 ));
             }
-            let clients = match map.get("clients") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(items)) => items
-                    .iter()
-                    .map(|x| match x {
-                        Value::String(s) => Ok(s.clone()),
-                        other => Err(format!("clients: {other} is not a client group name")),
-                    })
-                    .collect::<Result<_, _>>()?,
-                Some(other) => {
-                    return Err(format!(
-                        "clients: {other} is not a list of client group names"
-                    ))
+            let strings = |key: &str, what: &str| -> Result<Vec<String>, String> {
+                match map.get(key) {
+                    None | Some(Value::Null) => Ok(Vec::new()),
+                    Some(Value::Array(items)) => items
+                        .iter()
+                        .map(|x| match x {
+                            Value::String(s) => Ok(s.clone()),
+                            other => Err(format!("{key}: {other} is not a {what}")),
+                        })
+                        .collect(),
+                    Some(other) => Err(format!("{key}: {other} is not a list of {what}s")),
                 }
             };
+            let clients = strings("clients", "client group name")?;
+            let private_cidrs = strings("private_cidrs", "CIDR")?;
             let mode = match map.get("mode") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(m)) if m == "enforce" || m == "report" => Some(m.clone()),
@@ -723,7 +773,7 @@ fn vendor_item(item: &serde_json::Value) -> Result<VendorItem, String> {
                 }
                 Some(other) => return Err(format!("params: {other} is not a map")),
             }
-            Ok((name, params, mode, clients))
+            Ok((name, params, mode, clients, private_cidrs))
         }
         other => Err(format!(
             "{other} is neither a profile name nor {{name: ..., params: {{...}}}}"
@@ -929,6 +979,19 @@ fn broad(kind: RuleKind, rule: &RawRule, p: &crate::policy::Pattern, path: &str)
     } else {
         format!("{why}; if the rule means it, set `broad_hosts: true` on the rule")
     })
+}
+
+/// A rule's ports as compile_rule reads them (errors are reported there).
+fn rule_ports(rule: &RawRule) -> PortSet {
+    if rule.ports.is_empty() {
+        return PortSet::from_ranges(vec![443..=443]);
+    }
+    PortSet::from_ranges(
+        rule.ports
+            .iter()
+            .filter_map(|p| parse_port(p).ok())
+            .collect(),
+    )
 }
 
 fn parse_port(p: &RawPort) -> Result<std::ops::RangeInclusive<u16>, String> {

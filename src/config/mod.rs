@@ -4,6 +4,7 @@
 mod compile;
 mod env;
 mod hosts_file;
+mod own_addresses;
 mod raw;
 mod transparent;
 

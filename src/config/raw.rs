@@ -113,6 +113,9 @@ pub struct RawRule {
     pub clients: Vec<String>,
     /// Allow host patterns that reach beyond one registrable domain (`*`, `api.*`, `*cast.ai`, `*.com`).
     pub broad_hosts: Option<bool>,
+    /// Private CIDRs this rule's exact hosts may resolve to (the vendor's own endpoint), on its ports only.
+    #[serde(default)]
+    pub private_cidrs: Vec<String>,
 }
 
 /// One client group: clients connecting from these source addresses, or presenting these credentials.

@@ -20,6 +20,7 @@ pub mod credentials;
 mod host;
 mod ip;
 pub mod noproxy;
+pub mod own_addresses;
 pub mod path;
 pub mod pattern;
 pub mod special_ip;

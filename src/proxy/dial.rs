@@ -2,6 +2,7 @@
 //! checked; there is never a second lookup between the check and the connect.
 
 use crate::config::Settings;
+use crate::policy::own_addresses::{exempted, OwnAddresses};
 use crate::policy::special_ip;
 use crate::reason::Reason;
 use crate::target::{Host, Target};
@@ -54,6 +55,7 @@ pub struct Dialer {
     resolver: Result<TokioResolver, String>,
     static_hosts: HashMap<String, Vec<IpAddr>>,
     allow_cidrs: Vec<IpNet>,
+    own_addresses: Vec<OwnAddresses>,
     dns_timeout: Duration,
     connect_timeout: Duration,
     /// Local addresses of recent upstream connections: a connection that arrives from one of them is egressd's
@@ -79,6 +81,7 @@ impl Dialer {
             resolver,
             static_hosts: s.dns.hosts.clone(),
             allow_cidrs: s.allow_cidrs.clone(),
+            own_addresses: s.own_addresses.clone(),
             dns_timeout: s.timeouts.dns,
             connect_timeout: s.timeouts.connect,
             recent_local: s
@@ -95,7 +98,17 @@ impl Dialer {
 
     /// The destination check: `None` if `ip` may be dialled, else the special-purpose range it is in.
     pub fn forbidden(&self, ip: IpAddr) -> Option<String> {
-        special_ip::forbidden(ip, &self.allow_cidrs)
+        self.forbidden_for(None, ip)
+    }
+
+    /// The destination check for an address `target` resolved to: a rule's `private_cidrs` may exempt its own
+    /// hosts' private addresses.
+    pub fn forbidden_for(&self, target: Option<&Target>, ip: IpAddr) -> Option<String> {
+        let why = special_ip::forbidden(ip, &self.allow_cidrs)?;
+        if target.is_some_and(|t| exempted(&self.own_addresses, t, ip).is_some()) {
+            return None;
+        }
+        Some(why)
     }
 
     /// Addresses for the target, every one checked. Any forbidden address fails the whole lookup, so a
@@ -119,7 +132,7 @@ impl Dialer {
         };
         info.resolved = addrs.clone();
         for ip in &addrs {
-            if let Some(why) = self.forbidden(*ip) {
+            if let Some(why) = self.forbidden_for(Some(target), *ip) {
                 info.denied_addr = Some(*ip);
                 return Err(DialError::new(Reason::DeniedPrivateAddress, why));
             }

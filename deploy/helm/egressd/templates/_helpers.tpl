@@ -103,3 +103,51 @@ the config.allow rules (443 when a rule names none), "first-last" ranges as endP
 {{- end -}}
 {{- toYaml (concat $namespaces .Values.networkPolicy.ingress.clientNamespaces | uniq) -}}
 {{- end -}}
+
+{{/* The agents' network, one source for their NO_PROXY and their NetworkPolicy: agentNetwork's CIDRs, or those
+of agentNetwork.preset where they are empty. Returns YAML: {pods, services, kubernetesIP, domain, metadata}. */}}
+{{- define "egressd.agentNetwork" -}}
+{{- $n := .Values.agentNetwork -}}
+{{- $presets := dict
+  "gke" (dict "pods" (list "10.0.0.0/8") "services" (list "34.118.224.0/20") "kubernetesIP" "34.118.224.1")
+  "eks" (dict "pods" (list "192.168.0.0/16") "services" (list "10.100.0.0/16") "kubernetesIP" "10.100.0.1")
+  "aks" (dict "pods" (list "10.244.0.0/16") "services" (list "10.0.0.0/16") "kubernetesIP" "10.0.0.1")
+  "custom" (dict "pods" (list) "services" (list) "kubernetesIP" "")
+-}}
+{{- if not (hasKey $presets ($n.preset | default "")) -}}
+{{- fail "agentNetwork.preset is required for agents: gke, eks (eksctl defaults), aks or custom (then agentNetwork.podCIDRs, serviceCIDRs and kubernetesServiceIP)" -}}
+{{- end -}}
+{{- $p := get $presets $n.preset -}}
+{{- $pods := $n.podCIDRs | default $p.pods -}}
+{{- $services := $n.serviceCIDRs | default $p.services -}}
+{{- $ip := $n.kubernetesServiceIP | default $p.kubernetesIP -}}
+{{- if or (not $pods) (not $services) (not $ip) -}}
+{{- fail "agentNetwork.podCIDRs, serviceCIDRs and kubernetesServiceIP are required with preset custom" -}}
+{{- end -}}
+{{- toYaml (dict "pods" $pods "services" $services "kubernetesIP" $ip "domain" (trimAll "." $n.clusterDomain) "metadata" $n.metadata) -}}
+{{- end -}}
+
+{{/* The cloud metadata endpoints agents reach directly with agentNetwork.metadata direct (the list of
+`egressd noproxy suggest`), and their NetworkPolicy peers (HTTP, port 80). */}}
+{{- define "egressd.metadataNoProxy" -}}
+169.254.169.254,169.254.170.23,metadata.google.internal,fd00:ec2::254,[fd00:ec2::254]
+{{- end -}}
+{{- define "egressd.metadataCIDRs" -}}
+{{- toYaml (list "169.254.169.254/32" "169.254.170.23/32" "fd00:ec2::254/128") -}}
+{{- end -}}
+
+{{/* The agents' NO_PROXY, as `egressd agent-env --pod-cidr P --service-cidr S` prints it (metadata left out when
+agentNetwork.metadata is blocked). */}}
+{{- define "egressd.agentNoProxy" -}}
+{{- $n := include "egressd.agentNetwork" . | fromYaml -}}
+{{- $v := list "localhost" "127.0.0.1" "::1" "[::1]" -}}
+{{- $v = concat $v $n.pods $n.services (list $n.kubernetesIP) -}}
+{{- if contains ":" $n.kubernetesIP -}}
+{{- $v = append $v (printf "[%s]" $n.kubernetesIP) -}}
+{{- end -}}
+{{- $v = concat $v (list "kubernetes" "kubernetes.default" ".svc" (printf ".%s" $n.domain)) -}}
+{{- if eq $n.metadata "direct" -}}
+{{- $v = append $v (include "egressd.metadataNoProxy" .) -}}
+{{- end -}}
+{{- join "," $v -}}
+{{- end -}}
