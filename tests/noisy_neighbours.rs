@@ -230,3 +230,139 @@ async fn one_client_cannot_take_every_slot() {
     assert_eq!(code, 503);
     drop((flood, b, victim));
 }
+
+// --- identity: a verified client certificate ---
+
+/// A CA and certificates it signs, for the proxy and for clients.
+struct Pki {
+    ca: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "noisy neighbours CA");
+        let key = rcgen::KeyPair::generate().unwrap();
+        Pki {
+            ca: p.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    fn issue(&self, san: rcgen::SanType) -> (rcgen::Certificate, rcgen::KeyPair) {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![san];
+        let key = rcgen::KeyPair::generate().unwrap();
+        (p.signed_by(&key, &self.ca, &self.key).unwrap(), key)
+    }
+}
+
+/// A TLS connection from `from` to the TLS listener, presenting `cert` (signed by `pki`).
+async fn tls_from(
+    from: &str,
+    to: SocketAddr,
+    pki: &Pki,
+    cert: &(rcgen::Certificate, rcgen::KeyPair),
+) -> tokio_rustls::client::TlsStream<TcpStream> {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(
+        vec![cert.0.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(cert.1.serialize_der())),
+    )
+    .unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            ServerName::try_from("127.0.0.1").unwrap(),
+            connect_from(from, to).await,
+        )
+        .await
+        .unwrap()
+}
+
+/// Send a plain-HTTP request for a host no rule allows and read the answer (the connection stays open).
+async fn denied_get<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(s: &mut S) -> String {
+    s.write_all(b"GET http://denied.test/ HTTP/1.1\r\nHost: denied.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_is_counted_as_its_own_client() {
+    use rcgen::SanType;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (proxy_cert, proxy_key) = pki.issue(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    std::fs::write(path("proxy.pem"), proxy_cert.pem()).unwrap();
+    std::fs::write(path("proxy.key"), proxy_key.serialize_pem()).unwrap();
+    std::fs::write(path("ca.pem"), pki.ca.pem()).unwrap();
+    let proxy = start_proxy(&format!(
+        "listen_tls: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n  client_ca: {}\n\
+         limits: {{max_connections_per_client: 1}}\n",
+        path("proxy.pem"),
+        path("proxy.key"),
+        path("ca.pem"),
+    ))
+    .await;
+    let tls = proxy.tls_addr.unwrap();
+    let uri = |u: &str| SanType::URI(u.try_into().unwrap());
+    let (a, b) = (
+        pki.issue(uri("spiffe://test/a")),
+        pki.issue(uri("spiffe://test/b")),
+    );
+    // Two workloads behind one address, one connection each: both are served.
+    let mut first = tls_from("127.0.0.2", tls, &pki, &a).await;
+    let resp = denied_get(&mut first).await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    let mut second = tls_from("127.0.0.2", tls, &pki, &b).await;
+    let resp = denied_get(&mut second).await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    // The address itself holds nothing once the handshakes are done.
+    let mut plain = connect_from("127.0.0.2", proxy.addr).await;
+    let resp = denied_get(&mut plain).await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    // A second connection with a's certificate is over a's share.
+    let mut again = tls_from("127.0.0.3", tls, &pki, &a).await;
+    let mut got = Vec::new();
+    let _ = again.read_to_end(&mut got).await;
+    let resp = String::from_utf8_lossy(&got);
+    assert_eq!(status(&resp), 503, "{resp}");
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("client_connection_limit")
+    );
+    let line = proxy.log.wait_events("decision", 4).await;
+    let refusal = line
+        .iter()
+        .find(|d| d["reason"] == "client_connection_limit")
+        .unwrap();
+    assert!(
+        refusal["detail"]
+            .as_str()
+            .unwrap()
+            .contains("certificate spiffe://test/a"),
+        "{refusal}"
+    );
+    drop((first, second, plain));
+}
