@@ -47,6 +47,9 @@ pub enum Reason {
     HeaderTimeout,
     /// `limits.max_connections` connections are already open.
     ConnectionLimit,
+    /// This client (source address, or verified client certificate) already has
+    /// `limits.max_connections_per_client` connections open.
+    ClientConnectionLimit,
     /// Too many password checks were in progress to check this request's credentials within
     /// `timeouts.header`.
     AuthBusy,
@@ -85,7 +88,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 36] = [
+    pub const ALL: [Reason; 37] = [
         Reason::Allowed,
         Reason::DeniedNoRule,
         Reason::DeniedByRule,
@@ -107,6 +110,7 @@ impl Reason {
         Reason::HeaderTooLarge,
         Reason::HeaderTimeout,
         Reason::ConnectionLimit,
+        Reason::ClientConnectionLimit,
         Reason::AuthBusy,
         Reason::DnsFailed,
         Reason::DnsTimeout,
@@ -147,6 +151,7 @@ impl Reason {
             Reason::HeaderTooLarge => "header_too_large",
             Reason::HeaderTimeout => "header_timeout",
             Reason::ConnectionLimit => "connection_limit",
+            Reason::ClientConnectionLimit => "client_connection_limit",
             Reason::AuthBusy => "auth_busy",
             Reason::DnsFailed => "dns_failed",
             Reason::DnsTimeout => "dns_timeout",
@@ -196,7 +201,7 @@ impl Reason {
             | Reason::ClientTlsFailed => 400,
             Reason::HeaderTimeout => 408,
             Reason::HeaderTooLarge => 431,
-            Reason::ConnectionLimit | Reason::AuthBusy => 503,
+            Reason::ConnectionLimit | Reason::ClientConnectionLimit | Reason::AuthBusy => 503,
             Reason::DnsFailed
             | Reason::UpstreamRefused
             | Reason::UpstreamUnreachable
@@ -255,6 +260,7 @@ mod tests {
         assert_eq!(Reason::UpstreamConnectTimeout.status(), 504);
         assert_eq!(Reason::HeaderTooLarge.status(), 431);
         assert_eq!(Reason::ConnectionLimit.status(), 503);
+        assert_eq!(Reason::ClientConnectionLimit.status(), 503);
         assert_eq!(Reason::AuthBusy.status(), 503);
         assert_eq!(Reason::NotProxyRequest.status(), 400);
         assert_eq!(Reason::DeniedPath.status(), 403);

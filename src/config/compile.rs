@@ -37,6 +37,8 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_connections: usize,
+    /// Connections one client (source address; verified client certificate on the TLS listener) may hold.
+    pub max_connections_per_client: usize,
     pub max_header_bytes: usize,
 }
 
@@ -331,6 +333,12 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     if max_connections == 0 {
         errs.push("limits.max_connections", "must be at least 1");
     }
+    // A workload rarely holds more than a few hundred proxy connections at once; at the default
+    // max_connections, one client at this bound takes a tenth of the slots.
+    let max_per_client = raw.limits.max_connections_per_client.unwrap_or(1000);
+    if max_per_client == 0 {
+        errs.push("limits.max_connections_per_client", "must be at least 1");
+    }
     let max_header_bytes = raw.limits.max_header_bytes.unwrap_or(32 * 1024);
     if !(1024..=1024 * 1024).contains(&max_header_bytes) {
         errs.push(
@@ -340,6 +348,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     }
     let limits = Limits {
         max_connections: max_connections as usize,
+        max_connections_per_client: max_per_client as usize,
         max_header_bytes: max_header_bytes as usize,
     };
 
@@ -1228,7 +1237,7 @@ dns:
     api.cast.ai: ["127.0.0.1", "localhost"]
   servers: ["x"]
 timeouts: {header: 10q, connect: 0s}
-limits: {max_connections: 0, max_header_bytes: 10}
+limits: {max_connections: 0, max_connections_per_client: 0, max_header_bytes: 10}
 "#;
         let errs = from_yaml_str(yaml).unwrap_err().0;
         let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
@@ -1249,6 +1258,7 @@ limits: {max_connections: 0, max_header_bytes: 10}
             "timeouts.header",
             "timeouts.connect",
             "limits.max_connections",
+            "limits.max_connections_per_client",
             "limits.max_header_bytes",
         ] {
             assert!(
@@ -1280,6 +1290,7 @@ limits: {max_connections: 0, max_header_bytes: 10}
         assert_eq!(s.timeouts.idle.as_secs(), 900);
         assert_eq!(s.timeouts.dns.as_secs(), 5);
         assert_eq!(s.limits.max_connections, 10_000);
+        assert_eq!(s.limits.max_connections_per_client, 1000);
         assert_eq!(s.limits.max_header_bytes, 32768);
         assert_eq!(s.mode, super::Mode::Enforce);
         assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));

@@ -211,6 +211,7 @@ pub struct RawTimeouts {
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
     pub max_header_bytes: Option<u64>,
 }
 

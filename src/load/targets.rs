@@ -14,14 +14,15 @@ pub fn free_port() -> io::Result<u16> {
 }
 
 /// The egressd configuration: the origin's name mapped to 127.0.0.1 and allowed on its two ports; no admin
-/// listener (its fixed default port could clash with another running proxy) and a short shutdown grace.
+/// listener (its fixed default port could clash with another running proxy) and a short shutdown grace. Every
+/// load connection comes from 127.0.0.1: the per-client limit is the global one.
 pub fn egressd_config(port: u16, origin: &Origin, max_connections: usize) -> String {
     format!(
         "listen: 127.0.0.1:{port}\n\
          allow:\n  - name: load-origin\n    hosts: [\"{name}\"]\n    ports: [{echo}, {bulk}]\n\
          destinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\n\
          dns:\n  hosts: {{\"{name}\": [\"127.0.0.1\"]}}\n\
-         limits:\n  max_connections: {max_connections}\n\
+         limits:\n  max_connections: {max_connections}\n  max_connections_per_client: {max_connections}\n\
          admin:\n  listen: \"off\"\n\
          shutdown:\n  grace: 1s\n",
         name = origin.name,

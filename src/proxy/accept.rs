@@ -157,6 +157,16 @@ impl ClientSocket {
         sent
     }
 
+    /// Wait until the client has sent its first byte (`true`) or ended the connection without one (`false`).
+    /// Nothing is consumed.
+    pub async fn first_byte(&mut self) -> io::Result<bool> {
+        let mut b = [0u8; 1];
+        if let Some(r) = self.direct(|s| s.peek(&mut b)) {
+            return r.map(|n| n > 0);
+        }
+        Ok(self.register()?.peek(&mut b).await? > 0)
+    }
+
     /// Register with the event loop: the last attempt would have blocked.
     fn register(&mut self) -> io::Result<&mut TcpStream> {
         if matches!(self, ClientSocket::Direct(_)) {
@@ -362,6 +372,26 @@ mod tests {
         let mut buf = [0u8; 4];
         client.read_exact(&mut buf).await.unwrap();
         assert_eq!(&buf, b"back");
+    }
+
+    #[tokio::test]
+    async fn the_first_byte_is_waited_for_and_not_consumed() {
+        let (mut server, mut client) = pair().await;
+        let waiting = tokio::spawn(async move {
+            let sent = server.first_byte().await.unwrap();
+            (server, sent)
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        client.write_all(b"x").await.unwrap();
+        let (mut server, sent) = waiting.await.unwrap();
+        assert!(sent);
+        let mut buf = [0u8; 4];
+        assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        assert_eq!(buf[0], b'x');
+        // Closed without a byte.
+        let (mut server, client) = pair().await;
+        drop(client);
+        assert!(!server.first_byte().await.unwrap());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The proxy listener: accept, bound, read the first request head, and hand off to CONNECT or forwarding.
 
 mod accept;
+mod admission;
 mod connect;
 mod counted;
 pub mod dial;
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -333,9 +334,16 @@ pub struct Live {
     limit: Arc<Semaphore>,
     /// The permits `limit` was sized for (`limits.max_connections` in force).
     limit_size: std::sync::Mutex<usize>,
+    /// Per-client counts (`limits.max_connections_per_client`) and which refusals are logged.
+    gate: admission::Gate,
 }
 
 impl Live {
+    /// Admit a connection just accepted from `client` under `ctx`'s limits, or say why not.
+    fn admit(&self, ctx: &Ctx, client: std::net::IpAddr) -> admission::Admitted {
+        self.gate.admit(&self.limit, &ctx.settings.limits, client)
+    }
+
     /// The context new connections start with.
     pub fn ctx(&self) -> Arc<Ctx> {
         self.current.load_full()
@@ -473,6 +481,7 @@ impl Proxy {
             current: ArcSwap::new(ctx),
             limit: Arc::new(Semaphore::new(max)),
             limit_size: std::sync::Mutex::new(max),
+            gate: admission::Gate::default(),
         });
         Ok(Proxy {
             plain,
@@ -658,14 +667,21 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
     while let Some((stream, peer)) = next_connection(&listener, &drain).await {
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-        let permit = live.limit.clone().try_acquire_owned().ok();
+        let admitted = live.admit(&ctx, peer.ip());
         let stream =
             counted::CountedStream::new(stream, ctx.metrics.connection_opened(kind.as_str()));
         let tasks = ctx.tasks.clone();
         // Separate tasks: a plain connection's task is not sized by the TLS session state.
         match kind {
-            ListenerKind::Plain => tasks.spawn(admit(ctx, stream, peer, conn_id, permit)),
-            ListenerKind::Tls => tasks.spawn(accept_tls(ctx, stream, peer, conn_id, permit)),
+            ListenerKind::Plain => tasks.spawn(admit(ctx, stream, peer, conn_id, admitted, kind)),
+            ListenerKind::Tls => tasks.spawn(accept_tls(
+                ctx,
+                live.clone(),
+                stream,
+                peer,
+                conn_id,
+                admitted,
+            )),
         };
     }
 }
@@ -673,33 +689,44 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
 /// The TLS handshake with a client of the TLS listener, then the same service as the plain listener.
 async fn accept_tls(
     ctx: Arc<Ctx>,
-    stream: counted::CountedStream<ClientSocket>,
+    live: Arc<Live>,
+    mut stream: counted::CountedStream<ClientSocket>,
     peer: SocketAddr,
     conn_id: u64,
-    permit: Option<OwnedSemaphorePermit>,
+    admitted: admission::Admitted,
 ) {
     // The certificate in force now: a reload re-reads it.
     let Some((_, cfg)) = &ctx.settings.listen_tls else {
         return;
     };
-    // Over the limit: refused before the handshake, so a flood of stalled handshakes holds no more than
-    // `limits.max_connections` descriptors for long. A 503 would need the handshake; the close is the answer.
-    let Some(permit) = permit else {
-        let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-        o.refuse(
-            Reason::ConnectionLimit,
-            format!(
-                "{} connections already open (limits.max_connections); closed before the TLS handshake",
-                ctx.settings.limits.max_connections
-            ),
-        );
-        ctx.log.decision(&o);
-        return;
+    // Over a limit: refused before the first byte and the handshake, so stalled or silent connections never
+    // hold more descriptors than the limits allow. A 503 would need the handshake; the close is the answer.
+    // (A client over its per-certificate share is refused with a 503 after the handshake, below.)
+    let mut admitted = match admitted {
+        Err(refused) => {
+            let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+            o.refuse(
+                refused.reason,
+                format!("{}; closed before the TLS handshake", refused.detail),
+            );
+            if refused.logged {
+                ctx.log.decision(&o);
+            } else {
+                ctx.metrics.rejected_unlogged(o.reason);
+            }
+            return;
+        }
+        ok => ok,
     };
-    let permit = Some(permit);
-    let acceptor = TlsAcceptor::from(cfg.clone());
     // The handshake counts against the header time: a client that stalls in it is cut there.
-    let handshake = tokio::time::timeout(ctx.settings.timeouts.header, acceptor.accept(stream));
+    let deadline = tokio::time::Instant::now() + ctx.settings.timeouts.header;
+    // A connection that ends (or times out) without sending a byte made no attempt at all: counted, no line.
+    let first = tokio::time::timeout_at(deadline, stream.get_mut().first_byte()).await;
+    if !matches!(first, Ok(Ok(true))) {
+        return ctx.metrics.empty_connection(ListenerKind::Tls.as_str());
+    }
+    let acceptor = TlsAcceptor::from(cfg.clone());
+    let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
     let detail = match handshake.await {
         Ok(Ok(tls_stream)) => {
             let names: Arc<[CertName]> = tls_stream
@@ -710,8 +737,17 @@ async fn accept_tls(
                 .map(|leaf| crate::tls_files::certificate_names(leaf))
                 .unwrap_or_default()
                 .into();
+            // A verified certificate is who the client is: count it there, not by its address.
+            if let (Some(name), Ok(slots)) = (names.first(), admitted.as_mut()) {
+                let key = admission::ClientKey::Cert(name.to_string().into());
+                let limit = ctx.settings.limits.max_connections_per_client;
+                if let Err(refused) = live.gate.rekey(slots, key, limit) {
+                    admitted = Err(refused);
+                }
+            }
+            let kind = ListenerKind::Tls;
             return CLIENT_CERT
-                .scope(names, admit(ctx, tls_stream, peer, conn_id, permit))
+                .scope(names, admit(ctx, tls_stream, peer, conn_id, admitted, kind))
                 .await;
         }
         Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
@@ -725,39 +761,45 @@ async fn accept_tls(
     ctx.log.decision(&o);
 }
 
-/// Serve a connection that holds a slot, or refuse it with 503 when none was free.
+/// Serve a connection that holds its slots, or refuse it with 503 when it got none.
 async fn admit<S: ClientIo>(
     ctx: Arc<Ctx>,
     stream: S,
     peer: SocketAddr,
     conn_id: u64,
-    permit: Option<OwnedSemaphorePermit>,
+    admitted: admission::Admitted,
+    kind: ListenerKind,
 ) {
-    match permit {
-        Some(permit) => {
+    match admitted {
+        Ok(slots) => {
             // Everything up to an established tunnel runs boxed and is freed once done; the task keeps only
             // the tunnel itself (see connect::Splicing).
-            if let Some(tunnel) = Box::pin(handle(ctx.clone(), stream, peer, conn_id)).await {
+            if let Some(tunnel) = Box::pin(handle(ctx.clone(), stream, peer, conn_id, kind)).await {
                 tunnel.run(&ctx).await;
             }
-            drop(permit);
+            drop(slots);
         }
         // Boxed, like `handle`: the refusal's state would otherwise size every connection's task.
-        None => Box::pin(refuse_over_limit(&ctx, stream, peer, conn_id)).await,
+        Err(refused) => Box::pin(refuse_over_limit(&ctx, stream, peer, conn_id, *refused)).await,
     }
 }
 
-/// `limits.max_connections` are open already: refuse this one.
-async fn refuse_over_limit<S: ClientIo>(ctx: &Ctx, stream: S, peer: SocketAddr, conn_id: u64) {
+/// `limits.max_connections` (or the client's `limits.max_connections_per_client`) are open already: refuse
+/// this one without reading it. Every refusal is counted; only the first of a burst is logged.
+async fn refuse_over_limit<S: ClientIo>(
+    ctx: &Ctx,
+    stream: S,
+    peer: SocketAddr,
+    conn_id: u64,
+    refused: admission::Refused,
+) {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-    o.refuse(
-        Reason::ConnectionLimit,
-        format!(
-            "{} connections already open (limits.max_connections)",
-            ctx.settings.limits.max_connections
-        ),
-    );
-    ctx.log.decision(&o);
+    o.refuse(refused.reason, refused.detail);
+    if refused.logged {
+        ctx.log.decision(&o);
+    } else {
+        ctx.metrics.rejected_unlogged(o.reason);
+    }
     respond::write_refusal(stream, &o).await;
 }
 
@@ -768,6 +810,7 @@ async fn handle<S: ClientIo>(
     mut stream: S,
     peer: SocketAddr,
     conn_id: u64,
+    kind: ListenerKind,
 ) -> Option<connect::Splicing<S>> {
     let limits = &ctx.settings.limits;
     let mut buf = Vec::with_capacity(1024);
@@ -802,8 +845,14 @@ async fn handle<S: ClientIo>(
             forward::serve(ctx, stream, peer, conn_id, buf).await;
             None
         }
-        // A connection that closes without sending anything made no request: nothing to decide or log.
-        Err(e) if buf.is_empty() && e.reason == Reason::BadRequest => None,
+        // A connection that ends, or stays silent until the header timeout, without sending anything made no
+        // request: nothing to decide or log, only to count.
+        Err(e)
+            if buf.is_empty() && matches!(e.reason, Reason::BadRequest | Reason::HeaderTimeout) =>
+        {
+            ctx.metrics.empty_connection(kind.as_str());
+            None
+        }
         Err(e) => {
             let mut o = Outcome::new(conn_id, 1, peer, Kind::Http);
             if e.method.as_deref() == Some("CONNECT") {
@@ -863,7 +912,12 @@ mod tests {
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
         let stream = counted::CountedStream::new(stream, ctx.metrics.connection_opened("plain"));
-        let task = admit(ctx, stream, peer, 1, None);
+        let refused = Err(Box::new(admission::Refused {
+            reason: Reason::ConnectionLimit,
+            detail: String::new(),
+            logged: true,
+        }));
+        let task = admit(ctx, stream, peer, 1, refused, ListenerKind::Plain);
         let size = std::mem::size_of_val(&task);
         // Debug builds lay futures out less tightly than release builds (about half this there). Before the
         // tunnel became one state machine and the refusal paths were boxed, this was several times larger.

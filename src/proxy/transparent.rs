@@ -65,7 +65,7 @@ pub(super) async fn accept_loop(
         // The configuration in force now; a reload applies to the next connection.
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-        let permit = live.limit.clone().try_acquire_owned().ok();
+        let admitted = live.admit(&ctx, peer.ip());
         let active = ctx.metrics.connection_opened(flavor.listener());
         let own = own.clone();
         let tasks = ctx.tasks.clone();
@@ -80,21 +80,23 @@ pub(super) async fn accept_loop(
                 }
             };
             o.original_dst = Some(original);
-            let Some(permit) = permit else {
-                o.refuse(
-                    Reason::ConnectionLimit,
-                    format!(
-                        "{} connections already open (limits.max_connections)",
-                        ctx.settings.limits.max_connections
-                    ),
-                );
-                return refuse(&ctx, stream, flavor, &o).await;
+            let slots = match admitted {
+                Ok(slots) => slots,
+                Err(refused) => {
+                    o.refuse(refused.reason, refused.detail);
+                    // One line per burst (see admission); every refusal is counted.
+                    if !refused.logged {
+                        ctx.metrics.rejected_unlogged(o.reason);
+                        return end_refused(stream, flavor, &o).await;
+                    }
+                    return refuse(&ctx, stream, flavor, &o).await;
+                }
             };
             match flavor {
                 Flavor::Tls => serve_tls(&ctx, stream, o).await,
                 Flavor::Http => transparent_http::serve(ctx.clone(), stream, o).await,
             }
-            drop(permit);
+            drop(slots);
         });
     }
 }
@@ -147,6 +149,11 @@ pub(super) fn own_traffic(ctx: &Ctx, client: SocketAddr) -> Option<Refusal> {
 /// session), a response with the reason for plain HTTP.
 async fn refuse(ctx: &Ctx, stream: TcpStream, flavor: Flavor, o: &Outcome) {
     ctx.log.decision(o);
+    end_refused(stream, flavor, o).await;
+}
+
+/// End a refused connection (see `refuse`), without a line.
+async fn end_refused(stream: TcpStream, flavor: Flavor, o: &Outcome) {
     match flavor {
         Flavor::Tls => reset(stream),
         Flavor::Http => super::respond::write_refusal(stream, o).await,
@@ -216,6 +223,9 @@ fn hello_target(
                 checks.hello_max_bytes
             ),
         ),
+        // Nothing arrived before the client left or went silent until the wait was over, or shutdown cut the
+        // connection: no request.
+        FirstBytes::Closed | FirstBytes::Timeout if p.buf.is_empty() => Err(None),
         FirstBytes::Timeout => refusal(
             Reason::ClientHelloTimeout,
             format!(
@@ -223,8 +233,6 @@ fn hello_target(
                 checks.hello_timeout
             ),
         ),
-        // Nothing decisive arrived before the client left or shutdown cut the connection: no request.
-        FirstBytes::Closed if p.buf.is_empty() => Err(None),
         FirstBytes::Cut => Err(None),
         FirstBytes::Closed => refusal(
             Reason::InvalidClientHello,
@@ -257,7 +265,12 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
         |r| Err(Some(r)),
     ) {
         Ok(t) => t,
-        Err(None) => return,
+        Err(None) => {
+            if !matches!(peeked.first, FirstBytes::Cut) {
+                ctx.metrics.empty_connection(Flavor::Tls.listener());
+            }
+            return;
+        }
         Err(Some((reason, detail))) => {
             o.refuse(reason, detail);
             ctx.log.decision(&o);
@@ -401,12 +414,9 @@ mod tests {
             let got = hello_target(&peeked(first, b"\x16\x03"), &checks(), 443, &mut outcome());
             assert_eq!(got.unwrap_err().map(|r| r.0), Some(want), "{what}");
         }
-        let silent = hello_target(
-            &peeked(FirstBytes::Closed, b""),
-            &checks(),
-            443,
-            &mut outcome(),
-        );
-        assert!(silent.unwrap_err().is_none(), "no bytes, no request");
+        for first in [FirstBytes::Closed, FirstBytes::Timeout] {
+            let silent = hello_target(&peeked(first, b""), &checks(), 443, &mut outcome());
+            assert!(silent.unwrap_err().is_none(), "no bytes, no request");
+        }
     }
 }

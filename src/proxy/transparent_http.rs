@@ -31,6 +31,7 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
     };
     let (peer, conn_id) = (first.client_addr, first.conn_id);
     let requests = Arc::new(AtomicU32::new(0));
+    let asked = requests.clone();
     let svc_ctx = ctx.clone();
     let (io, sent, heads) = ClientConn::new(bytes::Bytes::new(), stream, &ctx);
     let service = hyper::service::service_fn(move |req| {
@@ -54,6 +55,10 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
         &sent,
     )
     .await;
+    // Not a byte before it ended or timed out: no request, only counted (as on the other listeners).
+    if asked.load(Ordering::Relaxed) == 0 && !sent.load(Ordering::Relaxed) {
+        ctx.metrics.empty_connection("transparent_http");
+    }
 }
 
 /// The absolute-form target's authority and the Host header (the raw head has at most one).

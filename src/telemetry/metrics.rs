@@ -25,6 +25,7 @@ pub const UPSTREAM_CONNECT: &str = "egressd_upstream_connect_seconds";
 pub const CONFIG_RELOADS: &str = "egressd_config_reloads_total";
 pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "egressd_config_last_reload_success_timestamp_seconds";
 pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
+pub const CONNECTIONS_EMPTY: &str = "egressd_connections_empty_total";
 pub const BUILD_INFO: &str = "egressd_build_info";
 
 /// Every metric family egressd exports (the README table and the dashboards are built on these names).
@@ -39,11 +40,19 @@ pub const METRIC_NAMES: &[&str] = &[
     CONFIG_RELOADS,
     CONFIG_LAST_RELOAD_SUCCESS,
     CONNECTIONS_REJECTED,
+    CONNECTIONS_EMPTY,
     BUILD_INFO,
 ];
 
 /// Reasons a connection is refused before any request is read.
-const REJECTIONS: [Reason; 2] = [Reason::ConnectionLimit, Reason::ClientTlsFailed];
+const REJECTIONS: [Reason; 3] = [
+    Reason::ConnectionLimit,
+    Reason::ClientConnectionLimit,
+    Reason::ClientTlsFailed,
+];
+
+/// The `listener` label values.
+const LISTENERS: [&str; 4] = ["plain", "tls", "transparent", "transparent_http"];
 
 /// Short lookups and connects: 1 ms to 10 s.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -98,6 +107,9 @@ impl Metrics {
         for r in REJECTIONS {
             m.counter_add(CONNECTIONS_REJECTED, vec![label("reason", r.as_str())], 0);
         }
+        for l in LISTENERS {
+            m.counter_add(CONNECTIONS_EMPTY, vec![label("listener", l)], 0);
+        }
         m.tunnels.set(0.0);
         m
     }
@@ -141,6 +153,21 @@ impl Metrics {
         if let Some(ms) = o.connect_ms {
             self.histogram(UPSTREAM_CONNECT, ms / 1000.0);
         }
+    }
+
+    /// Count a connection refused before its request was read whose refusal got no decision line (one of a
+    /// burst: see `proxy::admission`). Logged refusals are counted by [`Metrics::decision`].
+    pub fn rejected_unlogged(&self, reason: Reason) {
+        self.counter_add(
+            CONNECTIONS_REJECTED,
+            vec![label("reason", reason.as_str())],
+            1,
+        );
+    }
+
+    /// Count a client connection on `listener` that ended without sending a byte (no request, no line).
+    pub fn empty_connection(&self, listener: &'static str) {
+        self.counter_add(CONNECTIONS_EMPTY, vec![label("listener", listener)], 1);
     }
 
     /// Count the bytes and duration of a finished tunnel or forwarded exchange.
