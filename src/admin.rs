@@ -1,7 +1,6 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `/healthz` (the process answers), `/readyz` (ready to
 //! take traffic: listeners bound, policy loaded, resolver usable, not shutting down). Anything else is 404.
 
-use crate::proxy::Live;
 use crate::telemetry::metrics::Metrics;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -18,8 +17,17 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often buffered histogram samples are folded into buckets between scrapes.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// What the admin endpoints report on (the proxy's live state implements it): the admin listener needs
+/// nothing else of the proxy.
+pub trait Health: Send + Sync + 'static {
+    /// The Prometheus text of the metrics in force.
+    fn metrics_text(&self) -> String;
+    /// `Ok` when ready for traffic, else why not.
+    fn ready(&self) -> Result<(), String>;
+}
+
 /// Serve the admin endpoints until `stop` fires.
-pub async fn serve(listener: TcpListener, live: Arc<Live>, stop: CancellationToken) {
+pub async fn serve(listener: TcpListener, live: Arc<dyn Health>, stop: CancellationToken) {
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -37,7 +45,7 @@ pub async fn serve(listener: TcpListener, live: Arc<Live>, stop: CancellationTok
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req| {
                 let live = live.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&live, &req)) }
+                async move { Ok::<_, std::convert::Infallible>(route(&*live, &req)) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -61,7 +69,7 @@ pub async fn upkeep(metrics: Arc<Metrics>, stop: CancellationToken) {
     }
 }
 
-fn route(live: &Live, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(live: &dyn Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path();
     if !matches!(path, "/metrics" | "/healthz" | "/readyz") {
         return text(
@@ -74,7 +82,7 @@ fn route(live: &Live, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     match path {
         "/metrics" => {
-            let mut r = text(StatusCode::OK, live.ctx().metrics.render());
+            let mut r = text(StatusCode::OK, live.metrics_text());
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

@@ -15,6 +15,7 @@ pub mod fuzzing;
 pub mod load;
 pub mod net;
 pub mod noproxy;
+pub mod outcome;
 pub mod policy;
 pub mod proxy;
 pub mod reason;

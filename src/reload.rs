@@ -14,7 +14,7 @@
 //! actually changed. A reload that drops deny rules or client groups is logged as a warning naming them.
 
 use crate::config::{self, ConfigErrors, Settings};
-use crate::proxy::Live;
+use crate::telemetry::metrics::Metrics;
 use notify::{RecursiveMode, Watcher};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,17 +28,30 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// The content of each watched file (`None` where it cannot be read): what "changed" is judged on.
 type Snapshot = Vec<(PathBuf, Option<Vec<u8>>)>;
 
+/// The configuration in force that a [`Reloader`] replaces (the proxy's live state implements it): reloading
+/// needs nothing else of the proxy.
+pub trait InForce: Send + Sync + 'static {
+    /// The files the configuration in force reads besides itself.
+    fn files(&self) -> Vec<PathBuf>;
+    /// The names of its deny rules and client groups.
+    fn guard_names(&self) -> (Vec<Arc<str>>, Vec<String>);
+    /// Where reloads are counted.
+    fn metrics(&self) -> Arc<Metrics>;
+    /// Put `settings` in force.
+    fn replace(&self, settings: Settings);
+}
+
 /// Reloads a running proxy's configuration. Clones share what was last loaded, so a change already applied
 /// (through the API or SIGHUP) is not applied again by the watcher.
 #[derive(Clone)]
 pub struct Reloader {
-    live: Arc<Live>,
+    live: Arc<dyn InForce>,
     path: Option<PathBuf>,
     loaded: Arc<Mutex<Snapshot>>,
 }
 
 impl Reloader {
-    pub(crate) fn new(live: Arc<Live>, path: Option<PathBuf>) -> Self {
+    pub(crate) fn new(live: Arc<dyn InForce>, path: Option<PathBuf>) -> Self {
         let r = Reloader {
             live,
             path,
@@ -69,12 +82,12 @@ impl Reloader {
     /// Put an already loaded configuration in force, or count and log why it could not be loaded. The
     /// configuration in force keeps serving on error.
     pub fn apply(&self, loaded: Result<Settings, ConfigErrors>) -> Result<(), ConfigErrors> {
-        let metrics = self.live.ctx().metrics.clone();
+        let metrics = self.live.metrics();
         match loaded {
             Ok(settings) => {
                 let rules = settings.policy.rule_count();
                 let (dropped_deny, dropped_groups) =
-                    dropped(&self.live.ctx().settings.policy, &settings.policy);
+                    dropped(self.live.guard_names(), &settings.policy);
                 if !dropped_deny.is_empty() || !dropped_groups.is_empty() {
                     tracing::warn!(
                         deny_rules_removed = ?dropped_deny,
@@ -102,7 +115,7 @@ impl Reloader {
     /// The files whose change means a reload: the configuration file and the files it names.
     fn files(&self) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = self.path.iter().cloned().collect();
-        files.extend(self.live.ctx().settings.files.iter().cloned());
+        files.extend(self.live.files());
         files
     }
 }
@@ -119,8 +132,10 @@ fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
 }
 
 /// The deny rules and client groups of `old` that `new` no longer has.
-fn dropped(old: &crate::policy::Policy, new: &crate::policy::Policy) -> (Vec<String>, Vec<String>) {
-    let (old_deny, old_groups) = old.guard_names();
+fn dropped(
+    (old_deny, old_groups): (Vec<Arc<str>>, Vec<String>),
+    new: &crate::policy::Policy,
+) -> (Vec<String>, Vec<String>) {
     let (new_deny, new_groups) = new.guard_names();
     (
         old_deny
@@ -222,10 +237,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            dropped(&old.policy, &new.policy),
+            dropped(old.policy.guard_names(), &new.policy),
             (vec!["no-b".to_string()], vec!["ci".to_string()])
         );
-        assert_eq!(dropped(&new.policy, &old.policy), (vec![], vec![]));
+        assert_eq!(
+            dropped(new.policy.guard_names(), &old.policy),
+            (vec![], vec![])
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@
 use super::peek::{peek, FirstBytes, Peeked};
 use super::retry::{replay_hello, End};
 use super::{respond, splice, Ctx};
+use crate::outcome::{Close, CloseReason, Kind, Outcome, Verdict};
 use crate::policy::credentials::ProxyAuth;
 use crate::policy::tls::{judge, tls_required, Hello, SniMode};
 use crate::reason::Reason;
 use crate::target::Target;
-use crate::telemetry::log::{Close, CloseReason, Kind, Outcome, Verdict};
 use crate::telemetry::metrics::Active;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -13,6 +13,7 @@ mod original_dst;
 mod password_checks;
 mod peek;
 mod pipe;
+mod redirect;
 mod respond;
 mod retry;
 pub mod sni;
@@ -21,12 +22,13 @@ mod transparent;
 mod transparent_http;
 
 use crate::config::Settings;
+use crate::outcome::{Kind, Outcome, Verdict};
 use crate::policy::credentials::CertName;
 use crate::policy::Decision;
 use crate::reason::Reason;
 use crate::reload::Reloader;
 use crate::target::{parse_authority, Target};
-use crate::telemetry::log::{EventLog, Kind, Outcome, Verdict};
+use crate::telemetry::log::EventLog;
 use crate::telemetry::metrics::Metrics;
 use accept::{ClientSocket, Listener};
 use arc_swap::ArcSwap;
@@ -361,7 +363,37 @@ impl Live {
         }
         Ok(())
     }
+}
 
+impl crate::admin::Health for Live {
+    fn metrics_text(&self) -> String {
+        self.ctx().metrics.render()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Live::ready(self)
+    }
+}
+
+impl crate::reload::InForce for Live {
+    fn files(&self) -> Vec<PathBuf> {
+        self.ctx().settings.files.clone()
+    }
+
+    fn guard_names(&self) -> (Vec<Arc<str>>, Vec<String>) {
+        self.ctx().settings.policy.guard_names()
+    }
+
+    fn metrics(&self) -> Arc<Metrics> {
+        self.ctx().metrics.clone()
+    }
+
+    fn replace(&self, settings: Settings) {
+        Live::replace(self, settings)
+    }
+}
+
+impl Live {
     /// Put a new configuration in force for new connections. Listener addresses cannot change without a
     /// restart: where they differ, the old ones are kept and a warning says so.
     pub(crate) fn replace(&self, mut new: Settings) {

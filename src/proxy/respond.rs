@@ -3,7 +3,7 @@
 
 use super::accept::ClientSocket;
 use super::counted::CountedStream;
-use crate::telemetry::log::{Kind, Outcome};
+use crate::outcome::{Kind, Outcome};
 use bytes::Bytes;
 use http_body_util::Full;
 use std::any::Any;

@@ -6,9 +6,9 @@
 use super::hrr::{interlude_len, server_answer, ServerAnswer};
 use super::peek::FirstBytes;
 use super::sni::{peek_client_hello, Peek};
+use crate::outcome::CloseReason;
 use crate::policy::tls::{judge_retry, Hello, TlsChecks};
 use crate::reason::Reason;
-use crate::telemetry::log::CloseReason;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

@@ -12,7 +12,7 @@
 use super::accept::ClientSocket;
 use super::counted::CountedStream;
 use super::pipe::Pipe;
-use crate::telemetry::log::CloseReason;
+use crate::outcome::CloseReason;
 use crate::telemetry::metrics::Active;
 use std::any::Any;
 use std::cell::RefCell;

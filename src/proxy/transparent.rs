@@ -4,15 +4,16 @@
 //! the original destination must be one of the name's resolved, checked addresses before anything is
 //! forwarded to it.
 
-use super::dial::{DialError, DialInfo};
+use super::dial::DialInfo;
 use super::peek::{peek, FirstBytes, Peeked};
+use super::redirect::{dial_original, own_traffic, redirected_to};
 use super::retry::{replay_hello, End};
-use super::{original_dst, splice, transparent_http, Ctx, Live};
+use super::{splice, transparent_http, Ctx, Live};
+use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::tls::{Hello, TlsChecks};
-use crate::policy::transparent::{check_original_dst, is_loop, sni_target, Refusal};
+use crate::policy::transparent::{sni_target, Refusal};
 use crate::reason::Reason;
 use crate::target::Target;
-use crate::telemetry::log::{Close, CloseReason, Kind, Outcome};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -101,50 +102,6 @@ pub(super) async fn accept_loop(
     }
 }
 
-/// The original destination of an accepted connection, unless it is unknown or egressd itself.
-fn redirected_to(stream: &TcpStream, own: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
-    let original = original_dst::original_dst(stream).map_err(|e| {
-        (
-            Reason::OriginalDstUnknown,
-            format!(
-                "no original destination for this connection ({e}); transparent listeners serve only \
-                 connections redirected with iptables REDIRECT"
-            ),
-        )
-    })?;
-    let local = stream.local_addr().map_err(|e| {
-        (
-            Reason::OriginalDstUnknown,
-            format!("the connection has no local address: {e}"),
-        )
-    })?;
-    if is_loop(original, local, own) {
-        return Err((
-            Reason::DeniedOriginalDstLoop,
-            format!(
-                "the original destination {original} is egressd's own listener: the connection was not \
-                 redirected, or egressd's own traffic is redirected back to it (exclude egressd's user from \
-                 the REDIRECT rule)"
-            ),
-        ));
-    }
-    Ok(original)
-}
-
-/// egressd's own upstream traffic redirected back to it (a REDIRECT rule that does not exclude egressd).
-/// Checked once the connection's first bytes arrived: by then the dial that sent them has been recorded.
-pub(super) fn own_traffic(ctx: &Ctx, client: SocketAddr) -> Option<Refusal> {
-    ctx.dialer.dialled_from(client).then(|| {
-        (
-            Reason::DeniedOriginalDstLoop,
-            format!(
-                "the connection comes from {client}, an upstream connection of egressd itself: its own traffic \
-                 is redirected back to it (exclude egressd from the REDIRECT rule, e.g. -m owner ! --uid-owner)"
-            ),
-        )
-    })
-}
-
 /// Log the refusal and end the connection: a reset for TLS (there is no way to answer inside the client's TLS
 /// session), a response with the reason for plain HTTP.
 async fn refuse(ctx: &Ctx, stream: TcpStream, flavor: Flavor, o: &Outcome) {
@@ -164,31 +121,6 @@ async fn end_refused(stream: TcpStream, flavor: Flavor, o: &Outcome) {
 fn reset(stream: TcpStream) {
     let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
-}
-
-/// Resolve the name, check every address, require the original destination among them (unless
-/// `trust_original_dst`), and connect to the original destination.
-pub(super) async fn dial_original(
-    ctx: &Ctx,
-    target: &Target,
-    original: SocketAddr,
-    info: &mut DialInfo,
-) -> Result<TcpStream, DialError> {
-    let refusal = |(reason, detail): Refusal| DialError { reason, detail };
-    if let Some(why) = ctx.dialer.forbidden(original.ip()) {
-        info.denied_addr = Some(original.ip());
-        return Err(refusal((
-            Reason::DeniedPrivateAddress,
-            format!("original destination {why}"),
-        )));
-    }
-    if !ctx.settings.transparent.trust_original_dst {
-        let resolved = ctx.dialer.resolve(target, info).await?;
-        check_original_dst(original.ip(), &resolved, &target.host).map_err(refusal)?;
-    }
-    ctx.dialer
-        .connect(&[original.ip()], original.port(), info)
-        .await
 }
 
 /// The target a peeked ClientHello names, or why there is none. `Err(None)`: the client left without sending

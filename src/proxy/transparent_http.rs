@@ -8,11 +8,11 @@ use super::forward::{
     chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
     ClientConn, Counted, PendingClose, ProxyBody, Tracked,
 };
-use super::transparent::{dial_original, own_traffic};
+use super::redirect::{dial_original, own_traffic};
 use super::Ctx;
+use crate::outcome::{Kind, Outcome};
 use crate::policy::transparent::request_target;
 use crate::reason::Reason;
-use crate::telemetry::log::{Kind, Outcome};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;

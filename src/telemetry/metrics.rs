@@ -1,12 +1,12 @@
 //! Prometheus metrics, one registry per [`Metrics`] (one per proxy), so several proxies in one process never
 //! mix their numbers. Counters and histograms are recorded from the same [`Outcome`] and [`Close`] the log
-//! lines are made from (see [`crate::telemetry::log::EventLog`]), so logs and metrics agree.
+//! lines are made from (the event log calls the recorder), so logs and metrics agree.
 //!
 //! Labels are bounded: decision, reason code, rule name, vendor profile, listener, direction, result.
 //! Hostnames and client addresses are never labels.
 
+use crate::outcome::{Close, Kind, Outcome};
 use crate::reason::Reason;
-use crate::telemetry::log::{Close, Kind, Outcome};
 use metrics::{Gauge, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
@@ -276,7 +276,7 @@ impl Drop for Active {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::log::{CloseReason, Verdict};
+    use crate::outcome::{CloseReason, Verdict};
 
     /// The value of one series in an exposition, by its exact `name{labels}` text.
     fn value(text: &str, series: &str) -> Option<f64> {
