@@ -55,13 +55,20 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
         match input::next_line(&mut *input.reader, &mut buf, input::MAX_LINE_BYTES) {
             Ok(None) => break,
             Ok(Some(true)) => {
-                let unwrapped = unwrapper.unwrap(&buf);
-                let bytes: &[u8] = match &unwrapped {
-                    envelope::Unwrapped::Pending => continue,
-                    envelope::Unwrapped::Same(line) => line,
-                    envelope::Unwrapped::Inner(inner, _) => inner,
+                // egressd's own lines are decisions as they stand: only other lines are looked into for a
+                // wrapper, so a plain log is parsed once per line.
+                let direct = event::classify(&buf);
+                let unwrapped;
+                let line = if matches!(direct, event::Line::Decision(_)) {
+                    direct
+                } else {
+                    unwrapped = unwrapper.unwrap(&buf);
+                    match &unwrapped {
+                        envelope::Unwrapped::Pending => continue,
+                        envelope::Unwrapped::Same(_) => direct,
+                        envelope::Unwrapped::Inner(inner, _) => event::classify(inner),
+                    }
                 };
-                let line = event::classify(bytes);
                 if sample.is_none() && !matches!(line, event::Line::Decision(_)) {
                     sample = Some(printable_sample(&buf));
                 }
