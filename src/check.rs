@@ -2,6 +2,7 @@
 //! checks as the proxy, without sending any traffic.
 
 use crate::config::Settings;
+use crate::policy::verdict::{decide, Client, Verdict};
 use crate::policy::Identity;
 use crate::proxy::dial::{DialInfo, Dialer};
 use crate::reason::Reason;
@@ -73,10 +74,26 @@ pub async fn check(
     id: &Identity,
     arg: &str,
 ) -> CheckResult {
+    let client = Client {
+        groups: settings.policy.clients.names_of(id),
+        identity: id.clone(),
+        ..Client::default()
+    };
+    check_as(settings, dialer, &client, arg).await
+}
+
+/// Evaluate `arg` for `client` with the verdict the proxy uses for a request: the same normalization, the
+/// same [`crate::policy::verdict::decide`], and (with a `dialer`) the same resolution and destination check.
+pub async fn check_as(
+    settings: &Settings,
+    dialer: Option<&Dialer>,
+    client: &Client,
+    arg: &str,
+) -> CheckResult {
     let mut r = CheckResult {
         input: arg.to_string(),
         target: None,
-        decision: "deny",
+        decision: Verdict::Deny.as_str(),
         rule: None,
         reason: Reason::InvalidTarget,
         detail: None,
@@ -91,32 +108,25 @@ pub async fn check(
         }
     };
     r.target = Some(target.authority());
-    let d = settings
-        .policy
-        .decide_request(&target, plain_http_path(arg).as_deref(), id);
-    r.rule = d.rule.map(|s| s.to_string());
-    r.reason = d.reason;
-    r.detail = match d.reason {
-        Reason::DeniedPrivateAddress => settings.policy.private_literal(&target),
-        Reason::DeniedPath => plain_http_path(arg)
-            .as_deref()
-            .and_then(crate::policy::path::ambiguity)
-            .map(|why| format!("the path is ambiguous: it contains {why}")),
-        _ => None,
-    };
-    r.decision = if d.allowed {
-        "allow"
-    } else if d.report {
-        "would_deny"
-    } else {
+    let ruling = decide(
+        &settings.policy,
+        client,
+        &target,
+        plain_http_path(arg).as_deref(),
+    );
+    r.rule = ruling.rule.as_ref().map(|s| s.to_string());
+    r.reason = ruling.reason;
+    r.detail = ruling.detail.clone();
+    r.decision = ruling.verdict.as_str();
+    if !ruling.proceeds() {
         return r;
-    };
+    }
     if let Some(dialer) = dialer {
         let mut info = DialInfo::default();
         let res = dialer.resolve(&target, &mut info).await;
         r.resolved = info.resolved;
         if let Err(e) = res {
-            r.decision = "deny";
+            r.decision = Verdict::Deny.as_str();
             r.reason = e.reason;
             r.detail = Some(e.detail);
         }

@@ -34,7 +34,7 @@ pub fn request_head(data: &[u8]) {
         Ok(Some(Request::Forward)) | Ok(None) => {}
         Err(e) => assert!(
             matches!(
-                e.reason,
+                e.refusal.reason,
                 Reason::BadRequest
                     | Reason::UnsupportedVersion
                     | Reason::HeaderTooLarge
@@ -43,7 +43,7 @@ pub fn request_head(data: &[u8]) {
                     | Reason::UnsupportedScheme
             ),
             "unexpected reason {:?} for a request head",
-            e.reason
+            e.refusal.reason
         ),
     }
 }

@@ -2,7 +2,8 @@
 //! a tunnel or forwarded exchange ended ([`Close`]). The decision and close lines and the metrics are all made
 //! from these, so they sit below telemetry (which renders and counts them) and above the policy.
 
-use crate::reason::Reason;
+use crate::policy::verdict::{Client, Ruling};
+use crate::reason::{Reason, Refusal};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,22 +29,7 @@ impl Kind {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Allow,
-    Deny,
-    WouldDeny,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::WouldDeny => "would_deny",
-        }
-    }
-}
+pub use crate::policy::verdict::Verdict;
 
 /// Everything known about one request when its decision is final.
 #[derive(Debug, Clone)]
@@ -72,17 +58,11 @@ pub struct Outcome {
     pub original_dst: Option<SocketAddr>,
     /// The allowing rule's own tunnel idle timeout (not logged; the rule name says where it came from).
     pub idle: Option<crate::policy::IdleOverride>,
-    /// The request goes through on a rule in report mode (`mode: report` on the rule): later policy refusals
-    /// (SNI checks) are reported as `would_deny` too. Not logged; `decision` and `rule` say it.
-    pub report_rule: bool,
-    /// The client groups the request belongs to (logged as `client`).
-    pub client: Vec<Arc<str>>,
-    /// The same, as the policy sees it (not logged).
-    pub identity: crate::policy::Identity,
-    /// The first name of the verified client certificate (TLS listener with `tls.client_ca`).
-    pub client_cert: Option<String>,
-    /// What the Proxy-Authorization header established (not logged; `user` is).
-    pub credentials: crate::policy::Credentials,
+    /// Report mode applies to what the request goes through on: later policy refusals (SNI checks) are
+    /// reported as `would_deny` too. Not logged; `decision` and `rule` say it.
+    pub lenient: bool,
+    /// Who the client is: its groups (logged as `client`), certificate name and credentials (`user`).
+    pub client: Client,
 }
 
 impl Outcome {
@@ -108,19 +88,36 @@ impl Outcome {
             alpn: Vec::new(),
             original_dst: None,
             idle: None,
-            report_rule: false,
-            client: Vec::new(),
-            identity: Default::default(),
-            credentials: Default::default(),
-            client_cert: None,
+            lenient: false,
+            client: Client::default(),
         }
     }
 
-    /// Mark as refused for `reason` with a human explanation.
-    pub fn refuse(&mut self, reason: Reason, detail: impl Into<String>) {
+    /// Mark as refused.
+    pub fn refuse(&mut self, r: Refusal) {
         self.decision = Verdict::Deny;
-        self.reason = reason;
-        self.detail = Some(detail.into());
+        self.reason = r.reason;
+        self.detail = Some(r.detail);
+    }
+
+    /// A refusal that report mode let through: the request goes on as a would-be denial.
+    pub fn report(&mut self, r: Refusal) {
+        self.decision = Verdict::WouldDeny;
+        self.reason = r.reason;
+        self.detail = Some(r.detail);
+    }
+
+    /// Record the verdict on the request's head.
+    pub fn rule(&mut self, ruling: Ruling) {
+        self.decision = ruling.verdict;
+        self.reason = ruling.reason;
+        self.detail = ruling.detail;
+        self.rule = ruling.rule;
+        self.idle = ruling.idle;
+        self.lenient = ruling.lenient;
+        if ruling.denied_addr.is_some() {
+            self.denied_addr = ruling.denied_addr;
+        }
     }
 }
 

@@ -56,7 +56,7 @@ async fn a_second_hello_for_another_name_never_reaches_the_origin() {
     assert_eq!(d["decision"], "deny", "{d}");
     assert_eq!(d["reason"], "denied_sni_mismatch", "{d}");
     assert!(d["detail"].as_str().unwrap().contains("evil.test"), "{d}");
-    let close = &proxy.log.wait_events("close", 2).await[1];
+    let close = &proxy.log.close_of(d).await;
     assert_eq!(close["close_reason"], "denied", "{close}");
 
     // The second hello leaves the name out, or hides it with ECH (final or draft codepoint).

@@ -62,8 +62,12 @@ pub enum Credentials {
     },
     /// A header no group accepts (unknown user, wrong password or token, malformed).
     Invalid,
-    /// A header that could not be checked: too many password checks were in progress.
-    Unchecked,
+    /// A header that could not be checked: too many password checks were in progress, or this client
+    /// address had `per_source` pending already; a turn was waited for up to `waited`.
+    Unchecked {
+        waited: std::time::Duration,
+        per_source: usize,
+    },
 }
 
 /// Checked headers are remembered (by SHA-256) so that argon2 runs once per header, not per request: at most

@@ -17,6 +17,8 @@
 
 pub mod clients;
 pub mod credentials;
+pub mod destination;
+pub mod first_bytes;
 mod host;
 mod ip;
 pub mod noproxy;
@@ -26,6 +28,7 @@ pub mod pattern;
 pub mod special_ip;
 pub mod tls;
 pub mod transparent;
+pub mod verdict;
 
 use crate::reason::Reason;
 use crate::target::{Host, Target};
@@ -168,8 +171,8 @@ pub struct Policy {
     rules: Vec<Rule>,
     names: host::NameIndex,
     ips: ip::IpIndex,
-    /// `destinations.allow_cidrs`: special-purpose addresses that may be dialled.
-    destination_exceptions: Vec<IpNet>,
+    /// Which addresses may be dialled (special-purpose ranges minus exceptions).
+    destinations: destination::Destinations,
 }
 
 /// Builds a [`Policy`]; the config compiler feeds it already-validated patterns.
@@ -278,9 +281,9 @@ impl PolicyBuilder {
         }
     }
 
-    /// Special-purpose addresses that may be dialled (`destinations.allow_cidrs`).
-    pub fn destination_exceptions(&mut self, nets: Vec<IpNet>) {
-        self.policy.destination_exceptions = nets;
+    /// Which addresses may be dialled: `destinations.allow_cidrs` and the rules' `private_cidrs`.
+    pub fn destinations(&mut self, d: destination::Destinations) {
+        self.policy.destinations = d;
     }
 
     pub fn build(mut self) -> Result<Policy, String> {
@@ -433,10 +436,12 @@ impl Policy {
     /// Why an IP-literal target may not be dialled (special-purpose, not in `destinations.allow_cidrs`), or
     /// `None` for names and for addresses that may be dialled.
     pub fn private_literal(&self, target: &Target) -> Option<String> {
-        match target.host {
-            Host::Ip(ip) => special_ip::forbidden(ip, &self.destination_exceptions),
-            Host::Name(_) => None,
-        }
+        self.destinations.literal(target)
+    }
+
+    /// The destination check the addresses of allowed requests must pass.
+    pub fn destinations(&self) -> &destination::Destinations {
+        &self.destinations
     }
 
     /// Would some credentials let this request through? True when the request is refused as it stands but a

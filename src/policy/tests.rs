@@ -521,7 +521,10 @@ fn unnamed_special_ip_literals_are_private_address_denials() {
     );
     // An address in destinations.allow_cidrs may be dialled; without a rule it is an ordinary denial.
     let mut b = PolicyBuilder::default();
-    b.destination_exceptions(vec!["10.0.0.0/8".parse().unwrap()]);
+    b.destinations(crate::policy::destination::Destinations::new(
+        vec!["10.0.0.0/8".parse().unwrap()],
+        Vec::new(),
+    ));
     let p = b.build().unwrap();
     assert_eq!(
         decide(&p, "10.0.0.1:22"),

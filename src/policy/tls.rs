@@ -3,7 +3,7 @@
 //! for that name.
 
 use super::{Identity, Policy};
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use crate::target::{normalize_host, Host, Target};
 use std::time::Duration;
 
@@ -39,7 +39,7 @@ pub fn tls_required(rule_tls: Option<bool>, port: u16) -> bool {
 }
 
 /// What the hello said, as far as the judgment needs it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello<'a> {
     pub sni: Option<&'a str>,
     pub ech: bool,
@@ -52,11 +52,11 @@ pub fn judge(
     target: &Target,
     hello: Hello<'_>,
     id: &Identity,
-) -> Result<(), (Reason, String)> {
+) -> Result<(), Refusal> {
     if hello.ech && checks.ech == EchMode::Deny {
-        return Err((
+        return Err(Refusal::new(
             Reason::DeniedEch,
-            "the ClientHello uses encrypted_client_hello, which hides the real server name".into(),
+            "the ClientHello uses encrypted_client_hello, which hides the real server name",
         ));
     }
     if checks.sni == SniMode::Off {
@@ -64,7 +64,7 @@ pub fn judge(
     }
     let sni = match hello.sni {
         Some(raw) => Some(normalize_host(raw).map_err(|e| {
-            (
+            Refusal::new(
                 Reason::DeniedSniMismatch,
                 format!("the SNI {raw:?} is not a valid host name ({e})"),
             )
@@ -83,22 +83,21 @@ pub fn judge(
         return match sni {
             None => Ok(()),
             Some(h) if allowed_by_policy(h.clone()) => Ok(()),
-            Some(h) => Err((
+            Some(h) => Err(Refusal::new(
                 Reason::DeniedSniNotAllowed,
                 format!("the SNI {h} is not allowed on port {}", target.port),
             )),
         };
     }
     let Some(sni) = sni else {
-        return Err((
+        return Err(Refusal::new(
             Reason::DeniedSniMissing,
-            "the ClientHello has no SNI; egressd needs it to bind the tunnel to the CONNECT host"
-                .into(),
+            "the ClientHello has no SNI; egressd needs it to bind the tunnel to the CONNECT host",
         ));
     };
     match checks.sni {
         SniMode::Strict if sni == target.host => Ok(()),
-        SniMode::Strict => Err((
+        SniMode::Strict => Err(Refusal::new(
             Reason::DeniedSniMismatch,
             format!(
                 "the SNI {sni} differs from the CONNECT host {}",
@@ -106,7 +105,7 @@ pub fn judge(
             ),
         )),
         SniMode::Policy if allowed_by_policy(sni.clone()) => Ok(()),
-        SniMode::Policy => Err((
+        SniMode::Policy => Err(Refusal::new(
             Reason::DeniedSniNotAllowed,
             format!("the SNI {sni} is not allowed on port {}", target.port),
         )),
@@ -117,24 +116,19 @@ pub fn judge(
 /// `Ok` if the second ClientHello, sent after the server's HelloRetryRequest, may go on where the first one
 /// was let through: the server serves the name of this one, so it must be the same name, and ECH is judged
 /// as for the first.
-pub fn judge_retry(
-    checks: &TlsChecks,
-    first: Hello<'_>,
-    second: Hello<'_>,
-) -> Result<(), (Reason, String)> {
+pub fn judge_retry(checks: &TlsChecks, first: Hello<'_>, second: Hello<'_>) -> Result<(), Refusal> {
     if second.ech && checks.ech == EchMode::Deny {
-        return Err((
+        return Err(Refusal::new(
             Reason::DeniedEch,
             "the second ClientHello (after a HelloRetryRequest) uses encrypted_client_hello, which hides \
-             the real server name"
-                .into(),
+             the real server name",
         ));
     }
     if checks.sni == SniMode::Off || second.sni == first.sni {
         return Ok(());
     }
     let name = |sni: Option<&str>| sni.map_or_else(|| "no SNI".to_string(), |s| format!("{s:?}"));
-    Err((
+    Err(Refusal::new(
         Reason::DeniedSniMismatch,
         format!(
             "the second ClientHello (after a HelloRetryRequest) names {}, the first named {}",
@@ -326,7 +320,7 @@ mod tests {
                 },
                 &Identity::default(),
             )
-            .map_err(|e| e.0);
+            .map_err(|e| e.reason);
             assert_eq!(
                 got, *want,
                 "{mode:?} {ech_mode:?} {target} {sni:?} ech={ech}"
@@ -339,7 +333,7 @@ mod tests {
         let hello = |sni: Option<&'static str>, ech: bool| Hello { sni, ech };
         let strict = checks(SniMode::Strict, EchMode::Deny);
         let first = hello(Some("allowed.test"), false);
-        let retry = |c: &TlsChecks, second| judge_retry(c, first, second).map_err(|e| e.0);
+        let retry = |c: &TlsChecks, second| judge_retry(c, first, second).map_err(|e| e.reason);
         assert_eq!(retry(&strict, first), Ok(()));
         assert_eq!(
             retry(&strict, hello(Some("evil.test"), false)),

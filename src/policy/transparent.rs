@@ -3,12 +3,9 @@
 //! points back at egressd itself.
 
 use super::tls::EchMode;
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use crate::target::{normalize_host, parse_authority, Host, Target, TargetError};
 use std::net::{IpAddr, SocketAddr};
-
-/// Why a redirected connection or request is refused.
-pub type Refusal = (Reason, String);
 
 /// The target of a redirected TLS connection: the SNI's name on the original destination port.
 pub fn sni_target(
@@ -18,19 +15,19 @@ pub fn sni_target(
     port: u16,
 ) -> Result<Target, Refusal> {
     if ech && ech_mode == EchMode::Deny {
-        return Err((
+        return Err(Refusal::new(
             Reason::DeniedEch,
-            "the ClientHello uses encrypted_client_hello, which hides the real server name".into(),
+            "the ClientHello uses encrypted_client_hello, which hides the real server name",
         ));
     }
     let Some(raw) = sni else {
-        return Err((
+        return Err(Refusal::new(
             Reason::DeniedSniMissing,
-            "the ClientHello has no SNI; a redirected TLS connection is judged by the name it carries".into(),
+            "the ClientHello has no SNI; a redirected TLS connection is judged by the name it carries",
         ));
     };
     let host = normalize_host(raw).map_err(|e| {
-        (
+        Refusal::new(
             Reason::InvalidHost,
             format!("the SNI {raw:?} is not a valid host name ({e})"),
         )
@@ -42,10 +39,9 @@ pub fn sni_target(
 /// A port in the Host header is ignored: the connection goes to the port the client really dialled.
 pub fn host_target(host_header: Option<&str>, port: u16) -> Result<Target, Refusal> {
     let Some(raw) = host_header else {
-        return Err((
+        return Err(Refusal::new(
             Reason::InvalidTarget,
-            "the request has no Host header; a redirected HTTP request is judged by the name it carries"
-                .into(),
+            "the request has no Host header; a redirected HTTP request is judged by the name it carries",
         ));
     };
     match parse_authority(raw, Some(port)) {
@@ -55,7 +51,7 @@ pub fn host_target(host_header: Option<&str>, port: u16) -> Result<Target, Refus
                 TargetError::InvalidHost(_) => Reason::InvalidHost,
                 _ => Reason::InvalidTarget,
             };
-            Err((reason, format!("Host header {raw:?}: {e}")))
+            Err(Refusal::new(reason, format!("Host header {raw:?}: {e}")))
         }
     }
 }
@@ -78,7 +74,7 @@ pub fn request_target(
         (Ok(a), Ok(h)) if a == h
     );
     if !same {
-        return Err((
+        return Err(Refusal::new(
             Reason::BadRequest,
             format!(
                 "the request target names {authority:?} but the Host header {host:?}; a redirected request \
@@ -102,7 +98,7 @@ pub fn check_original_dst(
         return Ok(());
     }
     let addrs: Vec<String> = resolved.iter().map(|a| a.to_string()).collect();
-    Err((
+    Err(Refusal::new(
         Reason::DeniedOriginalDstMismatch,
         format!(
             "the client connected to {original}, which is not an address of {name} ({}); set \
@@ -140,7 +136,7 @@ mod tests {
         let t = |a, h| {
             request_target(a, h, 80)
                 .map(|t| t.authority())
-                .map_err(|e| e.0)
+                .map_err(|e| e.reason)
         };
         assert_eq!(
             t(Some("allowed.test"), Some("allowed.test")),
@@ -182,7 +178,7 @@ mod tests {
             (Some("bad name"), false, EchMode::Deny, Reason::InvalidHost),
         ];
         for (sni, ech, mode, want) in cases {
-            let got = sni_target(*sni, *ech, *mode, 443).map_err(|e| e.0);
+            let got = sni_target(*sni, *ech, *mode, 443).map_err(|e| e.reason);
             assert_eq!(got.unwrap_err(), *want, "{sni:?} ech={ech}");
         }
         assert!(sni_target(Some("a.example"), true, EchMode::Outer, 443).is_ok());
@@ -194,9 +190,12 @@ mod tests {
         assert_eq!(t.host, Host::Name("www.example.com".into()));
         assert_eq!(t.port, 80, "the original destination port counts");
         assert_eq!(host_target(Some("a.example"), 8000).unwrap().port, 8000);
-        assert_eq!(host_target(None, 80).unwrap_err().0, Reason::InvalidTarget);
         assert_eq!(
-            host_target(Some("user@a.example"), 80).unwrap_err().0,
+            host_target(None, 80).unwrap_err().reason,
+            Reason::InvalidTarget
+        );
+        assert_eq!(
+            host_target(Some("user@a.example"), 80).unwrap_err().reason,
             Reason::InvalidTarget
         );
     }
@@ -211,7 +210,8 @@ mod tests {
             check_original_dst(ip("::ffff:192.0.2.10"), &resolved, &name).is_ok(),
             "v4-mapped is the same address"
         );
-        let (reason, detail) = check_original_dst(ip("192.0.2.99"), &resolved, &name).unwrap_err();
+        let Refusal { reason, detail } =
+            check_original_dst(ip("192.0.2.99"), &resolved, &name).unwrap_err();
         assert_eq!(reason, Reason::DeniedOriginalDstMismatch);
         assert!(
             detail.contains("192.0.2.99") && detail.contains("a.example"),

@@ -10,7 +10,7 @@
 
 use super::accept::WarnEvery;
 use crate::config::Limits;
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
@@ -42,8 +42,7 @@ impl fmt::Display for ClientKey {
 /// A connection refused before its request was read.
 #[derive(Debug)]
 pub struct Refused {
-    pub reason: Reason,
-    pub detail: String,
+    pub refusal: Refusal,
     /// Whether this refusal gets a decision line (the first of a burst) or is only counted.
     pub logged: bool,
 }
@@ -59,8 +58,7 @@ impl Refused {
             ));
         }
         Box::new(Refused {
-            reason,
-            detail,
+            refusal: Refusal::new(reason, detail),
             logged: held_back.is_some(),
         })
     }
@@ -239,8 +237,11 @@ mod tests {
         let a1 = gate.admit(&global, &l, a).unwrap();
         let _a2 = gate.admit(&global, &l, a).unwrap();
         let refused = gate.admit(&global, &l, a).unwrap_err();
-        assert_eq!(refused.reason, Reason::ClientConnectionLimit);
-        assert!(refused.detail.contains("address 10.0.0.1"), "{refused:?}");
+        assert_eq!(refused.refusal.reason, Reason::ClientConnectionLimit);
+        assert!(
+            refused.refusal.detail.contains("address 10.0.0.1"),
+            "{refused:?}"
+        );
         assert!(refused.logged, "the first of a burst is logged");
         // The refusal took no global slot; another client is served.
         assert_eq!(global.available_permits(), 8);
@@ -262,7 +263,10 @@ mod tests {
         }
         assert_eq!(slots.take(&key, 1, t0 + LOG_INTERVAL), Err(Some(5)));
         let r = Refused::new(Reason::ClientConnectionLimit, "x".into(), Some(5));
-        assert!(r.logged && r.detail.contains("5 more refused"), "{r:?}");
+        assert!(
+            r.logged && r.refusal.detail.contains("5 more refused"),
+            "{r:?}"
+        );
         // The entry goes with the client's last connection, and its burst with it.
         slots.give_back(&key);
         assert!(lock(&slots.open).is_empty());
@@ -278,7 +282,7 @@ mod tests {
             .admit(&global, &l, "10.0.0.9".parse().unwrap())
             .unwrap();
         let refused = gate.admit(&global, &l, a).unwrap_err();
-        assert_eq!(refused.reason, Reason::ConnectionLimit);
+        assert_eq!(refused.refusal.reason, Reason::ConnectionLimit);
         assert!(refused.logged);
         assert!(
             !gate.admit(&global, &l, a).unwrap_err().logged,
@@ -302,9 +306,9 @@ mod tests {
         // The address's slot was handed over: the address may start another handshake.
         let mut second = gate.admit(&global, &l, ip).unwrap();
         let refused = gate.rekey(&mut second, cert.clone(), 1).unwrap_err();
-        assert_eq!(refused.reason, Reason::ClientConnectionLimit);
+        assert_eq!(refused.refusal.reason, Reason::ClientConnectionLimit);
         assert!(
-            refused.detail.contains("certificate spiffe://a"),
+            refused.refusal.detail.contains("certificate spiffe://a"),
             "{refused:?}"
         );
         assert_eq!(gate.clients.held(&ClientKey::Addr(ip)), 1);

@@ -5,10 +5,11 @@
 use super::peek::{peek, FirstBytes, Peeked};
 use super::retry::{replay_hello, End};
 use super::{respond, splice, Ctx};
-use crate::outcome::{Close, CloseReason, Kind, Outcome, Verdict};
+use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
-use crate::policy::tls::{judge, tls_required, Hello, SniMode};
-use crate::reason::Reason;
+use crate::policy::first_bytes::Quiet;
+use crate::policy::tls::{tls_required, SniMode};
+use crate::policy::verdict::{judge_tunnel, Tunnel, TunnelStart};
 use crate::target::Target;
 use crate::telemetry::metrics::Active;
 use std::net::SocketAddr;
@@ -38,7 +39,7 @@ pub(super) async fn open(
         ctx.log.decision(o);
         return None;
     };
-    let Some(rule_tls) = ctx.decide(&target, o) else {
+    let Some(rule_tls) = ctx.decide(&target, None, o) else {
         ctx.log.decision(o);
         return None;
     };
@@ -56,19 +57,11 @@ pub(super) async fn open(
             rule_tls,
         }),
         Err(e) => {
-            o.refuse(e.reason, e.detail);
+            o.refuse(e);
             ctx.log.decision(o);
             None
         }
     }
-}
-
-/// How the judged first bytes let the tunnel go on.
-enum Verdict2 {
-    Splice,
-    /// The client left or stayed silent before sending anything decisive: allowed, but nothing to splice.
-    Ended(CloseReason),
-    Refuse(Reason, String),
 }
 
 /// A judged tunnel whose first bytes went upstream: all an established (often idle) tunnel keeps.
@@ -149,53 +142,28 @@ where
         .await
     };
 
-    let mut hello_records = None;
-    let verdict = match &peeked.first {
+    let hello_records = match &peeked.first {
         FirstBytes::Hello(info) => {
             o.sni = info.sni.clone();
             o.alpn = info.alpn.clone();
-            hello_records = Some(info.records);
-            let hello = Hello {
-                sni: info.sni.as_deref(),
-                ech: info.ech,
-            };
-            match judge(&ctx.settings.policy, checks, &target, hello, &o.identity) {
-                Ok(()) => Verdict2::Splice,
-                Err((r, d)) => Verdict2::Refuse(r, d),
-            }
+            Some(info.records)
         }
-        FirstBytes::NotTls if required => Verdict2::Refuse(
-            Reason::DeniedNotTls,
-            "the first bytes are not a TLS ClientHello and this tunnel carries TLS only (port 443, or the \
-             rule's tls: true); set tls: false on the rule to allow plain TCP"
-                .into(),
-        ),
-        FirstBytes::NotTls | FirstBytes::ServerFirst => Verdict2::Splice,
-        FirstBytes::Invalid(why) => Verdict2::Refuse(Reason::InvalidClientHello, format!("malformed ClientHello: {why}")),
-        FirstBytes::TooLarge => Verdict2::Refuse(
-            Reason::InvalidClientHello,
-            format!("ClientHello larger than client_hello.max_bytes ({})", checks.hello_max_bytes),
-        ),
-        // A hello that was started must finish, whatever the port; silence is only fatal where TLS is required.
-        FirstBytes::Timeout if required || !peeked.buf.is_empty() => Verdict2::Refuse(
-            Reason::ClientHelloTimeout,
-            format!("no complete ClientHello within client_hello.timeout ({:?})", checks.hello_timeout),
-        ),
-        FirstBytes::Timeout => Verdict2::Ended(CloseReason::IdleTimeout),
-        FirstBytes::Closed => Verdict2::Ended(CloseReason::ClientGone),
-        FirstBytes::Cut => Verdict2::Ended(CloseReason::Shutdown),
+        _ => None,
     };
-    // Report mode (everyone's, the client group's or the rule's): the policy says so in the decision.
-    let lenient = o.report_rule;
-    let verdict = match verdict {
-        Verdict2::Refuse(r, d) if lenient && r.is_policy_denial() => {
-            o.decision = Verdict::WouldDeny;
-            o.reason = r;
-            o.detail = Some(d);
-            Verdict2::Splice
-        }
-        v => v,
+    let facts = Tunnel {
+        target: &target,
+        required,
+        client: &o.client,
+        lenient: o.lenient,
     };
+    let start = judge_tunnel(
+        &ctx.settings.policy,
+        checks,
+        &facts,
+        peeked.first.seen(),
+        !peeked.buf.is_empty(),
+    );
+    let lenient = o.lenient;
     let mut close = Close {
         conn_id: o.conn_id,
         request: o.request,
@@ -208,26 +176,30 @@ where
         hello_records,
         hello_reads: Some(peeked.reads),
     };
-    match verdict {
-        Verdict2::Refuse(reason, detail) => {
+    let start = match start {
+        TunnelStart::Reported(r) => {
+            o.report(r);
+            TunnelStart::Go
+        }
+        other => other,
+    };
+    match start {
+        TunnelStart::Refuse(r) => {
             // The 200 is already sent: refusing means closing the tunnel without forwarding a byte.
-            o.refuse(reason, detail);
+            o.refuse(r);
             ctx.log.decision(&o);
             close.close_reason = CloseReason::Denied;
         }
-        Verdict2::Ended(reason) => {
+        TunnelStart::Quiet(q) => {
             ctx.log.decision(&o);
-            close.close_reason = reason;
+            close.close_reason = quiet_close(q);
         }
-        Verdict2::Splice => {
+        TunnelStart::Go | TunnelStart::Reported(_) => {
             // The replayed bytes are released before splicing: an idle tunnel holds no buffer.
             let replay = std::mem::take(&mut peeked.buf);
             let end = if let FirstBytes::Hello(info) = &peeked.first {
                 // A TLS tunnel: the server may ask for a retry, and the second hello is judged too.
-                let first = Hello {
-                    sni: info.sni.as_deref(),
-                    ech: info.ech,
-                };
+                let first = info.hello();
                 let r = Box::pin(replay_hello(
                     &mut client,
                     &mut upstream,
@@ -241,10 +213,8 @@ where
                 .await;
                 close.bytes_up = r.up;
                 close.bytes_down = r.down;
-                if let Some((reason, detail)) = r.reported {
-                    o.decision = Verdict::WouldDeny;
-                    o.reason = reason;
-                    o.detail = Some(detail);
+                if let Some(reported) = r.reported {
+                    o.report(reported);
                 }
                 r.end
             } else if !replay.is_empty() && upstream.write_all(&replay).await.is_err() {
@@ -255,8 +225,8 @@ where
             };
             let go = matches!(end, End::Go);
             match end {
-                End::Refuse(reason, detail) => {
-                    o.refuse(reason, detail);
+                End::Refuse(r) => {
+                    o.refuse(r);
                     close.close_reason = CloseReason::Denied;
                 }
                 End::Ended(reason) => close.close_reason = reason,
@@ -309,5 +279,14 @@ pub(super) async fn handle_first<S: super::ClientIo>(
             ctx.log.close(&Close::ended(&o, CloseReason::ClientGone));
             None
         }
+    }
+}
+
+/// How a tunnel that saw nothing decisive ends.
+pub(super) fn quiet_close(q: Quiet) -> CloseReason {
+    match q {
+        Quiet::Left => CloseReason::ClientGone,
+        Quiet::Silent => CloseReason::IdleTimeout,
+        Quiet::Cut => CloseReason::Shutdown,
     }
 }

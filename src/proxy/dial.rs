@@ -2,15 +2,13 @@
 //! checked; there is never a second lookup between the check and the connect.
 
 use crate::config::Settings;
-use crate::policy::own_addresses::{exempted, OwnAddresses};
-use crate::policy::special_ip;
-use crate::reason::Reason;
+use crate::policy::destination::Destinations;
+use crate::reason::{Reason, Refusal};
 use crate::target::{Host, Target};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::proto::xfer::Protocol;
 use hickory_resolver::TokioResolver;
-use ipnet::IpNet;
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -28,34 +26,11 @@ pub struct DialInfo {
     pub connect_ms: Option<f64>,
 }
 
-#[derive(Debug, Clone)]
-pub struct DialError {
-    pub reason: Reason,
-    pub detail: String,
-}
-
-impl DialError {
-    fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        DialError {
-            reason,
-            detail: detail.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for DialError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.reason, self.detail)
-    }
-}
-
-impl std::error::Error for DialError {}
-
 pub struct Dialer {
     resolver: Result<TokioResolver, String>,
     static_hosts: HashMap<String, Vec<IpAddr>>,
-    allow_cidrs: Vec<IpNet>,
-    own_addresses: Vec<OwnAddresses>,
+    /// The destination check every address passes before it is dialled.
+    destinations: Destinations,
     dns_timeout: Duration,
     connect_timeout: Duration,
     /// Local addresses of recent upstream connections: a connection that arrives from one of them is egressd's
@@ -80,8 +55,7 @@ impl Dialer {
         Dialer {
             resolver,
             static_hosts: s.dns.hosts.clone(),
-            allow_cidrs: s.allow_cidrs.clone(),
-            own_addresses: s.own_addresses.clone(),
+            destinations: s.policy.destinations().clone(),
             dns_timeout: s.timeouts.dns,
             connect_timeout: s.timeouts.connect,
             recent_local: s
@@ -96,28 +70,13 @@ impl Dialer {
         self.resolver.as_ref().err().map(String::as_str)
     }
 
-    /// The destination check: `None` if `ip` may be dialled, else the special-purpose range it is in.
-    pub fn forbidden(&self, ip: IpAddr) -> Option<String> {
-        self.forbidden_for(None, ip)
-    }
-
-    /// The destination check for an address `target` resolved to: a rule's `private_cidrs` may exempt its own
-    /// hosts' private addresses.
-    pub fn forbidden_for(&self, target: Option<&Target>, ip: IpAddr) -> Option<String> {
-        let why = special_ip::forbidden(ip, &self.allow_cidrs)?;
-        if target.is_some_and(|t| exempted(&self.own_addresses, t, ip).is_some()) {
-            return None;
-        }
-        Some(why)
-    }
-
     /// Addresses for the target, every one checked. Any forbidden address fails the whole lookup, so a
     /// name that mixes public and private answers cannot be used to reach the private one.
     pub async fn resolve(
         &self,
         target: &Target,
         info: &mut DialInfo,
-    ) -> Result<Vec<IpAddr>, DialError> {
+    ) -> Result<Vec<IpAddr>, Refusal> {
         let addrs = match &target.host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => match self.static_hosts.get(name) {
@@ -131,18 +90,16 @@ impl Dialer {
             },
         };
         info.resolved = addrs.clone();
-        for ip in &addrs {
-            if let Some(why) = self.forbidden_for(Some(target), *ip) {
-                info.denied_addr = Some(*ip);
-                return Err(DialError::new(Reason::DeniedPrivateAddress, why));
-            }
+        if let Err(f) = self.destinations.check(target, &addrs) {
+            info.denied_addr = Some(f.addr);
+            return Err(f.refusal);
         }
         Ok(addrs)
     }
 
-    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, DialError> {
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, Refusal> {
         let resolver = self.resolver.as_ref().map_err(|e| {
-            DialError::new(
+            Refusal::new(
                 Reason::DnsFailed,
                 format!("no usable resolver ({e}); {name} is not in dns.hosts"),
             )
@@ -150,15 +107,15 @@ impl Dialer {
         // hickory treats names without a trailing dot as relative; the target is always absolute.
         let fqdn = format!("{name}.");
         match tokio::time::timeout(self.dns_timeout, resolver.lookup_ip(fqdn)).await {
-            Err(_) => Err(DialError::new(
+            Err(_) => Err(Refusal::new(
                 Reason::DnsTimeout,
                 format!("no DNS answer for {name} within {:?}", self.dns_timeout),
             )),
-            Ok(Err(e)) => Err(DialError::new(Reason::DnsFailed, format!("{name}: {e}"))),
+            Ok(Err(e)) => Err(Refusal::new(Reason::DnsFailed, format!("{name}: {e}"))),
             Ok(Ok(lookup)) => {
                 let addrs: Vec<IpAddr> = lookup.iter().collect();
                 if addrs.is_empty() {
-                    Err(DialError::new(
+                    Err(Refusal::new(
                         Reason::DnsFailed,
                         format!("{name} has no addresses"),
                     ))
@@ -175,7 +132,7 @@ impl Dialer {
         addrs: &[IpAddr],
         port: u16,
         info: &mut DialInfo,
-    ) -> Result<TcpStream, DialError> {
+    ) -> Result<TcpStream, Refusal> {
         let started = Instant::now();
         let deadline = started + self.connect_timeout;
         let mut last: Option<io::Error> = None;
@@ -203,7 +160,7 @@ impl Dialer {
         }
         info.connect_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
         if timed_out {
-            return Err(DialError::new(
+            return Err(Refusal::new(
                 Reason::UpstreamConnectTimeout,
                 format!(
                     "no answer from {addrs:?} port {port} within {:?}",
@@ -212,15 +169,15 @@ impl Dialer {
             ));
         }
         match last {
-            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(DialError::new(
+            Some(e) if e.kind() == io::ErrorKind::ConnectionRefused => Err(Refusal::new(
                 Reason::UpstreamRefused,
                 format!("connection refused by {addrs:?} port {port}"),
             )),
-            Some(e) => Err(DialError::new(
+            Some(e) => Err(Refusal::new(
                 Reason::UpstreamUnreachable,
                 format!("{addrs:?} port {port}: {e}"),
             )),
-            None => Err(DialError::new(
+            None => Err(Refusal::new(
                 Reason::UpstreamUnreachable,
                 "no addresses to dial",
             )),
@@ -257,7 +214,7 @@ impl Dialer {
     }
 
     /// Resolve, check and connect.
-    pub async fn dial(&self, target: &Target, info: &mut DialInfo) -> Result<TcpStream, DialError> {
+    pub async fn dial(&self, target: &Target, info: &mut DialInfo) -> Result<TcpStream, Refusal> {
         let addrs = self.resolve(target, info).await?;
         self.connect(&addrs, target.port, info).await
     }

@@ -3,13 +3,13 @@
 //! client connection is normalized and decided on its own. CONNECT arriving after a forwarded request on the
 //! same connection is handled through hyper's upgrade.
 
-use super::dial::{DialError, DialInfo, Dialer};
+use super::dial::{DialInfo, Dialer};
 use super::heads::HeadWatch;
 use super::{connect, respond, Ctx};
 use crate::config::Settings;
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -148,7 +148,10 @@ pub(super) fn log_connection_error(
         return;
     };
     let mut o = Outcome::new(conn_id, 0, peer, kind);
-    o.refuse(reason, format!("on a kept-alive connection: {e}"));
+    o.refuse(Refusal::new(
+        reason,
+        format!("on a kept-alive connection: {e}"),
+    ));
     ctx.log.decision(&o);
 }
 
@@ -192,7 +195,7 @@ async fn handle(
         };
         let mut o = Outcome::new(conn_id, n, peer, kind);
         o.method = Some(req.method().to_string());
-        o.refuse(Reason::BadRequest, problem);
+        o.refuse(Refusal::new(Reason::BadRequest, problem));
         ctx.log.decision(&o);
         return framing_refusal(&o);
     }
@@ -215,10 +218,7 @@ async fn handle(
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if ctx
-        .decide_request(&target, Some(request_path), &mut o)
-        .is_none()
-    {
+    if ctx.decide(&target, Some(request_path), &mut o).is_none() {
         ctx.log.decision(&o);
         return refusal(&o);
     }
@@ -239,10 +239,10 @@ async fn handle(
     parts.uri = match Uri::try_from(format!("http://{}{}", target.authority(), path)) {
         Ok(u) => u,
         Err(e) => {
-            o.refuse(
+            o.refuse(Refusal::new(
                 Reason::InvalidTarget,
                 format!("cannot rebuild the request URI: {e}"),
-            );
+            ));
             ctx.log.decision(&o);
             return refusal(&o);
         }
@@ -258,10 +258,10 @@ async fn handle(
     let idle = ctx.settings.timeouts.idle;
     let exchange = tokio::time::timeout(idle, ctx.client.request(Request::from_parts(parts, body)));
     let Ok(result) = exchange.await else {
-        o.refuse(
+        o.refuse(Refusal::new(
             Reason::UpstreamError,
             format!("no response from the upstream within timeouts.idle ({idle:?})"),
-        );
+        ));
         ctx.log.decision(&o);
         return refusal(&o);
     };
@@ -288,12 +288,12 @@ async fn handle(
             match find_dial_error(&e) {
                 Some(d) => {
                     d.info.fill(&mut o);
-                    o.refuse(d.reason, d.detail.clone());
+                    o.refuse(d.refusal.clone());
                 }
-                None => o.refuse(
+                None => o.refuse(Refusal::new(
                     Reason::UpstreamError,
                     format!("upstream exchange failed: {}", chain(&e)),
-                ),
+                )),
             }
             ctx.log.decision(&o);
             refusal(&o)
@@ -310,17 +310,17 @@ fn absolute_http_authority(uri: &Uri, o: &mut Outcome) -> Option<String> {
     match (uri.scheme_str(), uri.authority()) {
         (Some(s), Some(a)) if s.eq_ignore_ascii_case("http") => Some(a.as_str().to_string()),
         (Some(s), Some(_)) => {
-            o.refuse(
+            o.refuse(Refusal::new(
                 Reason::UnsupportedScheme,
                 format!("{s}:// URLs are not proxied; use CONNECT for https"),
-            );
+            ));
             None
         }
         _ => {
-            o.refuse(
+            o.refuse(Refusal::new(
                 Reason::NotProxyRequest,
                 format!("{uri} is not an absolute http:// URL; this is a forward proxy"),
-            );
+            ));
             None
         }
     }
@@ -450,14 +450,13 @@ impl DialInfo {
 /// A dial failure together with what was learned before it failed.
 #[derive(Debug)]
 pub(super) struct ConnectFailure {
-    reason: Reason,
-    detail: String,
+    refusal: Refusal,
     info: DialInfo,
 }
 
 impl std::fmt::Display for ConnectFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}", self.reason, self.detail)
+        self.refusal.fmt(f)
     }
 }
 
@@ -506,8 +505,7 @@ impl tower_service::Service<Uri> for Connector {
             let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
             let target = crate::target::parse_authority(authority, Some(80)).map_err(|e| {
                 ConnectFailure {
-                    reason: Reason::InvalidTarget,
-                    detail: e.to_string(),
+                    refusal: Refusal::new(Reason::InvalidTarget, e.to_string()),
                     info: DialInfo::default(),
                 }
             })?;
@@ -519,11 +517,7 @@ impl tower_service::Service<Uri> for Connector {
                         reported: AtomicBool::new(false),
                     }),
                 }),
-                Err(DialError { reason, detail }) => Err(ConnectFailure {
-                    reason,
-                    detail,
-                    info,
-                }),
+                Err(refusal) => Err(ConnectFailure { refusal, info }),
             }
         })
     }

@@ -3,7 +3,7 @@
 //! together with the bytes already read.
 
 use crate::policy::credentials::ProxyAuth;
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -25,16 +25,14 @@ pub enum Request {
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct HeadError {
-    pub reason: Reason,
-    pub detail: String,
+    pub refusal: Refusal,
     /// Method and request-target, when the request line could be read, for the log line.
     pub method: Option<String>,
 }
 
 fn err(reason: Reason, detail: impl Into<String>) -> HeadError {
     HeadError {
-        reason,
-        detail: detail.into(),
+        refusal: Refusal::new(reason, detail),
         method: None,
     }
 }
@@ -351,7 +349,7 @@ mod tests {
                 Some(Request::Forward) => "forward",
                 None => "partial",
             });
-            assert_eq!(got.map_err(|e| e.reason), *want, "{input:?}");
+            assert_eq!(got.map_err(|e| e.refusal.reason), *want, "{input:?}");
         }
     }
 
@@ -380,7 +378,7 @@ mod tests {
         let e = read_head(&mut io, &mut buf, 2048, Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert_eq!(e.reason, Reason::HeaderTooLarge);
+        assert_eq!(e.refusal.reason, Reason::HeaderTooLarge);
 
         let (mut client, mut server) = tokio::io::duplex(64);
         use tokio::io::AsyncWriteExt;
@@ -392,6 +390,6 @@ mod tests {
         let e = read_head(&mut server, &mut buf, 2048, Duration::from_millis(50))
             .await
             .unwrap_err();
-        assert_eq!(e.reason, Reason::HeaderTimeout);
+        assert_eq!(e.refusal.reason, Reason::HeaderTimeout);
     }
 }

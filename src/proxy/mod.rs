@@ -22,10 +22,11 @@ mod transparent;
 mod transparent_http;
 
 use crate::config::Settings;
-use crate::outcome::{Kind, Outcome, Verdict};
+use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::CertName;
-use crate::policy::Decision;
-use crate::reason::Reason;
+use crate::policy::verdict::Client;
+use crate::policy::Credentials;
+use crate::reason::{Reason, Refusal};
 use crate::reload::Reloader;
 use crate::target::{parse_authority, Target};
 use crate::telemetry::log::EventLog;
@@ -139,113 +140,18 @@ impl Ctx {
         ctx
     }
 
-    /// Policy decision for a normalized target, with report mode applied, recorded in the outcome.
+    /// The verdict on a request for `target` (and, for plain HTTP, `path`), recorded in the outcome.
     /// `Some(rule_tls)` means proceed (with the deciding rule's `tls` setting), `None` means refused.
-    fn decide(&self, target: &Target, o: &mut Outcome) -> Option<Option<bool>> {
-        self.decide_request(target, None, o)
-    }
-
-    /// As [`Ctx::decide`], with the request path of a plain-HTTP request for rules that restrict paths.
-    fn decide_request(
-        &self,
-        target: &Target,
-        path: Option<&str>,
-        o: &mut Outcome,
-    ) -> Option<Option<bool>> {
-        let Decision {
-            allowed,
-            rule,
-            reason,
-            tls,
-            idle,
-            report,
-            lenient,
-        } = {
-            let policy = &self.settings.policy;
-            o.identity = policy.clients.identify(o.client_addr.ip());
-            if let crate::policy::Credentials::Valid { groups, .. } = &o.credentials {
-                o.identity.add_all(groups);
-            }
-            if let Some(names) = client_cert() {
-                o.identity.add_all(&policy.clients.identify_cert(&names));
-                o.client_cert = names.first().map(|n| n.to_string());
-            }
-            o.client = policy.clients.names_of(&o.identity);
-            let refusal = match o.credentials {
-                crate::policy::Credentials::Unchecked => Some((
-                    Reason::AuthBusy,
-                    format!(
-                        "too many password checks in progress: this one got no turn within timeouts.header \
-                         ({:?}), or this client address already has {} pending; retry",
-                        self.settings.timeouts.header,
-                        password_checks::PER_SOURCE
-                    ),
-                )),
-                crate::policy::Credentials::Invalid => Some((
-                    Reason::DeniedBadCredentials,
-                    "no client group accepts these Proxy-Authorization credentials".to_string(),
-                )),
-                _ => None,
-            };
-            if let Some((reason, detail)) = refusal {
-                o.refuse(reason, detail);
-                return None;
-            }
-            policy.decide_request(target, path, &o.identity)
-        };
-        o.rule = rule;
-        o.reason = reason;
-        o.idle = idle;
-        o.report_rule = lenient;
-        if allowed {
-            o.decision = Verdict::Allow;
-            return Some(tls);
-        }
-        if report {
-            o.decision = Verdict::WouldDeny;
-            return Some(tls);
-        }
-        o.decision = Verdict::Deny;
-        if o.credentials == crate::policy::Credentials::None
-            && self
-                .settings
-                .policy
-                .credentials_would_help(target, path, &o.identity)
-        {
-            o.refuse(
-                Reason::ProxyAuthRequired,
-                "this destination needs Proxy-Authorization credentials (Basic or Bearer)",
-            );
-            return None;
-        }
-        o.detail = Some(match reason {
-            Reason::DeniedByRule => "a deny rule matches this host".into(),
-            Reason::DeniedPort => {
-                format!("port {} is not in the matching rule's ports", target.port)
-            }
-            Reason::DeniedPath => match path.and_then(crate::policy::path::ambiguity) {
-                Some(why) => format!(
-                    "the path is ambiguous: it contains {why}; rules with paths refuse such paths"
-                ),
-                None => "the path is not under the matching rule's paths".into(),
-            },
-            Reason::DeniedNoIdentity => {
-                "require_identity is set and the client belongs to no client group".into()
-            }
-            Reason::DeniedPrivateAddress => {
-                if let crate::target::Host::Ip(ip) = target.host {
-                    o.denied_addr = Some(ip);
-                }
-                let why = self
-                    .settings
-                    .policy
-                    .private_literal(target)
-                    .unwrap_or_default();
-                format!("{why}, and no allow rule names it (destinations.allow_cidrs and an IP rule would)")
-            }
-            _ => "no allow rule matches this host and port".into(),
-        });
-        None
+    fn decide(&self, target: &Target, path: Option<&str>, o: &mut Outcome) -> Option<Option<bool>> {
+        let policy = &self.settings.policy;
+        let credentials = std::mem::take(&mut o.client.credentials);
+        let cert = client_cert().unwrap_or_default();
+        o.client = Client::identify(policy, o.client_addr.ip(), credentials, &cert);
+        let ruling = crate::policy::verdict::decide(policy, &o.client, target, path);
+        let tls = ruling.tls;
+        let proceeds = ruling.proceeds();
+        o.rule(ruling);
+        proceeds.then_some(tls)
     }
 
     /// Check the request's Proxy-Authorization header (if any) and record the result for the decision. A
@@ -258,15 +164,17 @@ impl Ctx {
         o: &mut Outcome,
     ) {
         let policy = self.settings.policy.clone();
-        o.credentials = match policy.clients.known(header.as_ref()) {
+        let waited = self.settings.timeouts.header;
+        o.client.credentials = match policy.clients.known(header.as_ref()) {
             Some(c) => c,
-            None => password_checks::run(
-                o.client_addr.ip(),
-                self.settings.timeouts.header,
-                move || policy.clients.authenticate(header.as_ref()),
-            )
+            None => password_checks::run(o.client_addr.ip(), waited, move || {
+                policy.clients.authenticate(header.as_ref())
+            })
             .await
-            .unwrap_or(crate::policy::Credentials::Unchecked),
+            .unwrap_or(Credentials::Unchecked {
+                waited,
+                per_source: password_checks::PER_SOURCE,
+            }),
         };
     }
 
@@ -288,7 +196,7 @@ impl Ctx {
                     "invalid_host" => Reason::InvalidHost,
                     _ => Reason::InvalidTarget,
                 };
-                o.refuse(reason, e.to_string());
+                o.refuse(Refusal::new(reason, e.to_string()));
                 None
             }
         }
@@ -737,10 +645,11 @@ async fn accept_tls(
     let mut admitted = match admitted {
         Err(refused) => {
             let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-            o.refuse(
-                refused.reason,
-                format!("{}; closed before the TLS handshake", refused.detail),
-            );
+            let Refusal { reason, detail } = refused.refusal;
+            o.refuse(Refusal::new(
+                reason,
+                format!("{detail}; closed before the TLS handshake"),
+            ));
             if refused.logged {
                 ctx.log.decision(&o);
             } else {
@@ -789,7 +698,7 @@ async fn accept_tls(
         ),
     };
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-    o.refuse(Reason::ClientTlsFailed, detail);
+    o.refuse(Refusal::new(Reason::ClientTlsFailed, detail));
     ctx.log.decision(&o);
 }
 
@@ -826,7 +735,7 @@ async fn refuse_over_limit<S: ClientIo>(
     refused: admission::Refused,
 ) {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
-    o.refuse(refused.reason, refused.detail);
+    o.refuse(refused.refusal);
     if refused.logged {
         ctx.log.decision(&o);
     } else {
@@ -880,7 +789,8 @@ async fn handle<S: ClientIo>(
         // A connection that ends, or stays silent until the header timeout, without sending anything made no
         // request: nothing to decide or log, only to count.
         Err(e)
-            if buf.is_empty() && matches!(e.reason, Reason::BadRequest | Reason::HeaderTimeout) =>
+            if buf.is_empty()
+                && matches!(e.refusal.reason, Reason::BadRequest | Reason::HeaderTimeout) =>
         {
             ctx.metrics.empty_connection(kind.as_str());
             None
@@ -891,7 +801,7 @@ async fn handle<S: ClientIo>(
                 o.kind = Kind::Connect;
             }
             o.method = e.method;
-            o.refuse(e.reason, e.detail);
+            o.refuse(e.refusal);
             ctx.log.decision(&o);
             respond::write_refusal(stream, &o).await;
             None
@@ -922,13 +832,16 @@ mod tests {
         let target = parse_authority("open.test:443", None).unwrap();
         let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
         assert_eq!(
-            ctx.decide(&target, &mut o),
+            ctx.decide(&target, None, &mut o),
             Some(None),
             "allowed without credentials"
         );
         let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
-        o.credentials = crate::policy::Credentials::Unchecked;
-        assert_eq!(ctx.decide(&target, &mut o), None);
+        o.client.credentials = Credentials::Unchecked {
+            waited: std::time::Duration::from_secs(1),
+            per_source: password_checks::PER_SOURCE,
+        };
+        assert_eq!(ctx.decide(&target, None, &mut o), None);
         assert_eq!(o.reason, Reason::AuthBusy);
         assert_eq!(o.reason.status(), 503);
     }
@@ -945,8 +858,7 @@ mod tests {
         let (stream, peer) = listener.accept().await.unwrap();
         let stream = counted::CountedStream::new(stream, ctx.metrics.connection_opened("plain"));
         let refused = Err(Box::new(admission::Refused {
-            reason: Reason::ConnectionLimit,
-            detail: String::new(),
+            refusal: Refusal::new(Reason::ConnectionLimit, ""),
             logged: true,
         }));
         let task = admit(ctx, stream, peer, 1, refused, ListenerKind::Plain);

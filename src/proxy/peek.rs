@@ -3,6 +3,7 @@
 //! once the tunnel is judged.
 
 use super::sni::{peek_client_hello, HelloInfo, Peek};
+use crate::policy::first_bytes::Seen;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
@@ -26,6 +27,22 @@ pub enum FirstBytes {
     ServerFirst,
     /// Shutdown cut the tunnel (end of `shutdown.grace`) before anything decisive.
     Cut,
+}
+
+impl FirstBytes {
+    /// What was found, as the policy judges it.
+    pub fn seen(&self) -> Seen<'_> {
+        match self {
+            FirstBytes::Hello(info) => Seen::Hello(info.hello()),
+            FirstBytes::NotTls => Seen::NotTls,
+            FirstBytes::Invalid(why) => Seen::Invalid(why),
+            FirstBytes::TooLarge => Seen::TooLarge,
+            FirstBytes::Timeout => Seen::Timeout,
+            FirstBytes::Closed => Seen::Closed,
+            FirstBytes::ServerFirst => Seen::ServerFirst,
+            FirstBytes::Cut => Seen::Cut,
+        }
+    }
 }
 
 pub struct Peeked {

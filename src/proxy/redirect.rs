@@ -2,10 +2,10 @@
 //! (SO_ORIGINAL_DST), whether it is egressd's own traffic coming back (the loop guard), and dialling the
 //! original destination once it is checked against the name's resolved addresses.
 
-use super::dial::{DialError, DialInfo};
+use super::dial::DialInfo;
 use super::{original_dst, Ctx};
-use crate::policy::transparent::{check_original_dst, is_loop, Refusal};
-use crate::reason::Reason;
+use crate::policy::transparent::{check_original_dst, is_loop};
+use crate::reason::{Reason, Refusal};
 use crate::target::Target;
 use std::net::SocketAddr;
 use tokio::net::TcpStream;
@@ -13,7 +13,7 @@ use tokio::net::TcpStream;
 /// The original destination of an accepted connection, unless it is unknown or egressd itself.
 pub(super) fn redirected_to(stream: &TcpStream, own: &[SocketAddr]) -> Result<SocketAddr, Refusal> {
     let original = original_dst::original_dst(stream).map_err(|e| {
-        (
+        Refusal::new(
             Reason::OriginalDstUnknown,
             format!(
                 "no original destination for this connection ({e}); transparent listeners serve only \
@@ -22,13 +22,13 @@ pub(super) fn redirected_to(stream: &TcpStream, own: &[SocketAddr]) -> Result<So
         )
     })?;
     let local = stream.local_addr().map_err(|e| {
-        (
+        Refusal::new(
             Reason::OriginalDstUnknown,
             format!("the connection has no local address: {e}"),
         )
     })?;
     if is_loop(original, local, own) {
-        return Err((
+        return Err(Refusal::new(
             Reason::DeniedOriginalDstLoop,
             format!(
                 "the original destination {original} is egressd's own listener: the connection was not \
@@ -44,7 +44,7 @@ pub(super) fn redirected_to(stream: &TcpStream, own: &[SocketAddr]) -> Result<So
 /// Checked once the connection's first bytes arrived: by then the dial that sent them has been recorded.
 pub(super) fn own_traffic(ctx: &Ctx, client: SocketAddr) -> Option<Refusal> {
     ctx.dialer.dialled_from(client).then(|| {
-        (
+        Refusal::new(
             Reason::DeniedOriginalDstLoop,
             format!(
                 "the connection comes from {client}, an upstream connection of egressd itself: its own traffic \
@@ -61,18 +61,19 @@ pub(super) async fn dial_original(
     target: &Target,
     original: SocketAddr,
     info: &mut DialInfo,
-) -> Result<TcpStream, DialError> {
-    let refusal = |(reason, detail): Refusal| DialError { reason, detail };
-    if let Some(why) = ctx.dialer.forbidden(original.ip()) {
-        info.denied_addr = Some(original.ip());
-        return Err(refusal((
-            Reason::DeniedPrivateAddress,
-            format!("original destination {why}"),
-        )));
+) -> Result<TcpStream, Refusal> {
+    if let Err(f) = ctx
+        .settings
+        .policy
+        .destinations()
+        .check_original(original.ip())
+    {
+        info.denied_addr = Some(f.addr);
+        return Err(f.refusal);
     }
     if !ctx.settings.transparent.trust_original_dst {
         let resolved = ctx.dialer.resolve(target, info).await?;
-        check_original_dst(original.ip(), &resolved, &target.host).map_err(refusal)?;
+        check_original_dst(original.ip(), &resolved, &target.host)?;
     }
     ctx.dialer
         .connect(&[original.ip()], original.port(), info)

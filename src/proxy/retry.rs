@@ -7,8 +7,9 @@ use super::hrr::{interlude_len, server_answer, ServerAnswer};
 use super::peek::FirstBytes;
 use super::sni::{peek_client_hello, Peek};
 use crate::outcome::CloseReason;
-use crate::policy::tls::{judge_retry, Hello, TlsChecks};
-use crate::reason::Reason;
+use crate::policy::tls::{Hello, TlsChecks};
+use crate::policy::verdict::judge_second_hello;
+use crate::reason::{Reason, Refusal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ pub enum End {
     /// Splice: every byte read from either side so far has been passed on.
     Go,
     /// Refuse the tunnel (nothing more passes).
-    Refuse(Reason, String),
+    Refuse(Refusal),
     /// The tunnel ended here (a side left, or shutdown cut it).
     Ended(CloseReason),
 }
@@ -36,7 +37,7 @@ pub struct Replayed {
     pub up: u64,
     pub down: u64,
     /// A refusal of the second hello let through because `report` was set.
-    pub reported: Option<(Reason, String)>,
+    pub reported: Option<Refusal>,
     /// Whether the server asked for a retry.
     pub retried: bool,
 }
@@ -81,13 +82,13 @@ pub async fn replay_hello<C: AsyncRead + AsyncWrite + Unpin>(
             decided => break Some(decided),
         }
         if server.len() >= MAX_SERVER_ANSWER {
-            r.end = End::Refuse(
+            r.end = End::Refuse(Refusal::new(
                 Reason::UpstreamError,
                 format!(
                     "the upstream's first {} bytes are not a recognisable TLS handshake message",
                     server.len()
                 ),
-            );
+            ));
             return r;
         }
         let read = tokio::select! {
@@ -99,13 +100,13 @@ pub async fn replay_hello<C: AsyncRead + AsyncWrite + Unpin>(
         };
         match read {
             Err(_) => {
-                r.end = End::Refuse(
+                r.end = End::Refuse(Refusal::new(
                     Reason::UpstreamError,
                     format!(
                         "the upstream did not answer the ClientHello within client_hello.timeout ({:?})",
                         checks.hello_timeout
                     ),
-                );
+                ));
                 return r;
             }
             // The upstream left before its answer was known: pass on what it said, then end.
@@ -137,48 +138,13 @@ pub async fn replay_hello<C: AsyncRead + AsyncWrite + Unpin>(
 
     // --- the second ClientHello ---
     let (second, bytes) = read_second_hello(client, held, checks, cut).await;
-    let verdict = match &second {
-        FirstBytes::Hello(info) => judge_retry(
-            checks,
-            first,
-            Hello {
-                sni: info.sni.as_deref(),
-                ech: info.ech,
-            },
-        )
-        .map_err(|(reason, detail)| End::Refuse(reason, detail)),
-        FirstBytes::NotTls => Err(End::Refuse(
-            Reason::InvalidClientHello,
-            "after the HelloRetryRequest the client sent something other than a ClientHello".into(),
-        )),
-        FirstBytes::Invalid(why) => Err(End::Refuse(
-            Reason::InvalidClientHello,
-            format!("malformed second ClientHello (after a HelloRetryRequest): {why}"),
-        )),
-        FirstBytes::TooLarge => Err(End::Refuse(
-            Reason::InvalidClientHello,
-            format!(
-                "second ClientHello larger than client_hello.max_bytes ({})",
-                checks.hello_max_bytes
-            ),
-        )),
-        FirstBytes::Timeout => Err(End::Refuse(
-            Reason::ClientHelloTimeout,
-            format!(
-                "no second ClientHello within client_hello.timeout ({:?}) after the HelloRetryRequest",
-                checks.hello_timeout
-            ),
-        )),
-        FirstBytes::Closed | FirstBytes::ServerFirst => Err(End::Ended(CloseReason::ClientGone)),
-        FirstBytes::Cut => Err(End::Ended(CloseReason::Shutdown)),
-    };
-    match verdict {
-        Ok(()) => {}
-        Err(End::Refuse(reason, detail)) if report && reason.is_policy_denial() => {
-            r.reported = Some((reason, detail));
-        }
+    match judge_second_hello(checks, first, second.seen(), report) {
+        Ok(reported) => r.reported = reported,
         Err(end) => {
-            r.end = end;
+            r.end = match end {
+                Ok(refusal) => End::Refuse(refusal),
+                Err(q) => End::Ended(super::connect::quiet_close(q)),
+            };
             return r;
         }
     }

@@ -40,6 +40,16 @@ pub struct HelloInfo {
     pub supported_versions: Vec<u16>,
 }
 
+impl HelloInfo {
+    /// What the policy judges of the hello.
+    pub fn hello(&self) -> crate::policy::tls::Hello<'_> {
+        crate::policy::tls::Hello {
+            sni: self.sni.as_deref(),
+            ech: self.ech,
+        }
+    }
+}
+
 /// Verdict on the bytes seen so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peek {

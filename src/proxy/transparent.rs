@@ -10,10 +10,8 @@ use super::redirect::{dial_original, own_traffic, redirected_to};
 use super::retry::{replay_hello, End};
 use super::{splice, transparent_http, Ctx, Live};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
-use crate::policy::tls::{Hello, TlsChecks};
-use crate::policy::transparent::{sni_target, Refusal};
-use crate::reason::Reason;
-use crate::target::Target;
+use crate::policy::first_bytes::Quiet;
+use crate::policy::verdict::transparent_target;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -75,8 +73,8 @@ pub(super) async fn accept_loop(
             let mut o = Outcome::new(conn_id, 1, peer, flavor.kind());
             let original = match redirected_to(&stream, &own) {
                 Ok(a) => a,
-                Err((reason, detail)) => {
-                    o.refuse(reason, detail);
+                Err(r) => {
+                    o.refuse(r);
                     return refuse(&ctx, stream, flavor, &o).await;
                 }
             };
@@ -84,7 +82,7 @@ pub(super) async fn accept_loop(
             let slots = match admitted {
                 Ok(slots) => slots,
                 Err(refused) => {
-                    o.refuse(refused.reason, refused.detail);
+                    o.refuse(refused.refusal);
                     // One line per burst (see admission); every refusal is counted.
                     if !refused.logged {
                         ctx.metrics.rejected_unlogged(o.reason);
@@ -123,56 +121,6 @@ fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// The target a peeked ClientHello names, or why there is none. `Err(None)`: the client left without sending
-/// anything, or shutdown came first, so there was no request to decide.
-fn hello_target(
-    p: &Peeked,
-    checks: &TlsChecks,
-    port: u16,
-    o: &mut Outcome,
-) -> Result<Target, Option<Refusal>> {
-    let refusal = |reason, detail: String| Err(Some((reason, detail)));
-    match &p.first {
-        FirstBytes::Hello(info) => {
-            o.sni = info.sni.clone();
-            o.alpn = info.alpn.clone();
-            sni_target(info.sni.as_deref(), info.ech, checks.ech, port).map_err(Some)
-        }
-        FirstBytes::NotTls | FirstBytes::ServerFirst => refusal(
-            Reason::DeniedNotTls,
-            "the first bytes are not a TLS ClientHello; listen_transparent carries TLS only (redirect \
-             plain HTTP to listen_transparent_http)"
-                .into(),
-        ),
-        FirstBytes::Invalid(why) => refusal(
-            Reason::InvalidClientHello,
-            format!("malformed ClientHello: {why}"),
-        ),
-        FirstBytes::TooLarge => refusal(
-            Reason::InvalidClientHello,
-            format!(
-                "ClientHello larger than client_hello.max_bytes ({})",
-                checks.hello_max_bytes
-            ),
-        ),
-        // Nothing arrived before the client left or went silent until the wait was over, or shutdown cut the
-        // connection: no request.
-        FirstBytes::Closed | FirstBytes::Timeout if p.buf.is_empty() => Err(None),
-        FirstBytes::Timeout => refusal(
-            Reason::ClientHelloTimeout,
-            format!(
-                "no complete ClientHello within client_hello.timeout ({:?})",
-                checks.hello_timeout
-            ),
-        ),
-        FirstBytes::Cut => Err(None),
-        FirstBytes::Closed => refusal(
-            Reason::InvalidClientHello,
-            "the client closed the connection in the middle of its ClientHello".into(),
-        ),
-    }
-}
-
 /// A redirected TLS connection: peek the ClientHello, judge its SNI on the original port, dial the original
 /// destination if it is one of the name's addresses, replay the hello and splice.
 async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
@@ -192,26 +140,37 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
         &ctx.shutdown,
     )
     .await;
-    let target = match own_traffic(ctx, o.client_addr).map_or_else(
-        || hello_target(&peeked, checks, original.port(), &mut o),
-        |r| Err(Some(r)),
-    ) {
+    if let FirstBytes::Hello(info) = &peeked.first {
+        o.sni = info.sni.clone();
+        o.alpn = info.alpn.clone();
+    }
+    let named = match own_traffic(ctx, o.client_addr) {
+        Some(r) => Err(Ok(r)),
+        None => transparent_target(
+            checks,
+            original.port(),
+            peeked.first.seen(),
+            !peeked.buf.is_empty(),
+        ),
+    };
+    let target = match named {
         Ok(t) => t,
-        Err(None) => {
-            if !matches!(peeked.first, FirstBytes::Cut) {
+        // No request: the client left or stayed silent, or shutdown came first.
+        Err(Err(q)) => {
+            if q != Quiet::Cut {
                 ctx.metrics.empty_connection(Flavor::Tls.listener());
             }
             return;
         }
-        Err(Some((reason, detail))) => {
-            o.refuse(reason, detail);
+        Err(Ok(r)) => {
+            o.refuse(r);
             ctx.log.decision(&o);
             return reset(client);
         }
     };
     o.host = Some(target.host.to_string());
     o.port = Some(target.port);
-    if ctx.decide(&target, &mut o).is_none() {
+    if ctx.decide(&target, None, &mut o).is_none() {
         ctx.log.decision(&o);
         return reset(client);
     }
@@ -221,7 +180,7 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     let mut upstream = match dialled {
         Ok(u) => u,
         Err(e) => {
-            o.refuse(e.reason, e.detail);
+            o.refuse(e);
             ctx.log.decision(&o);
             return reset(client);
         }
@@ -240,10 +199,7 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     };
     close.hello_records = Some(info.records);
     // Replay the hello; after a HelloRetryRequest the second hello is judged before it goes upstream.
-    let first = Hello {
-        sni: info.sni.as_deref(),
-        ech: info.ech,
-    };
+    let first = info.hello();
     let r = Box::pin(replay_hello(
         &mut client,
         &mut upstream,
@@ -258,8 +214,8 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     close.bytes_up = r.up;
     close.bytes_down = r.down;
     match r.end {
-        End::Refuse(reason, detail) => {
-            o.refuse(reason, detail);
+        End::Refuse(r) => {
+            o.refuse(r);
             ctx.log.decision(&o);
             close.close_reason = CloseReason::Denied;
             close.duration = started.elapsed();
@@ -280,75 +236,4 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     }
     close.duration = started.elapsed();
     ctx.log.close(&close);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::tls::{EchMode, SniMode};
-    use crate::proxy::sni::HelloInfo;
-
-    fn checks() -> TlsChecks {
-        TlsChecks {
-            sni: SniMode::Strict,
-            ech: EchMode::Deny,
-            hello_timeout: Duration::from_secs(5),
-            hello_max_bytes: 16384,
-        }
-    }
-
-    fn peeked(first: FirstBytes, buf: &[u8]) -> Peeked {
-        Peeked {
-            first,
-            buf: buf.to_vec(),
-            reads: 1,
-        }
-    }
-
-    fn outcome() -> Outcome {
-        Outcome::new(1, 1, "10.0.0.2:40000".parse().unwrap(), Kind::Transparent)
-    }
-
-    #[test]
-    fn first_bytes_decide_the_target_or_the_refusal() {
-        let hello = HelloInfo {
-            sni: Some("api.example.com".into()),
-            alpn: vec!["h2".into()],
-            ech: false,
-            records: 1,
-            hello_len: 100,
-            legacy_version: 0x0303,
-            supported_versions: vec![0x0304],
-        };
-        let mut o = outcome();
-        let t = hello_target(
-            &peeked(FirstBytes::Hello(hello.clone()), b"x"),
-            &checks(),
-            443,
-            &mut o,
-        )
-        .unwrap();
-        assert_eq!(t.authority(), "api.example.com:443");
-        assert_eq!(o.sni.as_deref(), Some("api.example.com"));
-        assert_eq!(o.alpn, ["h2"]);
-
-        let no_sni = HelloInfo { sni: None, ..hello };
-        let cases = [
-            (FirstBytes::Hello(no_sni), Reason::DeniedSniMissing),
-            (FirstBytes::NotTls, Reason::DeniedNotTls),
-            (FirstBytes::Invalid("bad"), Reason::InvalidClientHello),
-            (FirstBytes::TooLarge, Reason::InvalidClientHello),
-            (FirstBytes::Timeout, Reason::ClientHelloTimeout),
-            (FirstBytes::Closed, Reason::InvalidClientHello),
-        ];
-        for (first, want) in cases {
-            let what = format!("{first:?}");
-            let got = hello_target(&peeked(first, b"\x16\x03"), &checks(), 443, &mut outcome());
-            assert_eq!(got.unwrap_err().map(|r| r.0), Some(want), "{what}");
-        }
-        for first in [FirstBytes::Closed, FirstBytes::Timeout] {
-            let silent = hello_target(&peeked(first, b""), &checks(), 443, &mut outcome());
-            assert!(silent.unwrap_err().is_none(), "no bytes, no request");
-        }
-    }
 }

@@ -12,7 +12,7 @@ use super::redirect::{dial_original, own_traffic};
 use super::Ctx;
 use crate::outcome::{Kind, Outcome};
 use crate::policy::transparent::request_target;
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
@@ -83,28 +83,28 @@ async fn handle(
     o.method = Some(req.method().to_string());
     // The same framing checks as on the proxy listener, on every request's raw head.
     if let Err(problem) = framing {
-        o.refuse(Reason::BadRequest, problem);
+        o.refuse(Refusal::new(Reason::BadRequest, problem));
         ctx.log.decision(&o);
         return framing_refusal(&o);
     }
-    if let Some((reason, detail)) = own_traffic(&ctx, o.client_addr) {
-        o.refuse(reason, detail);
+    if let Some(r) = own_traffic(&ctx, o.client_addr) {
+        o.refuse(r);
         ctx.log.decision(&o);
         return refusal(&o);
     }
     if req.method() == Method::CONNECT {
-        o.refuse(
+        o.refuse(Refusal::new(
             Reason::BadRequest,
             "CONNECT is not served on listen_transparent_http; send it to the proxy listener",
-        );
+        ));
         ctx.log.decision(&o);
         return refusal(&o);
     }
     let (authority, host) = request_names(&req);
     let target = match request_target(authority, host.as_deref(), original.port()) {
         Ok(t) => t,
-        Err((reason, detail)) => {
-            o.refuse(reason, detail);
+        Err(r) => {
+            o.refuse(r);
             ctx.log.decision(&o);
             return refusal(&o);
         }
@@ -117,7 +117,7 @@ async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    if ctx.decide_request(&target, Some(&path), &mut o).is_none() {
+    if ctx.decide(&target, Some(&path), &mut o).is_none() {
         ctx.log.decision(&o);
         return refusal(&o);
     }
@@ -129,7 +129,7 @@ async fn handle(
     let upstream = match dialled {
         Ok(u) => u,
         Err(e) => {
-            o.refuse(e.reason, e.detail);
+            o.refuse(e);
             ctx.log.decision(&o);
             return refusal(&o);
         }
@@ -138,10 +138,10 @@ async fn handle(
         match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
             Ok(h) => h,
             Err(e) => {
-                o.refuse(
+                o.refuse(Refusal::new(
                     Reason::UpstreamError,
                     format!("upstream exchange failed: {}", chain(&e)),
-                );
+                ));
                 ctx.log.decision(&o);
                 return refusal(&o);
             }
@@ -180,10 +180,10 @@ async fn handle(
             )
         }
         Err(e) => {
-            o.refuse(
+            o.refuse(Refusal::new(
                 Reason::UpstreamError,
                 format!("upstream exchange failed: {}", chain(&e)),
-            );
+            ));
             ctx.log.decision(&o);
             refusal(&o)
         }

@@ -184,9 +184,9 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
         sni: o.sni.as_deref(),
         alpn: &o.alpn,
         original_dst: o.original_dst.map(Shown),
-        client: o.client.iter().map(|c| &**c).collect(),
-        client_cert: o.client_cert.as_deref(),
-        user: match &o.credentials {
+        client: o.client.groups.iter().map(|c| &**c).collect(),
+        client_cert: o.client.cert.as_deref(),
+        user: match &o.client.credentials {
             crate::policy::Credentials::Valid { user, .. } => user.as_deref(),
             _ => None,
         },

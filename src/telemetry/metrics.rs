@@ -136,7 +136,7 @@ impl Metrics {
                 label("rule", rule),
                 label("vendor", vendor_of(rule)),
                 // The first client group: bounded by the configuration, unlike users or addresses.
-                label("client_group", o.client.first().map_or("", |c| &**c)),
+                label("client_group", o.client.groups.first().map_or("", |c| &**c)),
             ],
             1,
         );
@@ -317,7 +317,7 @@ mod tests {
     fn rejections_and_bytes() {
         let m = Metrics::new();
         let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.refuse(Reason::ConnectionLimit, "full");
+        o.refuse(crate::reason::Refusal::new(Reason::ConnectionLimit, "full"));
         m.decision(&o);
         let mut c = Close::ended(&o, CloseReason::Eof);
         c.bytes_up = 10;

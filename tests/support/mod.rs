@@ -56,6 +56,20 @@ impl Captured {
         panic!("expected {n} {event} lines, got {:?}", self.events(event));
     }
 
+    /// Wait (up to 5 s) for the close line of the request with this decision line (same connection and
+    /// request): tunnels end in any order, so close lines are looked up, not counted.
+    pub async fn close_of(&self, decision: &Value) -> Value {
+        for _ in 0..500 {
+            if let Some(c) = self.events("close").into_iter().find(|c| {
+                c["conn_id"] == decision["conn_id"] && c["request"] == decision["request"]
+            }) {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no close line for {decision}: {:?}", self.events("close"));
+    }
+
     /// Wait (up to 5 s) for the decision line about `host` and return it. Lines of concurrent or tunnelled
     /// requests can arrive in any order (a tunnel's line waits for its ClientHello), so tests that make
     /// several requests look lines up by host rather than by position.

@@ -76,10 +76,6 @@ pub struct Settings {
     pub policy: Arc<Policy>,
     /// How the ClientHello inside CONNECT tunnels is read and judged.
     pub tls: TlsChecks,
-    /// Exceptions to the special-purpose address deny list.
-    pub allow_cidrs: Vec<IpNet>,
-    /// Per-rule exceptions: a rule's exact hosts may reach these private addresses on its ports.
-    pub own_addresses: Vec<crate::policy::own_addresses::OwnAddresses>,
     pub dns: Dns,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -275,7 +271,10 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         })
         .collect::<Vec<IpNet>>();
 
-    builder.destination_exceptions(allow_cidrs.clone());
+    builder.destinations(crate::policy::destination::Destinations::new(
+        allow_cidrs.clone(),
+        own_addresses.clone(),
+    ));
     let policy = builder.build().unwrap_or_else(|e| {
         errs.push("allow", e);
         Policy::default()
@@ -375,8 +374,6 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         mode,
         policy: Arc::new(policy),
         tls,
-        allow_cidrs,
-        own_addresses,
         dns,
         timeouts,
         limits,

@@ -1,0 +1,435 @@
+//! The whole verdict on a request, as a pure function of the facts the proxy gathered: who the client is
+//! (source address, the Proxy-Authorization check's result, the verified certificate's names), what it asks
+//! for (the normalized target and, for plain HTTP, the path), and later what its first bytes turned out to
+//! be. Identity, credential refusals, report mode, the 407 choice and the detail text are all decided here,
+//! once: the proxy applies the verdict, and `egressd check` calls the same functions, so the two cannot
+//! disagree.
+
+use super::credentials::CertName;
+use super::first_bytes::{classify, Opening, Quiet, Seen, Stage};
+use super::tls::{judge, judge_retry, Hello, TlsChecks};
+use super::{Credentials, Decision, Identity, IdleOverride, Policy};
+use crate::reason::{Reason, Refusal};
+use crate::target::{Host, Target};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The decision a request's line records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// A policy denial let through because report mode applies (globally, to the client's group or to the
+    /// rule).
+    WouldDeny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::WouldDeny => "would_deny",
+        }
+    }
+}
+
+/// Who the client is, as the policy sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Client {
+    /// The client groups it belongs to.
+    pub identity: Identity,
+    /// Their names, in config order (logged as `client`).
+    pub groups: Vec<Arc<str>>,
+    /// The first name of its verified client certificate.
+    pub cert: Option<String>,
+    /// What its Proxy-Authorization header established.
+    pub credentials: Credentials,
+}
+
+impl Client {
+    /// A connection's client: its source address, the credentials check's result and the verified client
+    /// certificate's names (empty without one).
+    pub fn identify(
+        policy: &Policy,
+        addr: IpAddr,
+        credentials: Credentials,
+        cert_names: &[CertName],
+    ) -> Self {
+        let mut identity = policy.clients.identify(addr);
+        if let Credentials::Valid { groups, .. } = &credentials {
+            identity.add_all(groups);
+        }
+        if !cert_names.is_empty() {
+            identity.add_all(&policy.clients.identify_cert(cert_names));
+        }
+        Client {
+            groups: policy.clients.names_of(&identity),
+            identity,
+            cert: cert_names.first().map(|n| n.to_string()),
+            credentials,
+        }
+    }
+
+    /// A member of the named group and nothing else (`egressd check --client NAME`).
+    pub fn member_of(policy: &Policy, group: &str) -> Option<Self> {
+        let identity = policy.clients.member_of(group)?;
+        Some(Client {
+            groups: policy.clients.names_of(&identity),
+            identity,
+            ..Client::default()
+        })
+    }
+}
+
+/// The verdict on a request's head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruling {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    /// What was wrong, for refusals.
+    pub detail: Option<String>,
+    /// The deciding rule.
+    pub rule: Option<Arc<str>>,
+    /// The deciding allow rule's `tls` setting.
+    pub tls: Option<bool>,
+    /// The allowing rule's own idle timeout.
+    pub idle: Option<IdleOverride>,
+    /// Report mode applies to what the request proceeds on: later policy refusals (the SNI checks) are
+    /// would-be denials too.
+    pub lenient: bool,
+    /// The refused IP literal, for `denied_private_address`.
+    pub denied_addr: Option<IpAddr>,
+}
+
+impl Ruling {
+    fn refused(r: Refusal) -> Self {
+        Ruling {
+            verdict: Verdict::Deny,
+            reason: r.reason,
+            detail: Some(r.detail),
+            rule: None,
+            tls: None,
+            idle: None,
+            lenient: false,
+            denied_addr: None,
+        }
+    }
+
+    /// Does the request go on (allowed, or a would-be denial)?
+    pub fn proceeds(&self) -> bool {
+        self.verdict != Verdict::Deny
+    }
+}
+
+/// The verdict on a request for `target` (and, for plain HTTP, `path`) from `client`.
+pub fn decide(policy: &Policy, client: &Client, target: &Target, path: Option<&str>) -> Ruling {
+    match &client.credentials {
+        Credentials::Unchecked { waited, per_source } => {
+            return Ruling::refused(Refusal::new(
+                Reason::AuthBusy,
+                format!(
+                    "too many password checks in progress: this one got no turn within timeouts.header \
+                     ({waited:?}), or this client address already has {per_source} pending; retry"
+                ),
+            ))
+        }
+        Credentials::Invalid => {
+            return Ruling::refused(Refusal::new(
+                Reason::DeniedBadCredentials,
+                "no client group accepts these Proxy-Authorization credentials",
+            ))
+        }
+        Credentials::None | Credentials::Valid { .. } => {}
+    }
+    let Decision {
+        allowed,
+        rule,
+        reason,
+        tls,
+        idle,
+        report,
+        lenient,
+    } = policy.decide_request(target, path, &client.identity);
+    let mut ruling = Ruling {
+        verdict: Verdict::Allow,
+        reason,
+        detail: None,
+        rule,
+        tls,
+        idle,
+        lenient,
+        denied_addr: None,
+    };
+    if allowed {
+        return ruling;
+    }
+    if report {
+        ruling.verdict = Verdict::WouldDeny;
+        return ruling;
+    }
+    ruling.verdict = Verdict::Deny;
+    if client.credentials == Credentials::None
+        && policy.credentials_would_help(target, path, &client.identity)
+    {
+        return Ruling {
+            rule: ruling.rule,
+            ..Ruling::refused(Refusal::new(
+                Reason::ProxyAuthRequired,
+                "this destination needs Proxy-Authorization credentials (Basic or Bearer)",
+            ))
+        };
+    }
+    ruling.detail = Some(match reason {
+        Reason::DeniedByRule => "a deny rule matches this host".into(),
+        Reason::DeniedPort => format!("port {} is not in the matching rule's ports", target.port),
+        Reason::DeniedPath => {
+            match path.and_then(super::path::ambiguity) {
+                Some(why) => {
+                    format!("the path is ambiguous: it contains {why}; rules with paths refuse such paths")
+                }
+                None => "the path is not under the matching rule's paths".into(),
+            }
+        }
+        Reason::DeniedNoIdentity => {
+            "require_identity is set and the client belongs to no client group".into()
+        }
+        Reason::DeniedPrivateAddress => {
+            if let Host::Ip(ip) = target.host {
+                ruling.denied_addr = Some(ip);
+            }
+            let why = policy.private_literal(target).unwrap_or_default();
+            format!(
+                "{why}, and no allow rule names it (destinations.allow_cidrs and an IP rule would)"
+            )
+        }
+        _ => "no allow rule matches this host and port".into(),
+    });
+    ruling
+}
+
+/// A refusal found after the request was let through (the SNI checks, the second ClientHello): under report
+/// mode a policy refusal is only reported, and the tunnel goes on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Later {
+    Refuse(Refusal),
+    Report(Refusal),
+}
+
+pub fn later(lenient: bool, r: Refusal) -> Later {
+    if lenient && r.reason.is_policy_denial() {
+        Later::Report(r)
+    } else {
+        Later::Refuse(r)
+    }
+}
+
+/// How an allowed CONNECT tunnel goes on once its first bytes are seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TunnelStart {
+    /// Replay the bytes and splice.
+    Go,
+    /// Go on, but the tunnel is a would-be denial for this refusal.
+    Reported(Refusal),
+    /// Refuse: close without forwarding a byte.
+    Refuse(Refusal),
+    /// Nothing decisive came: the client left, stayed silent, or shutdown cut the wait.
+    Quiet(Quiet),
+}
+
+/// The facts about an allowed CONNECT tunnel that its first bytes are judged against.
+pub struct Tunnel<'a> {
+    pub target: &'a Target,
+    /// Must the tunnel carry TLS (the rule's `tls:`, or port 443)?
+    pub required: bool,
+    pub client: &'a Client,
+    /// The request's ruling was lenient (report mode).
+    pub lenient: bool,
+}
+
+/// The verdict on a CONNECT tunnel's first bytes: TLS where it is required, a well-formed ClientHello within
+/// bounds, and its SNI bound to the CONNECT host.
+pub fn judge_tunnel(
+    policy: &Policy,
+    checks: &TlsChecks,
+    t: &Tunnel<'_>,
+    seen: Seen<'_>,
+    started: bool,
+) -> TunnelStart {
+    let opening = classify(
+        Stage::Connect {
+            required: t.required,
+        },
+        seen,
+        started,
+        checks,
+    );
+    let refusal = match opening {
+        Opening::Plain => return TunnelStart::Go,
+        Opening::Quiet(q) => return TunnelStart::Quiet(q),
+        Opening::Refuse(r) => r,
+        Opening::Hello(hello) => match judge(policy, checks, t.target, hello, &t.client.identity) {
+            Ok(()) => return TunnelStart::Go,
+            Err(r) => r,
+        },
+    };
+    match later(t.lenient, refusal) {
+        Later::Report(r) => TunnelStart::Reported(r),
+        Later::Refuse(r) => TunnelStart::Refuse(r),
+    }
+}
+
+/// The verdict on the second ClientHello, after the server's HelloRetryRequest: `Ok(None)` goes on,
+/// `Ok(Some(r))` goes on reported (report mode), `Err(Ok(r))` refuses, `Err(Err(q))` ended quietly.
+pub fn judge_second_hello(
+    checks: &TlsChecks,
+    first: Hello<'_>,
+    seen: Seen<'_>,
+    lenient: bool,
+) -> Result<Option<Refusal>, Result<Refusal, Quiet>> {
+    let refusal = match classify(Stage::Retry, seen, true, checks) {
+        Opening::Hello(second) => match judge_retry(checks, first, second) {
+            Ok(()) => return Ok(None),
+            Err(r) => r,
+        },
+        Opening::Plain => return Ok(None),
+        Opening::Quiet(q) => return Err(Err(q)),
+        Opening::Refuse(r) => r,
+    };
+    match later(lenient, refusal) {
+        Later::Report(r) => Ok(Some(r)),
+        Later::Refuse(r) => Err(Ok(r)),
+    }
+}
+
+/// The target a redirected TLS connection's first bytes name (the SNI on the original port), or why there is
+/// none: `Err(Ok(refusal))`, or `Err(Err(quiet))` when nothing decisive came, so there was no request.
+pub fn transparent_target(
+    checks: &TlsChecks,
+    port: u16,
+    seen: Seen<'_>,
+    started: bool,
+) -> Result<Target, Result<Refusal, Quiet>> {
+    match classify(Stage::Transparent, seen, started, checks) {
+        Opening::Hello(h) => {
+            super::transparent::sni_target(h.sni, h.ech, checks.ech, port).map_err(Ok)
+        }
+        Opening::Refuse(r) => Err(Ok(r)),
+        Opening::Quiet(q) => Err(Err(q)),
+        // The transparent TLS listener carries TLS only: plain bytes are refused above.
+        Opening::Plain => Err(Ok(Refusal::new(
+            Reason::DeniedNotTls,
+            "the first bytes are not a TLS ClientHello; listen_transparent carries TLS only",
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::parse_authority;
+
+    fn policy(yaml: &str) -> Arc<Policy> {
+        crate::config::from_yaml_str(yaml).unwrap().policy
+    }
+
+    fn client(p: &Policy, addr: &str, credentials: Credentials) -> Client {
+        Client::identify(p, addr.parse().unwrap(), credentials, &[])
+    }
+
+    #[test]
+    fn unchecked_credentials_are_refused_as_busy() {
+        let p = policy(
+            "clients:\n  - name: robots\n    token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]\nallow:\n  - {name: open, hosts: [open.test]}\n",
+        );
+        let t = parse_authority("open.test:443", None).unwrap();
+        let allowed = decide(&p, &client(&p, "127.0.0.1", Credentials::None), &t, None);
+        assert_eq!(allowed.verdict, Verdict::Allow);
+        let busy = Credentials::Unchecked {
+            waited: std::time::Duration::from_secs(10),
+            per_source: 4,
+        };
+        let r = decide(&p, &client(&p, "127.0.0.1", busy), &t, None);
+        assert_eq!((r.verdict, r.reason), (Verdict::Deny, Reason::AuthBusy));
+        assert!(r.detail.unwrap().contains("4 pending"));
+        let r = decide(&p, &client(&p, "127.0.0.1", Credentials::Invalid), &t, None);
+        assert_eq!(r.reason, Reason::DeniedBadCredentials);
+    }
+
+    #[test]
+    fn credentials_that_would_help_ask_for_them() {
+        let p = policy(
+            "clients:\n  - name: robots\n    token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]\nallow:\n  - {name: robots-only, hosts: [secret.test], clients: [robots]}\n",
+        );
+        let t = parse_authority("secret.test:443", None).unwrap();
+        let r = decide(&p, &client(&p, "127.0.0.1", Credentials::None), &t, None);
+        assert_eq!(r.reason, Reason::ProxyAuthRequired);
+        assert_eq!(r.reason.status(), 407);
+        let other = parse_authority("other.test:443", None).unwrap();
+        let r = decide(
+            &p,
+            &client(&p, "127.0.0.1", Credentials::None),
+            &other,
+            None,
+        );
+        assert_eq!(r.reason, Reason::DeniedNoRule);
+    }
+
+    #[test]
+    fn report_mode_lets_policy_denials_through_and_marks_later_ones() {
+        let p = policy("mode: report\nallow:\n  - {name: a, hosts: [a.test]}\n");
+        let c = client(&p, "127.0.0.1", Credentials::None);
+        let t = parse_authority("b.test:443", None).unwrap();
+        let r = decide(&p, &c, &t, None);
+        assert_eq!(
+            (r.verdict, r.reason, r.lenient),
+            (Verdict::WouldDeny, Reason::DeniedNoRule, true)
+        );
+        // A later SNI refusal is reported; a malformed hello is not a policy matter and is refused.
+        let sni = Refusal::new(Reason::DeniedSniMismatch, "x");
+        assert_eq!(later(true, sni.clone()), Later::Report(sni.clone()));
+        assert_eq!(later(false, sni.clone()), Later::Refuse(sni));
+        let bad = Refusal::new(Reason::InvalidClientHello, "x");
+        assert_eq!(later(true, bad.clone()), Later::Refuse(bad));
+    }
+
+    #[test]
+    fn transparent_first_bytes_decide_the_target_or_the_refusal() {
+        use super::super::tls::{EchMode, SniMode};
+        let checks = TlsChecks {
+            sni: SniMode::Strict,
+            ech: EchMode::Deny,
+            hello_timeout: std::time::Duration::from_secs(5),
+            hello_max_bytes: 16384,
+        };
+        let hello = |sni| Seen::Hello(Hello { sni, ech: false });
+        let t = transparent_target(&checks, 443, hello(Some("api.example.com")), true).unwrap();
+        assert_eq!(t.authority(), "api.example.com:443");
+        let cases = [
+            (hello(None), Reason::DeniedSniMissing),
+            (Seen::NotTls, Reason::DeniedNotTls),
+            (Seen::Invalid("bad"), Reason::InvalidClientHello),
+            (Seen::TooLarge, Reason::InvalidClientHello),
+            (Seen::Timeout, Reason::ClientHelloTimeout),
+            (Seen::Closed, Reason::InvalidClientHello),
+        ];
+        for (seen, want) in cases {
+            let got = transparent_target(&checks, 443, seen, true);
+            assert_eq!(got.unwrap_err().map(|r| r.reason), Ok(want), "{seen:?}");
+        }
+        for seen in [Seen::Closed, Seen::Timeout] {
+            let silent = transparent_target(&checks, 443, seen, false);
+            assert!(silent.unwrap_err().is_err(), "no bytes, no request");
+        }
+    }
+
+    #[test]
+    fn a_private_literal_names_its_address() {
+        let p = policy("allow:\n  - {name: a, hosts: [a.test]}\n");
+        let c = client(&p, "127.0.0.1", Credentials::None);
+        let t = parse_authority("169.254.169.254:80", None).unwrap();
+        let r = decide(&p, &c, &t, None);
+        assert_eq!(r.reason, Reason::DeniedPrivateAddress);
+        assert_eq!(r.denied_addr, Some("169.254.169.254".parse().unwrap()));
+    }
+}
