@@ -12,6 +12,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
+use crate::reason::Reason;
+
 /// A normalized destination host.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
@@ -83,11 +85,11 @@ pub enum TargetError {
 }
 
 impl TargetError {
-    /// A stable label for logs and metrics.
-    pub fn reason(&self) -> &'static str {
+    /// The reason code a refusal of this target carries.
+    pub fn reason(&self) -> Reason {
         match self {
-            TargetError::InvalidTarget(_) => "invalid_target",
-            TargetError::InvalidHost(_) => "invalid_host",
+            TargetError::InvalidTarget(_) => Reason::InvalidTarget,
+            TargetError::InvalidHost(_) => Reason::InvalidHost,
         }
     }
 }
@@ -601,7 +603,10 @@ mod tests {
     #[test]
     fn oversized_input_is_rejected_without_processing() {
         let raw = "a".repeat(MAX_RAW_HOST_LEN + 1);
-        assert_eq!(normalize_host(&raw).unwrap_err().reason(), "invalid_host");
+        assert_eq!(
+            normalize_host(&raw).unwrap_err().reason(),
+            Reason::InvalidHost
+        );
     }
 
     #[test]
@@ -706,7 +711,7 @@ mod tests {
         ];
         for (raw, default_port, reason) in cases {
             let err = parse_authority(raw, *default_port).expect_err(raw);
-            assert_eq!(err.reason(), *reason, "input {raw:?}: {err}");
+            assert_eq!(err.reason().as_str(), *reason, "input {raw:?}: {err}");
         }
     }
 
@@ -771,8 +776,8 @@ mod tests {
         let h = TargetError::InvalidHost("y".to_owned());
         assert_eq!(t.to_string(), "invalid target: x");
         assert_eq!(h.to_string(), "invalid host: y");
-        assert_eq!(t.reason(), "invalid_target");
-        assert_eq!(h.reason(), "invalid_host");
+        assert_eq!(t.reason(), Reason::InvalidTarget);
+        assert_eq!(h.reason(), Reason::InvalidHost);
     }
 
     #[test]

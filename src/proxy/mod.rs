@@ -284,11 +284,7 @@ impl Ctx {
                 Some(t)
             }
             Err(e) => {
-                let reason = match e.reason() {
-                    "invalid_host" => Reason::InvalidHost,
-                    _ => Reason::InvalidTarget,
-                };
-                o.refuse(reason, e.to_string());
+                o.refuse(e.reason(), e.to_string());
                 None
             }
         }
