@@ -28,14 +28,7 @@ impl CheckResult {
 
 /// `host:port`, `[v6]:port`, or a URL (`https://host/path`, default port from the scheme).
 pub fn parse_target_arg(arg: &str) -> Result<Target, (Reason, String)> {
-    let to_reason = |e: crate::target::TargetError| {
-        let r = if e.reason() == "invalid_host" {
-            Reason::InvalidHost
-        } else {
-            Reason::InvalidTarget
-        };
-        (r, e.to_string())
-    };
+    let to_reason = |e: crate::target::TargetError| (e.reason(), e.to_string());
     if let Some((scheme, rest)) = arg.split_once("://") {
         let default = match scheme.to_ascii_lowercase().as_str() {
             "https" | "wss" => 443,

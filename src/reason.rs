@@ -1,7 +1,159 @@
 //! Reason codes: the one stable, snake_case name of every outcome. Logs, HTTP responses and (later) metrics
 //! are all made from these, so they can never disagree.
+//!
+//! Every reason is one entry of the `reasons!` list below: its doc comment, the variant, its code,
+//! the HTTP status a client sees, and whether it is a policy denial. `reasons!` makes the enum and every
+//! per-reason fact (`ALL`, `as_str`, `status`, `is_policy_denial`) from that list, so adding a reason is
+//! adding one entry.
 
 use std::fmt;
+
+/// Makes `Reason` from the list of entries
+/// `/// doc` `Variant => "code", status, kind;` where kind is `policy` for a denial made by policy (rules and
+/// the SNI checks; report mode turns only these into `would_deny`) and `-` for every other outcome.
+macro_rules! reasons {
+    ($(
+        $(#[$attr:meta])*
+        $variant:ident => $code:literal, $status:literal, $kind:tt;
+    )*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $(
+                $(#[$attr])*
+                $variant,
+            )*
+        }
+
+        impl Reason {
+            /// Every reason, in the order of the list.
+            pub const ALL: [Reason; [$(Reason::$variant),*].len()] = [$(Reason::$variant),*];
+
+            /// The reason code, as logs and responses carry it.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $code,)*
+                }
+            }
+
+            /// The HTTP status a client sees for this outcome.
+            pub fn status(self) -> u16 {
+                match self {
+                    $(Reason::$variant => $status,)*
+                }
+            }
+
+            /// Denials made by policy (rules and the SNI checks), as opposed to malformed input, destination
+            /// safety or upstream failures. Report mode turns only these into `would_deny`.
+            pub fn is_policy_denial(self) -> bool {
+                match self {
+                    $(Reason::$variant => policy_denial!($kind),)*
+                }
+            }
+        }
+    };
+
+}
+
+/// The kind column of `reasons!`: `policy` or `-`.
+macro_rules! policy_denial {
+    (policy) => {
+        true
+    };
+    (-) => {
+        false
+    };
+}
+
+reasons! {
+    // Variant => "code", HTTP status, policy denial (`policy`) or not (`-`);
+    /// An allow rule matched and every resolved address passed the destination checks.
+    Allowed => "allowed", 200, -;
+    /// No allow rule matches the host.
+    DeniedNoRule => "denied_no_rule", 403, policy;
+    /// A deny rule matches the host and port.
+    DeniedByRule => "denied_by_rule", 403, policy;
+    /// An allow rule matches the host, but not the port.
+    DeniedPort => "denied_port", 403, policy;
+    /// The destination address (literal or resolved) is loopback, private, link-local, metadata, ...
+    DeniedPrivateAddress => "denied_private_address", 403, -;
+    /// The ClientHello's SNI differs from the CONNECT host (`sni: strict`).
+    DeniedSniMismatch => "denied_sni_mismatch", 403, policy;
+    /// The ClientHello has no SNI where one is required.
+    DeniedSniMissing => "denied_sni_missing", 403, policy;
+    /// The SNI names a host the policy does not allow (`sni: policy`, or CONNECT to an allowed IP).
+    DeniedSniNotAllowed => "denied_sni_not_allowed", 403, policy;
+    /// The ClientHello carries encrypted_client_hello, hiding the real name (`client_hello.ech: deny`).
+    DeniedEch => "denied_ech", 403, policy;
+    /// The first bytes of a tunnel that requires TLS are not a TLS handshake.
+    DeniedNotTls => "denied_not_tls", 403, policy;
+    /// The first bytes look like TLS but the ClientHello is malformed or larger than `client_hello.max_bytes`.
+    InvalidClientHello => "invalid_client_hello", 400, -;
+    /// No complete ClientHello within `client_hello.timeout`.
+    ClientHelloTimeout => "client_hello_timeout", 408, -;
+    /// The request target is malformed (userinfo, control characters, bad port, ...).
+    InvalidTarget => "invalid_target", 400, -;
+    /// The host is not a valid DNS name (bad IDNA, label too long, numeric-looking name, ...).
+    InvalidHost => "invalid_host", 400, -;
+    /// An origin-form request (`GET /path`) was sent to the proxy port.
+    NotProxyRequest => "not_proxy_request", 400, -;
+    /// The request head could not be parsed as HTTP/1.x.
+    BadRequest => "bad_request", 400, -;
+    /// The request line names a protocol version other than HTTP/1.0 or HTTP/1.1.
+    UnsupportedVersion => "unsupported_version", 400, -;
+    /// An absolute-form request with a scheme other than http (https:// must use CONNECT).
+    UnsupportedScheme => "unsupported_scheme", 400, -;
+    /// The request head is larger than `limits.max_header_bytes`.
+    HeaderTooLarge => "header_too_large", 431, -;
+    /// The request head did not arrive within `timeouts.header`.
+    HeaderTimeout => "header_timeout", 408, -;
+    /// `limits.max_connections` connections are already open.
+    ConnectionLimit => "connection_limit", 503, -;
+    /// This client (source address, or verified client certificate) already has
+    /// `limits.max_connections_per_client` connections open.
+    ClientConnectionLimit => "client_connection_limit", 503, -;
+    /// Too many password checks were in progress to check this request's credentials within
+    /// `timeouts.header`.
+    AuthBusy => "auth_busy", 503, -;
+    /// The name does not resolve (NXDOMAIN, SERVFAIL, no addresses).
+    DnsFailed => "dns_failed", 502, -;
+    /// The resolver did not answer within `timeouts.dns`.
+    DnsTimeout => "dns_timeout", 504, -;
+    /// Every upstream address refused the connection.
+    UpstreamRefused => "upstream_refused", 502, -;
+    /// No upstream address accepted the connection within `timeouts.connect`.
+    UpstreamConnectTimeout => "upstream_connect_timeout", 504, -;
+    /// The upstream could not be reached (network unreachable, reset, ...).
+    UpstreamUnreachable => "upstream_unreachable", 502, -;
+    /// The upstream broke the HTTP exchange (closed early, sent an invalid response).
+    UpstreamError => "upstream_error", 502, -;
+    /// A rule matches host and port but restricts paths, and the request's path is not one of them.
+    DeniedPath => "denied_path", 403, policy;
+    /// `require_identity: true` and the client belongs to no client group.
+    DeniedNoIdentity => "denied_no_identity", 403, policy;
+    /// No Proxy-Authorization, and credentials of a client group would let the request through.
+    ProxyAuthRequired => "proxy_auth_required", 407, -;
+    /// A Proxy-Authorization header that no client group accepts.
+    DeniedBadCredentials => "denied_bad_credentials", 407, -;
+    /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
+    /// (no HTTP answer is possible without TLS; the log line is the only record).
+    ClientTlsFailed => "client_tls_failed", 400, -;
+    /// Transparent mode: the address the client connected to (SO_ORIGINAL_DST) is not one of the addresses
+    /// the SNI or Host name resolves to (`trust_original_dst: false`).
+    DeniedOriginalDstMismatch => "denied_original_dst_mismatch", 403, -;
+    /// Transparent mode: the original destination is egressd's own listener (a connection made to the
+    /// transparent port directly, or egressd's own traffic redirected back to it).
+    DeniedOriginalDstLoop => "denied_original_dst_loop", 508, -;
+    // The request names a real destination, but egressd cannot tell where the connection was going.
+    /// Transparent mode: the kernel has no original destination for the connection (it was not redirected
+    /// with iptables REDIRECT/DNAT, or connection tracking is off).
+    OriginalDstUnknown => "original_dst_unknown", 421, -;
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Why something was refused: the reason code and what the client or operator should know about it. Every
 /// step of a request's story returns this, never a log line; the exit of the story records it once.
@@ -28,252 +180,76 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// An allow rule matched and every resolved address passed the destination checks.
-    Allowed,
-    /// No allow rule matches the host.
-    DeniedNoRule,
-    /// A deny rule matches the host and port.
-    DeniedByRule,
-    /// An allow rule matches the host, but not the port.
-    DeniedPort,
-    /// The destination address (literal or resolved) is loopback, private, link-local, metadata, ...
-    DeniedPrivateAddress,
-    /// The ClientHello's SNI differs from the CONNECT host (`sni: strict`).
-    DeniedSniMismatch,
-    /// The ClientHello has no SNI where one is required.
-    DeniedSniMissing,
-    /// The SNI names a host the policy does not allow (`sni: policy`, or CONNECT to an allowed IP).
-    DeniedSniNotAllowed,
-    /// The ClientHello carries encrypted_client_hello, hiding the real name (`client_hello.ech: deny`).
-    DeniedEch,
-    /// The first bytes of a tunnel that requires TLS are not a TLS handshake.
-    DeniedNotTls,
-    /// The first bytes look like TLS but the ClientHello is malformed or larger than `client_hello.max_bytes`.
-    InvalidClientHello,
-    /// No complete ClientHello within `client_hello.timeout`.
-    ClientHelloTimeout,
-    /// The request target is malformed (userinfo, control characters, bad port, ...).
-    InvalidTarget,
-    /// The host is not a valid DNS name (bad IDNA, label too long, numeric-looking name, ...).
-    InvalidHost,
-    /// An origin-form request (`GET /path`) was sent to the proxy port.
-    NotProxyRequest,
-    /// The request head could not be parsed as HTTP/1.x.
-    BadRequest,
-    /// The request line names a protocol version other than HTTP/1.0 or HTTP/1.1.
-    UnsupportedVersion,
-    /// An absolute-form request with a scheme other than http (https:// must use CONNECT).
-    UnsupportedScheme,
-    /// The request head is larger than `limits.max_header_bytes`.
-    HeaderTooLarge,
-    /// The request head did not arrive within `timeouts.header`.
-    HeaderTimeout,
-    /// `limits.max_connections` connections are already open.
-    ConnectionLimit,
-    /// This client (source address, or verified client certificate) already has
-    /// `limits.max_connections_per_client` connections open.
-    ClientConnectionLimit,
-    /// Too many password checks were in progress to check this request's credentials within
-    /// `timeouts.header`.
-    AuthBusy,
-    /// The name does not resolve (NXDOMAIN, SERVFAIL, no addresses).
-    DnsFailed,
-    /// The resolver did not answer within `timeouts.dns`.
-    DnsTimeout,
-    /// Every upstream address refused the connection.
-    UpstreamRefused,
-    /// No upstream address accepted the connection within `timeouts.connect`.
-    UpstreamConnectTimeout,
-    /// The upstream could not be reached (network unreachable, reset, ...).
-    UpstreamUnreachable,
-    /// The upstream broke the HTTP exchange (closed early, sent an invalid response).
-    UpstreamError,
-    /// A rule matches host and port but restricts paths, and the request's path is not one of them.
-    DeniedPath,
-    /// `require_identity: true` and the client belongs to no client group.
-    DeniedNoIdentity,
-    /// No Proxy-Authorization, and credentials of a client group would let the request through.
-    ProxyAuthRequired,
-    /// A Proxy-Authorization header that no client group accepts.
-    DeniedBadCredentials,
-    /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
-    /// (no HTTP answer is possible without TLS; the log line is the only record).
-    ClientTlsFailed,
-    /// Transparent mode: the address the client connected to (SO_ORIGINAL_DST) is not one of the addresses
-    /// the SNI or Host name resolves to (`trust_original_dst: false`).
-    DeniedOriginalDstMismatch,
-    /// Transparent mode: the original destination is egressd's own listener (a connection made to the
-    /// transparent port directly, or egressd's own traffic redirected back to it).
-    DeniedOriginalDstLoop,
-    /// Transparent mode: the kernel has no original destination for the connection (it was not redirected
-    /// with iptables REDIRECT/DNAT, or connection tracking is off).
-    OriginalDstUnknown,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 37] = [
-        Reason::Allowed,
-        Reason::DeniedNoRule,
-        Reason::DeniedByRule,
-        Reason::DeniedPort,
-        Reason::DeniedPrivateAddress,
-        Reason::DeniedSniMismatch,
-        Reason::DeniedSniMissing,
-        Reason::DeniedSniNotAllowed,
-        Reason::DeniedEch,
-        Reason::DeniedNotTls,
-        Reason::InvalidClientHello,
-        Reason::ClientHelloTimeout,
-        Reason::InvalidTarget,
-        Reason::InvalidHost,
-        Reason::NotProxyRequest,
-        Reason::BadRequest,
-        Reason::UnsupportedVersion,
-        Reason::UnsupportedScheme,
-        Reason::HeaderTooLarge,
-        Reason::HeaderTimeout,
-        Reason::ConnectionLimit,
-        Reason::ClientConnectionLimit,
-        Reason::AuthBusy,
-        Reason::DnsFailed,
-        Reason::DnsTimeout,
-        Reason::UpstreamRefused,
-        Reason::UpstreamConnectTimeout,
-        Reason::UpstreamUnreachable,
-        Reason::UpstreamError,
-        Reason::DeniedPath,
-        Reason::DeniedNoIdentity,
-        Reason::ProxyAuthRequired,
-        Reason::DeniedBadCredentials,
-        Reason::ClientTlsFailed,
-        Reason::DeniedOriginalDstMismatch,
-        Reason::DeniedOriginalDstLoop,
-        Reason::OriginalDstUnknown,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Allowed => "allowed",
-            Reason::DeniedNoRule => "denied_no_rule",
-            Reason::DeniedByRule => "denied_by_rule",
-            Reason::DeniedPort => "denied_port",
-            Reason::DeniedPrivateAddress => "denied_private_address",
-            Reason::DeniedSniMismatch => "denied_sni_mismatch",
-            Reason::DeniedSniMissing => "denied_sni_missing",
-            Reason::DeniedSniNotAllowed => "denied_sni_not_allowed",
-            Reason::DeniedEch => "denied_ech",
-            Reason::DeniedNotTls => "denied_not_tls",
-            Reason::InvalidClientHello => "invalid_client_hello",
-            Reason::ClientHelloTimeout => "client_hello_timeout",
-            Reason::InvalidTarget => "invalid_target",
-            Reason::InvalidHost => "invalid_host",
-            Reason::NotProxyRequest => "not_proxy_request",
-            Reason::BadRequest => "bad_request",
-            Reason::UnsupportedVersion => "unsupported_version",
-            Reason::UnsupportedScheme => "unsupported_scheme",
-            Reason::HeaderTooLarge => "header_too_large",
-            Reason::HeaderTimeout => "header_timeout",
-            Reason::ConnectionLimit => "connection_limit",
-            Reason::ClientConnectionLimit => "client_connection_limit",
-            Reason::AuthBusy => "auth_busy",
-            Reason::DnsFailed => "dns_failed",
-            Reason::DnsTimeout => "dns_timeout",
-            Reason::UpstreamRefused => "upstream_refused",
-            Reason::UpstreamConnectTimeout => "upstream_connect_timeout",
-            Reason::UpstreamUnreachable => "upstream_unreachable",
-            Reason::UpstreamError => "upstream_error",
-            Reason::DeniedPath => "denied_path",
-            Reason::DeniedNoIdentity => "denied_no_identity",
-            Reason::ProxyAuthRequired => "proxy_auth_required",
-            Reason::DeniedBadCredentials => "denied_bad_credentials",
-            Reason::ClientTlsFailed => "client_tls_failed",
-            Reason::DeniedOriginalDstMismatch => "denied_original_dst_mismatch",
-            Reason::DeniedOriginalDstLoop => "denied_original_dst_loop",
-            Reason::OriginalDstUnknown => "original_dst_unknown",
-        }
-    }
-
-    /// The HTTP status a client sees for this outcome.
-    pub fn status(self) -> u16 {
-        match self {
-            Reason::Allowed => 200,
-            Reason::DeniedNoRule
-            | Reason::DeniedByRule
-            | Reason::DeniedPort
-            | Reason::DeniedPrivateAddress
-            | Reason::DeniedSniMismatch
-            | Reason::DeniedSniMissing
-            | Reason::DeniedSniNotAllowed
-            | Reason::DeniedEch
-            | Reason::DeniedNotTls
-            | Reason::DeniedPath
-            | Reason::DeniedNoIdentity
-            | Reason::DeniedOriginalDstMismatch => 403,
-            // The request names a real destination, but egressd cannot tell where the connection was going.
-            Reason::OriginalDstUnknown => 421,
-            Reason::DeniedOriginalDstLoop => 508,
-            Reason::InvalidClientHello => 400,
-            Reason::ProxyAuthRequired | Reason::DeniedBadCredentials => 407,
-            Reason::ClientHelloTimeout => 408,
-            Reason::InvalidTarget
-            | Reason::InvalidHost
-            | Reason::NotProxyRequest
-            | Reason::BadRequest
-            | Reason::UnsupportedVersion
-            | Reason::UnsupportedScheme
-            | Reason::ClientTlsFailed => 400,
-            Reason::HeaderTimeout => 408,
-            Reason::HeaderTooLarge => 431,
-            Reason::ConnectionLimit | Reason::ClientConnectionLimit | Reason::AuthBusy => 503,
-            Reason::DnsFailed
-            | Reason::UpstreamRefused
-            | Reason::UpstreamUnreachable
-            | Reason::UpstreamError => 502,
-            Reason::DnsTimeout | Reason::UpstreamConnectTimeout => 504,
-        }
-    }
-
-    /// Denials made by policy (rules and the SNI checks), as opposed to malformed input, destination safety or
-    /// upstream failures. Report mode turns only these into `would_deny`.
-    pub fn is_policy_denial(self) -> bool {
-        matches!(
-            self,
-            Reason::DeniedNoRule
-                | Reason::DeniedByRule
-                | Reason::DeniedPort
-                | Reason::DeniedSniMismatch
-                | Reason::DeniedSniMissing
-                | Reason::DeniedSniNotAllowed
-                | Reason::DeniedEch
-                | Reason::DeniedNotTls
-                | Reason::DeniedPath
-                | Reason::DeniedNoIdentity
-        )
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
 
+    fn is_snake_case(code: &str) -> bool {
+        code.starts_with(|c: char| c.is_ascii_lowercase())
+            && !code.ends_with('_')
+            && !code.contains("__")
+            && code
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    }
+
+    #[test]
+    fn snake_case_check() {
+        assert!(is_snake_case("denied_no_rule"));
+        assert!(is_snake_case("allowed"));
+        for bad in [
+            "",
+            "Denied",
+            "denied-no-rule",
+            "_denied",
+            "denied_",
+            "denied__rule",
+            "1xx",
+            "déni",
+        ] {
+            assert!(!is_snake_case(bad), "{bad:?}");
+        }
+    }
+
     #[test]
     fn codes_are_unique_snake_case() {
-        let codes: HashSet<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
-        assert_eq!(codes.len(), Reason::ALL.len());
-        for c in codes {
-            assert!(
-                c.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'),
-                "{c}"
-            );
+        let mut seen = HashSet::new();
+        for r in Reason::ALL {
+            let code = r.as_str();
+            assert!(is_snake_case(code), "{r:?}: {code:?} is not snake_case");
+            assert!(seen.insert(code), "{r:?}: code {code:?} is used twice");
+            assert_eq!(r.to_string(), code);
+        }
+        assert_eq!(seen.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn all_lists_each_reason_once() {
+        let set: HashSet<Reason> = Reason::ALL.into_iter().collect();
+        assert_eq!(set.len(), Reason::ALL.len());
+    }
+
+    #[test]
+    fn statuses_are_errors_except_allowed() {
+        for r in Reason::ALL {
+            if r == Reason::Allowed {
+                assert_eq!(r.status(), 200);
+            } else {
+                assert!(
+                    (400..600).contains(&r.status()),
+                    "{r:?}: status {} is not 4xx or 5xx",
+                    r.status()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn policy_denials_are_403_denials() {
+        for r in Reason::ALL.into_iter().filter(|r| r.is_policy_denial()) {
+            assert!(r.as_str().starts_with("denied_"), "{r:?}");
+            assert_eq!(r.status(), 403, "{r:?}");
         }
     }
 

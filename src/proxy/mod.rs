@@ -192,11 +192,7 @@ impl Ctx {
                 Some(t)
             }
             Err(e) => {
-                let reason = match e.reason() {
-                    "invalid_host" => Reason::InvalidHost,
-                    _ => Reason::InvalidTarget,
-                };
-                o.refuse(Refusal::new(reason, e.to_string()));
+                o.refuse(Refusal::new(e.reason(), e.to_string()));
                 None
             }
         }
