@@ -1,9 +1,9 @@
 //! How each client decides "direct or through the proxy" for one URL and one NO_PROXY value. Go is
-//! [`crate::policy::noproxy`] (the reference); curl, Python urllib and requests are alternates written from their
+//! [`super::go`] (the reference); curl, Python urllib and requests are alternates written from their
 //! sources (curl lib/noproxy.c; CPython urllib.request.proxy_bypass_environment; requests
 //! utils.should_bypass_proxies). Pure functions, no environment access.
 
-use crate::policy::noproxy::{self, GoMatch};
+use super::go::{self, GoMatch};
 use ipnet::{IpNet, Ipv4Net};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -175,7 +175,7 @@ pub fn route(client: Client, no_proxy: Option<&str>, url: &Url) -> Route {
 // --- Go ---
 
 fn go(no_proxy: &str, url: &Url) -> Route {
-    let list = noproxy::parse(no_proxy);
+    let list = go::parse(no_proxy);
     match list.go_match(&url.host, url.port()) {
         None => Route::proxy(),
         Some(GoMatch::Localhost) => Route::direct("built-in: localhost always goes direct"),

@@ -19,7 +19,6 @@ pub mod clients;
 pub mod credentials;
 mod host;
 mod ip;
-pub mod noproxy;
 pub mod own_addresses;
 pub mod path;
 pub mod pattern;
@@ -27,6 +26,7 @@ pub mod special_ip;
 pub mod tls;
 pub mod transparent;
 
+use crate::noproxy;
 use crate::reason::Reason;
 use crate::target::{Host, Target};
 pub use clients::{ClientGroups, Credentials, GroupId, Identity};
