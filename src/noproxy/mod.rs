@@ -1,8 +1,8 @@
 //! NO_PROXY: the parser with Go's semantics ([`go`], the reference, which the policy compiler uses for
 //! NO_PROXY-style allow entries), how curl and Python read the proxy variables, and the `egressd noproxy`
 //! commands built on that. Everything here is pure (no I/O, no async) and imports nothing from the rest of the
-//! crate, so `policy` can sit above it; the `egressd noproxy` command only passes arguments and the environment
-//! in and prints what comes back.
+//! crate, so `policy` can sit above it; the binary's `cli/noproxy.rs` only passes arguments and the
+//! environment in and prints what comes back.
 
 pub mod clients;
 pub mod env;
