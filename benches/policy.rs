@@ -2,7 +2,8 @@
 //! miss), target normalization and NO_PROXY parsing. `cargo bench --bench policy`.
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use egressd::policy::{noproxy, parse_pattern, Policy, PolicyBuilder, PortSet, RuleKind};
+use egressd::noproxy;
+use egressd::policy::{parse_pattern, Policy, PolicyBuilder, PortSet, RuleKind};
 use egressd::target::parse_authority;
 
 fn build(n: usize) -> Policy {

@@ -168,10 +168,10 @@ pub fn no_proxy(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let list = crate::policy::noproxy::parse(text);
+    let list = crate::noproxy::parse(text);
     for entry in &list.entries {
         let printed = entry.to_string();
-        let back = crate::policy::noproxy::parse(&printed);
+        let back = crate::noproxy::parse(&printed);
         assert_eq!(
             back.entries.as_slice(),
             std::slice::from_ref(entry),

@@ -546,32 +546,5 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn target_specs() {
-        assert_eq!("direct".parse(), Ok(TargetSpec::Direct));
-        assert_eq!(" squid".parse(), Ok(TargetSpec::Squid));
-        assert_eq!(
-            "127.0.0.1:3128".parse(),
-            Ok(TargetSpec::Addr("127.0.0.1:3128".parse().unwrap()))
-        );
-        assert!("squidd".parse::<TargetSpec>().is_err());
-    }
-
-    #[test]
-    fn pids_go_to_the_running_proxies_in_order() {
-        let targets: Vec<TargetSpec> = ["direct", "127.0.0.1:3128", "egressd", "127.0.0.1:3129"]
-            .iter()
-            .map(|t| t.parse().unwrap())
-            .collect();
-        assert_eq!(
-            addr_pids(&targets, &[7, 9]),
-            Ok(vec![None, Some(7), None, Some(9)])
-        );
-        assert_eq!(addr_pids(&targets, &[]), Ok(vec![None; 4]));
-        let err = addr_pids(&targets, &[7]).unwrap_err();
-        assert!(err.contains("1 processes for 2 ip:port targets"), "{err}");
-    }
-}
+#[path = "run_tests.rs"]
+mod tests;

@@ -2,7 +2,7 @@
 //! same in Go, curl and Python clients. Pure.
 
 use super::clients::{route, Client, Url};
-use crate::policy::noproxy::{self, Entry};
+use super::go::{self, Entry};
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -63,7 +63,7 @@ pub fn lint(no_proxy: &str, pod_cidr: Option<IpNet>, service_cidr: Option<IpNet>
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .collect();
-    let parsed = noproxy::parse(no_proxy);
+    let parsed = go::parse(no_proxy);
 
     if items.iter().any(|i| i.contains(char::is_whitespace)) {
         warn(

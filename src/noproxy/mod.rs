@@ -1,12 +1,16 @@
-//! NO_PROXY tooling: how Go (the reference, [`crate::policy::noproxy`]), curl and Python read the proxy
-//! variables, and the `egressd noproxy` commands built on that. Everything here is pure; `main.rs` only passes
-//! arguments and the environment in and prints what comes back.
+//! NO_PROXY: the parser with Go's semantics ([`go`], the reference, which the policy compiler uses for
+//! NO_PROXY-style allow entries), how curl and Python read the proxy variables, and the `egressd noproxy`
+//! commands built on that. Everything here is pure (no I/O, no async) and imports nothing from the rest of the
+//! crate, so `policy` can sit above it; the binary's `cli/noproxy.rs` only passes arguments and the
+//! environment in and prints what comes back.
 
 pub mod clients;
 pub mod env;
+pub mod go;
 pub mod lint;
 
 pub use clients::{route, Client, Route, Url};
+pub use go::{parse, Entry, GoMatch, Ignored, NoProxyList};
 pub use lint::{lint, suggest, Warning};
 
 use std::collections::BTreeMap;

@@ -21,7 +21,6 @@ pub mod destination;
 pub mod first_bytes;
 mod host;
 mod ip;
-pub mod noproxy;
 pub mod own_addresses;
 pub mod path;
 pub mod pattern;
@@ -30,6 +29,7 @@ pub mod tls;
 pub mod transparent;
 pub mod verdict;
 
+use crate::noproxy;
 use crate::reason::Reason;
 use crate::target::{Host, Target};
 pub use clients::{ClientGroups, Credentials, GroupId, Identity};

@@ -12,10 +12,11 @@ mod tests;
 use super::own_addresses;
 use super::raw::{RawClientGroup, RawConfig, RawPort, RawRule};
 use super::{ConfigError, ConfigErrors};
+use crate::noproxy;
 use crate::policy::credentials::{self, GroupCredentials, User};
 use crate::policy::tls::{EchMode, SniMode, TlsChecks};
 use crate::policy::{
-    noproxy, parse_pattern, ClientGroups, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
+    parse_pattern, ClientGroups, IdleOverride, Policy, PolicyBuilder, PortSet, RuleKind,
 };
 use crate::target::{normalize_host, Host};
 use crate::vendors::{self, ParamValue};

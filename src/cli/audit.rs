@@ -1,0 +1,75 @@
+//! `egressd audit`: summarize a decision log.
+
+use clap::ValueEnum;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Decision log file, plain or gzip; `-` or nothing reads stdin.
+    pub file: Option<PathBuf>,
+    /// Only decisions at or after this time: RFC 3339 (2026-11-29T09:00:00Z) or a duration before now (1h).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only decisions at or before this time: RFC 3339 or a duration before now (30m).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// table for people, json for scripts, markdown for tickets.
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// Print a YAML allow-rule snippet for the refused destinations instead of the summary.
+    #[arg(long)]
+    pub suggest: bool,
+    /// With --suggest: one `*.parent` rule for two or more sibling names under the same parent domain.
+    #[arg(long, requires = "suggest")]
+    pub group_wildcards: bool,
+    /// Groups shown, most decisions first; 0 shows all.
+    #[arg(long, default_value_t = 50)]
+    pub top: usize,
+    /// Distinct (destination, client, reason) groups kept; decisions for more are counted, not shown.
+    #[arg(long, default_value_t = egressd::audit::DEFAULT_MAX_GROUPS)]
+    pub max_groups: usize,
+    /// `client`: one row per client address (and its client group); `group`: one row per client group,
+    /// whatever the address (which vendor's agents are refused).
+    #[arg(long, value_enum, default_value = "client")]
+    pub by: By,
+    /// Summarize allowed decisions by the rule that allowed them (what each vendor reached) instead of
+    /// the refusals.
+    #[arg(long, conflicts_with = "suggest")]
+    pub allowed: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Markdown,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum By {
+    Client,
+    Group,
+}
+
+pub fn run(args: Args) -> ExitCode {
+    let opts = egressd::audit::Options {
+        file: args.file,
+        since: args.since,
+        until: args.until,
+        format: match args.format {
+            Format::Table => egressd::audit::Format::Table,
+            Format::Json => egressd::audit::Format::Json,
+            Format::Markdown => egressd::audit::Format::Markdown,
+        },
+        suggest: args.suggest,
+        group_wildcards: args.group_wildcards,
+        top: args.top,
+        max_groups: args.max_groups,
+        view: egressd::audit::View {
+            by_group: args.by == By::Group,
+            allowed: args.allowed,
+        },
+    };
+    super::print_or_fail(egressd::audit::run(&opts, time::OffsetDateTime::now_utc()))
+}
