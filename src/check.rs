@@ -3,7 +3,6 @@
 
 use crate::config::Settings;
 use crate::policy::verdict::{decide, Client, Verdict};
-use crate::policy::Identity;
 use crate::proxy::dial::{DialInfo, Dialer};
 use crate::reason::Reason;
 use crate::target::{parse_authority, Target};
@@ -60,24 +59,9 @@ pub fn plain_http_path(arg: &str) -> Option<String> {
     })
 }
 
-/// Evaluate `arg` as a client with identity `id` (unidentified: `Identity::default()`).
-pub async fn check(
-    settings: &Settings,
-    dialer: Option<&Dialer>,
-    id: &Identity,
-    arg: &str,
-) -> CheckResult {
-    let client = Client {
-        groups: settings.policy.clients.names_of(id),
-        identity: id.clone(),
-        ..Client::default()
-    };
-    check_as(settings, dialer, &client, arg).await
-}
-
 /// Evaluate `arg` for `client` with the verdict the proxy uses for a request: the same normalization, the
 /// same [`crate::policy::verdict::decide`], and (with a `dialer`) the same resolution and destination check.
-pub async fn check_as(
+pub async fn check(
     settings: &Settings,
     dialer: Option<&Dialer>,
     client: &Client,
@@ -149,7 +133,7 @@ mod tests {
         assert!(check(
             &s,
             None,
-            &Identity::default(),
+            &Client::default(),
             "http://storage.example/bucket/x"
         )
         .await
@@ -157,7 +141,7 @@ mod tests {
         let r = check(
             &s,
             None,
-            &Identity::default(),
+            &Client::default(),
             "http://storage.example/other/x",
         )
         .await;
@@ -166,7 +150,7 @@ mod tests {
         assert!(check(
             &s,
             None,
-            &Identity::default(),
+            &Client::default(),
             "https://storage.example/other/x"
         )
         .await

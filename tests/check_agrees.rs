@@ -6,7 +6,7 @@
 
 mod support;
 
-use egressd::check::check_as;
+use egressd::check::check;
 use egressd::policy::verdict::Client;
 use egressd::policy::Credentials;
 use egressd::proxy::dial::Dialer;
@@ -197,7 +197,7 @@ async fn agree(c: Case) -> Result<(), TestCaseError> {
             if c.path_ok { "/ok/x" } else { "/other" }
         )
     };
-    let r = check_as(&settings, Some(&dialer), &client, &arg).await;
+    let r = check(&settings, Some(&dialer), &client, &arg).await;
     let said = (
         r.decision.to_string(),
         r.reason.to_string(),

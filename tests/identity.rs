@@ -183,6 +183,12 @@ fn check_evaluates_as_the_named_client_group() {
     );
     let (code, stdout, _) = run(&["a.test:443"]);
     assert_eq!(code, Some(1), "unidentified: {stdout}");
+    // --from: the groups a client at that address is in, as the proxy finds them.
+    let (code, stdout, _) = run(&["--from", "127.0.0.2", "a.test:443"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert!(stdout.contains("rule=vendor-a"), "{stdout}");
+    let (code, stdout, _) = run(&["--from", "::ffff:127.0.0.3", "a.test:443"]);
+    assert_eq!(code, Some(1), "{stdout}");
     let (code, _, stderr) = run(&["--client", "nosuch", "a.test:443"]);
     assert_eq!(code, Some(2));
     assert!(

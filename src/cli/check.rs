@@ -1,7 +1,8 @@
 //! `egressd check`: the decision for each target, one tab-separated line each.
 
 use egressd::check::{check, CheckResult};
-use egressd::policy::Identity;
+use egressd::policy::verdict::Client;
+use egressd::policy::Credentials;
 use egressd::proxy::dial::Dialer;
 use egressd::Settings;
 use std::path::PathBuf;
@@ -15,8 +16,12 @@ pub struct Args {
     #[arg(long)]
     pub resolve: bool,
     /// Evaluate as a member of this client group (from `clients:`); without it, as an unidentified client.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", conflicts_with = "from")]
     pub client: Option<String>,
+    /// Evaluate as a client connecting from this address: its client groups are those whose cidrs contain
+    /// it, as the proxy would find them.
+    #[arg(long, value_name = "ADDR")]
+    pub from: Option<std::net::IpAddr>,
     #[arg(required = true)]
     pub targets: Vec<String>,
 }
@@ -26,15 +31,15 @@ pub fn run(args: Args, runtime: &tokio::runtime::Runtime) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let identity = match identity(&settings, args.client.as_deref()) {
-        Ok(id) => id,
+    let client = match client(&settings, args.client.as_deref(), args.from) {
+        Ok(c) => c,
         Err(code) => return code,
     };
     runtime.block_on(async {
         let dialer = args.resolve.then(|| Dialer::new(&settings));
         let mut all_allowed = true;
         for t in &args.targets {
-            let r = check(&settings, dialer.as_ref(), &identity, t).await;
+            let r = check(&settings, dialer.as_ref(), &client, t).await;
             all_allowed &= r.allowed();
             println!("{}", line(&r));
         }
@@ -46,12 +51,21 @@ pub fn run(args: Args, runtime: &tokio::runtime::Runtime) -> ExitCode {
     })
 }
 
-/// `--client NAME`: the identity of a member of that group; without it, an unidentified client.
-fn identity(settings: &Settings, client: Option<&str>) -> Result<Identity, ExitCode> {
-    let clients = &settings.policy.clients;
-    match client.map(|n| (n, clients.member_of(n))) {
-        None => Ok(Default::default()),
-        Some((_, Some(id))) => Ok(id),
+/// `--client NAME`: a member of that group; `--from ADDR`: a client at that address; without either, an
+/// unidentified client.
+fn client(
+    settings: &Settings,
+    group: Option<&str>,
+    from: Option<std::net::IpAddr>,
+) -> Result<Client, ExitCode> {
+    let policy = &settings.policy;
+    if let Some(addr) = from {
+        return Ok(Client::identify(policy, addr, Credentials::None, &[]));
+    }
+    let clients = &policy.clients;
+    match group.map(|n| (n, Client::member_of(policy, n))) {
+        None => Ok(Client::default()),
+        Some((_, Some(c))) => Ok(c),
         Some((name, None)) => {
             let known: Vec<&str> = clients.names().collect();
             eprintln!(
