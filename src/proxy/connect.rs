@@ -10,6 +10,7 @@ use crate::policy::credentials::ProxyAuth;
 use crate::policy::first_bytes::Quiet;
 use crate::policy::tls::{tls_required, SniMode};
 use crate::policy::verdict::{judge_tunnel, Tunnel, TunnelStart};
+use crate::reason::Refusal;
 use crate::target::Target;
 use crate::telemetry::metrics::Active;
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ pub(super) struct Opened {
     rule_tls: Option<bool>,
 }
 
-/// Decide and dial for a CONNECT authority. `None` means refused: the decision line is already written and
+/// Decide and dial for a CONNECT authority. `None` means refused: the decision line is written here, and
 /// the outcome holds the reason for the response.
 pub(super) async fn open(
     ctx: &Ctx,
@@ -34,34 +35,33 @@ pub(super) async fn open(
     o: &mut Outcome,
 ) -> Option<Opened> {
     o.method = Some("CONNECT".into());
-    ctx.authenticate(proxy_auth.cloned(), o).await;
-    let Some(target) = ctx.target(authority, None, o) else {
-        ctx.log.decision(o);
-        return None;
-    };
-    let Some(rule_tls) = ctx.decide(&target, None, o) else {
-        ctx.log.decision(o);
-        return None;
-    };
-    let mut info = super::dial::DialInfo::default();
-    let r = ctx.dialer.dial(&target, &mut info).await;
-    o.resolved_addrs = info.resolved;
-    o.denied_addr = info.denied_addr;
-    o.upstream_addr = info.upstream;
-    o.dns_ms = info.dns_ms;
-    o.connect_ms = info.connect_ms;
-    match r {
-        Ok(upstream) => Some(Opened {
-            target,
-            upstream,
-            rule_tls,
-        }),
-        Err(e) => {
-            o.refuse(e);
+    match decide_and_dial(ctx, authority, proxy_auth, o).await {
+        Ok(opened) => Some(opened),
+        Err(r) => {
+            o.refuse(r);
             ctx.log.decision(o);
             None
         }
     }
+}
+
+async fn decide_and_dial(
+    ctx: &Ctx,
+    authority: &str,
+    proxy_auth: Option<&ProxyAuth>,
+    o: &mut Outcome,
+) -> Result<Opened, Refusal> {
+    ctx.authenticate(proxy_auth.cloned(), o).await;
+    let target = ctx.target(authority, None, o)?;
+    let rule_tls = ctx.decide(&target, None, o)?;
+    let mut info = super::dial::DialInfo::default();
+    let dialled = ctx.dialer.dial(&target, &mut info).await;
+    info.fill(o);
+    Ok(Opened {
+        target,
+        upstream: dialled?,
+        rule_tls,
+    })
 }
 
 /// A judged tunnel whose first bytes went upstream: all an established (often idle) tunnel keeps.
@@ -176,28 +176,17 @@ where
         hello_records,
         hello_reads: Some(peeked.reads),
     };
-    let start = match start {
-        TunnelStart::Reported(r) => {
-            o.report(r);
-            TunnelStart::Go
-        }
-        other => other,
-    };
-    match start {
-        TunnelStart::Refuse(r) => {
-            // The 200 is already sent: refusing means closing the tunnel without forwarding a byte.
-            o.refuse(r);
-            ctx.log.decision(&o);
-            close.close_reason = CloseReason::Denied;
-        }
-        TunnelStart::Quiet(q) => {
-            ctx.log.decision(&o);
-            close.close_reason = quiet_close(q);
-        }
+    let end = match start {
+        // The 200 is already sent: refusing means closing the tunnel without forwarding a byte.
+        TunnelStart::Refuse(r) => End::Refuse(r),
+        TunnelStart::Quiet(q) => End::Ended(quiet_close(q)),
         TunnelStart::Go | TunnelStart::Reported(_) => {
+            if let TunnelStart::Reported(r) = start {
+                o.report(r);
+            }
             // The replayed bytes are released before splicing: an idle tunnel holds no buffer.
             let replay = std::mem::take(&mut peeked.buf);
-            let end = if let FirstBytes::Hello(info) = &peeked.first {
+            if let FirstBytes::Hello(info) = &peeked.first {
                 // A TLS tunnel: the server may ask for a retry, and the second hello is judged too.
                 let first = info.hello();
                 let r = Box::pin(replay_hello(
@@ -222,28 +211,28 @@ where
             } else {
                 close.bytes_up = replay.len() as u64;
                 End::Go
-            };
-            let go = matches!(end, End::Go);
-            match end {
-                End::Refuse(r) => {
-                    o.refuse(r);
-                    close.close_reason = CloseReason::Denied;
-                }
-                End::Ended(reason) => close.close_reason = reason,
-                End::Go => {}
-            }
-            ctx.log.decision(&o);
-            if go {
-                return Some(Splicing {
-                    client,
-                    upstream,
-                    idle,
-                    close,
-                    started,
-                    active,
-                });
             }
         }
+    };
+    let go = matches!(end, End::Go);
+    match end {
+        End::Refuse(r) => {
+            o.refuse(r);
+            close.close_reason = CloseReason::Denied;
+        }
+        End::Ended(reason) => close.close_reason = reason,
+        End::Go => {}
+    }
+    ctx.log.decision(&o);
+    if go {
+        return Some(Splicing {
+            client,
+            upstream,
+            idle,
+            close,
+            started,
+            active,
+        });
     }
     close.duration = started.elapsed();
     ctx.log.close(&close);
@@ -275,11 +264,17 @@ pub(super) async fn handle_first<S: super::ClientIo>(
     {
         Ok(()) => tunnel(&ctx, stream, opened, early, o).await,
         Err(_) => {
-            ctx.log.decision(&o);
-            ctx.log.close(&Close::ended(&o, CloseReason::ClientGone));
+            client_gone(&ctx, &o);
             None
         }
     }
+}
+
+/// An allowed CONNECT whose client left before its tunnel could start: its decision, and a close line for
+/// the tunnel that never carried a byte.
+pub(super) fn client_gone(ctx: &Ctx, o: &Outcome) {
+    ctx.log.decision(o);
+    ctx.log.close(&Close::ended(o, CloseReason::ClientGone));
 }
 
 /// How a tunnel that saw nothing decisive ends.

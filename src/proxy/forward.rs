@@ -152,7 +152,7 @@ pub(super) fn log_connection_error(
         reason,
         format!("on a kept-alive connection: {e}"),
     ));
-    ctx.log.decision(&o);
+    ctx.refused_early(&o, true);
 }
 
 /// What the raw head of the request hyper is about to hand over said (see [`super::heads`]): `Err` with the
@@ -177,6 +177,7 @@ pub(super) fn framing_refusal(o: &Outcome) -> Response<ProxyBody> {
     resp
 }
 
+/// One request of a kept-alive connection: its decision line is written here, once, whatever the outcome.
 async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
@@ -185,43 +186,47 @@ async fn handle(
     conn_id: u64,
     n: u32,
 ) -> Response<ProxyBody> {
-    // Every head, the first and each later one on a kept-alive connection, is checked as the client sent
-    // it (hyper drops a Content-Length beside Transfer-Encoding and merges repeated fields).
-    if let Err(problem) = framing {
-        let kind = if req.method() == Method::CONNECT {
-            Kind::Connect
-        } else {
-            Kind::Http
-        };
-        let mut o = Outcome::new(conn_id, n, peer, kind);
-        o.method = Some(req.method().to_string());
-        o.refuse(Refusal::new(Reason::BadRequest, problem));
-        ctx.log.decision(&o);
-        return framing_refusal(&o);
-    }
-    if req.method() == Method::CONNECT {
+    let connect = req.method() == Method::CONNECT;
+    if connect && framing.is_ok() {
         return connect_upgrade(ctx, req, peer, conn_id, n).await;
     }
-    let mut o = Outcome::new(conn_id, n, peer, Kind::Http);
+    let kind = if connect { Kind::Connect } else { Kind::Http };
+    let mut o = Outcome::new(conn_id, n, peer, kind);
     o.method = Some(req.method().to_string());
-    let Some(authority) = absolute_http_authority(req.uri(), &mut o) else {
-        ctx.log.decision(&o);
-        return refusal(&o);
+    // Every head, the first and each later one on a kept-alive connection, is checked as the client sent
+    // it (hyper drops a Content-Length beside Transfer-Encoding and merges repeated fields).
+    let resp = match framing {
+        Err(problem) => {
+            o.refuse(Refusal::new(Reason::BadRequest, problem));
+            framing_refusal(&o)
+        }
+        Ok(()) => match forward(&ctx, req, &mut o).await {
+            Ok(resp) => resp,
+            Err(r) => {
+                o.refuse(r);
+                refusal(&o)
+            }
+        },
     };
-    let Some(target) = ctx.target(&authority, Some(80), &mut o) else {
-        ctx.log.decision(&o);
-        return refusal(&o);
-    };
-    ctx.authenticate(proxy_auth(req.headers()), &mut o).await;
+    ctx.log.decision(&o);
+    resp
+}
+
+/// Decide an absolute-form request and forward it; the response streams back with its close line pending.
+async fn forward(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    o: &mut Outcome,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let authority = absolute_http_authority(req.uri())?;
+    let target = ctx.target(&authority, Some(80), o)?;
+    ctx.authenticate(proxy_auth(req.headers()), o).await;
     let request_path = req
         .uri()
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
-    if ctx.decide(&target, Some(request_path), &mut o).is_none() {
-        ctx.log.decision(&o);
-        return refusal(&o);
-    }
+    ctx.decide(&target, Some(request_path), o)?;
 
     let started = Instant::now();
     let host_header = if target.port == 80 {
@@ -236,17 +241,12 @@ async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    parts.uri = match Uri::try_from(format!("http://{}{}", target.authority(), path)) {
-        Ok(u) => u,
-        Err(e) => {
-            o.refuse(Refusal::new(
-                Reason::InvalidTarget,
-                format!("cannot rebuild the request URI: {e}"),
-            ));
-            ctx.log.decision(&o);
-            return refusal(&o);
-        }
-    };
+    parts.uri = Uri::try_from(format!("http://{}{}", target.authority(), path)).map_err(|e| {
+        Refusal::new(
+            Reason::InvalidTarget,
+            format!("cannot rebuild the request URI: {e}"),
+        )
+    })?;
     strip_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::HOST);
     if let Ok(v) = HeaderValue::from_str(&host_header) {
@@ -257,72 +257,55 @@ async fn handle(
     // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
     let idle = ctx.settings.timeouts.idle;
     let exchange = tokio::time::timeout(idle, ctx.client.request(Request::from_parts(parts, body)));
-    let Ok(result) = exchange.await else {
-        o.refuse(Refusal::new(
+    let result = exchange.await.map_err(|_| {
+        Refusal::new(
             Reason::UpstreamError,
             format!("no response from the upstream within timeouts.idle ({idle:?})"),
-        ));
-        ctx.log.decision(&o);
-        return refusal(&o);
-    };
-    match result {
-        Ok(resp) => {
-            if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
-                rec.fill(&mut o);
-            }
-            ctx.log.decision(&o);
-            Tracked::response(
-                resp,
-                PendingClose {
-                    ctx: ctx.clone(),
-                    conn_id,
-                    request: n,
-                    kind: Kind::Http,
-                    host: o.host.clone(),
-                    up,
-                    started,
-                },
-            )
+        )
+    })?;
+    let resp = result.map_err(|e| match find_dial_error(&e) {
+        Some(d) => {
+            d.info.fill(o);
+            d.refusal.clone()
         }
-        Err(e) => {
-            match find_dial_error(&e) {
-                Some(d) => {
-                    d.info.fill(&mut o);
-                    o.refuse(d.refusal.clone());
-                }
-                None => o.refuse(Refusal::new(
-                    Reason::UpstreamError,
-                    format!("upstream exchange failed: {}", chain(&e)),
-                )),
-            }
-            ctx.log.decision(&o);
-            refusal(&o)
-        }
+        None => Refusal::new(
+            Reason::UpstreamError,
+            format!("upstream exchange failed: {}", chain(&e)),
+        ),
+    })?;
+    if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
+        rec.fill(o);
     }
+    Ok(Tracked::response(
+        resp,
+        PendingClose {
+            ctx: ctx.clone(),
+            conn_id: o.conn_id,
+            request: o.request,
+            kind: Kind::Http,
+            host: o.host.clone(),
+            up,
+            started,
+        },
+    ))
 }
 
 pub(super) fn refusal(o: &Outcome) -> Response<ProxyBody> {
     respond::refusal_response(o).map(|b| b.map_err(|never| match never {}).boxed())
 }
 
-/// The authority of an absolute http:// URI, or a refusal recorded in the outcome.
-fn absolute_http_authority(uri: &Uri, o: &mut Outcome) -> Option<String> {
+/// The authority of an absolute http:// URI.
+fn absolute_http_authority(uri: &Uri) -> Result<String, Refusal> {
     match (uri.scheme_str(), uri.authority()) {
-        (Some(s), Some(a)) if s.eq_ignore_ascii_case("http") => Some(a.as_str().to_string()),
-        (Some(s), Some(_)) => {
-            o.refuse(Refusal::new(
-                Reason::UnsupportedScheme,
-                format!("{s}:// URLs are not proxied; use CONNECT for https"),
-            ));
-            None
-        }
-        _ => {
-            o.refuse(Refusal::new(
-                Reason::NotProxyRequest,
-                format!("{uri} is not an absolute http:// URL; this is a forward proxy"),
-            ));
-            None
-        }
+        (Some(s), Some(a)) if s.eq_ignore_ascii_case("http") => Ok(a.as_str().to_string()),
+        (Some(s), Some(_)) => Err(Refusal::new(
+            Reason::UnsupportedScheme,
+            format!("{s}:// URLs are not proxied; use CONNECT for https"),
+        )),
+        _ => Err(Refusal::new(
+            Reason::NotProxyRequest,
+            format!("{uri} is not an absolute http:// URL; this is a forward proxy"),
+        )),
     }
 }
 
@@ -352,10 +335,7 @@ async fn connect_upgrade(
                     tunnel.run(&ctx).await;
                 }
             }
-            Err(_) => {
-                ctx.log.decision(&o);
-                ctx.log.close(&Close::ended(&o, CloseReason::ClientGone));
-            }
+            Err(_) => connect::client_gone(&ctx, &o),
         }
     });
     Response::new(

@@ -141,8 +141,13 @@ impl Ctx {
     }
 
     /// The verdict on a request for `target` (and, for plain HTTP, `path`), recorded in the outcome.
-    /// `Some(rule_tls)` means proceed (with the deciding rule's `tls` setting), `None` means refused.
-    fn decide(&self, target: &Target, path: Option<&str>, o: &mut Outcome) -> Option<Option<bool>> {
+    /// `Ok(rule_tls)`: proceed, with the deciding rule's `tls` setting.
+    fn decide(
+        &self,
+        target: &Target,
+        path: Option<&str>,
+        o: &mut Outcome,
+    ) -> Result<Option<bool>, Refusal> {
         let policy = &self.settings.policy;
         let credentials = std::mem::take(&mut o.client.credentials);
         let cert = client_cert().unwrap_or_default();
@@ -151,7 +156,21 @@ impl Ctx {
         let tls = ruling.tls;
         let proceeds = ruling.proceeds();
         o.rule(ruling);
-        proceeds.then_some(tls)
+        if proceeds {
+            return Ok(tls);
+        }
+        Err(Refusal::new(o.reason, o.detail.take().unwrap_or_default()))
+    }
+
+    /// A connection refused before a request could be read (over a limit, a failed TLS handshake, a head that
+    /// could not be parsed, a redirected connection with no usable original destination): its one decision
+    /// line, or, for the refusals of a burst after its first (`logged: false`), only the count.
+    pub(super) fn refused_early(&self, o: &Outcome, logged: bool) {
+        if logged {
+            self.log.decision(o);
+        } else {
+            self.metrics.rejected_unlogged(o.reason);
+        }
     }
 
     /// Check the request's Proxy-Authorization header (if any) and record the result for the decision. A
@@ -178,24 +197,18 @@ impl Ctx {
         };
     }
 
-    /// Normalize an authority and record it in the outcome; on error the outcome is refused.
+    /// Normalize an authority and record it in the outcome.
     fn target(
         &self,
         authority: &str,
         default_port: Option<u16>,
         o: &mut Outcome,
-    ) -> Option<Target> {
-        match parse_authority(authority, default_port) {
-            Ok(t) => {
-                o.host = Some(t.host.to_string());
-                o.port = Some(t.port);
-                Some(t)
-            }
-            Err(e) => {
-                o.refuse(Refusal::new(e.reason(), e.to_string()));
-                None
-            }
-        }
+    ) -> Result<Target, Refusal> {
+        let t = parse_authority(authority, default_port)
+            .map_err(|e| Refusal::new(e.reason(), e.to_string()))?;
+        o.host = Some(t.host.to_string());
+        o.port = Some(t.port);
+        Ok(t)
     }
 }
 
@@ -646,12 +659,7 @@ async fn accept_tls(
                 reason,
                 format!("{detail}; closed before the TLS handshake"),
             ));
-            if refused.logged {
-                ctx.log.decision(&o);
-            } else {
-                ctx.metrics.rejected_unlogged(o.reason);
-            }
-            return;
+            return ctx.refused_early(&o, refused.logged);
         }
         ok => ok,
     };
@@ -695,7 +703,7 @@ async fn accept_tls(
     };
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
     o.refuse(Refusal::new(Reason::ClientTlsFailed, detail));
-    ctx.log.decision(&o);
+    ctx.refused_early(&o, true);
 }
 
 /// Serve a connection that holds its slots, or refuse it with 503 when it got none.
@@ -732,11 +740,7 @@ async fn refuse_over_limit<S: ClientIo>(
 ) {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
     o.refuse(refused.refusal);
-    if refused.logged {
-        ctx.log.decision(&o);
-    } else {
-        ctx.metrics.rejected_unlogged(o.reason);
-    }
+    ctx.refused_early(&o, refused.logged);
     respond::write_refusal(stream, &o).await;
 }
 
@@ -798,7 +802,7 @@ async fn handle<S: ClientIo>(
             }
             o.method = e.method;
             o.refuse(e.refusal);
-            ctx.log.decision(&o);
+            ctx.refused_early(&o, true);
             respond::write_refusal(stream, &o).await;
             None
         }
@@ -829,7 +833,7 @@ mod tests {
         let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
         assert_eq!(
             ctx.decide(&target, None, &mut o),
-            Some(None),
+            Ok(None),
             "allowed without credentials"
         );
         let mut o = Outcome::new(1, 1, "127.0.0.1:5000".parse().unwrap(), Kind::Connect);
@@ -837,7 +841,7 @@ mod tests {
             waited: std::time::Duration::from_secs(1),
             per_source: password_checks::PER_SOURCE,
         };
-        assert_eq!(ctx.decide(&target, None, &mut o), None);
+        assert!(ctx.decide(&target, None, &mut o).is_err());
         assert_eq!(o.reason, Reason::AuthBusy);
         assert_eq!(o.reason.status(), 503);
     }

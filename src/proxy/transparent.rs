@@ -12,6 +12,7 @@ use super::{splice, transparent_http, Ctx, Live};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::first_bytes::Quiet;
 use crate::policy::verdict::transparent_target;
+use crate::reason::Refusal;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -75,7 +76,7 @@ pub(super) async fn accept_loop(
                 Ok(a) => a,
                 Err(r) => {
                     o.refuse(r);
-                    return refuse(&ctx, stream, flavor, &o).await;
+                    return refuse(&ctx, stream, flavor, &o, true).await;
                 }
             };
             o.original_dst = Some(original);
@@ -84,11 +85,7 @@ pub(super) async fn accept_loop(
                 Err(refused) => {
                     o.refuse(refused.refusal);
                     // One line per burst (see admission); every refusal is counted.
-                    if !refused.logged {
-                        ctx.metrics.rejected_unlogged(o.reason);
-                        return end_refused(stream, flavor, &o).await;
-                    }
-                    return refuse(&ctx, stream, flavor, &o).await;
+                    return refuse(&ctx, stream, flavor, &o, refused.logged).await;
                 }
             };
             match flavor {
@@ -100,15 +97,10 @@ pub(super) async fn accept_loop(
     }
 }
 
-/// Log the refusal and end the connection: a reset for TLS (there is no way to answer inside the client's TLS
-/// session), a response with the reason for plain HTTP.
-async fn refuse(ctx: &Ctx, stream: TcpStream, flavor: Flavor, o: &Outcome) {
-    ctx.log.decision(o);
-    end_refused(stream, flavor, o).await;
-}
-
-/// End a refused connection (see `refuse`), without a line.
-async fn end_refused(stream: TcpStream, flavor: Flavor, o: &Outcome) {
+/// Record the refusal of a connection before its request and end it: a reset for TLS (there is no way to
+/// answer inside the client's TLS session), a response with the reason for plain HTTP.
+async fn refuse(ctx: &Ctx, stream: TcpStream, flavor: Flavor, o: &Outcome, logged: bool) {
+    ctx.refused_early(o, logged);
     match flavor {
         Flavor::Tls => reset(stream),
         Flavor::Http => super::respond::write_refusal(stream, o).await,
@@ -144,17 +136,8 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
         o.sni = info.sni.clone();
         o.alpn = info.alpn.clone();
     }
-    let named = match own_traffic(ctx, o.client_addr) {
-        Some(r) => Err(Ok(r)),
-        None => transparent_target(
-            checks,
-            original.port(),
-            peeked.first.seen(),
-            !peeked.buf.is_empty(),
-        ),
-    };
-    let target = match named {
-        Ok(t) => t,
+    let mut upstream = match open(ctx, &peeked, original, &mut o).await {
+        Ok(u) => u,
         // No request: the client left or stayed silent, or shutdown came first.
         Err(Err(q)) => {
             if q != Quiet::Cut {
@@ -164,23 +147,6 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
         }
         Err(Ok(r)) => {
             o.refuse(r);
-            ctx.log.decision(&o);
-            return reset(client);
-        }
-    };
-    o.host = Some(target.host.to_string());
-    o.port = Some(target.port);
-    if ctx.decide(&target, None, &mut o).is_none() {
-        ctx.log.decision(&o);
-        return reset(client);
-    }
-    let mut info = DialInfo::default();
-    let dialled = dial_original(ctx, &target, original, &mut info).await;
-    info.fill(&mut o);
-    let mut upstream = match dialled {
-        Ok(u) => u,
-        Err(e) => {
-            o.refuse(e);
             ctx.log.decision(&o);
             return reset(client);
         }
@@ -213,27 +179,51 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     .await;
     close.bytes_up = r.up;
     close.bytes_down = r.down;
+    let refused = matches!(r.end, End::Refuse(_));
+    let go = matches!(r.end, End::Go);
     match r.end {
         End::Refuse(r) => {
             o.refuse(r);
-            ctx.log.decision(&o);
             close.close_reason = CloseReason::Denied;
-            close.duration = started.elapsed();
-            ctx.log.close(&close);
-            return reset(client);
         }
-        End::Ended(reason) => {
-            ctx.log.decision(&o);
-            close.close_reason = reason;
-        }
-        End::Go => {
-            ctx.log.decision(&o);
-            let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
-            close.bytes_up += s.bytes_up;
-            close.bytes_down += s.bytes_down;
-            close.close_reason = s.close_reason;
-        }
+        End::Ended(reason) => close.close_reason = reason,
+        End::Go => {}
+    }
+    ctx.log.decision(&o);
+    if refused {
+        close.duration = started.elapsed();
+        ctx.log.close(&close);
+        return reset(client);
+    }
+    if go {
+        let s = splice::splice(client, upstream, idle, ctx.shutdown.cancelled()).await;
+        close.bytes_up += s.bytes_up;
+        close.bytes_down += s.bytes_down;
+        close.close_reason = s.close_reason;
     }
     close.duration = started.elapsed();
     ctx.log.close(&close);
+}
+
+/// Name the redirected connection by its ClientHello, decide, and dial its original destination.
+/// `Err(Err(quiet))`: nothing decisive came, so there was no request.
+async fn open(
+    ctx: &Ctx,
+    peeked: &Peeked,
+    original: SocketAddr,
+    o: &mut Outcome,
+) -> Result<TcpStream, Result<Refusal, Quiet>> {
+    if let Some(r) = own_traffic(ctx, o.client_addr) {
+        return Err(Ok(r));
+    }
+    let checks = &ctx.settings.tls;
+    let started = !peeked.buf.is_empty();
+    let target = transparent_target(checks, original.port(), peeked.first.seen(), started)?;
+    o.host = Some(target.host.to_string());
+    o.port = Some(target.port);
+    ctx.decide(&target, None, o).map_err(Ok)?;
+    let mut info = DialInfo::default();
+    let dialled = dial_original(ctx, &target, original, &mut info).await;
+    info.fill(o);
+    dialled.map_err(Ok)
 }

@@ -17,6 +17,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -71,6 +72,7 @@ fn request_names(req: &Request<Incoming>) -> (Option<&str>, Option<String>) {
     (authority, host)
 }
 
+/// One redirected request: its decision line is written here, once, whatever the outcome.
 async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
@@ -82,33 +84,41 @@ async fn handle(
     };
     o.method = Some(req.method().to_string());
     // The same framing checks as on the proxy listener, on every request's raw head.
-    if let Err(problem) = framing {
-        o.refuse(Refusal::new(Reason::BadRequest, problem));
-        ctx.log.decision(&o);
-        return framing_refusal(&o);
-    }
-    if let Some(r) = own_traffic(&ctx, o.client_addr) {
-        o.refuse(r);
-        ctx.log.decision(&o);
-        return refusal(&o);
+    let resp = match framing {
+        Err(problem) => {
+            o.refuse(Refusal::new(Reason::BadRequest, problem));
+            framing_refusal(&o)
+        }
+        Ok(()) => match forward(&ctx, req, original, &mut o).await {
+            Ok(resp) => resp,
+            Err(r) => {
+                o.refuse(r);
+                refusal(&o)
+            }
+        },
+    };
+    ctx.log.decision(&o);
+    resp
+}
+
+/// Name, decide and forward a redirected request to its original destination.
+async fn forward(
+    ctx: &Arc<Ctx>,
+    req: Request<Incoming>,
+    original: SocketAddr,
+    o: &mut Outcome,
+) -> Result<Response<ProxyBody>, Refusal> {
+    if let Some(r) = own_traffic(ctx, o.client_addr) {
+        return Err(r);
     }
     if req.method() == Method::CONNECT {
-        o.refuse(Refusal::new(
+        return Err(Refusal::new(
             Reason::BadRequest,
             "CONNECT is not served on listen_transparent_http; send it to the proxy listener",
         ));
-        ctx.log.decision(&o);
-        return refusal(&o);
     }
     let (authority, host) = request_names(&req);
-    let target = match request_target(authority, host.as_deref(), original.port()) {
-        Ok(t) => t,
-        Err(r) => {
-            o.refuse(r);
-            ctx.log.decision(&o);
-            return refusal(&o);
-        }
-    };
+    let target = request_target(authority, host.as_deref(), original.port())?;
     o.host = Some(target.host.to_string());
     o.port = Some(target.port);
     let path = req
@@ -117,35 +127,22 @@ async fn handle(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    if ctx.decide(&target, Some(&path), &mut o).is_none() {
-        ctx.log.decision(&o);
-        return refusal(&o);
-    }
+    ctx.decide(&target, Some(&path), o)?;
 
     let started = Instant::now();
     let mut info = DialInfo::default();
-    let dialled = dial_original(&ctx, &target, original, &mut info).await;
-    info.fill(&mut o);
-    let upstream = match dialled {
-        Ok(u) => u,
-        Err(e) => {
-            o.refuse(e);
-            ctx.log.decision(&o);
-            return refusal(&o);
-        }
+    let dialled = dial_original(ctx, &target, original, &mut info).await;
+    info.fill(o);
+    let upstream = dialled?;
+    let exchange_failed = |e: hyper::Error| {
+        Refusal::new(
+            Reason::UpstreamError,
+            format!("upstream exchange failed: {}", chain(&e)),
+        )
     };
-    let (mut sender, conn) =
-        match hyper::client::conn::http1::handshake(TokioIo::new(upstream)).await {
-            Ok(h) => h,
-            Err(e) => {
-                o.refuse(Refusal::new(
-                    Reason::UpstreamError,
-                    format!("upstream exchange failed: {}", chain(&e)),
-                ));
-                ctx.log.decision(&o);
-                return refusal(&o);
-            }
-        };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(upstream))
+        .await
+        .map_err(exchange_failed)?;
     tokio::spawn(conn);
 
     let (mut parts, body) = req.into_parts();
@@ -163,29 +160,20 @@ async fn handle(
         parts.headers.insert(header::HOST, v);
     }
     let (body, up) = Counted::wrap(body);
-    match sender.send_request(Request::from_parts(parts, body)).await {
-        Ok(resp) => {
-            ctx.log.decision(&o);
-            Tracked::response(
-                resp,
-                PendingClose {
-                    ctx: ctx.clone(),
-                    conn_id: o.conn_id,
-                    request: o.request,
-                    kind: Kind::TransparentHttp,
-                    host: o.host.clone(),
-                    up,
-                    started,
-                },
-            )
-        }
-        Err(e) => {
-            o.refuse(Refusal::new(
-                Reason::UpstreamError,
-                format!("upstream exchange failed: {}", chain(&e)),
-            ));
-            ctx.log.decision(&o);
-            refusal(&o)
-        }
-    }
+    let resp = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(exchange_failed)?;
+    Ok(Tracked::response(
+        resp,
+        PendingClose {
+            ctx: ctx.clone(),
+            conn_id: o.conn_id,
+            request: o.request,
+            kind: Kind::TransparentHttp,
+            host: o.host.clone(),
+            up,
+            started,
+        },
+    ))
 }
