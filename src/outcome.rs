@@ -154,6 +154,18 @@ impl CloseReason {
     }
 }
 
+/// How a tunnel that saw nothing decisive from its client ends.
+impl From<crate::policy::first_bytes::Quiet> for CloseReason {
+    fn from(q: crate::policy::first_bytes::Quiet) -> Self {
+        use crate::policy::first_bytes::Quiet;
+        match q {
+            Quiet::Left => CloseReason::ClientGone,
+            Quiet::Silent => CloseReason::IdleTimeout,
+            Quiet::Cut => CloseReason::Shutdown,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Close {
     pub conn_id: u64,

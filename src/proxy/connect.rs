@@ -7,7 +7,6 @@ use super::retry::{replay_hello, End};
 use super::{respond, splice, Ctx};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
-use crate::policy::first_bytes::Quiet;
 use crate::policy::tls::{tls_required, SniMode};
 use crate::policy::verdict::{judge_tunnel, Tunnel, TunnelStart};
 use crate::reason::Refusal;
@@ -179,7 +178,7 @@ where
     let end = match start {
         // The 200 is already sent: refusing means closing the tunnel without forwarding a byte.
         TunnelStart::Refuse(r) => End::Refuse(r),
-        TunnelStart::Quiet(q) => End::Ended(quiet_close(q)),
+        TunnelStart::Quiet(q) => End::Ended(q.into()),
         TunnelStart::Go | TunnelStart::Reported(_) => {
             if let TunnelStart::Reported(r) = start {
                 o.report(r);
@@ -275,13 +274,4 @@ pub(super) async fn handle_first<S: super::ClientIo>(
 pub(super) fn client_gone(ctx: &Ctx, o: &Outcome) {
     ctx.log.decision(o);
     ctx.log.close(&Close::ended(o, CloseReason::ClientGone));
-}
-
-/// How a tunnel that saw nothing decisive ends.
-pub(super) fn quiet_close(q: Quiet) -> CloseReason {
-    match q {
-        Quiet::Left => CloseReason::ClientGone,
-        Quiet::Silent => CloseReason::IdleTimeout,
-        Quiet::Cut => CloseReason::Shutdown,
-    }
 }

@@ -143,7 +143,7 @@ pub async fn replay_hello<C: AsyncRead + AsyncWrite + Unpin>(
         Err(end) => {
             r.end = match end {
                 Ok(refusal) => End::Refuse(refusal),
-                Err(q) => End::Ended(super::connect::quiet_close(q)),
+                Err(q) => End::Ended(q.into()),
             };
             return r;
         }
