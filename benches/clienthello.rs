@@ -3,7 +3,7 @@
 //! `cargo bench --bench clienthello`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use egressd::proxy::sni::{peek_client_hello, Peek};
+use egressd::wire::client_hello::{peek_client_hello, Peek};
 
 const CAPTURES: [(&str, &[u8]); 4] = [
     ("curl", include_bytes!("../tests/data/clienthello/curl.bin")),

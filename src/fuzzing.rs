@@ -3,10 +3,10 @@
 //! the parser panics or its result is inconsistent (a normalized target that does not re-normalize to
 //! itself, a ClientHello whose SNI is not a plain name, ...). They are not part of the proxy's API.
 
-use crate::proxy::head::{self, Request};
-use crate::proxy::sni::{self, Peek};
 use crate::reason::Reason;
 use crate::target::{self, Host, Target};
+use crate::wire::client_hello::{self as sni, Peek};
+use crate::wire::request_head::{self as head, Request};
 
 /// The first request head on a client connection ([`head::classify`]), then the CONNECT authority.
 pub fn request_head(data: &[u8]) {
@@ -123,10 +123,10 @@ pub fn client_hello(data: &[u8]) {
     );
 }
 
-/// The stream of requests on a kept-alive connection ([`crate::proxy::heads::HeadWatch`]): however the
+/// The stream of requests on a kept-alive connection ([`crate::wire::request_stream::HeadWatch`]): however the
 /// bytes are split into reads, the verdicts are the same.
 pub fn request_stream(data: &[u8]) {
-    use crate::proxy::heads::HeadWatch;
+    use crate::wire::request_stream::HeadWatch;
     let verdicts = |chunk: usize| {
         let mut w = HeadWatch::new(4096);
         for part in data.chunks(chunk.max(1)) {
@@ -144,10 +144,10 @@ pub fn request_stream(data: &[u8]) {
     }
 }
 
-/// The server's first bytes after a ClientHello ([`crate::proxy::hrr`]): a decision never changes as more
+/// The server's first bytes after a ClientHello ([`crate::wire::server_hello`]): a decision never changes as more
 /// bytes arrive, and the interlude before a second hello never reaches past the input.
 pub fn server_answer(data: &[u8]) {
-    use crate::proxy::hrr::{interlude_len, server_answer, ServerAnswer};
+    use crate::wire::server_hello::{interlude_len, server_answer, ServerAnswer};
     let mut decided = None;
     for end in 0..=data.len() {
         let a = server_answer(&data[..end]);

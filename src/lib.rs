@@ -24,6 +24,7 @@ pub mod target;
 pub mod telemetry;
 pub mod tls_files;
 pub mod vendors;
+pub mod wire;
 
 pub use config::Settings;
 pub use proxy::Proxy;

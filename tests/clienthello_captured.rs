@@ -1,7 +1,7 @@
 //! ClientHellos captured from real clients connecting to a loopback listener
 //! (see tests/data/clienthello/capture.py).
 
-use egressd::proxy::sni::{peek_client_hello, HelloInfo, Peek};
+use egressd::wire::client_hello::{peek_client_hello, HelloInfo, Peek};
 
 const CURL: &[u8] = include_bytes!("data/clienthello/curl.bin");
 const OPENSSL: &[u8] = include_bytes!("data/clienthello/openssl.bin");

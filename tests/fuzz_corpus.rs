@@ -65,8 +65,8 @@ fn every_corpus_directory_has_a_target() {
 fn seeds_reach_the_interesting_outcomes() {
     // The seeds are meant to cover what matters, not just to not crash: the captured ClientHellos parse with
     // and without SNI, and the request heads reach CONNECT, forwarding and refusals.
-    use egressd::proxy::head::{classify, Request};
-    use egressd::proxy::sni::{peek_client_hello, Peek};
+    use egressd::wire::client_hello::{peek_client_hello, Peek};
+    use egressd::wire::request_head::{classify, Request};
     let hellos: Vec<Peek> = files(&corpus_dir("client_hello"))
         .iter()
         .map(|p| peek_client_hello(&std::fs::read(p).unwrap()))

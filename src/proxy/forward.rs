@@ -4,12 +4,12 @@
 //! same connection is handled through hyper's upgrade.
 
 use super::dial::{DialInfo, Dialer};
-use super::heads::HeadWatch;
 use super::{connect, respond, Ctx};
 use crate::config::Settings;
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
 use crate::reason::{Reason, Refusal};
+use crate::wire::request_stream::HeadWatch;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri};
@@ -155,7 +155,7 @@ pub(super) fn log_connection_error(
     ctx.refused_early(&o, true);
 }
 
-/// What the raw head of the request hyper is about to hand over said (see [`super::heads`]): `Err` with the
+/// What the raw head of the request hyper is about to hand over said (see [`crate::wire::request_stream`]): `Err` with the
 /// problem, also when the head could not be followed. Taken when the request starts, in request order.
 pub(super) fn raw_framing(heads: &Mutex<HeadWatch>) -> Result<(), String> {
     let verdict = heads.lock().ok().and_then(|mut w| w.take());

@@ -2,8 +2,8 @@
 //! clearly not TLS, or clearly broken. Nothing read here is lost: the bytes are replayed to the upstream
 //! once the tunnel is judged.
 
-use super::sni::{peek_client_hello, HelloInfo, Peek};
 use crate::policy::first_bytes::Seen;
+use crate::wire::client_hello::{peek_client_hello, HelloInfo, Peek};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;

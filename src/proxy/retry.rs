@@ -1,15 +1,15 @@
-//! Replaying a judged ClientHello and watching for a HelloRetryRequest (see [`super::hrr`]): the first hello
+//! Replaying a judged ClientHello and watching for a HelloRetryRequest (see [`crate::wire::server_hello`]): the first hello
 //! goes upstream alone; whatever the client sent after it is held until the server's first handshake message
 //! is known. After a retry the HelloRetryRequest goes to the client, and the client's second hello is read,
 //! bounded like the first, and judged before any of it goes upstream.
 
-use super::hrr::{interlude_len, server_answer, ServerAnswer};
 use super::peek::FirstBytes;
-use super::sni::{peek_client_hello, Peek};
 use crate::outcome::CloseReason;
 use crate::policy::tls::{Hello, TlsChecks};
 use crate::policy::verdict::judge_second_hello;
 use crate::reason::{Reason, Refusal};
+use crate::wire::client_hello::{peek_client_hello, Peek};
+use crate::wire::server_hello::{interlude_len, server_answer, ServerAnswer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;

@@ -2,7 +2,7 @@
 //! a canned HelloRetryRequest and records the server name of every hello it receives, and a blocking client
 //! that answers the retry with a second hello of its choice.
 
-use egressd::proxy::sni::{peek_client_hello, Peek};
+use egressd::wire::client_hello::{peek_client_hello, Peek};
 use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

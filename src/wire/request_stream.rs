@@ -8,7 +8,7 @@
 //! to take. After a head it refuses, or one it cannot follow (CONNECT, a malformed body), it stops: no later
 //! request gets a verdict, and a handler that finds none refuses, so the proxy never guesses.
 
-use super::head::framing_problem;
+use super::request_head::framing_problem;
 use std::collections::VecDeque;
 
 /// Longest chunk-size or trailer line followed.
