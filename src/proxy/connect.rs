@@ -75,7 +75,7 @@ pub(super) struct Splicing<C> {
     active: Active,
 }
 
-impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
+impl<C: super::ClientIo> Splicing<C> {
     /// Splice until the tunnel ends, then write the close line.
     pub(super) async fn run(self, ctx: &Ctx) {
         let Splicing {

@@ -2,6 +2,7 @@
 
 mod accept;
 mod admission;
+mod client_io;
 mod connect;
 mod counted;
 pub mod dial;
@@ -39,7 +40,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -230,9 +230,7 @@ impl ListenerKind {
     }
 }
 
-/// Anything a client connection can be: a TCP stream or TLS over one.
-pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+pub use client_io::ClientIo;
 
 /// What outlives a configuration reload: the configuration in force and the connection limit.
 pub struct Live {
