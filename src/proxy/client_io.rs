@@ -5,7 +5,7 @@
 //! connections. The plain sockets override the methods that have a faster path; the rest keep the defaults.
 
 use super::accept::ClientSocket;
-use super::counted::CountedStream;
+use super::counted_client::CountedClient;
 use crate::telemetry::metrics::Active;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
@@ -37,7 +37,7 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 }
 
 /// The plain listener's clients: sent straight from the unregistered socket when possible, and spliced.
-impl ClientIo for CountedStream<ClientSocket> {
+impl ClientIo for CountedClient<ClientSocket> {
     fn send_last(&mut self, bytes: &[u8]) -> usize {
         self.get_mut().send_last(bytes)
     }
@@ -56,7 +56,7 @@ impl ClientIo for TcpStream {
 }
 
 /// The TLS listener's clients.
-impl ClientIo for TlsStream<CountedStream<ClientSocket>> {}
+impl ClientIo for TlsStream<CountedClient<ClientSocket>> {}
 
 /// A CONNECT that follows a kept-alive request, taken over from hyper.
 impl ClientIo for TokioIo<Upgraded> {}

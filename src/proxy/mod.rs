@@ -4,7 +4,7 @@ mod accept;
 mod admission;
 mod client_io;
 mod connect;
-mod counted;
+mod counted_client;
 pub mod dial;
 mod forward;
 pub mod head;
@@ -34,6 +34,7 @@ use crate::telemetry::log::EventLog;
 use crate::telemetry::metrics::Metrics;
 use accept::{ClientSocket, Listener};
 use arc_swap::ArcSwap;
+use counted_client::CountedClient;
 use dial::Dialer;
 use head::Request;
 use std::net::SocketAddr;
@@ -602,8 +603,7 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
         let admitted = live.admit(&ctx, peer.ip());
-        let stream =
-            counted::CountedStream::new(stream, ctx.metrics.connection_opened(kind.as_str()));
+        let stream = CountedClient::new(stream, ctx.metrics.connection_opened(kind.as_str()));
         let tasks = ctx.tasks.clone();
         // Separate tasks: a plain connection's task is not sized by the TLS session state.
         match kind {
@@ -624,7 +624,7 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
 async fn accept_tls(
     ctx: Arc<Ctx>,
     live: Arc<Live>,
-    mut stream: counted::CountedStream<ClientSocket>,
+    mut stream: CountedClient<ClientSocket>,
     peer: SocketAddr,
     conn_id: u64,
     admitted: admission::Admitted,
@@ -850,7 +850,7 @@ mod tests {
             .await
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let stream = counted::CountedStream::new(stream, ctx.metrics.connection_opened("plain"));
+        let stream = CountedClient::new(stream, ctx.metrics.connection_opened("plain"));
         let refused = Err(Box::new(admission::Refused {
             refusal: Refusal::new(Reason::ConnectionLimit, ""),
             logged: true,

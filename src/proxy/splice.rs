@@ -429,7 +429,7 @@ async fn watch(
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::super::counted::CountedStream;
+    use super::super::counted_client::CountedClient;
     use super::*;
 
     /// A connected pair of loopback TCP sockets.
@@ -451,7 +451,7 @@ pub(super) mod tests {
             .unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let metrics = crate::telemetry::metrics::Metrics::new();
-        let counted = CountedStream::new(socket, metrics.connection_opened("plain"));
+        let counted = CountedClient::new(socket, metrics.connection_opened("plain"));
         let Ok((Ok(_tcp), Some(_active))) = counted.into_tcp() else {
             panic!("a counted plain client is spliced as TCP")
         };

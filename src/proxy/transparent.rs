@@ -176,7 +176,7 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     }
     let mut info = DialInfo::default();
     let dialled = dial_original(ctx, &target, original, &mut info).await;
-    info.fill(&mut o);
+    info.record_into(&mut o);
     let mut upstream = match dialled {
         Ok(u) => u,
         Err(e) => {

@@ -6,7 +6,7 @@
 use super::dial::DialInfo;
 use super::forward::{
     chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
-    ClientConn, Counted, PendingClose, ProxyBody, Tracked,
+    ClientConn, CountingBody, PendingClose, ProxyBody, Tracked,
 };
 use super::redirect::{dial_original, own_traffic};
 use super::Ctx;
@@ -125,7 +125,7 @@ async fn handle(
     let started = Instant::now();
     let mut info = DialInfo::default();
     let dialled = dial_original(&ctx, &target, original, &mut info).await;
-    info.fill(&mut o);
+    info.record_into(&mut o);
     let upstream = match dialled {
         Ok(u) => u,
         Err(e) => {
@@ -162,7 +162,7 @@ async fn handle(
     if let Ok(v) = HeaderValue::from_str(&host_header) {
         parts.headers.insert(header::HOST, v);
     }
-    let (body, up) = Counted::wrap(body);
+    let (body, up) = CountingBody::wrap(body);
     match sender.send_request(Request::from_parts(parts, body)).await {
         Ok(resp) => {
             ctx.log.decision(&o);
