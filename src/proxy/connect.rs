@@ -55,7 +55,7 @@ async fn decide_and_dial(
     let rule_tls = ctx.decide(&target, None, o)?;
     let mut info = super::dial::DialInfo::default();
     let dialled = ctx.dialer.dial(&target, &mut info).await;
-    info.fill(o);
+    info.record_into(o);
     Ok(Opened {
         target,
         upstream: dialled?,
@@ -74,7 +74,7 @@ pub(super) struct Splicing<C> {
     active: Active,
 }
 
-impl<C: AsyncRead + AsyncWrite + Unpin + 'static> Splicing<C> {
+impl<C: super::ClientIo> Splicing<C> {
     /// Splice until the tunnel ends, then write the close line.
     pub(super) async fn run(self, ctx: &Ctx) {
         let Splicing {

@@ -252,7 +252,7 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&host_header) {
         parts.headers.insert(header::HOST, v);
     }
-    let (body, up) = Counted::wrap(body);
+    let (body, up) = CountingBody::wrap(body);
 
     // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
     let idle = ctx.settings.timeouts.idle;
@@ -265,7 +265,7 @@ async fn forward(
     })?;
     let resp = result.map_err(|e| match find_dial_error(&e) {
         Some(d) => {
-            d.info.fill(o);
+            d.info.record_into(o);
             d.refusal.clone()
         }
         None => Refusal::new(
@@ -274,7 +274,7 @@ async fn forward(
         ),
     })?;
     if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
-        rec.fill(o);
+        rec.report_into(o);
     }
     Ok(Tracked::response(
         resp,
@@ -406,7 +406,7 @@ pub(super) struct DialRecord {
 }
 
 impl DialRecord {
-    fn fill(&self, o: &mut Outcome) {
+    fn report_into(&self, o: &mut Outcome) {
         let first = !self.reported.swap(true, Ordering::Relaxed);
         o.resolved_addrs = self.info.resolved.clone();
         o.upstream_addr = self.info.upstream;
@@ -418,7 +418,7 @@ impl DialRecord {
 }
 
 impl DialInfo {
-    pub(super) fn fill(&self, o: &mut Outcome) {
+    pub(super) fn record_into(&self, o: &mut Outcome) {
         o.resolved_addrs = self.resolved.clone();
         o.denied_addr = self.denied_addr;
         o.upstream_addr = self.upstream;
@@ -543,16 +543,16 @@ impl hyper::rt::Write for Upstream {
 // --- bodies ---
 
 /// Request body passed through while counting its bytes.
-pub(super) struct Counted {
+pub(super) struct CountingBody {
     inner: Incoming,
     count: Arc<AtomicU64>,
 }
 
-impl Counted {
+impl CountingBody {
     /// `body` boxed for the upstream request, and the count of its bytes sent so far.
     pub(super) fn wrap(body: Incoming) -> (ProxyBody, Arc<AtomicU64>) {
         let count = Arc::new(AtomicU64::new(0));
-        let counted = Counted {
+        let counted = CountingBody {
             inner: body,
             count: count.clone(),
         };
@@ -560,7 +560,7 @@ impl Counted {
     }
 }
 
-impl Body for Counted {
+impl Body for CountingBody {
     type Data = Bytes;
     type Error = hyper::Error;
 

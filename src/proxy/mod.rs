@@ -2,8 +2,9 @@
 
 mod accept;
 mod admission;
+mod client_io;
 mod connect;
-mod counted;
+mod counted_client;
 pub mod dial;
 mod forward;
 pub mod head;
@@ -31,12 +32,12 @@ use crate::telemetry::metrics::Metrics;
 use crate::wire::request_head::Request;
 use accept::{ClientSocket, Listener};
 use arc_swap::ArcSwap;
+use counted_client::CountedClient;
 use dial::Dialer;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -240,9 +241,7 @@ impl ListenerKind {
     }
 }
 
-/// Anything a client connection can be: a TCP stream or TLS over one.
-pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ClientIo for T {}
+pub use client_io::ClientIo;
 
 /// What outlives a configuration reload: the configuration in force and the connection limit.
 pub struct Live {
@@ -614,8 +613,7 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
         let admitted = live.admit(&ctx, peer.ip());
-        let stream =
-            counted::CountedStream::new(stream, ctx.metrics.connection_opened(kind.as_str()));
+        let stream = CountedClient::new(stream, ctx.metrics.connection_opened(kind.as_str()));
         let tasks = ctx.tasks.clone();
         // Separate tasks: a plain connection's task is not sized by the TLS session state.
         match kind {
@@ -636,7 +634,7 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
 async fn accept_tls(
     ctx: Arc<Ctx>,
     live: Arc<Live>,
-    mut stream: counted::CountedStream<ClientSocket>,
+    mut stream: CountedClient<ClientSocket>,
     peer: SocketAddr,
     conn_id: u64,
     admitted: admission::Admitted,
@@ -853,7 +851,7 @@ mod tests {
             .await
             .unwrap();
         let (stream, peer) = listener.accept().await.unwrap();
-        let stream = counted::CountedStream::new(stream, ctx.metrics.connection_opened("plain"));
+        let stream = CountedClient::new(stream, ctx.metrics.connection_opened("plain"));
         let refused = Err(Box::new(admission::Refused {
             refusal: Refusal::new(Reason::ConnectionLimit, ""),
             logged: true,

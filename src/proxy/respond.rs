@@ -1,14 +1,12 @@
 //! Refusal responses: status from the reason code, an `X-Egressd-Reason` header, and a short text body that
 //! names the host, the reason code and what was wrong.
 
-use super::accept::ClientSocket;
-use super::counted::CountedStream;
+use super::ClientIo;
 use crate::outcome::{Kind, Outcome};
 use bytes::Bytes;
 use http_body_util::Full;
-use std::any::Any;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 pub const REASON_HEADER: &str = "x-egressd-reason";
 
@@ -45,7 +43,7 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Write a refusal on a raw connection and close it.
-pub async fn write_refusal<S: AsyncWrite + Unpin + 'static>(mut stream: S, o: &Outcome) {
+pub async fn write_refusal<S: ClientIo>(mut stream: S, o: &Outcome) {
     let body = body_text(o);
     let status = o.reason.status();
     let head = format!(
@@ -63,10 +61,7 @@ pub async fn write_refusal<S: AsyncWrite + Unpin + 'static>(mut stream: S, o: &O
     let mut response = head.into_bytes();
     response.extend_from_slice(body.as_bytes());
     // A plain client socket takes the refusal and the FIN in one segment, mostly.
-    let sent = match (&mut stream as &mut dyn Any).downcast_mut::<CountedStream<ClientSocket>>() {
-        Some(counted) => counted.get_mut().send_last(&response),
-        None => 0,
-    };
+    let sent = stream.send_last(&response);
     if sent == response.len() {
         return;
     }

@@ -9,12 +9,9 @@
 //! goes quiet and gives the pipe back (see [`super::pipe`]). Other clients (TLS to the proxy, upgraded HTTP
 //! connections) use a buffered copy.
 
-use super::accept::ClientSocket;
-use super::counted::CountedStream;
 use super::pipe::Pipe;
+use super::ClientIo;
 use crate::outcome::CloseReason;
-use crate::telemetry::metrics::Active;
-use std::any::Any;
 use std::cell::RefCell;
 use std::future::Future;
 use std::io::ErrorKind;
@@ -325,9 +322,11 @@ pub async fn splice<C>(
     shutdown: impl Future<Output = ()>,
 ) -> Spliced
 where
-    C: AsyncRead + AsyncWrite + 'static,
+    C: ClientIo,
 {
-    match as_tcp(client) {
+    // Plain TCP clients (with the guard that counts them, kept until the tunnel ends) take the
+    // readiness-driven path; the rest is copied through buffers.
+    match client.into_tcp() {
         Ok((Ok(client), _counted)) => splice_tcp(&client, &upstream, idle, shutdown).await,
         // The client socket could not join the event loop (and is closed): nothing can be spliced.
         Ok((Err(_), _counted)) => Spliced {
@@ -369,27 +368,6 @@ where
         bytes_down: down.load(Ordering::Relaxed),
         close_reason,
     }
-}
-
-/// The client as a plain TCP socket when it is one (directly or inside a connection-counting wrapper, whose
-/// guard comes along), registered with the event loop; else the client back unchanged.
-fn as_tcp<C: 'static>(client: C) -> Result<(std::io::Result<TcpStream>, Option<Active>), C> {
-    let mut client = Some(client);
-    let any = &mut client as &mut dyn Any;
-    if let Some(tcp) = any
-        .downcast_mut::<Option<TcpStream>>()
-        .and_then(Option::take)
-    {
-        return Ok((Ok(tcp), None));
-    }
-    if let Some(counted) = any
-        .downcast_mut::<Option<CountedStream<ClientSocket>>>()
-        .and_then(Option::take)
-    {
-        let (socket, active) = counted.into_parts();
-        return Ok((socket.into_tcp(), Some(active)));
-    }
-    Err(client.expect("not taken: the client is not a TcpStream"))
 }
 
 /// Drive both directions until both finish or one breaks, the pair idles out, or `shutdown` fires.
@@ -451,6 +429,7 @@ async fn watch(
 
 #[cfg(test)]
 pub(super) mod tests {
+    use super::super::counted_client::CountedClient;
     use super::*;
 
     /// A connected pair of loopback TCP sockets.
@@ -472,19 +451,23 @@ pub(super) mod tests {
             .unwrap();
         let (socket, _) = listener.accept().await.unwrap();
         let metrics = crate::telemetry::metrics::Metrics::new();
-        let counted = CountedStream::new(socket, metrics.connection_opened("plain"));
-        let Ok((Ok(_tcp), Some(_active))) = as_tcp(counted) else {
+        let counted = CountedClient::new(socket, metrics.connection_opened("plain"));
+        let Ok((Ok(_tcp), Some(_active))) = counted.into_tcp() else {
             panic!("a counted plain client is spliced as TCP")
         };
+        let (transparent, _peer) = tcp_pair().await;
+        let Ok((Ok(_tcp), None)) = transparent.into_tcp() else {
+            panic!("a transparent client is spliced as TCP, with no guard")
+        };
         let (duplex, _other) = tokio::io::duplex(64);
-        assert!(as_tcp(duplex).is_err());
+        assert!(duplex.into_tcp().is_err());
     }
 
     /// `splice` running in a task with a 10 s idle time and no shutdown.
-    fn spawn_splice<C>(client: C, upstream: TcpStream) -> tokio::task::JoinHandle<Spliced>
-    where
-        C: AsyncRead + AsyncWrite + Send + 'static,
-    {
+    fn spawn_splice<C: ClientIo>(
+        client: C,
+        upstream: TcpStream,
+    ) -> tokio::task::JoinHandle<Spliced> {
         tokio::spawn(splice(
             client,
             upstream,
@@ -497,7 +480,7 @@ pub(super) mod tests {
         client: C,
         mut client_peer: impl AsyncRead + AsyncWrite + Unpin,
     ) where
-        C: AsyncRead + AsyncWrite + Send + 'static,
+        C: ClientIo,
     {
         let (upstream, mut upstream_peer) = tcp_pair().await;
         let task = spawn_splice(client, upstream);

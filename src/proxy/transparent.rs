@@ -224,6 +224,6 @@ async fn open(
     ctx.decide(&target, None, o).map_err(Ok)?;
     let mut info = DialInfo::default();
     let dialled = dial_original(ctx, &target, original, &mut info).await;
-    info.fill(o);
+    info.record_into(o);
     dialled.map_err(Ok)
 }

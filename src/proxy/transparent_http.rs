@@ -6,7 +6,7 @@
 use super::dial::DialInfo;
 use super::forward::{
     chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
-    ClientConn, Counted, PendingClose, ProxyBody, Tracked,
+    ClientConn, CountingBody, PendingClose, ProxyBody, Tracked,
 };
 use super::redirect::{dial_original, own_traffic};
 use super::Ctx;
@@ -132,7 +132,7 @@ async fn forward(
     let started = Instant::now();
     let mut info = DialInfo::default();
     let dialled = dial_original(ctx, &target, original, &mut info).await;
-    info.fill(o);
+    info.record_into(o);
     let upstream = dialled?;
     let exchange_failed = |e: hyper::Error| {
         Refusal::new(
@@ -159,7 +159,7 @@ async fn forward(
     if let Ok(v) = HeaderValue::from_str(&host_header) {
         parts.headers.insert(header::HOST, v);
     }
-    let (body, up) = Counted::wrap(body);
+    let (body, up) = CountingBody::wrap(body);
     let resp = sender
         .send_request(Request::from_parts(parts, body))
         .await

@@ -1,5 +1,5 @@
-//! A client stream that counts itself in `egressd_connections_active` for as long as it exists, wherever it
-//! goes (into hyper, through an upgrade, into a tunnel).
+//! A client connection counted in `egressd_connections_active` for as long as it exists, wherever it goes
+//! (into hyper, through an upgrade, into a tunnel).
 
 use crate::telemetry::metrics::Active;
 use std::io;
@@ -7,14 +7,15 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub struct CountedStream<S> {
+/// A client connection of a proxy listener with the guard that counts it in `egressd_connections_active`.
+pub struct CountedClient<S> {
     inner: S,
     _active: Active,
 }
 
-impl<S> CountedStream<S> {
+impl<S> CountedClient<S> {
     pub fn new(inner: S, active: Active) -> Self {
-        CountedStream {
+        CountedClient {
             inner,
             _active: active,
         }
@@ -30,7 +31,7 @@ impl<S> CountedStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for CountedClient<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -40,7 +41,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for CountedStream<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for CountedStream<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for CountedClient<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
