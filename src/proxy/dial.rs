@@ -2,6 +2,7 @@
 //! checked; there is never a second lookup between the check and the connect.
 
 use crate::config::Settings;
+use crate::outcome::Outcome;
 use crate::policy::destination::Destinations;
 use crate::reason::{Reason, Refusal};
 use crate::target::{Host, Target};
@@ -24,6 +25,17 @@ pub struct DialInfo {
     pub upstream: Option<SocketAddr>,
     pub dns_ms: Option<f64>,
     pub connect_ms: Option<f64>,
+}
+
+impl DialInfo {
+    /// Record what dialling found in the outcome (whether it succeeded or not).
+    pub(crate) fn record_into(&self, o: &mut Outcome) {
+        o.resolved_addrs = self.resolved.clone();
+        o.denied_addr = self.denied_addr;
+        o.upstream_addr = self.upstream;
+        o.dns_ms = self.dns_ms;
+        o.connect_ms = self.connect_ms;
+    }
 }
 
 pub struct Dialer {

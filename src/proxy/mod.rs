@@ -2,12 +2,14 @@
 
 mod accept;
 mod admission;
+mod body;
 mod client_io;
 mod connect;
 mod counted_client;
 pub mod dial;
 mod forward;
 pub mod head;
+mod http1;
 mod original_dst;
 mod password_checks;
 mod peek;
@@ -18,6 +20,7 @@ mod retry;
 pub mod splice;
 mod transparent;
 mod transparent_http;
+mod upstream;
 
 use crate::config::Settings;
 use crate::outcome::{Kind, Outcome};
@@ -61,7 +64,7 @@ pub struct Ctx {
     next_conn: Arc<AtomicU64>,
     /// Every connection task (and tunnel task) of every configuration generation, for draining.
     tasks: TaskTracker,
-    client: forward::UpstreamClient,
+    client: upstream::UpstreamClient,
     /// The newest generation, shared by all of them: each request of a kept-alive connection is decided
     /// with the configuration in force when it arrives, not the one its connection was accepted under.
     newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
@@ -122,7 +125,7 @@ impl Ctx {
     ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(&settings));
         let ctx = Arc::new(Ctx {
-            client: forward::upstream_client(dialer.clone(), &settings),
+            client: upstream::upstream_client(dialer.clone(), &settings),
             settings,
             dialer,
             log,

@@ -3,10 +3,11 @@
 //! (name, original port, path), and goes over its own upstream connection to the original destination, so a
 //! later request for another name cannot ride on an earlier request's approval.
 
+use super::body::{CountingBody, PendingClose, Tracked};
 use super::dial::DialInfo;
-use super::forward::{
+use super::http1::{
     chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
-    ClientConn, CountingBody, PendingClose, ProxyBody, Tracked,
+    ClientConn, ProxyBody,
 };
 use super::redirect::{dial_original, own_traffic};
 use super::Ctx;
