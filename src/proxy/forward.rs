@@ -6,7 +6,7 @@
 use super::dial::{DialInfo, Dialer};
 use super::heads::HeadWatch;
 use super::{connect, respond, Ctx};
-use crate::config::Settings;
+use crate::config::Runtime;
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
 use crate::reason::{Reason, Refusal};
@@ -405,7 +405,7 @@ pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 // --- upstream client and connector ---
 
-pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Settings) -> UpstreamClient {
+pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Runtime) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(
             settings
