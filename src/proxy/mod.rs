@@ -328,6 +328,22 @@ impl Live {
             // The certificate configured for another address (or none) is not for the listener bound here.
             new.listen_tls = old.settings.listen_tls.clone();
         }
+        for (key, bound, now) in [
+            (
+                "listen_transparent",
+                was.listen_transparent,
+                listeners.listen_transparent,
+            ),
+            (
+                "listen_transparent_http",
+                was.listen_transparent_http,
+                listeners.listen_transparent_http,
+            ),
+        ] {
+            if now != bound {
+                tracing::warn!(listener = key, bound = ?bound, new = ?now, "{key} cannot change on reload; restart to apply it");
+            }
+        }
         if listeners.admin != was.admin {
             let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
             tracing::warn!(admin = %show(was.admin), new = %show(listeners.admin), "admin.listen cannot change on reload; restart to apply it");
