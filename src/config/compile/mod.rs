@@ -76,7 +76,8 @@ pub struct Settings {
 }
 
 /// The addresses egressd listens on, bound once at start: restart-only. A reload that names other addresses
-/// leaves these bound and logs a warning per key that differs. Field names are the configuration keys.
+/// leaves these bound and logs a warning per key that differs. Fields are named after their configuration
+/// keys (`admin` is `admin.listen`).
 ///
 /// What a listener serves with (the TLS listener's certificate, `trust_original_dst`, timeouts, limits) is
 /// not here but in [`Runtime`]: it changes on reload.
