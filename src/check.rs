@@ -86,7 +86,7 @@ pub async fn check(
     };
     r.target = Some(target.authority());
     let ruling = decide(
-        &settings.policy,
+        &settings.runtime.policy,
         client,
         &target,
         plain_http_path(arg).as_deref(),

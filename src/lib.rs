@@ -40,7 +40,7 @@ pub async fn run(
     log: EventLog,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    for w in &settings.warnings {
+    for w in &settings.runtime.warnings {
         tracing::warn!("{w}");
     }
     let mut proxy = Proxy::bind(settings, log, shutdown.clone()).await?;

@@ -85,9 +85,9 @@ impl Reloader {
         let metrics = self.live.metrics();
         match loaded {
             Ok(settings) => {
-                let rules = settings.policy.rule_count();
+                let rules = settings.runtime.policy.rule_count();
                 let (dropped_deny, dropped_groups) =
-                    dropped(self.live.guard_names(), &settings.policy);
+                    dropped(self.live.guard_names(), &settings.runtime.policy);
                 if !dropped_deny.is_empty() || !dropped_groups.is_empty() {
                     tracing::warn!(
                         deny_rules_removed = ?dropped_deny,
@@ -237,11 +237,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            dropped(old.policy.guard_names(), &new.policy),
+            dropped(old.runtime.policy.guard_names(), &new.runtime.policy),
             (vec!["no-b".to_string()], vec!["ci".to_string()])
         );
         assert_eq!(
-            dropped(new.policy.guard_names(), &old.policy),
+            dropped(new.runtime.policy.guard_names(), &old.runtime.policy),
             (vec![], vec![])
         );
     }

@@ -86,7 +86,7 @@ fn group<'a>(report: &'a Value, destination: &str, client: &str, reason: &str) -
 
 fn allowed(settings: &egressd::Settings, destination: &str) -> bool {
     let target = parse_authority(destination, None).unwrap();
-    settings.policy.decide(&target).allowed
+    settings.runtime.policy.decide(&target).allowed
 }
 
 /// The suggested rules appended to a config's own `allow:` list, as an operator pastes them.
@@ -469,6 +469,7 @@ fn suggestions_compile_and_allow_each_destination() {
     assert_eq!(
         egressd::config::from_yaml_str(&capped)
             .unwrap()
+            .runtime
             .policy
             .rule_count(),
         2
@@ -502,6 +503,7 @@ fn suggestions_compile_and_allow_each_destination() {
     assert_eq!(
         egressd::config::from_yaml_str(&empty)
             .unwrap()
+            .runtime
             .policy
             .rule_count(),
         0
@@ -530,7 +532,7 @@ fn hostile_hosts_are_not_pasted_into_yaml() {
     let file = write_file(dir.path(), "hostile.log", &log);
     let snippet = audit_ok(&["--suggest", file.to_str().unwrap()]);
     let s = egressd::config::from_yaml_str(&snippet).unwrap_or_else(|e| panic!("{e}\n{snippet}"));
-    assert_eq!(s.policy.rule_count(), 1, "{snippet}");
+    assert_eq!(s.runtime.policy.rule_count(), 1, "{snippet}");
     assert!(allowed(&s, "fine.example:443"));
     assert!(
         snippet.contains("# not suggested, not a valid host:port"),
@@ -982,7 +984,7 @@ fn probes_of_special_addresses_are_never_suggested() {
     let file = write_file(dir.path(), "probes.log", &log);
     let snippet = audit_ok(&["--suggest", file.to_str().unwrap()]);
     let s = egressd::config::from_yaml_str(&snippet).unwrap_or_else(|e| panic!("{e}\n{snippet}"));
-    assert_eq!(s.policy.rule_count(), 1, "{snippet}");
+    assert_eq!(s.runtime.policy.rule_count(), 1, "{snippet}");
     assert!(allowed(&s, "fine.example:443"), "{snippet}");
     for probe in [
         "169.254.169.254",
@@ -1039,7 +1041,7 @@ fn crafted_reasons_cannot_add_rules_or_reach_the_terminal() {
     let path = file.to_str().unwrap();
     let snippet = audit_ok(&["--suggest", path]);
     let s = egressd::config::from_yaml_str(&snippet).unwrap_or_else(|e| panic!("{e}\n{snippet}"));
-    assert_eq!(s.policy.rule_count(), 0, "{snippet}");
+    assert_eq!(s.runtime.policy.rule_count(), 0, "{snippet}");
     assert!(!allowed(&s, "evil.com:443"), "{snippet}");
     assert!(
         snippet

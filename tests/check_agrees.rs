@@ -187,8 +187,8 @@ async fn agree(c: Case) -> Result<(), TestCaseError> {
     let line = proxy.log.decision_for(host).await;
 
     let settings = egressd::config::from_yaml_str(&format!("listen: 127.0.0.1:0\n{y}")).unwrap();
-    let dialer = Dialer::new(&settings);
-    let client = Client::identify(&settings.policy, source, Credentials::None, &[]);
+    let dialer = Dialer::new(&settings.listeners, &settings.runtime);
+    let client = Client::identify(&settings.runtime.policy, source, Credentials::None, &[]);
     let arg = if c.connect {
         authority.clone()
     } else {

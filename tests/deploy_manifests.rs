@@ -114,6 +114,7 @@ fn assert_dual_stack(listen: SocketAddr, what: &str) {
 
 fn admin_port(settings: &egressd::Settings, rel: &str) -> u16 {
     settings
+        .listeners
         .admin
         .unwrap_or_else(|| panic!("{rel}: admin.listen is off, but probes and metrics need it"))
         .port()
@@ -171,13 +172,13 @@ fn every_kubernetes_config_compiles_and_listens_where_the_manifests_point() {
 
     for rel in kube_configs() {
         let settings = compile(rel, &read(rel));
-        assert_dual_stack(settings.listen, &format!("{rel}: listen"));
+        assert_dual_stack(settings.listeners.listen, &format!("{rel}: listen"));
         assert_eq!(
-            u64::from(settings.listen.port()),
+            u64::from(settings.listeners.listen.port()),
             proxy_port,
             "{rel}: listen port vs containerPort proxy"
         );
-        let admin_listen = settings.admin.expect("admin on");
+        let admin_listen = settings.listeners.admin.expect("admin on");
         assert_dual_stack(
             admin_listen,
             &format!("{rel}: admin.listen (the kubelet probes the pod IP)"),
@@ -245,7 +246,7 @@ fn probes_config_path_and_drain_period_match_egressd() {
     let term = u64_at(pod, "/terminationGracePeriodSeconds");
     let pre_stop = u64_at(&container, "/lifecycle/preStop/sleep/seconds");
     for rel in kube_configs() {
-        let grace = compile(rel, &read(rel)).shutdown_grace.as_secs();
+        let grace = compile(rel, &read(rel)).runtime.shutdown_grace.as_secs();
         assert_eq!(
             term,
             pre_stop + grace + 10,
@@ -891,12 +892,12 @@ fn dockerfile_matches_ci_and_the_manifests() {
         .flat_map(|l| l.split_whitespace().skip(1))
         .map(|p| p.parse().expect("EXPOSE port"))
         .collect();
-    assert_dual_stack(settings.listen, &format!("{src}: listen"));
+    assert_dual_stack(settings.listeners.listen, &format!("{src}: listen"));
     assert_dual_stack(
-        settings.admin.expect("admin on"),
+        settings.listeners.admin.expect("admin on"),
         &format!("{src}: admin.listen"),
     );
-    assert!(exposed.contains(&settings.listen.port()));
+    assert!(exposed.contains(&settings.listeners.listen.port()));
     assert!(exposed.contains(&admin_port(&settings, src)));
     let container = base_container();
     for name in ["proxy", "admin"] {
@@ -962,7 +963,7 @@ fn helm_values_match_the_base() {
     let base_config = compile("base", &read("deploy/kubernetes/base/egressd.yaml"));
     assert_eq!(
         u64_at(&values, "/shutdown/graceSeconds"),
-        base_config.shutdown_grace.as_secs()
+        base_config.runtime.shutdown_grace.as_secs()
     );
     assert!(u64_at(&values, "/replicas") >= 2);
     assert!(u64_at(&values, "/autoscaling/minReplicas") >= 2);

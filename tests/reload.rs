@@ -431,6 +431,37 @@ async fn tls_listener_certificate_is_reread_on_reload() {
     assert!(tls_handshake(tls_addr, &first).await.is_err());
 }
 
+/// A reload that drops `listen_tls` cannot close the bound TLS listener: it keeps serving with its certificate
+/// while the rest of the configuration applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_keeps_its_certificate_when_a_reload_drops_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["proxy.test".into()]).unwrap();
+    std::fs::write(dir.path().join("proxy.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("proxy.key"), cert.key_pair.serialize_pem()).unwrap();
+    let path = dir.path().join("egressd.yaml");
+    let plain = "listen: 127.0.0.1:0\nadmin: {listen: 127.0.0.1:0}\n";
+    std::fs::write(
+        &path,
+        format!(
+            "{plain}listen_tls: 127.0.0.1:0\ntls:\n  cert: {}\n  key: {}\n",
+            dir.path().join("proxy.pem").display(),
+            dir.path().join("proxy.key").display()
+        ),
+    )
+    .unwrap();
+    let proxy = start_proxy_file(&path).await;
+    let tls_addr = proxy.tls_addr.unwrap();
+    tls_handshake(tls_addr, &cert.cert.pem()).await.unwrap();
+
+    std::fs::write(&path, plain).unwrap();
+    proxy
+        .reloader
+        .reload()
+        .expect("the rest of the configuration applies");
+    tls_handshake(tls_addr, &cert.cert.pem()).await.unwrap();
+}
+
 /// The binary reloads on SIGHUP (the file unchanged: SIGHUP alone triggers it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads() {

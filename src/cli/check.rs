@@ -36,7 +36,9 @@ pub fn run(args: Args, runtime: &tokio::runtime::Runtime) -> ExitCode {
         Err(code) => return code,
     };
     runtime.block_on(async {
-        let dialer = args.resolve.then(|| Dialer::new(&settings));
+        let dialer = args
+            .resolve
+            .then(|| Dialer::new(&settings.listeners, &settings.runtime));
         let mut all_allowed = true;
         for t in &args.targets {
             let r = check(&settings, dialer.as_ref(), &client, t).await;
@@ -58,7 +60,7 @@ fn client(
     group: Option<&str>,
     from: Option<std::net::IpAddr>,
 ) -> Result<Client, ExitCode> {
-    let policy = &settings.policy;
+    let policy = &settings.runtime.policy;
     if let Some(addr) = from {
         return Ok(Client::identify(policy, addr, Credentials::None, &[]));
     }

@@ -19,7 +19,7 @@ pub fn run(args: Args, log_format: Format, runtime: &tokio::runtime::Runtime) ->
         Ok(s) => s,
         Err(code) => return code,
     };
-    if let Some(w) = egressd::fd_limit::shortfall(nofile, settings.limits.max_connections) {
+    if let Some(w) = egressd::fd_limit::shortfall(nofile, settings.runtime.limits.max_connections) {
         tracing::warn!("{w}");
     }
     let format = match log_format {

@@ -12,10 +12,13 @@ pub struct Args {
 pub fn run(args: Args) -> ExitCode {
     match super::load(args.config.as_deref()) {
         Ok(s) => {
-            for w in &s.warnings {
+            for w in &s.runtime.warnings {
                 eprintln!("warning: {w}");
             }
-            println!("configuration is valid: {} rules", s.policy.rule_count());
+            println!(
+                "configuration is valid: {} rules",
+                s.runtime.policy.rule_count()
+            );
             ExitCode::SUCCESS
         }
         Err(code) => code,

@@ -1,5 +1,6 @@
 //! Configuration: load YAML (file or the embedded default) plus `EGRESSD_` environment overrides, then
-//! compile it once into runtime [`Settings`] with a ready [`Policy`](crate::policy::Policy).
+//! compile it once into [`Settings`]: the [`Listeners`] bound at start and the [`Runtime`] a reload replaces,
+//! with a ready [`Policy`](crate::policy::Policy).
 
 mod compile;
 mod env;
@@ -8,7 +9,7 @@ mod own_addresses;
 mod raw;
 mod transparent;
 
-pub use compile::{compile, Dns, Limits, Mode, Settings, Timeouts};
+pub use compile::{compile, Dns, Limits, Listeners, Mode, Runtime, Settings, Timeouts};
 pub use raw::{RawConfig, TOP_LEVEL_KEYS};
 pub use transparent::Transparent;
 

@@ -4,20 +4,11 @@
 use super::{ConfigError, RawConfig};
 use std::net::SocketAddr;
 
+/// Transparent mode's reloadable part (its listener addresses are in [`Listeners`](super::Listeners)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Transparent {
-    /// Listener for TLS connections redirected to egressd; the SNI names the destination.
-    pub tls: Option<SocketAddr>,
-    /// Listener for plain-HTTP connections redirected to egressd; the Host header names the destination.
-    pub http: Option<SocketAddr>,
     /// Accept the original destination without checking it against the name's addresses.
     pub trust_original_dst: bool,
-}
-
-impl Transparent {
-    pub fn enabled(&self) -> bool {
-        self.tls.is_some() || self.http.is_some()
-    }
 }
 
 /// Would binding both addresses clash? The same port on the same address, or on any address when one of them is
@@ -26,13 +17,16 @@ pub(super) fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
     a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
-/// Compile the transparent keys. `others` are the addresses of the other listeners (proxy, TLS, admin), which
-/// a transparent listener must not share.
+/// The transparent listeners (`listen_transparent`, `listen_transparent_http`), either of them unset.
+pub(super) type Addresses = (Option<SocketAddr>, Option<SocketAddr>);
+
+/// Compile the transparent keys: the listener addresses and the reloadable rest. `others` are the addresses of
+/// the other listeners (proxy, TLS, admin), which a transparent listener must not share.
 pub(super) fn compile(
     raw: &RawConfig,
     others: &[Option<SocketAddr>],
     warnings: &mut Vec<String>,
-) -> Result<Transparent, Vec<ConfigError>> {
+) -> Result<(Addresses, Transparent), Vec<ConfigError>> {
     let mut errs = Vec::new();
     let mut taken: Vec<SocketAddr> = others.iter().flatten().copied().collect();
     let mut listener = |key: &str, text: Option<&str>| -> Option<SocketAddr> {
@@ -60,17 +54,18 @@ pub(super) fn compile(
             }
         }
     };
+    let tls = listener("listen_transparent", raw.listen_transparent.as_deref());
+    let http = listener(
+        "listen_transparent_http",
+        raw.listen_transparent_http.as_deref(),
+    );
     let t = Transparent {
-        tls: listener("listen_transparent", raw.listen_transparent.as_deref()),
-        http: listener(
-            "listen_transparent_http",
-            raw.listen_transparent_http.as_deref(),
-        ),
         trust_original_dst: raw.trust_original_dst.unwrap_or(false),
     };
-    if t.enabled() && !cfg!(target_os = "linux") {
+    let enabled = tls.is_some() || http.is_some();
+    if enabled && !cfg!(target_os = "linux") {
         errs.push(ConfigError {
-            path: if t.tls.is_some() {
+            path: if tls.is_some() {
                 "listen_transparent"
             } else {
                 "listen_transparent_http"
@@ -80,7 +75,7 @@ pub(super) fn compile(
                 .into(),
         });
     }
-    if t.trust_original_dst && !t.enabled() {
+    if t.trust_original_dst && !enabled {
         warnings.push(
             "trust_original_dst only applies to listen_transparent and listen_transparent_http, and neither \
              is set"
@@ -88,7 +83,7 @@ pub(super) fn compile(
         );
     }
     if errs.is_empty() {
-        Ok(t)
+        Ok(((tls, http), t))
     } else {
         Err(errs)
     }
@@ -101,8 +96,8 @@ mod tests {
     #[test]
     fn off_by_default() {
         let s = from_yaml_str("listen: 127.0.0.1:3128\n").unwrap();
-        assert!(!s.transparent.enabled());
-        assert!(!s.transparent.trust_original_dst);
+        assert!(!s.listeners.transparent());
+        assert!(!s.runtime.transparent.trust_original_dst);
     }
 
     #[cfg(target_os = "linux")]
@@ -112,10 +107,16 @@ mod tests {
             "listen_transparent: 0.0.0.0:3130\nlisten_transparent_http: 0.0.0.0:3131\ntrust_original_dst: true\n",
         )
         .unwrap();
-        assert_eq!(s.transparent.tls, Some("0.0.0.0:3130".parse().unwrap()));
-        assert_eq!(s.transparent.http, Some("0.0.0.0:3131".parse().unwrap()));
-        assert!(s.transparent.trust_original_dst);
-        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        assert_eq!(
+            s.listeners.listen_transparent,
+            Some("0.0.0.0:3130".parse().unwrap())
+        );
+        assert_eq!(
+            s.listeners.listen_transparent_http,
+            Some("0.0.0.0:3131".parse().unwrap())
+        );
+        assert!(s.runtime.transparent.trust_original_dst);
+        assert!(s.runtime.warnings.is_empty(), "{:?}", s.runtime.warnings);
     }
 
     #[test]
@@ -152,9 +153,12 @@ mod tests {
     fn trust_without_listener_warns() {
         let s = from_yaml_str("trust_original_dst: true\n").unwrap();
         assert!(
-            s.warnings.iter().any(|w| w.contains("trust_original_dst")),
+            s.runtime
+                .warnings
+                .iter()
+                .any(|w| w.contains("trust_original_dst")),
             "{:?}",
-            s.warnings
+            s.runtime.warnings
         );
     }
 }

@@ -330,7 +330,7 @@ mod tests {
     use crate::target::parse_authority;
 
     fn policy(yaml: &str) -> Arc<Policy> {
-        crate::config::from_yaml_str(yaml).unwrap().policy
+        crate::config::from_yaml_str(yaml).unwrap().runtime.policy
     }
 
     fn client(p: &Policy, addr: &str, credentials: Credentials) -> Client {

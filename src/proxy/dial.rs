@@ -1,7 +1,7 @@
 //! Resolve → check every address → connect to a checked address. The address dialled is always one that was
 //! checked; there is never a second lookup between the check and the connect.
 
-use crate::config::Settings;
+use crate::config::{Listeners, Runtime};
 use crate::outcome::Outcome;
 use crate::policy::destination::Destinations;
 use crate::reason::{Reason, Refusal};
@@ -62,7 +62,9 @@ const RECENT_LOCAL_WINDOW: Duration = Duration::from_secs(30);
 const RECENT_LOCAL_PRUNE: usize = 4096;
 
 impl Dialer {
-    pub fn new(s: &Settings) -> Self {
+    /// The dialer for configuration `s`. With a transparent listener among `listeners`, it remembers its
+    /// upstream connections' local addresses, so a redirected copy of one is recognised as a loop.
+    pub fn new(listeners: &Listeners, s: &Runtime) -> Self {
         let resolver = build_resolver(s);
         Dialer {
             resolver,
@@ -70,9 +72,8 @@ impl Dialer {
             destinations: s.policy.destinations().clone(),
             dns_timeout: s.timeouts.dns,
             connect_timeout: s.timeouts.connect,
-            recent_local: s
-                .transparent
-                .enabled()
+            recent_local: listeners
+                .transparent()
                 .then(|| Mutex::new(RecentLocal::default())),
         }
     }
@@ -245,7 +246,7 @@ fn interleave(addrs: &[IpAddr]) -> Vec<IpAddr> {
     }
 }
 
-fn build_resolver(s: &Settings) -> Result<TokioResolver, String> {
+fn build_resolver(s: &Runtime) -> Result<TokioResolver, String> {
     let provider = TokioConnectionProvider::default();
     let mut builder = if s.dns.servers.is_empty() {
         TokioResolver::builder(provider)
@@ -312,7 +313,7 @@ mod tests {
         let s =
             crate::config::from_yaml_str("listen: 127.0.0.1:0\nlisten_transparent: 127.0.0.1:0\n")
                 .unwrap();
-        let dialer = Dialer::new(&s);
+        let dialer = Dialer::new(&s.listeners, &s.runtime);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut info = DialInfo::default();
@@ -327,7 +328,8 @@ mod tests {
         assert!(!dialer.dialled_from(stranger.local_addr().unwrap()));
 
         // Without transparent listeners there is nothing to loop back: nothing is remembered.
-        let plain = Dialer::new(&crate::config::from_yaml_str("listen: 127.0.0.1:0\n").unwrap());
+        let s = crate::config::from_yaml_str("listen: 127.0.0.1:0\n").unwrap();
+        let plain = Dialer::new(&s.listeners, &s.runtime);
         let stream = plain
             .connect(&["127.0.0.1".parse().unwrap()], port, &mut info)
             .await

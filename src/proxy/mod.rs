@@ -22,7 +22,7 @@ mod transparent;
 mod transparent_http;
 mod upstream;
 
-use crate::config::Settings;
+use crate::config::{Listeners, Runtime, Settings};
 use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::CertName;
 use crate::policy::verdict::Client;
@@ -51,7 +51,8 @@ use tokio_util::task::TaskTracker;
 /// A reload builds a new `Ctx` (new policy, resolver and upstream pool) that new connections pick up; open
 /// connections keep the one they started with.
 pub struct Ctx {
-    pub settings: Settings,
+    /// The configuration of this generation: everything but the listener addresses (see [`Live`]).
+    pub settings: Runtime,
     pub dialer: Arc<Dialer>,
     /// Decision and close lines, each also counted in `metrics`.
     pub log: EventLog,
@@ -76,7 +77,8 @@ impl Ctx {
     fn new(settings: Settings, log: EventLog, drain: CancellationToken) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         Self::build(
-            settings,
+            &settings.listeners,
+            settings.runtime,
             log.with_metrics(metrics.clone()),
             metrics,
             drain,
@@ -87,9 +89,11 @@ impl Ctx {
         )
     }
 
-    /// The context for a reloaded configuration: the same log, metrics, shutdown signals and connection ids.
-    fn next(&self, settings: Settings) -> Arc<Self> {
+    /// The context for a reloaded configuration served on `listeners`: the same log, metrics, shutdown
+    /// signals and connection ids.
+    fn next(&self, listeners: &Listeners, settings: Runtime) -> Arc<Self> {
         Self::build(
+            listeners,
             settings,
             self.log.clone(),
             self.metrics.clone(),
@@ -114,7 +118,8 @@ impl Ctx {
 
     #[allow(clippy::too_many_arguments)]
     fn build(
-        settings: Settings,
+        listeners: &Listeners,
+        settings: Runtime,
         log: EventLog,
         metrics: Arc<Metrics>,
         drain: CancellationToken,
@@ -123,7 +128,7 @@ impl Ctx {
         tasks: TaskTracker,
         newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
     ) -> Arc<Self> {
-        let dialer = Arc::new(Dialer::new(&settings));
+        let dialer = Arc::new(Dialer::new(listeners, &settings));
         let ctx = Arc::new(Ctx {
             client: upstream::upstream_client(dialer.clone(), &settings),
             settings,
@@ -246,8 +251,11 @@ impl ListenerKind {
 
 pub use client_io::ClientIo;
 
-/// What outlives a configuration reload: the configuration in force and the connection limit.
+/// What outlives a configuration reload: the listeners bound at start, the configuration in force and the
+/// connection limit.
 pub struct Live {
+    /// The listener addresses configured at start (and bound): a reload cannot change them.
+    listeners: Listeners,
     current: ArcSwap<Ctx>,
     limit: Arc<Semaphore>,
     /// The permits `limit` was sized for (`limits.max_connections` in force).
@@ -310,34 +318,53 @@ impl crate::reload::InForce for Live {
 }
 
 impl Live {
-    /// Put a new configuration in force for new connections. Listener addresses cannot change without a
-    /// restart: where they differ, the old ones are kept and a warning says so.
-    pub(crate) fn replace(&self, mut new: Settings) {
+    /// Put a new configuration in force for new connections: its [`Runtime`] replaces the one in force as a
+    /// whole. Listener addresses cannot change without a restart: where they differ, the bound ones stay and a
+    /// warning says so.
+    pub(crate) fn replace(&self, new: Settings) {
+        let Settings {
+            listeners,
+            runtime: mut new,
+        } = new;
         let old = self.current.load_full();
-        let was = &old.settings;
-        if new.listen != was.listen {
-            tracing::warn!(listen = %was.listen, new = %new.listen, "listen cannot change on reload; restart to apply it");
-            new.listen = was.listen;
+        let was = &self.listeners;
+        if listeners.listen != was.listen {
+            tracing::warn!(listen = %was.listen, new = %listeners.listen, "listen cannot change on reload; restart to apply it");
         }
-        let tls_addr = |s: &Settings| s.listen_tls.as_ref().map(|(a, _)| *a);
-        if tls_addr(&new) != tls_addr(was) {
+        if listeners.listen_tls != was.listen_tls {
             tracing::warn!(
-                listen_tls = ?tls_addr(was),
-                new = ?tls_addr(&new),
+                listen_tls = ?was.listen_tls,
+                new = ?listeners.listen_tls,
                 "listen_tls cannot change on reload; restart to apply it (the old listener and certificate stay)"
             );
-            new.listen_tls = was.listen_tls.clone();
+            // The certificate configured for another address (or none) is not for the listener bound here.
+            new.listen_tls = old.settings.listen_tls.clone();
         }
-        if new.admin != was.admin {
+        for (key, bound, now) in [
+            (
+                "listen_transparent",
+                was.listen_transparent,
+                listeners.listen_transparent,
+            ),
+            (
+                "listen_transparent_http",
+                was.listen_transparent_http,
+                listeners.listen_transparent_http,
+            ),
+        ] {
+            if now != bound {
+                tracing::warn!(listener = key, bound = ?bound, new = ?now, "{key} cannot change on reload; restart to apply it");
+            }
+        }
+        if listeners.admin != was.admin {
             let show = |a: Option<SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
-            tracing::warn!(admin = %show(was.admin), new = %show(new.admin), "admin.listen cannot change on reload; restart to apply it");
-            new.admin = was.admin;
+            tracing::warn!(admin = %show(was.admin), new = %show(listeners.admin), "admin.listen cannot change on reload; restart to apply it");
         }
         self.resize_limit(new.limits.max_connections);
         for w in &new.warnings {
             tracing::warn!("{w}");
         }
-        self.current.store(old.next(new));
+        self.current.store(old.next(&self.listeners, new));
         old.superseded.cancel();
     }
 
@@ -387,20 +414,21 @@ impl Proxy {
             Listener::bind(addr)
                 .map_err(|e| std::io::Error::new(e.kind(), format!("listener {addr} ({key}): {e}")))
         };
-        let plain = bind(settings.listen, "listen")?;
-        let tls = match &settings.listen_tls {
-            Some((addr, _)) => Some(bind(*addr, "listen_tls")?),
+        let listeners = &settings.listeners;
+        let plain = bind(listeners.listen, "listen")?;
+        let tls = match listeners.listen_tls {
+            Some(addr) => Some(bind(addr, "listen_tls")?),
             None => None,
         };
         let mut transparent = Vec::new();
         for (addr, flavor, key) in [
             (
-                settings.transparent.tls,
+                listeners.listen_transparent,
                 transparent::Flavor::Tls,
                 "listen_transparent",
             ),
             (
-                settings.transparent.http,
+                listeners.listen_transparent_http,
                 transparent::Flavor::Http,
                 "listen_transparent_http",
             ),
@@ -409,7 +437,7 @@ impl Proxy {
                 transparent.push((bind(addr, key)?, flavor));
             }
         }
-        let admin = match settings.admin {
+        let admin = match listeners.admin {
             Some(addr) => Some(
                 crate::net::listen(addr, 1024, |_| {})
                     .and_then(TcpListener::from_std)
@@ -422,10 +450,12 @@ impl Proxy {
             ),
             None => None,
         };
-        let max = settings.limits.max_connections;
+        let max = settings.runtime.limits.max_connections;
+        let listeners = settings.listeners.clone();
         let ctx = Ctx::new(settings, log, shutdown);
         ctx.metrics.config_ok_now();
         let live = Arc::new(Live {
+            listeners,
             current: ArcSwap::new(ctx),
             limit: Arc::new(Semaphore::new(max)),
             limit_size: std::sync::Mutex::new(max),
@@ -643,7 +673,7 @@ async fn accept_tls(
     admitted: admission::Admitted,
 ) {
     // The certificate in force now: a reload re-reads it.
-    let Some((_, cfg)) = &ctx.settings.listen_tls else {
+    let Some(cfg) = &ctx.settings.listen_tls else {
         return;
     };
     // Over a limit: refused before the first byte and the handshake, so stalled or silent connections never

@@ -3,7 +3,7 @@
 
 use super::dial::{DialInfo, Dialer};
 use super::http1::ProxyBody;
-use crate::config::Settings;
+use crate::config::Runtime;
 use crate::outcome::Outcome;
 use crate::reason::{Reason, Refusal};
 use http::Uri;
@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
 
-pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Settings) -> UpstreamClient {
+pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Runtime) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(
             settings

@@ -66,13 +66,49 @@ pub struct Dns {
     pub max_ttl: Duration,
 }
 
+/// A compiled configuration: the listeners bound at start, and everything else. The two parts are apart
+/// because a reload treats them differently: it cannot move a bound listener (that takes a restart), and it
+/// replaces all of the rest at once.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub listeners: Listeners,
+    pub runtime: Runtime,
+}
+
+/// The addresses egressd listens on, bound once at start: restart-only. A reload that names other addresses
+/// leaves these bound and logs a warning per key that differs. Fields are named after their configuration
+/// keys (`admin` is `admin.listen`).
+///
+/// What a listener serves with (the TLS listener's certificate, `trust_original_dst`, timeouts, limits) is
+/// not here but in [`Runtime`]: it changes on reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listeners {
+    /// The plain proxy listener.
     pub listen: SocketAddr,
-    /// Optional listener speaking TLS to clients (`HTTPS_PROXY=https://...`), with its server configuration.
-    pub listen_tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
-    /// Listeners for connections redirected with iptables REDIRECT (transparent mode).
-    pub transparent: super::Transparent,
+    /// The listener speaking TLS to clients (`HTTPS_PROXY=https://...`); its server configuration is
+    /// [`Runtime::listen_tls`].
+    pub listen_tls: Option<SocketAddr>,
+    /// Listener for TLS connections redirected with iptables REDIRECT (transparent mode); the SNI names the
+    /// destination.
+    pub listen_transparent: Option<SocketAddr>,
+    /// Listener for plain-HTTP connections redirected with iptables REDIRECT; the Host header names the
+    /// destination.
+    pub listen_transparent_http: Option<SocketAddr>,
+    /// Admin listener (/metrics, /healthz, /readyz); `None` when `admin.listen: off`.
+    pub admin: Option<SocketAddr>,
+}
+
+impl Listeners {
+    /// Is a transparent listener configured?
+    pub fn transparent(&self) -> bool {
+        self.listen_transparent.is_some() || self.listen_transparent_http.is_some()
+    }
+}
+
+/// Everything a reload replaces, as one value: the policy and how requests are served under it. Each
+/// configuration generation of the proxy holds one; connections started under it keep it.
+#[derive(Debug, Clone)]
+pub struct Runtime {
     pub mode: Mode,
     pub policy: Arc<Policy>,
     /// How the ClientHello inside CONNECT tunnels is read and judged.
@@ -80,10 +116,13 @@ pub struct Settings {
     pub dns: Dns,
     pub timeouts: Timeouts,
     pub limits: Limits,
-    /// Admin listener (/metrics, /healthz, /readyz); `None` when `admin.listen: off`.
-    pub admin: Option<SocketAddr>,
     /// How long open connections may drain after SIGTERM/SIGINT before they are cut.
     pub shutdown_grace: Duration,
+    /// The server configuration of the `listen_tls` listener (certificate, key, client certificate
+    /// verifier), when one is configured: a reload re-reads the files.
+    pub listen_tls: Option<Arc<rustls::ServerConfig>>,
+    /// Transparent mode's checks (the listeners are in [`Listeners`]).
+    pub transparent: super::Transparent,
     /// Files the configuration reads besides itself (the TLS listener's certificate and key): a reload
     /// re-reads them and the configuration watcher watches them.
     pub files: Vec<std::path::PathBuf>,
@@ -333,14 +372,14 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         &own_addresses,
         &dns.hosts,
     ));
-    let transparent = super::transparent::compile(
+    let ((listen_transparent, listen_transparent_http), transparent) = super::transparent::compile(
         raw,
         &[Some(listen), listen_tls.as_ref().map(|(a, _)| *a), admin],
         &mut warnings,
     )
     .unwrap_or_else(|e| {
         errs.0.extend(e);
-        super::Transparent::default()
+        Default::default()
     });
     let max_connections = raw.limits.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
@@ -368,18 +407,24 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
     }
-    Ok(Settings {
+    let (listen_tls, tls_server) = listen_tls.unzip();
+    let listeners = Listeners {
         listen,
         listen_tls,
-        transparent,
+        listen_transparent,
+        listen_transparent_http,
+        admin,
+    };
+    let runtime = Runtime {
         mode,
         policy: Arc::new(policy),
         tls,
         dns,
         timeouts,
         limits,
-        admin,
         shutdown_grace,
+        listen_tls: tls_server,
+        transparent,
         client_ca: raw.tls.client_ca.as_ref().map(|ca| {
             (
                 std::fs::read(ca).unwrap_or_default(),
@@ -393,5 +438,6 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .chain(credential_files)
             .collect(),
         warnings,
-    })
+    };
+    Ok(Settings { listeners, runtime })
 }

@@ -4,8 +4,8 @@ use crate::reason::Reason;
 #[test]
 fn embedded_default_compiles() {
     let s = from_yaml_str(DEFAULT_CONFIG).unwrap();
-    assert_eq!(s.listen.to_string(), "127.0.0.1:3128");
-    assert!(s.policy.rule_count() > 0);
+    assert_eq!(s.listeners.listen.to_string(), "127.0.0.1:3128");
+    assert!(s.runtime.policy.rule_count() > 0);
 }
 
 #[test]
@@ -90,23 +90,23 @@ fn unknown_keys_rejected() {
 #[test]
 fn defaults() {
     let s = from_yaml_str("allow: []").unwrap();
-    assert_eq!(s.timeouts.header.as_secs(), 10);
-    assert_eq!(s.timeouts.connect.as_secs(), 10);
-    assert_eq!(s.timeouts.idle.as_secs(), 900);
-    assert_eq!(s.timeouts.dns.as_secs(), 5);
-    assert_eq!(s.limits.max_connections, 10_000);
-    assert_eq!(s.limits.max_connections_per_client, 1000);
-    assert_eq!(s.limits.max_header_bytes, 32768);
-    assert_eq!(s.mode, super::Mode::Enforce);
-    assert_eq!(s.admin, Some("127.0.0.1:9090".parse().unwrap()));
-    assert_eq!(s.shutdown_grace.as_secs(), 30);
+    assert_eq!(s.runtime.timeouts.header.as_secs(), 10);
+    assert_eq!(s.runtime.timeouts.connect.as_secs(), 10);
+    assert_eq!(s.runtime.timeouts.idle.as_secs(), 900);
+    assert_eq!(s.runtime.timeouts.dns.as_secs(), 5);
+    assert_eq!(s.runtime.limits.max_connections, 10_000);
+    assert_eq!(s.runtime.limits.max_connections_per_client, 1000);
+    assert_eq!(s.runtime.limits.max_header_bytes, 32768);
+    assert_eq!(s.runtime.mode, super::Mode::Enforce);
+    assert_eq!(s.listeners.admin, Some("127.0.0.1:9090".parse().unwrap()));
+    assert_eq!(s.runtime.shutdown_grace.as_secs(), 30);
 }
 
 #[test]
 fn admin_listener_and_grace() {
     let s = from_yaml_str("admin: {listen: off}\nshutdown: {grace: 5s}\n").unwrap();
-    assert_eq!(s.admin, None);
-    assert_eq!(s.shutdown_grace.as_secs(), 5);
+    assert_eq!(s.listeners.admin, None);
+    assert_eq!(s.runtime.shutdown_grace.as_secs(), 5);
     let err =
         from_yaml_str("listen: 127.0.0.1:3128\nadmin: {listen: 127.0.0.1:3128}\n").unwrap_err();
     assert!(err.to_string().contains("admin.listen"), "{err}");
@@ -187,9 +187,9 @@ deny:
     )
     .unwrap();
     let as_client = |ip: &str, authority: &str| {
-        let id = s.policy.clients.identify(ip.parse().unwrap());
+        let id = s.runtime.policy.clients.identify(ip.parse().unwrap());
         let t = crate::target::parse_authority(authority, None).unwrap();
-        s.policy.decide_request(&t, None, &id)
+        s.runtime.policy.decide_request(&t, None, &id)
     };
     assert!(as_client("10.1.0.5", "api.cast.ai:443").allowed);
     let d = as_client("10.2.0.5", "api.cast.ai:443");
@@ -209,10 +209,14 @@ fn require_identity_refuses_unidentified_clients() {
              allow: [{name: open, hosts: [open.example]}]\n",
     )
     .unwrap();
-    let id = s.policy.clients.identify("127.0.0.2".parse().unwrap());
+    let id = s
+        .runtime
+        .policy
+        .clients
+        .identify("127.0.0.2".parse().unwrap());
     let t = crate::target::parse_authority("open.example:443", None).unwrap();
-    assert!(s.policy.decide_request(&t, None, &id).allowed);
-    let d = s.policy.decide(&t);
+    assert!(s.runtime.policy.decide_request(&t, None, &id).allowed);
+    let d = s.runtime.policy.decide(&t);
     assert_eq!((d.allowed, d.reason), (false, Reason::DeniedNoIdentity));
 }
 
@@ -260,11 +264,12 @@ vendors:
 #[test]
 fn dotted_host_keys_survive() {
     let s = from_yaml_str("dns:\n  hosts:\n    API.cast.ai: [\"127.0.0.1\", \"::1\"]\n").unwrap();
-    assert_eq!(s.dns.hosts["api.cast.ai"].len(), 2);
+    assert_eq!(s.runtime.dns.hosts["api.cast.ai"].len(), 2);
 }
 
 fn decide(s: &super::Settings, authority: &str) -> crate::policy::Decision {
-    s.policy
+    s.runtime
+        .policy
         .decide(&crate::target::parse_authority(authority, None).unwrap())
 }
 
@@ -291,9 +296,9 @@ fn vendor_profiles_become_named_rules() {
     );
     assert_eq!(decide(&s, "api.cast.ai:443").idle, None);
     // The storage paths are enforced for plain HTTP only, and that is said at startup.
-    assert_eq!(s.warnings.len(), 2, "{:?}", s.warnings);
-    assert!(s.warnings[0].contains("castai-us/node-components"));
-    assert!(s.warnings[0].contains("TLS interception"));
+    assert_eq!(s.runtime.warnings.len(), 2, "{:?}", s.runtime.warnings);
+    assert!(s.runtime.warnings[0].contains("castai-us/node-components"));
+    assert!(s.runtime.warnings[0].contains("TLS interception"));
 }
 
 #[test]
@@ -311,13 +316,13 @@ deny:
 "#
     ))
     .unwrap();
-    assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+    assert_eq!(s.runtime.warnings.len(), 1, "{:?}", s.runtime.warnings);
     assert!(
-        s.warnings[0].starts_with("deny rule escapable:"),
+        s.runtime.warnings[0].starts_with("deny rule escapable:"),
         "{:?}",
-        s.warnings
+        s.runtime.warnings
     );
-    assert!(s.warnings[0].contains("[tokens]"));
+    assert!(s.runtime.warnings[0].contains("[tokens]"));
 }
 
 #[test]
