@@ -27,9 +27,149 @@ pub mod vendors;
 pub mod wire;
 
 pub use config::Settings;
-pub use proxy::Proxy;
 pub use telemetry::log::{EventLog, LogFormat};
 pub use tokio_util::sync::CancellationToken;
+
+use proxy::Live;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use telemetry::metrics::Metrics;
+
+/// egressd composed: the proxy listeners, the admin endpoints and the reloader around one [`Live`]
+/// configuration. Neither the proxy nor admin nor reload imports this: admin and reload see the proxy
+/// through the traits it implements here ([`admin::Health`], [`reload::InForce`]).
+pub struct Proxy {
+    bound: proxy::Bound,
+    admin: Option<tokio::net::TcpListener>,
+    live: Arc<Live>,
+    reloader: reload::Reloader,
+    watch: bool,
+}
+
+impl Proxy {
+    /// Bind the proxy listeners and the admin listener. Cancelling `shutdown` starts a graceful shutdown:
+    /// readiness turns false, listeners stop accepting and open connections get `shutdown.grace` to finish.
+    pub async fn bind(
+        settings: Settings,
+        log: EventLog,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<Self> {
+        let bound = proxy::Bound::bind(&settings.listeners)?;
+        let admin = match settings.listeners.admin {
+            Some(addr) => Some(
+                net::listen(addr, 1024, |_| {})
+                    .and_then(tokio::net::TcpListener::from_std)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            e.kind(),
+                            format!("listener {addr} (admin.listen): {e}"),
+                        )
+                    })?,
+            ),
+            None => None,
+        };
+        let live = Live::new(settings, log, shutdown);
+        Ok(Proxy {
+            bound,
+            admin,
+            reloader: reload::Reloader::new(live.clone(), None),
+            live,
+            watch: false,
+        })
+    }
+
+    /// Reload from this configuration file (the one the settings were loaded from), and watch it and the
+    /// files it names for changes.
+    pub fn watch_config(&mut self, path: PathBuf) {
+        self.reloader = reload::Reloader::new(self.live.clone(), Some(path));
+        self.watch = true;
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.bound.local_addr()
+    }
+
+    /// The TLS listener's address, when one is configured.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.bound.tls_local_addr()
+    }
+
+    /// The transparent listeners' addresses (`listen_transparent`, `listen_transparent_http`), when set.
+    pub fn transparent_local_addrs(&self) -> (Option<SocketAddr>, Option<SocketAddr>) {
+        self.bound.transparent_local_addrs()
+    }
+
+    /// The admin listener's address, unless `admin.listen: off`.
+    pub fn admin_local_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The configuration in force for new connections.
+    pub fn ctx(&self) -> Arc<proxy::Ctx> {
+        self.live.ctx()
+    }
+
+    /// A handle that reloads the configuration (from the watched file, or from settings given to it).
+    pub fn reload_handle(&self) -> reload::Reloader {
+        self.reloader.clone()
+    }
+
+    /// Serve until shutdown begins, then drain. The admin endpoints answer through the drain (readiness
+    /// false) and stop when it is over.
+    pub async fn serve(self) {
+        let Proxy {
+            bound,
+            admin,
+            live,
+            reloader,
+            watch,
+        } = self;
+        let ctx = live.ctx();
+        let stopped = CancellationToken::new();
+        let admin_addr: Vec<SocketAddr> =
+            admin.iter().filter_map(|l| l.local_addr().ok()).collect();
+        if let Some(listener) = admin {
+            tokio::spawn(admin::serve(listener, live.clone(), stopped.clone()));
+        }
+        tokio::spawn(admin::upkeep(ctx.metrics.clone(), stopped.clone()));
+        if watch {
+            if let Err(e) = reload::watch(reloader, ctx.drain.clone()) {
+                tracing::warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP");
+            }
+        }
+        proxy::server::serve(bound, live, admin_addr).await;
+        stopped.cancel();
+    }
+}
+
+impl admin::Health for Live {
+    fn metrics_text(&self) -> String {
+        self.ctx().metrics.render()
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        Live::ready(self)
+    }
+}
+
+impl reload::InForce for Live {
+    fn files(&self) -> Vec<PathBuf> {
+        self.ctx().settings.files.clone()
+    }
+
+    fn guard_names(&self) -> (Vec<Arc<str>>, Vec<String>) {
+        self.ctx().settings.policy.guard_names()
+    }
+
+    fn metrics(&self) -> Arc<Metrics> {
+        self.ctx().metrics.clone()
+    }
+
+    fn replace(&self, settings: Settings) {
+        Live::replace(self, settings)
+    }
+}
 
 /// Bind the proxy and admin listeners and serve until `shutdown` is cancelled, then drain for
 /// `shutdown.grace`. With `config_path`, the file (and the files it names) is watched and reloaded on change;

@@ -271,6 +271,45 @@ impl AsyncWrite for ClientSocket {
     }
 }
 
+/// How often a listener that keeps failing to accept (out of descriptors) logs it.
+const ACCEPT_WARNING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The next accepted connection; `None` once `drain` fires.
+pub(super) async fn next_connection(
+    listener: &Listener,
+    drain: &tokio_util::sync::CancellationToken,
+) -> Option<(ClientSocket, SocketAddr)> {
+    let mut warnings = WarnEvery::new(ACCEPT_WARNING_INTERVAL);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = drain.cancelled() => return None,
+        };
+        match accepted {
+            // TCP_NODELAY and keepalive come from the listener (see `Listener::bind`).
+            Ok((stream, peer)) => return Some((stream, peer)),
+            // That one connection failed before it could be accepted; the next may be waiting already.
+            Err(e) if lost_one_connection(&e) => {
+                tracing::debug!(error = %e, "a connection went away before it was accepted");
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning, and say so once per
+                // interval (with how many failures were not logged), not every 50 ms.
+                if let Some(suppressed) = warnings.due(std::time::Instant::now()) {
+                    let listen = listener.local_addr().ok().map(|a| a.to_string());
+                    tracing::warn!(
+                        error = %e,
+                        listener = listen.as_deref().unwrap_or("?"),
+                        failures_not_logged = suppressed,
+                        "accept failed; accepting again in 50 ms"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

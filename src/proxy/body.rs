@@ -1,8 +1,8 @@
 //! Bodies of forwarded exchanges: the request body counted on its way up, and the response body counted on
 //! its way down, whose end (or drop) writes the exchange's close line.
 
+use super::ctx::Ctx;
 use super::http1::{strip_hop_by_hop, ProxyBody};
-use super::Ctx;
 use crate::outcome::{Close, CloseReason, Kind};
 use bytes::Bytes;
 use http::Response;

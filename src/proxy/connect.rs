@@ -4,7 +4,7 @@
 
 use super::peek::{peek, FirstBytes, Peeked};
 use super::retry::{replay_hello, End};
-use super::{respond, splice, Ctx};
+use super::{ctx::Ctx, respond, splice};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
 use crate::policy::tls::{tls_required, SniMode};
@@ -74,7 +74,7 @@ pub(super) struct Splicing<C> {
     active: Active,
 }
 
-impl<C: super::ClientIo> Splicing<C> {
+impl<C: super::client_io::ClientIo> Splicing<C> {
     /// Splice until the tunnel ends, then write the close line.
     pub(super) async fn run(self, ctx: &Ctx) {
         let Splicing {
@@ -239,7 +239,7 @@ where
 }
 
 /// CONNECT as the first request on a connection: answered on the raw socket, no HTTP library involved.
-pub(super) async fn handle_first<S: super::ClientIo>(
+pub(super) async fn handle_first<S: super::client_io::ClientIo>(
     ctx: Arc<Ctx>,
     mut stream: S,
     peer: SocketAddr,

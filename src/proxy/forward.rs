@@ -9,7 +9,7 @@ use super::http1::{
     strip_hop_by_hop, ClientConn, ProxyBody,
 };
 use super::upstream::{find_dial_error, DialRecord};
-use super::{connect, Ctx};
+use super::{connect, ctx::Ctx};
 use crate::outcome::{Kind, Outcome};
 use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
@@ -26,7 +26,7 @@ use std::time::Instant;
 
 // --- serving the client connection ---
 
-pub(super) async fn serve<S: super::ClientIo>(
+pub(super) async fn serve<S: super::client_io::ClientIo>(
     ctx: Arc<Ctx>,
     stream: S,
     peer: SocketAddr,

@@ -2,7 +2,7 @@
 //! server's bounds, driving a client connection through shutdown and reloads, the raw-framing verdict each
 //! request takes, refusals as responses, hop-by-hop headers, and the client stream as hyper sees it.
 
-use super::{respond, Ctx};
+use super::{ctx::Ctx, respond};
 use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
 use crate::reason::{Reason, Refusal};
@@ -10,7 +10,6 @@ use crate::wire::request_stream::HeadWatch;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Response;
-use http_body_util::combinators::BoxBody;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioTimer;
 use std::future::Future;
@@ -22,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pub(super) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(super) use super::upstream::ProxyBody;
 
 // --- serving the client connection ---
 
@@ -39,7 +38,7 @@ pub(super) async fn drive<C>(
 {
     // A client certificate was verified against the CA in force at its handshake: once a reload changes
     // the CA, the connection ends after its current request, and the client handshakes again.
-    let verified_by = super::client_cert().map(|_| ctx.settings.client_ca.clone());
+    let verified_by = super::ctx::client_cert().map(|_| ctx.settings.client_ca.clone());
     let mut superseded = ctx.superseded().clone();
     loop {
         tokio::select! {

@@ -3,7 +3,7 @@
 //! original destination once it is checked against the name's resolved addresses.
 
 use super::dial::DialInfo;
-use super::{original_dst, Ctx};
+use super::{ctx::Ctx, original_dst};
 use crate::policy::transparent::{check_original_dst, is_loop};
 use crate::reason::{Reason, Refusal};
 use crate::target::Target;

@@ -1,7 +1,7 @@
 //! Refusal responses: status from the reason code, an `X-Egressd-Reason` header, and a short text body that
 //! names the host, the reason code and what was wrong.
 
-use super::ClientIo;
+use super::client_io::ClientIo;
 use crate::outcome::{Kind, Outcome};
 use bytes::Bytes;
 use http_body_util::Full;

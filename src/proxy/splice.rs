@@ -9,8 +9,8 @@
 //! goes quiet and gives the pipe back (see [`super::pipe`]). Other clients (TLS to the proxy, upgraded HTTP
 //! connections) use a buffered copy.
 
+use super::client_io::ClientIo;
 use super::pipe::Pipe;
-use super::ClientIo;
 use crate::outcome::CloseReason;
 use std::cell::RefCell;
 use std::future::Future;

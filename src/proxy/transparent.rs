@@ -8,7 +8,7 @@ use super::dial::DialInfo;
 use super::peek::{peek, FirstBytes, Peeked};
 use super::redirect::{dial_original, own_traffic, redirected_to};
 use super::retry::{replay_hello, End};
-use super::{splice, transparent_http, Ctx, Live};
+use super::{ctx::Ctx, live::Live, splice, transparent_http};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::first_bytes::Quiet;
 use crate::policy::verdict::transparent_target;
@@ -53,7 +53,7 @@ pub(super) async fn accept_loop(
     own: Arc<Vec<SocketAddr>>,
 ) {
     let drain = live.ctx().drain.clone();
-    while let Some((stream, peer)) = super::next_connection(&listener, &drain).await {
+    while let Some((stream, peer)) = super::accept::next_connection(&listener, &drain).await {
         // Registered at once: the original destination and the reset on refusal need the tokio stream.
         let stream = match stream.into_tcp() {
             Ok(s) => s,

@@ -4,13 +4,13 @@
 //! later request for another name cannot ride on an earlier request's approval.
 
 use super::body::{CountingBody, PendingClose, Tracked};
+use super::ctx::Ctx;
 use super::dial::DialInfo;
 use super::http1::{
     chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
     ClientConn, ProxyBody,
 };
 use super::redirect::{dial_original, own_traffic};
-use super::Ctx;
 use crate::outcome::{Kind, Outcome};
 use crate::policy::transparent::request_target;
 use crate::reason::{Reason, Refusal};

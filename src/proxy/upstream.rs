@@ -2,7 +2,6 @@
 //! check → connect dialer, and what each dial found, reported on the responses of its pooled connection.
 
 use super::dial::{DialInfo, Dialer};
-use super::http1::ProxyBody;
 use crate::config::Runtime;
 use crate::outcome::Outcome;
 use crate::reason::{Reason, Refusal};
@@ -17,6 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::net::TcpStream;
+
+/// A body passed through egressd in either direction.
+pub(super) type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
 pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
 
