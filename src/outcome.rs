@@ -2,6 +2,7 @@
 //! a tunnel or forwarded exchange ended ([`Close`]). The decision and close lines and the metrics are all made
 //! from these, so they sit below telemetry (which renders and counts them) and above the policy.
 
+use crate::policy::credentials::CertName;
 use crate::policy::verdict::{Client, Ruling};
 use crate::reason::{Reason, Refusal};
 use std::net::{IpAddr, SocketAddr};
@@ -63,6 +64,9 @@ pub struct Outcome {
     pub lenient: bool,
     /// Who the client is: its groups (logged as `client`), certificate name and credentials (`user`).
     pub client: Client,
+    /// The names of the connection's verified client certificate (TLS listener with `tls.client_ca`), a fact
+    /// for the verdict; empty without one.
+    pub cert_names: Arc<[CertName]>,
 }
 
 impl Outcome {
@@ -90,6 +94,7 @@ impl Outcome {
             idle: None,
             lenient: false,
             client: Client::default(),
+            cert_names: Arc::from([]),
         }
     }
 

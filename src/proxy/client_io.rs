@@ -6,10 +6,12 @@
 
 use super::accept::ClientSocket;
 use super::counted_client::CountedClient;
+use crate::policy::credentials::CertName;
 use crate::telemetry::metrics::Active;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
@@ -27,6 +29,11 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// the socket is closed then), with the guard that counts it in `egressd_connections_active` if it is
     /// counted; the guard must live as long as the socket. A stream that is not a plain TCP socket comes back
     /// unchanged, which is the default.
+    /// The names of the client certificate the connection's TLS handshake verified; none by default.
+    fn cert_names(&self) -> Arc<[CertName]> {
+        Arc::from([])
+    }
+
     #[allow(clippy::type_complexity)]
     fn into_tcp(self) -> Result<(io::Result<TcpStream>, Option<Active>), Self>
     where
@@ -55,8 +62,18 @@ impl ClientIo for TcpStream {
     }
 }
 
-/// The TLS listener's clients.
-impl ClientIo for TlsStream<CountedClient<ClientSocket>> {}
+/// The TLS listener's clients, who may have presented a verified certificate.
+impl ClientIo for TlsStream<CountedClient<ClientSocket>> {
+    fn cert_names(&self) -> Arc<[CertName]> {
+        self.get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .map(|leaf| crate::tls_files::certificate_names(leaf))
+            .unwrap_or_default()
+            .into()
+    }
+}
 
 /// A CONNECT that follows a kept-alive request, taken over from hyper.
 impl ClientIo for TokioIo<Upgraded> {}

@@ -6,7 +6,6 @@ use super::dial::Dialer;
 use super::{password_checks, upstream};
 use crate::config::{Listeners, Runtime, Settings};
 use crate::outcome::Outcome;
-use crate::policy::credentials::CertName;
 use crate::policy::verdict::Client;
 use crate::policy::Credentials;
 use crate::reason::Refusal;
@@ -127,8 +126,7 @@ impl Ctx {
     ) -> Result<Option<bool>, Refusal> {
         let policy = &self.settings.policy;
         let credentials = std::mem::take(&mut o.client.credentials);
-        let cert = client_cert().unwrap_or_default();
-        o.client = Client::identify(policy, o.client_addr.ip(), credentials, &cert);
+        o.client = Client::identify(policy, o.client_addr.ip(), credentials, &o.cert_names);
         let ruling = crate::policy::verdict::decide(policy, &o.client, target, path);
         let tls = ruling.tls;
         let proceeds = ruling.proceeds();
@@ -187,20 +185,6 @@ impl Ctx {
         o.port = Some(t.port);
         Ok(t)
     }
-}
-
-tokio::task_local! {
-    /// The names of the verified client certificate of a TLS-listener connection, for every request decided
-    /// while serving it (set around the connection's task in `accept_tls`).
-    pub(super) static CLIENT_CERT: Arc<[CertName]>;
-}
-
-/// The certificate names of the connection being served, if it presented a verified client certificate.
-pub(super) fn client_cert() -> Option<Arc<[CertName]>> {
-    CLIENT_CERT
-        .try_with(|c| c.clone())
-        .ok()
-        .filter(|c| !c.is_empty())
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::http1::{
 use super::upstream::{find_dial_error, DialRecord};
 use super::{connect, ctx::Ctx};
 use crate::outcome::{Kind, Outcome};
+use crate::policy::credentials::CertName;
 use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -33,6 +34,8 @@ pub(super) async fn serve<S: super::client_io::ClientIo>(
     conn_id: u64,
     buf: Vec<u8>,
 ) {
+    let cert = stream.cert_names();
+    let verified = !cert.is_empty();
     let (io, sent, heads) = ClientConn::new(Bytes::from(buf), stream, &ctx);
     let io = TokioIo::new(io);
     let requests = Arc::new(AtomicU32::new(0));
@@ -43,8 +46,11 @@ pub(super) async fn serve<S: super::client_io::ClientIo>(
         let ctx = svc_ctx.current();
         let n = requests.fetch_add(1, Ordering::Relaxed) + 1;
         let framing = raw_framing(&heads);
+        let cert = cert.clone();
         async move {
-            Ok::<_, std::convert::Infallible>(handle(ctx, req, framing, peer, conn_id, n).await)
+            Ok::<_, std::convert::Infallible>(
+                handle(ctx, req, framing, (peer, conn_id, cert), n).await,
+            )
         }
     });
     let conn = server_builder(&ctx)
@@ -54,7 +60,15 @@ pub(super) async fn serve<S: super::client_io::ClientIo>(
     let graceful = |c: Pin<&mut hyper::server::conn::http1::UpgradeableConnection<_, _>>| {
         c.graceful_shutdown()
     };
-    drive(&ctx, conn, graceful, (peer, conn_id, Kind::Http), &sent).await;
+    drive(
+        &ctx,
+        conn,
+        graceful,
+        (peer, conn_id, Kind::Http),
+        &sent,
+        verified,
+    )
+    .await;
 }
 
 /// One request of a kept-alive connection: its decision line is written here, once, whatever the outcome.
@@ -62,16 +76,16 @@ async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
     framing: Result<(), String>,
-    peer: SocketAddr,
-    conn_id: u64,
+    (peer, conn_id, cert): (SocketAddr, u64, Arc<[CertName]>),
     n: u32,
 ) -> Response<ProxyBody> {
     let connect = req.method() == Method::CONNECT;
-    if connect && framing.is_ok() {
-        return connect_upgrade(ctx, req, peer, conn_id, n).await;
-    }
     let kind = if connect { Kind::Connect } else { Kind::Http };
     let mut o = Outcome::new(conn_id, n, peer, kind);
+    o.cert_names = cert;
+    if connect && framing.is_ok() {
+        return connect_upgrade(ctx, req, o).await;
+    }
     o.method = Some(req.method().to_string());
     // Every head, the first and each later one on a kept-alive connection, is checked as the client sent
     // it (hyper drops a Content-Length beside Transfer-Encoding and merges repeated fields).
@@ -188,11 +202,8 @@ fn absolute_http_authority(uri: &Uri) -> Result<String, Refusal> {
 async fn connect_upgrade(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
-    peer: SocketAddr,
-    conn_id: u64,
-    n: u32,
+    mut o: Outcome,
 ) -> Response<ProxyBody> {
-    let mut o = Outcome::new(conn_id, n, peer, Kind::Connect);
     let authority = req
         .uri()
         .authority()

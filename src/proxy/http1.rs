@@ -33,12 +33,13 @@ pub(super) async fn drive<C>(
     graceful: impl FnOnce(Pin<&mut C>),
     (peer, conn_id, kind): (SocketAddr, u64, Kind),
     client_sent: &AtomicBool,
+    verified_client: bool,
 ) where
     C: Future<Output = hyper::Result<()>>,
 {
     // A client certificate was verified against the CA in force at its handshake: once a reload changes
     // the CA, the connection ends after its current request, and the client handshakes again.
-    let verified_by = super::ctx::client_cert().map(|_| ctx.settings.client_ca.clone());
+    let verified_by = verified_client.then(|| ctx.settings.client_ca.clone());
     let mut superseded = ctx.superseded().clone();
     loop {
         tokio::select! {

@@ -10,7 +10,6 @@ use super::{
 };
 use crate::config::Listeners;
 use crate::outcome::{Kind, Outcome};
-use crate::policy::credentials::CertName;
 use crate::reason::{Reason, Refusal};
 use crate::wire::request_head::Request;
 use std::net::SocketAddr;
@@ -235,14 +234,7 @@ async fn accept_tls(
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
     let detail = match handshake.await {
         Ok(Ok(tls_stream)) => {
-            let names: Arc<[CertName]> = tls_stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .map(|leaf| crate::tls_files::certificate_names(leaf))
-                .unwrap_or_default()
-                .into();
+            let names = tls_stream.cert_names();
             // A verified certificate is who the client is: count it there, not by its address.
             if let (Some(name), Ok(slots)) = (names.first(), admitted.as_mut()) {
                 let key = admission::ClientKey::Cert(name.to_string().into());
@@ -251,10 +243,7 @@ async fn accept_tls(
                     admitted = Err(refused);
                 }
             }
-            let kind = ListenerKind::Tls;
-            return super::ctx::CLIENT_CERT
-                .scope(names, admit(ctx, tls_stream, peer, conn_id, admitted, kind))
-                .await;
+            return admit(ctx, tls_stream, peer, conn_id, admitted, ListenerKind::Tls).await;
         }
         Ok(Err(e)) => format!("TLS handshake with the client failed: {e}"),
         Err(_) => format!(

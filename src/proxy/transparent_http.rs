@@ -55,6 +55,7 @@ pub(super) async fn serve(ctx: Arc<Ctx>, stream: TcpStream, first: Outcome) {
         graceful,
         (peer, conn_id, Kind::TransparentHttp),
         &sent,
+        false,
     )
     .await;
     // Not a byte before it ended or timed out: no request, only counted (as on the other listeners).
