@@ -1,8 +1,36 @@
 //! egressd: an egress allowlisting forward proxy.
 //!
-//! Data flow: listener → request head → normalized [`target::Target`] → [`policy::Policy::decide`] (pure) →
-//! resolve and check every address → dial the checked address → splice (CONNECT) or forward (HTTP) →
-//! one decision line and one close line per request.
+//! # The request path
+//!
+//! ```text
+//! proxy::server   accept on a listener, admit under the limits, (TLS listener: handshake), read the head
+//!   wire          classify the head / later the ClientHello (pure parsers)
+//!   target        normalize host and port
+//!   proxy::ctx    gather facts: credentials (argon2 on the blocking pool), the client certificate
+//!   policy        verdict::decide(facts) → allow | deny | would_deny, reason, detail, rule   (pure)
+//!   proxy::dial   resolve → policy::destination checks EVERY address → connect to a checked one
+//!   proxy::connect / forward / transparent / transparent_http
+//!                 CONNECT: 200, peek, policy::verdict::judge_tunnel(first bytes), replay, splice
+//!                 HTTP: forward through the pooled upstream client, stream the response
+//!   outcome       one Outcome per request: its decision line is written once, at the request's exit
+//!   telemetry     the decision and close lines and the metrics, all made from the outcome record
+//! ```
+//!
+//! # The module map, from the bottom up
+//!
+//! - [`reason`] (reason codes from one list, [`reason::Refusal`]), [`net`], [`target`].
+//! - [`policy`]: everything that decides, pure: rules, client identity, [`policy::verdict`] (the whole
+//!   verdict from facts, which `egressd check` calls too), [`policy::first_bytes`], [`policy::destination`],
+//!   the SNI and transparent-mode checks. [`noproxy`]: NO_PROXY as clients read it (pure).
+//! - [`wire`]: pure parsers of what clients and servers send.
+//! - [`outcome`]: the outcome record; [`telemetry`] renders and counts it.
+//! - [`config`]: raw YAML → compiled [`Settings`] (restart-only listeners + one reloadable runtime);
+//!   [`vendors`]: the embedded vendor profiles.
+//! - [`proxy`]: the I/O around the verdict (see its module map); [`admin`]: `/metrics`, `/healthz`,
+//!   `/readyz`; [`reload`]: SIGHUP and file-watch reloads. Neither admin nor reload knows the proxy: they
+//!   see it through [`admin::Health`] and [`reload::InForce`].
+//! - This file composes them ([`Proxy`], [`run`]); [`check`], [`audit`], [`agent_env`] and [`load`] are the
+//!   library side of the other subcommands (`src/cli/`).
 
 pub mod admin;
 pub mod agent_env;

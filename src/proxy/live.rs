@@ -65,7 +65,7 @@ impl Live {
 }
 
 impl Live {
-    /// Put a new configuration in force for new connections: its [`Runtime`] replaces the one in force as a
+    /// Put a new configuration in force for new connections: its [`crate::config::Runtime`] replaces the one in force as a
     /// whole. Listener addresses cannot change without a restart: where they differ, the bound ones stay and a
     /// warning says so.
     pub fn replace(&self, new: Settings) {

@@ -1,19 +1,19 @@
 //! The proxy: listeners, connections and requests, the I/O around the pure verdict in [`crate::policy`].
 //!
-//! - [`server`]: bind the listeners, accept, admit under the limits ([`admission`]), the TLS listener's
-//!   handshake, the first request head ([`head`]), then CONNECT ([`connect`]) or forwarding ([`forward`]);
+//! - `server`: bind the listeners, accept, admit under the limits (`admission`), the TLS listener's
+//!   handshake, the first request head (`head`), then CONNECT (`connect`) or forwarding (`forward`);
 //!   drain on shutdown.
-//! - [`ctx`]: one configuration generation and the steps a request takes through it; [`live`]: what outlives
+//! - `ctx`: one configuration generation and the steps a request takes through it; `live`: what outlives
 //!   a reload (the generation in force, swapped as one value, and the connection limits).
-//! - CONNECT: [`connect`] decides and dials, [`peek`] reads the first bytes, [`retry`] replays the hello and
-//!   judges a second one after a HelloRetryRequest, [`splice`] (with [`pipe`]) moves the bytes.
-//! - Plain HTTP: [`forward`] (absolute-form requests, CONNECT after them), [`http1`] (serving shared with the
-//!   transparent HTTP listener), [`upstream`] (the pooled client), [`body`] (counted bodies).
-//! - Transparent mode: [`transparent`] (TLS, named by the SNI), [`transparent_http`] (named by the Host
-//!   header), [`redirect`] and [`original_dst`] (where a redirected connection was going).
-//! - [`dial`]: resolve → check every address → connect; [`respond`]: refusals on the wire; [`accept`] and
-//!   [`counted_client`]: accepted sockets; [`client_io`]: what each client stream type can do;
-//!   [`password_checks`]: turns for argon2 checks.
+//! - CONNECT: `connect` decides and dials, `peek` reads the first bytes, `retry` replays the hello and
+//!   judges a second one after a HelloRetryRequest, `splice` (with `pipe`) moves the bytes.
+//! - Plain HTTP: `forward` (absolute-form requests, CONNECT after them), `http1` (serving shared with the
+//!   transparent HTTP listener), `upstream` (the pooled client), `body` (counted bodies).
+//! - Transparent mode: `transparent` (TLS, named by the SNI), `transparent_http` (named by the Host
+//!   header), `redirect` and `original_dst` (where a redirected connection was going).
+//! - `dial`: resolve → check every address → connect; `respond`: refusals on the wire; `accept` and
+//!   `counted_client`: accepted sockets; `client_io`: what each client stream type can do;
+//!   `password_checks`: turns for argon2 checks.
 
 mod accept;
 mod admission;
