@@ -213,15 +213,7 @@ where
             }
         }
     };
-    let go = matches!(end, End::Go);
-    match end {
-        End::Refuse(r) => {
-            o.refuse(r);
-            close.close_reason = CloseReason::Denied;
-        }
-        End::Ended(reason) => close.close_reason = reason,
-        End::Go => {}
-    }
+    let go = end.record(&mut o, &mut close);
     ctx.log.decision(&o);
     if go {
         return Some(Splicing {

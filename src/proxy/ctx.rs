@@ -137,6 +137,16 @@ impl Ctx {
         Err(Refusal::new(o.reason, o.detail.take().unwrap_or_default()))
     }
 
+    /// A generation from a YAML configuration, logging nowhere (unit tests).
+    #[cfg(test)]
+    pub(super) fn for_tests(yaml: &str) -> Arc<Self> {
+        Self::new(
+            crate::config::from_yaml_str(yaml).unwrap(),
+            EventLog::to_writer(crate::LogFormat::Json, Box::new(std::io::sink())),
+            CancellationToken::new(),
+        )
+    }
+
     /// A connection refused before a request could be read (over a limit, a failed TLS handshake, a head that
     /// could not be parsed, a redirected connection with no usable original destination): its one decision
     /// line, or, for the refusals of a burst after its first (`logged: false`), only the count.
@@ -192,21 +202,12 @@ mod tests {
     use super::*;
     use crate::outcome::Kind;
     use crate::reason::Reason;
-    use crate::telemetry::log::LogFormat;
-
-    fn ctx(yaml: &str) -> Arc<Ctx> {
-        Ctx::new(
-            crate::config::from_yaml_str(yaml).unwrap(),
-            EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
-            CancellationToken::new(),
-        )
-    }
 
     /// Credentials that got no turn for a password check are refused as busy, not as wrong (the client's
     /// credentials may well be right) and not let through (fail closed).
     #[test]
     fn unchecked_credentials_are_refused_as_busy() {
-        let ctx = ctx(
+        let ctx = Ctx::for_tests(
             "listen: 127.0.0.1:0\nclients:\n  - name: robots\n    token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]\nallow:\n  - {name: open, hosts: [open.test]}\n",
         );
         let target = parse_authority("open.test:443", None).unwrap();

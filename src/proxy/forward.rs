@@ -5,8 +5,8 @@
 
 use super::body::{CountingBody, PendingClose, Tracked};
 use super::http1::{
-    chain, drive, framing_refusal, proxy_auth, raw_framing, refusal, server_builder,
-    strip_hop_by_hop, ClientConn, ProxyBody,
+    answer, chain, drive, proxy_auth, raw_framing, refusal, server_builder, strip_hop_by_hop,
+    ClientConn, ProxyBody,
 };
 use super::upstream::{find_dial_error, DialRecord};
 use super::{connect, ctx::Ctx};
@@ -89,21 +89,12 @@ async fn handle(
     o.method = Some(req.method().to_string());
     // Every head, the first and each later one on a kept-alive connection, is checked as the client sent
     // it (hyper drops a Content-Length beside Transfer-Encoding and merges repeated fields).
-    let resp = match framing {
-        Err(problem) => {
-            o.refuse(Refusal::new(Reason::BadRequest, problem));
-            framing_refusal(&o)
-        }
-        Ok(()) => match forward(&ctx, req, &mut o).await {
-            Ok(resp) => resp,
-            Err(r) => {
-                o.refuse(r);
-                refusal(&o)
-            }
-        },
+    let in_doubt = framing.is_err();
+    let result = match framing {
+        Err(problem) => Err(Refusal::new(Reason::BadRequest, problem)),
+        Ok(()) => forward(&ctx, req, &mut o).await,
     };
-    ctx.log.decision(&o);
-    resp
+    answer(&ctx, &mut o, result, in_doubt)
 }
 
 /// Decide an absolute-form request and forward it; the response streams back with its close line pending.

@@ -127,6 +127,29 @@ pub(super) fn raw_framing(heads: &Mutex<HeadWatch>) -> Result<(), String> {
     })
 }
 
+/// The exit of one request: its response, or its refusal as one (closing the connection when the request's
+/// framing is in doubt, since where the next request starts is in doubt too); its decision line, once.
+pub(super) fn answer(
+    ctx: &Ctx,
+    o: &mut Outcome,
+    result: Result<Response<ProxyBody>, Refusal>,
+    framing_in_doubt: bool,
+) -> Response<ProxyBody> {
+    let resp = match result {
+        Ok(resp) => resp,
+        Err(r) => {
+            o.refuse(r);
+            if framing_in_doubt {
+                framing_refusal(o)
+            } else {
+                refusal(o)
+            }
+        }
+    };
+    ctx.log.decision(o);
+    resp
+}
+
 /// A refusal of a request whose framing is in doubt: the connection closes after it, since where the next
 /// request starts is in doubt too.
 pub(super) fn framing_refusal(o: &Outcome) -> Response<ProxyBody> {

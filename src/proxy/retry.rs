@@ -4,7 +4,7 @@
 //! bounded like the first, and judged before any of it goes upstream.
 
 use super::peek::FirstBytes;
-use crate::outcome::CloseReason;
+use crate::outcome::{Close, CloseReason, Outcome};
 use crate::policy::tls::{Hello, TlsChecks};
 use crate::policy::verdict::judge_second_hello;
 use crate::reason::{Reason, Refusal};
@@ -28,6 +28,21 @@ pub enum End {
     Refuse(Refusal),
     /// The tunnel ended here (a side left, or shutdown cut it).
     Ended(CloseReason),
+}
+
+impl End {
+    /// Record how the tunnel's start ended in its outcome and close records; true when it goes on to splice.
+    pub fn record(self, o: &mut Outcome, close: &mut Close) -> bool {
+        match self {
+            End::Go => return true,
+            End::Refuse(r) => {
+                o.refuse(r);
+                close.close_reason = CloseReason::Denied;
+            }
+            End::Ended(reason) => close.close_reason = reason,
+        }
+        false
+    }
 }
 
 #[derive(Debug)]

@@ -362,22 +362,12 @@ async fn handle<S: ClientIo>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::telemetry::log::{EventLog, LogFormat};
-    use tokio_util::sync::CancellationToken;
-
-    fn ctx(yaml: &str) -> Arc<Ctx> {
-        Ctx::new(
-            crate::config::from_yaml_str(yaml).unwrap(),
-            EventLog::to_writer(LogFormat::Json, Box::new(std::io::sink())),
-            CancellationToken::new(),
-        )
-    }
 
     /// Every connection's task is as large as `admit`'s future for as long as the connection lives, idle
     /// tunnels included: it must keep only what an established tunnel needs (the rest is boxed and freed).
     #[tokio::test]
     async fn a_connection_task_stays_small() {
-        let ctx = ctx("listen: 127.0.0.1:0\n");
+        let ctx = Ctx::for_tests("listen: 127.0.0.1:0\n");
         let listener = Listener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let _client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await

@@ -7,7 +7,7 @@
 use super::dial::DialInfo;
 use super::peek::{peek, FirstBytes, Peeked};
 use super::redirect::{dial_original, own_traffic, redirected_to};
-use super::retry::{replay_hello, End};
+use super::retry::replay_hello;
 use super::{ctx::Ctx, live::Live, splice, transparent_http};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::first_bytes::Quiet;
@@ -179,18 +179,9 @@ async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     .await;
     close.bytes_up = r.up;
     close.bytes_down = r.down;
-    let refused = matches!(r.end, End::Refuse(_));
-    let go = matches!(r.end, End::Go);
-    match r.end {
-        End::Refuse(r) => {
-            o.refuse(r);
-            close.close_reason = CloseReason::Denied;
-        }
-        End::Ended(reason) => close.close_reason = reason,
-        End::Go => {}
-    }
+    let go = r.end.record(&mut o, &mut close);
     ctx.log.decision(&o);
-    if refused {
+    if close.close_reason == CloseReason::Denied {
         close.duration = started.elapsed();
         ctx.log.close(&close);
         return reset(client);

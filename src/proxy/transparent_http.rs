@@ -7,8 +7,8 @@ use super::body::{CountingBody, PendingClose, Tracked};
 use super::ctx::Ctx;
 use super::dial::DialInfo;
 use super::http1::{
-    chain, drive, framing_refusal, raw_framing, refusal, server_builder, strip_hop_by_hop,
-    ClientConn, ProxyBody,
+    answer, chain, drive, raw_framing, refusal, server_builder, strip_hop_by_hop, ClientConn,
+    ProxyBody,
 };
 use super::redirect::{dial_original, own_traffic};
 use crate::outcome::{Kind, Outcome};
@@ -86,21 +86,12 @@ async fn handle(
     };
     o.method = Some(req.method().to_string());
     // The same framing checks as on the proxy listener, on every request's raw head.
-    let resp = match framing {
-        Err(problem) => {
-            o.refuse(Refusal::new(Reason::BadRequest, problem));
-            framing_refusal(&o)
-        }
-        Ok(()) => match forward(&ctx, req, original, &mut o).await {
-            Ok(resp) => resp,
-            Err(r) => {
-                o.refuse(r);
-                refusal(&o)
-            }
-        },
+    let in_doubt = framing.is_err();
+    let result = match framing {
+        Err(problem) => Err(Refusal::new(Reason::BadRequest, problem)),
+        Ok(()) => forward(&ctx, req, original, &mut o).await,
     };
-    ctx.log.decision(&o);
-    resp
+    answer(&ctx, &mut o, result, in_doubt)
 }
 
 /// Name, decide and forward a redirected request to its original destination.
