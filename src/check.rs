@@ -4,7 +4,7 @@
 use crate::config::Settings;
 use crate::policy::verdict::{decide, Client, Verdict};
 use crate::proxy::dial::{DialInfo, Dialer};
-use crate::reason::Reason;
+use crate::reason::{Reason, Refusal};
 use crate::target::{parse_authority, Target};
 use std::net::IpAddr;
 
@@ -26,14 +26,14 @@ impl CheckResult {
 }
 
 /// `host:port`, `[v6]:port`, or a URL (`https://host/path`, default port from the scheme).
-pub fn parse_target_arg(arg: &str) -> Result<Target, (Reason, String)> {
-    let to_reason = |e: crate::target::TargetError| (e.reason(), e.to_string());
+pub fn parse_target_arg(arg: &str) -> Result<Target, Refusal> {
+    let to_reason = |e: crate::target::TargetError| Refusal::new(e.reason(), e.to_string());
     if let Some((scheme, rest)) = arg.split_once("://") {
         let default = match scheme.to_ascii_lowercase().as_str() {
             "https" | "wss" => 443,
             "http" | "ws" => 80,
             other => {
-                return Err((
+                return Err(Refusal::new(
                     Reason::UnsupportedScheme,
                     format!("unknown scheme {other:?}; use http(s):// or host:port"),
                 ))
@@ -78,9 +78,9 @@ pub async fn check(
     };
     let target = match parse_target_arg(arg) {
         Ok(t) => t,
-        Err((reason, detail)) => {
-            r.reason = reason;
-            r.detail = Some(detail);
+        Err(e) => {
+            r.reason = e.reason;
+            r.detail = Some(e.detail);
             return r;
         }
     };
