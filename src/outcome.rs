@@ -67,6 +67,13 @@ pub struct Outcome {
     /// The names of the connection's verified client certificate (TLS listener with `tls.client_ca`), a fact
     /// for the verdict; empty without one.
     pub cert_names: Arc<[CertName]>,
+    /// With parents configured: the route the request took (`direct` or the parent that carried it, or the
+    /// route's parents when none did).
+    pub via: Option<String>,
+    /// Every parent asked, in order: `name=200`, `name=403`, `name=refused`, `name=timeout`, `name=skipped`.
+    pub parent_status: Vec<String>,
+    /// Through a parent: `local` (egressd resolved and checked the name first) or `parent` (only the parent did).
+    pub resolve: Option<&'static str>,
 }
 
 impl Outcome {
@@ -95,6 +102,9 @@ impl Outcome {
             lenient: false,
             client: Client::default(),
             cert_names: Arc::from([]),
+            via: None,
+            parent_status: Vec::new(),
+            resolve: None,
         }
     }
 

@@ -126,6 +126,14 @@ reasons! {
     UpstreamUnreachable => "upstream_unreachable", 502, -;
     /// The upstream broke the HTTP exchange (closed early, sent an invalid response).
     UpstreamError => "upstream_error", 502, -;
+    /// A parent proxy answered the CONNECT with something other than 200 (403, 407, 5xx); its status is in
+    /// the detail, and its answer is never passed on.
+    ParentRefused => "parent_refused", 502, -;
+    /// No parent proxy of the route accepted the connection (refused, unreachable, or skipped after failing).
+    ParentUnreachable => "parent_unreachable", 502, -;
+    /// A parent proxy did not accept the connection within its `connect_timeout`, or did not answer the
+    /// CONNECT within `timeouts.connect`.
+    ParentTimeout => "parent_timeout", 504, -;
     /// A rule matches host and port but restricts paths, and the request's path is not one of them.
     DeniedPath => "denied_path", 403, policy;
     /// `require_identity: true` and the client belongs to no client group.

@@ -27,6 +27,9 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "limits",
     "admin",
     "shutdown",
+    "parents",
+    "via",
+    "parents_bypass",
 ];
 
 #[derive(Debug, Deserialize, Default)]
@@ -74,6 +77,38 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub shutdown: RawShutdown,
+    /// Parent proxies that allowed CONNECTs may be sent through.
+    #[serde(default)]
+    pub parents: Vec<RawParent>,
+    /// The default route: `direct`, a parent name, or a list of parent names tried in order.
+    pub via: Option<RawVia>,
+    /// NO_PROXY-style entries (one per item) that always go direct.
+    #[serde(default)]
+    pub parents_bypass: Vec<String>,
+}
+
+/// One parent proxy.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawParent {
+    pub name: String,
+    /// `http://host:port`.
+    pub url: String,
+    /// A file holding `user:password`.
+    pub credentials_file: Option<String>,
+    /// An environment variable holding `user:password`.
+    pub credentials_env: Option<String>,
+    pub connect_timeout: Option<String>,
+    /// `local` (default): egressd resolves and checks the name first; `parent`: only the parent resolves.
+    pub resolve: Option<String>,
+}
+
+/// `via: direct`, `via: NAME` or `via: [NAME, NAME]`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub enum RawVia {
+    One(String),
+    List(Vec<String>),
 }
 
 /// The admin listener (metrics, health, readiness).
@@ -116,6 +151,8 @@ pub struct RawRule {
     /// Private CIDRs this rule's exact hosts may resolve to (the vendor's own endpoint), on its ports only.
     #[serde(default)]
     pub private_cidrs: Vec<String>,
+    /// Allow rules: the route for what this rule allows (`direct`, a parent, or parents in order).
+    pub via: Option<RawVia>,
 }
 
 /// One client group: clients connecting from these source addresses, or presenting these credentials.

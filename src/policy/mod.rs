@@ -24,6 +24,7 @@ mod ip;
 pub mod own_addresses;
 pub mod path;
 pub mod pattern;
+pub mod route;
 pub mod special_ip;
 pub mod tls;
 pub mod transparent;

@@ -7,6 +7,7 @@ use super::retry::{replay_hello, End};
 use super::{ctx::Ctx, respond, splice};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
+use crate::policy::route::Via;
 use crate::policy::tls::{tls_required, SniMode};
 use crate::policy::verdict::{judge_tunnel, Tunnel, TunnelStart};
 use crate::reason::Refusal;
@@ -54,7 +55,16 @@ async fn decide_and_dial(
     let target = ctx.target(authority, None, o)?;
     let rule_tls = ctx.decide(&target, None, o)?;
     let mut info = super::dial::DialInfo::default();
-    let dialled = ctx.dialer.dial(&target, &mut info).await;
+    let routes = &ctx.settings.routes;
+    let dialled = match routes.choose(o.rule.as_deref(), &target) {
+        Via::Parents(parents) => super::parent::dial(ctx, &parents, &target, &mut info, o).await,
+        Via::Direct => {
+            if routes.any() {
+                o.via = Some("direct".into());
+            }
+            ctx.dialer.dial(&target, &mut info).await
+        }
+    };
     info.record_into(o);
     Ok(Opened {
         target,

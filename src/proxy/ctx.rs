@@ -41,6 +41,8 @@ pub struct Ctx {
     pub(super) newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
     /// Fires when a reload replaces this generation.
     pub(super) superseded: CancellationToken,
+    /// Parent proxies that failed recently.
+    pub(super) parents_down: super::parent::Down,
 }
 
 impl Ctx {
@@ -111,6 +113,7 @@ impl Ctx {
             tasks,
             newest,
             superseded: CancellationToken::new(),
+            parents_down: Default::default(),
         });
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx

@@ -5,7 +5,7 @@
 //!   drain on shutdown.
 //! - `ctx`: one configuration generation and the steps a request takes through it; `live`: what outlives
 //!   a reload (the generation in force, swapped as one value, and the connection limits).
-//! - CONNECT: `connect` decides and dials, `peek` reads the first bytes, `retry` replays the hello and
+//! - CONNECT: `connect` decides and dials (directly, or through parent proxies with `parent`), `peek` reads the first bytes, `retry` replays the hello and
 //!   judges a second one after a HelloRetryRequest, `splice` (with `pipe`) moves the bytes.
 //! - Plain HTTP: `forward` (absolute-form requests, CONNECT after them), `http1` (serving shared with the
 //!   transparent HTTP listener), `upstream` (the pooled client), `body` (counted bodies).
@@ -28,6 +28,7 @@ pub mod head;
 mod http1;
 mod live;
 mod original_dst;
+mod parent;
 mod password_checks;
 mod peek;
 mod pipe;

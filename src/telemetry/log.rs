@@ -159,6 +159,12 @@ struct DecisionLine<'a> {
     client: Vec<&'a str>,
     client_cert: Option<&'a str>,
     user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<&'a str>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    parent_status: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resolve: Option<&'static str>,
 }
 
 fn decision_line(o: &Outcome) -> DecisionLine<'_> {
@@ -190,6 +196,9 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
             crate::policy::Credentials::Valid { user, .. } => user.as_deref(),
             _ => None,
         },
+        via: o.via.as_deref(),
+        parent_status: &o.parent_status,
+        resolve: o.resolve,
     }
 }
 

@@ -4,6 +4,7 @@
 mod clients;
 mod dns;
 mod listeners;
+mod parents;
 mod profiles;
 mod rules;
 #[cfg(test)]
@@ -129,6 +130,8 @@ pub struct Runtime {
     /// The TLS listener's client CA bundle as read (and whether certificates are required): connections whose
     /// certificate it verified end after their current request when a reload changes it.
     pub client_ca: Option<(Vec<u8>, bool)>,
+    /// Parent proxies and which allowed requests go through them.
+    pub routes: Arc<crate::policy::route::Routes>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
 }
@@ -404,6 +407,8 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         max_header_bytes: max_header_bytes as usize,
     };
 
+    let routes = parents::compile_routes(raw, &mut errs, &mut credential_files);
+
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
     }
@@ -437,6 +442,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .map(std::path::PathBuf::from)
             .chain(credential_files)
             .collect(),
+        routes: Arc::new(routes),
         warnings,
     };
     Ok(Settings { listeners, runtime })

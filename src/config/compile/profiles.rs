@@ -53,6 +53,7 @@ pub(super) fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, R
                             mode: mode.clone(),
                             clients: clients.clone(),
                             broad_hosts: None,
+                            via: None,
                             private_cidrs: if own {
                                 private_cidrs.clone()
                             } else {
