@@ -182,6 +182,13 @@ async fn ask(
             Err(e) => return Err(format!("reading the answer: {e}")),
         }
     }
+    // Reading stopped at the head's last byte without seeing the socket empty, so it still counts as readable:
+    // look (without taking anything) until the kernel says there is nothing, or the tunnel's first bytes would be
+    // taken for a server speaking first.
+    let sock = socket2::SockRef::from(&*stream);
+    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+        sock.peek(&mut [std::mem::MaybeUninit::uninit(); 1])
+    });
     parse_status(&head)
 }
 

@@ -1,0 +1,375 @@
+//! CONNECT through a real parent proxy: Squid from Debian on loopback, with its own configuration, hosts file
+//! and access log in a temp dir; curl as the client.
+
+mod support;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use support::*;
+
+/// A Squid on 127.0.0.1 at a free port; stopped when dropped.
+struct Squid {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Squid {
+    /// Start Squid allowing every CONNECT except those `extra` directives deny (they come first). Its hosts
+    /// file maps `names` to 127.0.0.1.
+    async fn start(extra: &str, names: &[&str]) -> Squid {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // Squid run as root drops to `nobody`, which must write its logs and read the helper's files here.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(d.join("hosts"), format!("127.0.0.1 {}\n", names.join(" "))).unwrap();
+        let port = closed_port().await;
+        let user = if is_root() {
+            "cache_effective_user nobody\n"
+        } else {
+            ""
+        };
+        let conf = format!(
+            "http_port 127.0.0.1:{port}\nvisible_hostname egressd-test\npid_filename {d}/squid.pid\n\
+             cache_log {d}/cache.log\naccess_log stdio:{d}/access.log\ncache_store_log none\n\
+             coredump_dir {d}\ncache deny all\nhosts_file {d}/hosts\nshutdown_lifetime 0 seconds\n{user}\
+             acl CONNECT method CONNECT\n{extra}\nhttp_access allow CONNECT\nhttp_access deny all\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("squid.conf"), conf).unwrap();
+        // A service name of its own: Squid names its shared memory after it, so Squids side by side (and
+        // ones killed earlier) do not collide.
+        // /usr/sbin may be missing from a non-root PATH.
+        let program = ["/usr/sbin/squid", "/usr/local/sbin/squid"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("squid");
+        let child = std::process::Command::new(program)
+            .args(["-N", "-n", &format!("egressdtest{port}"), "-f"])
+            .arg(d.join("squid.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("squid must be installed (apt-get install squid)");
+        let squid = Squid { port, dir, child };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return squid;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "squid did not listen on {port}: {}",
+            std::fs::read_to_string(squid.dir.path().join("cache.log")).unwrap_or_default()
+        );
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn access_log(&self) -> String {
+        std::fs::read_to_string(self.path("access.log")).unwrap_or_default()
+    }
+
+    /// Wait until the access log has a line containing `needle` (Squid writes it when the tunnel closes).
+    async fn wait_logged(&self, needle: &str) -> String {
+        for _ in 0..100 {
+            let log = self.access_log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "squid's access log has no {needle:?}:\n{}",
+            self.access_log()
+        );
+    }
+}
+
+impl Drop for Squid {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+const NAME: &str = "api.test.example";
+
+fn yaml(parents: &str, port: u16, extra: &str) -> String {
+    format!(
+        r#"
+{parents}
+allow:
+  - name: origin
+    hosts: ["{NAME}", "blocked.test.example", "only-parent.test.example"]
+    ports: [{port}]
+destinations:
+  allow_cidrs: ["127.0.0.0/8"]
+dns:
+  hosts_file: "off"
+  hosts:
+    {NAME}: ["127.0.0.1"]
+    blocked.test.example: ["127.0.0.1"]
+{extra}
+"#
+    )
+}
+
+fn one_parent(squid: &Squid) -> String {
+    format!(
+        "parents:\n  - {{name: corp, url: \"http://127.0.0.1:{}\"}}\n",
+        squid.port
+    )
+}
+
+async fn curl_via(proxy: &TestProxy, origin: &TlsOrigin, host: &str) -> CurlOut {
+    let url = format!("https://{host}:{}/", origin.addr.port());
+    curl(
+        &["--cacert", origin.ca_pem.to_str().unwrap(), &url],
+        &[("HTTPS_PROXY", &proxy.url())],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowed_connect_goes_through_the_parent_by_name_and_refused_ones_never_reach_it() {
+    let squid = Squid::start("", &[NAME]).await;
+    let origin = tls_origin(&[NAME]).await;
+    let port = origin.addr.port();
+    let proxy = start_proxy(&yaml(&one_parent(&squid), port, "")).await;
+
+    let out = curl_via(&proxy, &origin, NAME).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    assert_eq!(out.stdout, "hello from tls origin");
+    let log = squid.wait_logged(&format!("CONNECT {NAME}:{port}")).await;
+    assert!(
+        !log.contains("CONNECT 127.0.0.1"),
+        "the parent got the name: {log}"
+    );
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(d["decision"], "allow", "{d}");
+    assert_eq!(d["via"], "corp");
+    assert_eq!(d["parent_status"], serde_json::json!(["corp=200"]));
+    assert_eq!(d["resolve"], "local");
+    assert_eq!(d["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(d["upstream_addr"], format!("127.0.0.1:{}", squid.port));
+    assert_eq!(
+        d["sni"], NAME,
+        "the hello is judged as in a direct tunnel: {d}"
+    );
+
+    // Refused by policy: the parent never hears of it.
+    let resp = connect(proxy.addr, &format!("denied.test.example:{port}")).await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("denied_no_rule"));
+    let d = proxy.log.decision_for("denied.test.example").await;
+    assert!(
+        d.get("via").is_none() && d.get("parent_status").is_none(),
+        "{d}"
+    );
+    // A closed tunnel is logged at once; give Squid the time it would take anyway.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !squid.access_log().contains("denied.test.example"),
+        "{}",
+        squid.access_log()
+    );
+    // One CONNECT in all (the other line is the readiness probe's empty connection).
+    assert_eq!(
+        squid.access_log().matches(" CONNECT ").count(),
+        1,
+        "{}",
+        squid.access_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parents_403_is_a_502_parent_refused() {
+    let squid = Squid::start(
+        "acl blocked dstdomain blocked.test.example\nhttp_access deny blocked",
+        &[NAME, "blocked.test.example"],
+    )
+    .await;
+    let origin = tls_origin(&[NAME]).await;
+    let port = origin.addr.port();
+    let proxy = start_proxy(&yaml(&one_parent(&squid), port, "")).await;
+    let resp = connect(proxy.addr, &format!("blocked.test.example:{port}")).await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("parent_refused"));
+    assert!(resp.contains("403 Forbidden"), "{resp}");
+    let d = proxy.log.decision_for("blocked.test.example").await;
+    assert_eq!(d["reason"], "parent_refused");
+    assert!(
+        d["detail"]
+            .as_str()
+            .unwrap()
+            .contains("parent corp answered 403"),
+        "{d}"
+    );
+    assert_eq!(d["parent_status"], serde_json::json!(["corp=403"]));
+    squid.wait_logged("CONNECT blocked.test.example").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_go_to_the_parent_and_its_407_never_reaches_the_client() {
+    let squid_dir = tempfile::tempdir().unwrap();
+    let htpasswd = squid_dir.path().join("htpasswd");
+    let hash = std::process::Command::new("openssl")
+        .args(["passwd", "-apr1", "s3cret"])
+        .output()
+        .unwrap();
+    assert!(hash.status.success());
+    std::fs::write(
+        &htpasswd,
+        format!("corpuser:{}", String::from_utf8_lossy(&hash.stdout)),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(squid_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let helper = Path::new("/usr/lib/squid/basic_ncsa_auth");
+    assert!(helper.exists(), "Debian's squid ships {}", helper.display());
+    let squid = Squid::start(
+        &format!(
+            "auth_param basic program {} {}\nauth_param basic realm corp\nacl authed proxy_auth REQUIRED\nhttp_access deny !authed",
+            helper.display(),
+            htpasswd.display()
+        ),
+        &[NAME],
+    )
+    .await;
+    let origin = tls_origin(&[NAME]).await;
+    let port = origin.addr.port();
+    let creds = squid_dir.path().join("parent-credentials");
+    std::fs::write(&creds, "corpuser:s3cret\n").unwrap();
+    let parents = format!(
+        "parents:\n  - {{name: corp, url: \"http://127.0.0.1:{}\", credentials_file: {}}}\n",
+        squid.port,
+        creds.display()
+    );
+    let proxy = start_proxy(&yaml(&parents, port, "")).await;
+    let out = curl_via(&proxy, &origin, NAME).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    assert_eq!(out.stdout, "hello from tls origin");
+    let log = squid
+        .wait_logged(&format!("CONNECT {NAME}:{port} corpuser"))
+        .await;
+    let lines = proxy.log.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.to_string().contains("s3cret")
+                || l.to_string().contains("Y29ycHVzZXI6czNjcmV0")),
+        "credentials never logged"
+    );
+
+    // Wrong credentials: the parent's 407 becomes a 502 without its challenge.
+    std::fs::write(&creds, "corpuser:wrong\n").unwrap();
+    let parents = format!(
+        "parents:\n  - {{name: corp, url: \"http://127.0.0.1:{}\", credentials_file: {}}}\n",
+        squid.port,
+        creds.display()
+    );
+    let proxy = start_proxy(&yaml(&parents, port, "")).await;
+    let resp = connect(proxy.addr, &format!("{NAME}:{port}")).await;
+    assert_eq!(status(&resp), 502, "{resp}\n{log}");
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("parent_refused"));
+    assert!(resp.contains("407"), "{resp}");
+    assert!(header(&resp, "proxy-authenticate").is_none(), "{resp}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_is_down_is_skipped_and_all_down_is_parent_unreachable() {
+    let squid = Squid::start("", &[NAME]).await;
+    let origin = tls_origin(&[NAME]).await;
+    let port = origin.addr.port();
+    let dead = closed_port().await;
+    let parents = format!(
+        "parents:\n  - {{name: dead, url: \"http://127.0.0.1:{dead}\"}}\n  - {{name: corp, url: \"http://127.0.0.1:{}\"}}\n",
+        squid.port
+    );
+    let proxy = start_proxy(&yaml(&parents, port, "via: [dead, corp]")).await;
+    for (i, first) in ["dead=refused", "dead=skipped"].into_iter().enumerate() {
+        let out = curl_via(&proxy, &origin, NAME).await;
+        assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+        let d = &proxy.log.wait_events("decision", i + 1).await[i];
+        assert_eq!(d["via"], "corp", "{d}");
+        assert_eq!(d["parent_status"], serde_json::json!([first, "corp=200"]));
+    }
+
+    let dead2 = closed_port().await;
+    let parents = format!(
+        "parents:\n  - {{name: a, url: \"http://127.0.0.1:{dead}\"}}\n  - {{name: b, url: \"http://127.0.0.1:{dead2}\"}}\n"
+    );
+    let proxy = start_proxy(&yaml(&parents, port, "")).await;
+    let resp = connect(proxy.addr, &format!("{NAME}:{port}")).await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("parent_unreachable")
+    );
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(d["reason"], "parent_unreachable");
+    assert_eq!(d["via"], "a,b");
+    assert_eq!(
+        d["parent_status"],
+        serde_json::json!(["a=refused", "b=refused"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_parent_leaves_names_to_the_parent() {
+    let squid = Squid::start("", &["only-parent.test.example"]).await;
+    let origin = tls_origin(&["only-parent.test.example"]).await;
+    let port = origin.addr.port();
+    let parents = format!(
+        "parents:\n  - {{name: corp, url: \"http://127.0.0.1:{}\", resolve: parent}}\n",
+        squid.port
+    );
+    let proxy = start_proxy(&yaml(&parents, port, "")).await;
+    let out = curl_via(&proxy, &origin, "only-parent.test.example").await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    assert_eq!(out.stdout, "hello from tls origin");
+    let d = proxy.log.decision_for("only-parent.test.example").await;
+    assert_eq!(d["resolve"], "parent", "{d}");
+    assert_eq!(d["resolved_addrs"], serde_json::json!([]));
+    squid
+        .wait_logged(&format!("CONNECT only-parent.test.example:{port}"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_or_bypass_entry_can_go_direct() {
+    let origin = tls_origin(&[NAME]).await;
+    let port = origin.addr.port();
+    let dead = closed_port().await;
+    let parents = format!("parents:\n  - {{name: corp, url: \"http://127.0.0.1:{dead}\"}}\n");
+    let proxy = start_proxy(&yaml(&parents, port, "parents_bypass: [\".test.example\"]")).await;
+    let out = curl_via(&proxy, &origin, NAME).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(d["via"], "direct", "{d}");
+    assert!(d.get("parent_status").is_none(), "{d}");
+}
