@@ -17,6 +17,8 @@ pub struct CheckResult {
     pub reason: Reason,
     pub detail: Option<String>,
     pub resolved: Vec<IpAddr>,
+    /// With parents configured, the route of an allowed request: `direct` or its parents (`a,b`).
+    pub via: Option<String>,
 }
 
 impl CheckResult {
@@ -75,6 +77,7 @@ pub async fn check(
         reason: Reason::InvalidTarget,
         detail: None,
         resolved: Vec::new(),
+        via: None,
     };
     let target = match parse_target_arg(arg) {
         Ok(t) => t,
@@ -98,7 +101,17 @@ pub async fn check(
     if !ruling.proceeds() {
         return r;
     }
-    if let Some(dialer) = dialer {
+    let routes = &settings.runtime.routes;
+    let via = routes.choose(r.rule.as_deref(), &target);
+    if routes.any() {
+        r.via = Some(via.name());
+    }
+    // A route whose parents all resolve for themselves is not resolved here either, as in the proxy.
+    let resolves_locally = match &via {
+        crate::policy::route::Via::Direct => true,
+        crate::policy::route::Via::Parents(list) => list.iter().any(|p| !p.resolve_at_parent),
+    };
+    if let Some(dialer) = dialer.filter(|_| resolves_locally) {
         let mut info = DialInfo::default();
         let res = dialer.resolve(&target, &mut info).await;
         r.resolved = info.resolved;
@@ -122,6 +135,30 @@ mod tests {
         assert_eq!(plain_http_path("http://h?q=1").as_deref(), Some("/?q=1"));
         assert_eq!(plain_http_path("https://h/a"), None);
         assert_eq!(plain_http_path("h:80"), None);
+    }
+
+    #[tokio::test]
+    async fn check_shows_the_route_with_parents_only() {
+        let s = crate::config::from_yaml_str(
+            "parents:\n  - {name: corp, url: \"http://127.0.0.1:3128\"}\nparents_bypass: [direct.example]\nallow:\n  - {name: a, hosts: [a.example, direct.example]}\n  - {name: b, hosts: [b.example], via: direct}\n",
+        )
+        .unwrap();
+        let via = |arg: &'static str| {
+            let s = &s;
+            async move { check(s, None, &Client::default(), arg).await.via }
+        };
+        assert_eq!(via("a.example:443").await.as_deref(), Some("corp"));
+        assert_eq!(via("b.example:443").await.as_deref(), Some("direct"));
+        assert_eq!(via("direct.example:443").await.as_deref(), Some("direct"));
+        assert_eq!(via("refused.example:443").await, None, "refused: no route");
+        let plain =
+            crate::config::from_yaml_str("allow:\n  - {name: a, hosts: [a.example]}\n").unwrap();
+        assert_eq!(
+            check(&plain, None, &Client::default(), "a.example:443")
+                .await
+                .via,
+            None
+        );
     }
 
     #[tokio::test]

@@ -373,3 +373,50 @@ async fn a_rule_or_bypass_entry_can_go_direct() {
     assert_eq!(d["via"], "direct", "{d}");
     assert!(d.get("parent_status").is_none(), "{d}");
 }
+
+#[test]
+fn check_prints_the_route_as_a_trailing_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("egressd.yaml");
+    std::fs::write(
+        &cfg,
+        "parents:\n  - {name: corp, url: \"http://127.0.0.1:3128\"}\n  - {name: backup, url: \"http://127.0.0.1:3129\"}\nallow:\n  - {name: a, hosts: [a.example]}\n  - {name: m, hosts: [mirror.example], via: direct}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .args(["a.example:443", "mirror.example:443", "evil.example:443"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("a.example:443\tallow\trule=a\treason=allowed\tvia=corp,backup\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("mirror.example:443\tallow\trule=m\treason=allowed\tvia=direct\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("evil.example:443\tdeny") && !l.contains("via=")),
+        "{stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_does_not_accept_in_time_is_504_parent_timeout() {
+    let (_listener, port, _filled) = silent_listener().await;
+    let origin = tls_origin(&[NAME]).await;
+    let parents = format!(
+        "parents:\n  - {{name: slow, url: \"http://127.0.0.1:{port}\", connect_timeout: 300ms}}\n"
+    );
+    let proxy = start_proxy(&yaml(&parents, origin.addr.port(), "")).await;
+    let resp = connect(proxy.addr, &format!("{NAME}:{}", origin.addr.port())).await;
+    assert_eq!(status(&resp), 504, "{resp}");
+    assert_eq!(header(&resp, "x-egressd-reason"), Some("parent_timeout"));
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(d["parent_status"], serde_json::json!(["slow=timeout"]));
+}

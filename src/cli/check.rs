@@ -83,7 +83,8 @@ fn client(
     }
 }
 
-/// `input  decision  rule=…  reason=…`, then the resolved addresses and the detail when there are any.
+/// `input  decision  rule=…  reason=…`, then the resolved addresses and the detail when there are any, and
+/// last, with parents configured, the route of an allowed request (`via=direct`, `via=corp,backup`).
 fn line(r: &CheckResult) -> String {
     let mut line = format!(
         "{}\t{}\trule={}\treason={}",
@@ -98,6 +99,9 @@ fn line(r: &CheckResult) -> String {
     }
     if let Some(d) = &r.detail {
         line.push_str(&format!("\t{d}"));
+    }
+    if let Some(via) = &r.via {
+        line.push_str(&format!("\tvia={via}"));
     }
     line
 }
