@@ -9,6 +9,8 @@
 //!   proxy::ctx    gather facts: credentials (argon2 on the blocking pool), the client certificate
 //!   policy        verdict::decide(facts) → allow | deny | would_deny, reason, detail, rule   (pure)
 //!   proxy::dial   resolve → policy::destination checks EVERY address → connect to a checked one
+//!   proxy::parent (a route through parents: policy::route chose it) resolve and check unless the parents
+//!                 resolve, then CONNECT by name through the first parent that answers 200
 //!   proxy::connect / forward / transparent / transparent_http
 //!                 CONNECT: 200, peek, policy::verdict::judge_tunnel(first bytes), replay, splice
 //!                 HTTP: forward through the pooled upstream client, stream the response
@@ -21,7 +23,8 @@
 //! - [`reason`] (reason codes from one list, [`reason::Refusal`]), [`net`], [`target`].
 //! - [`policy`]: everything that decides, pure: rules, client identity, [`policy::verdict`] (the whole
 //!   verdict from facts, which `egressd check` calls too), [`policy::first_bytes`], [`policy::destination`],
-//!   the SNI and transparent-mode checks. [`noproxy`]: NO_PROXY as clients read it (pure).
+//!   the SNI and transparent-mode checks, [`policy::route`] (direct or through parent proxies, chosen after the
+//!   verdict). [`noproxy`]: NO_PROXY as clients read it (pure).
 //! - [`wire`]: pure parsers of what clients and servers send.
 //! - [`outcome`]: the outcome record; [`telemetry`] renders and counts it.
 //! - [`config`]: raw YAML → compiled [`Settings`] (restart-only listeners + one reloadable runtime);

@@ -2,7 +2,7 @@
 //! mix their numbers. Counters and histograms are recorded from the same [`Outcome`] and [`Close`] the log
 //! lines are made from (the event log calls the recorder), so logs and metrics agree.
 //!
-//! Labels are bounded: decision, reason code, rule name, vendor profile, listener, direction, result.
+//! Labels are bounded: decision, reason code, rule name, vendor profile, listener, direction, result, parent.
 //! Hostnames and client addresses are never labels.
 
 use crate::outcome::{Close, Kind, Outcome};
@@ -27,6 +27,7 @@ pub const CONFIG_LAST_RELOAD_SUCCESS: &str = "egressd_config_last_reload_success
 pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
 pub const CONNECTIONS_EMPTY: &str = "egressd_connections_empty_total";
 pub const BUILD_INFO: &str = "egressd_build_info";
+pub const PARENT_ATTEMPTS: &str = "egressd_parent_attempts_total";
 
 /// Every metric family egressd exports (the README table and the dashboards are built on these names).
 pub const METRIC_NAMES: &[&str] = &[
@@ -146,6 +147,17 @@ impl Metrics {
                 vec![label("reason", o.reason.as_str())],
                 1,
             );
+        }
+        // Every parent asked (`parent_status`): parent names come from the configuration, results are a
+        // status code or one of a few words.
+        for attempt in &o.parent_status {
+            if let Some((parent, result)) = attempt.split_once('=') {
+                self.counter_add(
+                    PARENT_ATTEMPTS,
+                    vec![label("parent", parent), label("result", result)],
+                    1,
+                );
+            }
         }
         if let Some(ms) = o.dns_ms {
             self.histogram(DNS_LOOKUP, ms / 1000.0);
@@ -309,6 +321,31 @@ mod tests {
         assert_eq!(
             value(&text, "egressd_upstream_connect_seconds_count"),
             Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn parent_attempts_are_counted_by_parent_and_result() {
+        let m = Metrics::new();
+        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
+        o.parent_status = vec!["dead=refused".into(), "corp=200".into()];
+        m.decision(&o);
+        let text = m.render();
+        assert_eq!(
+            value(
+                &text,
+                r#"egressd_parent_attempts_total{parent="dead",result="refused"}"#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"egressd_parent_attempts_total{parent="corp",result="200"}"#
+            ),
+            Some(1.0),
             "{text}"
         );
     }
