@@ -94,7 +94,9 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
         .list_separator(",")
         .with_list_parse_key("vendors")
         .with_list_parse_key("vendors_disable")
-        .with_list_parse_key("destinations.allow_cidrs");
+        .with_list_parse_key("destinations.allow_cidrs")
+        .with_list_parse_key("via")
+        .with_list_parse_key("parents_bypass");
     let raw = config::Config::builder()
         .add_source(source)
         .add_source(env)
