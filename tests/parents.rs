@@ -420,3 +420,29 @@ async fn a_parent_that_does_not_accept_in_time_is_504_parent_timeout() {
     let d = proxy.log.decision_for(NAME).await;
     assert_eq!(d["parent_status"], serde_json::json!(["slow=timeout"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_resolving_to_a_special_address_never_reaches_the_parent() {
+    let squid = Squid::start("", &[NAME, "meta.test.example"]).await;
+    let parents = one_parent(&squid);
+    let yaml = format!(
+        "{parents}allow:\n  - {{name: origin, hosts: [meta.test.example]}}\ndns:\n  hosts_file: \"off\"\n  hosts:\n    meta.test.example: [\"169.254.169.254\"]\n"
+    );
+    let proxy = start_proxy(&yaml).await;
+    let resp = connect(proxy.addr, "meta.test.example:443").await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("denied_private_address")
+    );
+    let d = proxy.log.decision_for("meta.test.example").await;
+    assert_eq!(d["resolve"], "local", "{d}");
+    assert_eq!(d["denied_addr"], "169.254.169.254");
+    assert!(d.get("parent_status").is_none(), "no parent was asked: {d}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !squid.access_log().contains("meta.test.example"),
+        "{}",
+        squid.access_log()
+    );
+}
