@@ -42,7 +42,7 @@ pub struct Ctx {
     /// Fires when a reload replaces this generation.
     pub(super) superseded: CancellationToken,
     /// Parent proxies that failed recently.
-    pub(super) parents_down: super::parent::Down,
+    pub(super) parents_down: super::parent_health::Down,
 }
 
 impl Ctx {

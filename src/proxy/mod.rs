@@ -29,6 +29,7 @@ mod http1;
 mod live;
 mod original_dst;
 mod parent;
+mod parent_health;
 mod password_checks;
 mod peek;
 mod pipe;

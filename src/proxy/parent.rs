@@ -1,6 +1,6 @@
 //! CONNECT through parent proxies: after the verdict allowed the request (and, unless every parent of the
 //! route resolves for itself, after the destination check of its addresses), ask the route's parents in
-//! order to CONNECT to the NAME. A parent that cannot be reached is skipped for [`DOWN_FOR`] and the next one
+//! order to CONNECT to the NAME. A parent that cannot be reached is skipped for `parent_health::DOWN_FOR` and the next one
 //! is asked; a parent's refusal is final. Steps record facts in the outcome and never log.
 
 use super::ctx::Ctx;
@@ -9,37 +9,13 @@ use crate::outcome::Outcome;
 use crate::policy::route::Parent;
 use crate::reason::{Reason, Refusal};
 use crate::target::Target;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// How long a parent that refused or timed out a connection is passed over.
-pub const DOWN_FOR: Duration = Duration::from_secs(30);
 /// The largest parent response head read.
 const MAX_HEAD: usize = 16 * 1024;
-
-/// Parents that failed recently, by name.
-#[derive(Default)]
-pub struct Down(Mutex<HashMap<Arc<str>, Instant>>);
-
-impl Down {
-    fn is_down(&self, name: &Arc<str>) -> bool {
-        let down = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        down.get(name).is_some_and(|at| at.elapsed() < DOWN_FOR)
-    }
-
-    fn mark(&self, name: &Arc<str>) {
-        let mut down = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        down.insert(name.clone(), Instant::now());
-    }
-
-    fn clear(&self, name: &Arc<str>) {
-        let mut down = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        down.remove(name);
-    }
-}
 
 /// A tunnel to `target` through the first of `parents` that takes it. The stream returned has had the
 /// parent's `200` read off it: it is the tunnel.
@@ -231,16 +207,5 @@ mod tests {
             Ok((407, "Proxy Authentication Required".into()))
         );
         assert!(parse_status(b"SSH-2.0-x\r\n\r\n").is_err());
-    }
-
-    #[test]
-    fn a_failed_parent_is_down_for_a_while() {
-        let down = Down::default();
-        let name: Arc<str> = "corp".into();
-        assert!(!down.is_down(&name));
-        down.mark(&name);
-        assert!(down.is_down(&name));
-        down.clear(&name);
-        assert!(!down.is_down(&name));
     }
 }
