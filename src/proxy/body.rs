@@ -3,7 +3,7 @@
 
 use super::ctx::Ctx;
 use super::http1::{strip_hop_by_hop, ProxyBody};
-use crate::outcome::{Close, CloseReason, Kind};
+use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use bytes::Bytes;
 use http::Response;
 use http_body::{Body, Frame, SizeHint};
@@ -65,6 +65,21 @@ pub(super) struct PendingClose {
     pub(super) host: Option<String>,
     pub(super) up: Arc<AtomicU64>,
     pub(super) started: Instant,
+}
+
+impl PendingClose {
+    /// The close line a forwarded request's response owes, once it has streamed; `up` counts its request body.
+    pub(super) fn of(ctx: &Arc<Ctx>, o: &Outcome, up: Arc<AtomicU64>, started: Instant) -> Self {
+        PendingClose {
+            ctx: ctx.clone(),
+            conn_id: o.conn_id,
+            request: o.request,
+            kind: o.kind,
+            host: o.host.clone(),
+            up,
+            started,
+        }
+    }
 }
 
 /// Response body passed through while counting; the close line is written when it ends or is dropped.

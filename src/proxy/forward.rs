@@ -5,7 +5,7 @@
 
 use super::body::{CountingBody, PendingClose, Tracked};
 use super::http1::{
-    answer, chain, drive, proxy_auth, raw_framing, refusal, server_builder, strip_hop_by_hop,
+    answer, chain, drive, proxy_auth, raw_framing, refusal, server_builder, upstream_headers,
     ClientConn, ProxyBody,
 };
 use super::upstream::{find_dial_error, DialRecord};
@@ -14,7 +14,6 @@ use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::CertName;
 use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -114,11 +113,6 @@ async fn forward(
     ctx.decide(&target, Some(request_path), o)?;
 
     let started = Instant::now();
-    let host_header = if target.port == 80 {
-        target.host_for_header()
-    } else {
-        target.authority()
-    };
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -132,11 +126,7 @@ async fn forward(
             format!("cannot rebuild the request URI: {e}"),
         )
     })?;
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::HOST);
-    if let Ok(v) = HeaderValue::from_str(&host_header) {
-        parts.headers.insert(header::HOST, v);
-    }
+    upstream_headers(&mut parts.headers, &target);
     let (body, up) = CountingBody::wrap(body);
 
     // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
@@ -163,15 +153,7 @@ async fn forward(
     }
     Ok(Tracked::response(
         resp,
-        PendingClose {
-            ctx: ctx.clone(),
-            conn_id: o.conn_id,
-            request: o.request,
-            kind: Kind::Http,
-            host: o.host.clone(),
-            up,
-            started,
-        },
+        PendingClose::of(ctx, o, up, started),
     ))
 }
 

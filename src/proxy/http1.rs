@@ -6,6 +6,7 @@ use super::{ctx::Ctx, respond};
 use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
 use crate::reason::{Reason, Refusal};
+use crate::target::Target;
 use crate::wire::request_stream::HeadWatch;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -192,6 +193,21 @@ const HOP_BY_HOP: [&str; 9] = [
 pub(super) fn proxy_auth(h: &HeaderMap) -> Option<ProxyAuth> {
     h.get(http::header::PROXY_AUTHORIZATION)
         .map(|v| ProxyAuth(String::from_utf8_lossy(v.as_bytes()).into_owned()))
+}
+
+/// The headers a forwarded request goes upstream with: hop-by-hop headers removed, and the `Host` header
+/// naming the target that was judged (without the default port), never another one the client wrote.
+pub(super) fn upstream_headers(h: &mut HeaderMap, target: &Target) {
+    strip_hop_by_hop(h);
+    h.remove(header::HOST);
+    let host = if target.port == 80 {
+        target.host_for_header()
+    } else {
+        target.authority()
+    };
+    if let Ok(v) = HeaderValue::from_str(&host) {
+        h.insert(header::HOST, v);
+    }
 }
 
 /// Remove hop-by-hop headers: the fixed list plus every header named in Connection.

@@ -7,14 +7,14 @@ use super::body::{CountingBody, PendingClose, Tracked};
 use super::ctx::Ctx;
 use super::dial::DialInfo;
 use super::http1::{
-    answer, chain, drive, raw_framing, refusal, server_builder, strip_hop_by_hop, ClientConn,
+    answer, chain, drive, raw_framing, refusal, server_builder, upstream_headers, ClientConn,
     ProxyBody,
 };
 use super::redirect::{dial_original, own_traffic};
 use crate::outcome::{Kind, Outcome};
 use crate::policy::transparent::request_target;
 use crate::reason::{Reason, Refusal};
-use http::header::{self, HeaderValue};
+use http::header::{self};
 use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -141,17 +141,7 @@ async fn forward(
     let (mut parts, body) = req.into_parts();
     // Origin-form upstream, as the client sent it to the origin it thought it reached.
     parts.uri = Uri::try_from(path.as_str()).unwrap_or_else(|_| Uri::from_static("/"));
-    strip_hop_by_hop(&mut parts.headers);
-    // The origin gets the name that was judged, never another one the client wrote.
-    parts.headers.remove(header::HOST);
-    let host_header = if target.port == 80 {
-        target.host_for_header()
-    } else {
-        target.authority()
-    };
-    if let Ok(v) = HeaderValue::from_str(&host_header) {
-        parts.headers.insert(header::HOST, v);
-    }
+    upstream_headers(&mut parts.headers, &target);
     let (body, up) = CountingBody::wrap(body);
     let resp = sender
         .send_request(Request::from_parts(parts, body))
@@ -159,14 +149,6 @@ async fn forward(
         .map_err(exchange_failed)?;
     Ok(Tracked::response(
         resp,
-        PendingClose {
-            ctx: ctx.clone(),
-            conn_id: o.conn_id,
-            request: o.request,
-            kind: Kind::TransparentHttp,
-            host: o.host.clone(),
-            up,
-            started,
-        },
+        PendingClose::of(ctx, o, up, started),
     ))
 }
