@@ -1,4 +1,5 @@
-//! Loading the TLS listener's certificate chain and private key (PEM) into a rustls server configuration.
+//! Loading the TLS listener's certificate chain and private key (PEM) into a rustls server configuration, and
+//! the client configuration that verifies TLS parent proxies.
 
 use crate::policy::credentials::CertName;
 use rustls::pki_types::pem::PemObject;
@@ -61,29 +62,7 @@ fn client_verifier(
     required: bool,
     provider: Arc<rustls::crypto::CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, (&'static str, String)> {
-    let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca)
-        .map_err(|e| ("client_ca", format!("cannot read {}: {e}", ca.display())))?;
-    for c in certs {
-        let c = c.map_err(|e| {
-            (
-                "client_ca",
-                format!("{} is not a PEM CA bundle: {e}", ca.display()),
-            )
-        })?;
-        roots.add(c).map_err(|e| {
-            (
-                "client_ca",
-                format!("{}: unusable CA certificate: {e}", ca.display()),
-            )
-        })?;
-    }
-    if roots.is_empty() {
-        return Err((
-            "client_ca",
-            format!("{} holds no PEM certificate", ca.display()),
-        ));
-    }
+    let roots = load_roots(ca).map_err(|e| ("client_ca", e))?;
     let builder =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     let builder = if required {
@@ -94,6 +73,43 @@ fn client_verifier(
     builder
         .build()
         .map_err(|e| ("client_ca", format!("{}: {e}", ca.display())))
+}
+
+/// The CA certificates of the PEM bundle `ca`; errors say what is wrong with the file.
+fn load_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca)
+        .map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+    for c in certs {
+        let c = c.map_err(|e| format!("{} is not a PEM CA bundle: {e}", ca.display()))?;
+        roots
+            .add(c)
+            .map_err(|e| format!("{}: unusable CA certificate: {e}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{} holds no PEM certificate", ca.display()));
+    }
+    Ok(roots)
+}
+
+/// The client configuration for a TLS (`https://`) parent proxy: its certificate is verified against the CAs
+/// in `ca` (PEM bundle), or against the Mozilla roots built into egressd (webpki-roots) without one. Offers
+/// only HTTP/1.1: a proxy is asked to CONNECT.
+pub fn parent_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let roots = match ca {
+        Some(ca) => load_roots(ca)?,
+        None => rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+        },
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// The names a client certificate (DER) identifies its holder by, typed: URI SANs as written

@@ -1,5 +1,6 @@
-//! CONNECT through a real parent proxy: Squid from Debian on loopback, with its own configuration, hosts file
-//! and access log in a temp dir; curl as the client.
+//! Through a real parent proxy: Squid from Debian on loopback, with its own configuration, hosts file and
+//! access log in a temp dir (and stunnel from Debian in front of it as a TLS parent); curl and Python as the
+//! clients, CONNECT and plain HTTP.
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ struct Squid {
 }
 
 impl Squid {
-    /// Start Squid allowing every CONNECT except those `extra` directives deny (they come first). Its hosts
+    /// Start Squid allowing every request except those `extra` directives deny (they come first). Its hosts
     /// file maps `names` to 127.0.0.1.
     async fn start(extra: &str, names: &[&str]) -> Squid {
         let dir = tempfile::tempdir().unwrap();
@@ -33,7 +34,7 @@ impl Squid {
             "http_port 127.0.0.1:{port}\nvisible_hostname egressd-test\npid_filename {d}/squid.pid\n\
              cache_log {d}/cache.log\naccess_log stdio:{d}/access.log\ncache_store_log none\n\
              coredump_dir {d}\ncache deny all\nhosts_file {d}/hosts\nshutdown_lifetime 0 seconds\n{user}\
-             acl CONNECT method CONNECT\n{extra}\nhttp_access allow CONNECT\nhttp_access deny all\n",
+             {extra}\nhttp_access allow all\n",
             d = d.display()
         );
         std::fs::write(d.join("squid.conf"), conf).unwrap();
@@ -117,14 +118,15 @@ fn is_root() -> bool {
 
 const NAME: &str = "api.test.example";
 
-fn yaml(parents: &str, port: u16, extra: &str) -> String {
+/// `ports`: one port, or several as `"1, 2"`.
+fn yaml(parents: &str, ports: impl std::fmt::Display, extra: &str) -> String {
     format!(
         r#"
 {parents}
 allow:
   - name: origin
     hosts: ["{NAME}", "blocked.test.example", "only-parent.test.example"]
-    ports: [{port}]
+    ports: [{ports}]
 destinations:
   allow_cidrs: ["127.0.0.0/8"]
 dns:
@@ -445,4 +447,364 @@ async fn a_name_resolving_to_a_special_address_never_reaches_the_parent() {
         "{}",
         squid.access_log()
     );
+}
+
+/// Two plain-HTTP requests with curl on one kept-alive connection to egressd.
+async fn curl_http_twice(proxy: &TestProxy, origin: std::net::SocketAddr) -> CurlOut {
+    let port = origin.port();
+    curl(
+        &[
+            "-sS",
+            &format!("http://{NAME}:{port}/one"),
+            &format!("http://{NAME}:{port}/two"),
+        ],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_goes_to_the_parent_in_absolute_form_over_kept_alive_connections() {
+    let squid = Squid::start("", &[NAME]).await;
+    let origin = http_origin().await;
+    let port = origin.port();
+    let proxy = start_proxy(&yaml(&one_parent(&squid), port, "")).await;
+
+    let out = curl_http_twice(&proxy, origin).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    // The origin got both, from Squid (which adds its Via).
+    assert!(out.stdout.contains("GET /one\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("GET /two\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("via: 1.1 egressd-test"),
+        "{}",
+        out.stdout
+    );
+    let log = squid
+        .wait_logged(&format!("GET http://{NAME}:{port}/two"))
+        .await;
+    assert!(
+        log.contains(&format!("GET http://{NAME}:{port}/one")),
+        "absolute form with the name: {log}"
+    );
+    let lines = proxy.log.wait_events("decision", 2).await;
+    for d in &lines {
+        assert_eq!(d["decision"], "allow", "{d}");
+        assert_eq!(d["via"], "corp", "{d}");
+        assert_eq!(d["parent_status"], serde_json::json!(["corp=relayed"]));
+        assert_eq!(d["resolve"], "local", "{d}");
+        assert_eq!(d["resolved_addrs"], serde_json::json!(["127.0.0.1"]));
+        assert_eq!(d["upstream_addr"], format!("127.0.0.1:{}", squid.port));
+    }
+    // The second request went over the pooled connection to the parent: no new connect.
+    assert!(lines[0]["connect_ms"].is_number(), "{}", lines[0]);
+    assert!(lines[1]["connect_ms"].is_null(), "{}", lines[1]);
+    let relayed = proxy
+        .metric(r#"egressd_parent_attempts_total{parent="corp",result="relayed"}"#)
+        .await;
+    assert_eq!(relayed, 2.0);
+    let allowed = proxy
+        .metric(r#"egressd_decisions_total{decision="allow",reason="allowed",rule="origin",vendor="",client_group="",via="corp"}"#)
+        .await;
+    assert_eq!(allowed, 2.0);
+
+    // Refused by policy, and a name that resolves to a special-purpose address: neither reaches the parent.
+    let out = curl(
+        &["-sS", "-i", "http://denied.test.example/"],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await;
+    assert!(out.stdout.starts_with("HTTP/1.1 403"), "{}", out.stdout);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !squid.access_log().contains("denied.test.example"),
+        "{}",
+        squid.access_log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_through_a_parent_with_credentials_and_its_407() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    let hash = std::process::Command::new("openssl")
+        .args(["passwd", "-apr1", "s3cret"])
+        .output()
+        .unwrap();
+    std::fs::write(
+        &htpasswd,
+        format!("corpuser:{}", String::from_utf8_lossy(&hash.stdout)),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let squid = Squid::start(
+        &format!(
+            "auth_param basic program /usr/lib/squid/basic_ncsa_auth {}\nauth_param basic realm corp\nacl authed proxy_auth REQUIRED\nhttp_access deny !authed",
+            htpasswd.display()
+        ),
+        &[NAME],
+    )
+    .await;
+    let origin = http_origin().await;
+    let creds = dir.path().join("parent-credentials");
+    let parents = format!(
+        "parents:\n  - {{name: corp, url: \"http://127.0.0.1:{}\", credentials_file: {}}}\n",
+        squid.port,
+        creds.display()
+    );
+    std::fs::write(&creds, "corpuser:s3cret\n").unwrap();
+    let proxy = start_proxy(&yaml(&parents, origin.port(), "")).await;
+    // The client's own Proxy-Authorization is egressd's (hop-by-hop), never the parent's.
+    let out = curl(
+        &[
+            "-sS",
+            "--proxy-user",
+            "agent:agentpass",
+            &format!("http://{NAME}:{}/x", origin.port()),
+        ],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await;
+    assert!(out.stdout.contains("GET /x\n"), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("proxy-authorization"),
+        "{}",
+        out.stdout
+    );
+    squid
+        .wait_logged(&format!("GET http://{NAME}:{}/x corpuser", origin.port()))
+        .await;
+
+    std::fs::write(&creds, "corpuser:wrong\n").unwrap();
+    let proxy = start_proxy(&yaml(&parents, origin.port(), "")).await;
+    let out = curl(
+        &["-sS", "-i", &format!("http://{NAME}:{}/y", origin.port())],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await;
+    assert!(out.stdout.starts_with("HTTP/1.1 502"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("x-egressd-reason: parent_refused"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.stdout
+            .to_ascii_lowercase()
+            .contains("proxy-authenticate"),
+        "the parent's challenge stays with egressd: {}",
+        out.stdout
+    );
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(d["reason"], "parent_refused", "{d}");
+    assert_eq!(d["parent_status"], serde_json::json!(["corp=407"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_skips_a_parent_that_is_down_with_its_body_intact() {
+    let squid = Squid::start("", &[NAME]).await;
+    let origin = http_origin().await;
+    let dead = closed_port().await;
+    let parents = format!(
+        "parents:\n  - {{name: dead, url: \"http://127.0.0.1:{dead}\"}}\n  - {{name: corp, url: \"http://127.0.0.1:{}\"}}\n",
+        squid.port
+    );
+    let proxy = start_proxy(&yaml(&parents, origin.port(), "")).await;
+    let out = curl(
+        &[
+            "-sS",
+            "--data-binary",
+            "0123456789",
+            &format!("http://{NAME}:{}/upload", origin.port()),
+        ],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await;
+    assert!(out.stdout.contains("POST /upload\n"), "{}", out.stdout);
+    assert!(out.stdout.contains("body-length: 10\n"), "{}", out.stdout);
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(d["via"], "corp", "{d}");
+    assert_eq!(
+        d["parent_status"],
+        serde_json::json!(["dead=refused", "corp=relayed"])
+    );
+    assert_eq!(
+        proxy
+            .metric(r#"egressd_parent_attempts_total{parent="dead",result="refused"}"#)
+            .await,
+        1.0
+    );
+}
+
+/// stunnel from Debian on 127.0.0.1 in front of `squid`: a TLS parent, its certificate for 127.0.0.1 issued
+/// by the CA in `ca_pem`. Stopped when dropped.
+struct Stunnel {
+    port: u16,
+    ca_pem: PathBuf,
+    _dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl Stunnel {
+    async fn start(squid: &Squid) -> Stunnel {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(d.join("cert.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(d.join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+        let port = closed_port().await;
+        std::fs::write(
+            d.join("stunnel.conf"),
+            format!(
+                "foreground = yes\npid =\n[parent]\naccept = 127.0.0.1:{port}\nconnect = 127.0.0.1:{}\ncert = {d}/cert.pem\nkey = {d}/key.pem\n",
+                squid.port,
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let program = ["/usr/bin/stunnel4", "/usr/bin/stunnel"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .unwrap_or("stunnel4");
+        let child = std::process::Command::new(program)
+            .arg(d.join("stunnel.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("stunnel must be installed (apt-get install stunnel4)");
+        let stunnel = Stunnel {
+            port,
+            ca_pem: d.join("cert.pem"),
+            _dir: dir,
+            child,
+        };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return stunnel;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("stunnel did not listen on {port}");
+    }
+}
+
+impl Drop for Stunnel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_parent_carries_connect_and_plain_http_and_a_wrong_ca_is_refused() {
+    let squid = Squid::start("", &[NAME]).await;
+    let stunnel = Stunnel::start(&squid).await;
+    let origin = tls_origin(&[NAME]).await;
+    let plain = http_origin().await;
+    let ports = format!("{}, {}", origin.addr.port(), plain.port());
+    let parents = format!(
+        "parents:\n  - {{name: corp-tls, url: \"https://127.0.0.1:{}\", ca: {}}}\n",
+        stunnel.port,
+        stunnel.ca_pem.display()
+    );
+    let proxy = start_proxy(&yaml(&parents, &ports, "")).await;
+    let out = curl_via(&proxy, &origin, NAME).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    assert_eq!(out.stdout, "hello from tls origin");
+    squid
+        .wait_logged(&format!("CONNECT {NAME}:{}", origin.addr.port()))
+        .await;
+    let out = curl(
+        &["-sS", &format!("http://{NAME}:{}/over-tls", plain.port())],
+        &[("http_proxy", &proxy.url())],
+    )
+    .await;
+    assert!(out.stdout.contains("GET /over-tls\n"), "{}", out.stdout);
+    let lines = proxy.log.wait_events("decision", 2).await;
+    for d in &lines {
+        assert_eq!(d["via"], "corp-tls", "{d}");
+        assert_eq!(d["upstream_addr"], format!("127.0.0.1:{}", stunnel.port));
+    }
+    assert_eq!(
+        lines[0]["parent_status"],
+        serde_json::json!(["corp-tls=200"])
+    );
+    assert_eq!(
+        lines[1]["parent_status"],
+        serde_json::json!(["corp-tls=relayed"])
+    );
+
+    // A parent whose certificate the configured CA did not issue is not spoken to.
+    let other_ca = origin.ca_pem.display();
+    let parents = format!(
+        "parents:\n  - {{name: corp-tls, url: \"https://127.0.0.1:{}\", ca: {other_ca}}}\n",
+        stunnel.port
+    );
+    let proxy = start_proxy(&yaml(&parents, &ports, "")).await;
+    let resp = connect(proxy.addr, &format!("{NAME}:{}", origin.addr.port())).await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("parent_unreachable")
+    );
+    let d = proxy.log.decision_for(NAME).await;
+    assert_eq!(
+        d["parent_status"],
+        serde_json::json!(["corp-tls=tls_error"])
+    );
+    assert!(
+        d["detail"].as_str().unwrap().contains("certificate"),
+        "the detail says what failed: {d}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_clients_reach_https_and_http_through_the_chain() {
+    let squid = Squid::start("", &[NAME]).await;
+    let origin = tls_origin(&[NAME]).await;
+    let plain = http_origin().await;
+    let ports = format!("{}, {}", origin.addr.port(), plain.port());
+    let proxy = start_proxy(&yaml(&one_parent(&squid), &ports, "")).await;
+    let script = format!(
+        r#"
+import ssl, urllib.request
+ctx = ssl.create_default_context(cafile={ca:?})
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({{"http": {proxy:?}, "https": {proxy:?}}}),
+    urllib.request.HTTPSHandler(context=ctx),
+)
+print(opener.open("https://{NAME}:{tls}/").read().decode())
+print(opener.open("http://{NAME}:{plain}/py").read().decode().splitlines()[0])
+"#,
+        ca = origin.ca_pem.display().to_string(),
+        proxy = proxy.url(),
+        tls = origin.addr.port(),
+        plain = plain.port(),
+    );
+    let out = tokio::process::Command::new("python3")
+        .args(["-c", &script])
+        .env_remove("http_proxy")
+        .env_remove("https_proxy")
+        .env_remove("no_proxy")
+        .output()
+        .await
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout, "hello from tls origin\nGET /py\n");
+    squid
+        .wait_logged(&format!("GET http://{NAME}:{}/py", plain.port()))
+        .await;
+    squid
+        .wait_logged(&format!("CONNECT {NAME}:{}", origin.addr.port()))
+        .await;
 }

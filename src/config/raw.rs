@@ -92,8 +92,10 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawParent {
     pub name: String,
-    /// `http://host:port`.
+    /// `http://host:port` or `https://host:port`.
     pub url: String,
+    /// For an `https://` parent: the PEM bundle of the CAs its certificate is verified against.
+    pub ca: Option<String>,
     /// A file holding `user:password`.
     pub credentials_file: Option<String>,
     /// An environment variable holding `user:password`.

@@ -24,6 +24,8 @@ pub enum TargetSpec {
     Egressd,
     /// Squid, started by the harness if it is installed.
     Squid,
+    /// egressd with a Squid of its own as its parent proxy (`parents:`): what the hop costs.
+    EgressdViaSquid,
     /// A proxy that is already running.
     Addr(SocketAddr),
 }
@@ -35,8 +37,11 @@ impl FromStr for TargetSpec {
             "direct" => Ok(TargetSpec::Direct),
             "egressd" => Ok(TargetSpec::Egressd),
             "squid" => Ok(TargetSpec::Squid),
+            "egressd-via-squid" => Ok(TargetSpec::EgressdViaSquid),
             other => other.parse().map(TargetSpec::Addr).map_err(|_| {
-                format!("target {other:?}: expected direct, egressd, squid or ip:port")
+                format!(
+                    "target {other:?}: expected direct, egressd, squid, egressd-via-squid or ip:port"
+                )
             }),
         }
     }
@@ -467,6 +472,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             TargetSpec::Direct => "direct".to_string(),
             TargetSpec::Egressd => "egressd".to_string(),
             TargetSpec::Squid => "squid".to_string(),
+            TargetSpec::EgressdViaSquid => "egressd-via-squid".to_string(),
             TargetSpec::Addr(a) => a.to_string(),
         };
         let mut result = TargetResult::new(&name);
@@ -486,9 +492,26 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
                 &dir,
                 &origin,
                 idle_n + 4 * opts.clients + 100,
+                None,
             )
             .await
             .map(Some),
+            // The parent is measured with egressd only in the rates; CPU and memory are egressd's (`--pid`
+            // reads its process tree, which the parent is not part of).
+            TargetSpec::EgressdViaSquid => {
+                match targets::start_squid(&opts.squid_bin, &dir, &origin, nofile).await {
+                    Ok(squid) => targets::start_egressd(
+                        &opts.egressd_bin,
+                        &dir,
+                        &origin,
+                        idle_n + 4 * opts.clients + 100,
+                        Some(squid),
+                    )
+                    .await
+                    .map(Some),
+                    Err(e) => Err(format!("its parent: {e}")),
+                }
+            }
             TargetSpec::Squid => targets::start_squid(&opts.squid_bin, &dir, &origin, nofile)
                 .await
                 .map(Some),

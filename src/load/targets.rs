@@ -1,5 +1,6 @@
-//! Proxies the harness starts itself: egressd (the release binary with a generated config) and Squid (with an
-//! equivalent allowlist), each on a free loopback port with its files in the run's temporary directory.
+//! Proxies the harness starts itself: egressd (the release binary with a generated config), Squid (with an
+//! equivalent allowlist) and egressd with a Squid of its own as its parent proxy, each on a free loopback port
+//! with its files in the run's temporary directory.
 
 use super::origin::Origin;
 use std::io;
@@ -15,10 +16,19 @@ pub fn free_port() -> io::Result<u16> {
 
 /// The egressd configuration: the origin's name mapped to 127.0.0.1 and allowed on its two ports; no admin
 /// listener (its fixed default port could clash with another running proxy) and a short shutdown grace. Every
-/// load connection comes from 127.0.0.1: the per-client limit is the global one.
-pub fn egressd_config(port: u16, origin: &Origin, max_connections: usize) -> String {
+/// load connection comes from 127.0.0.1: the per-client limit is the global one. With `parent`, every allowed
+/// tunnel goes through that proxy (egressd still resolves and checks the name first, as by default).
+pub fn egressd_config(
+    port: u16,
+    origin: &Origin,
+    max_connections: usize,
+    parent: Option<SocketAddr>,
+) -> String {
+    let parents = parent
+        .map(|p| format!("parents:\n  - {{name: squid, url: \"http://{p}\"}}\n"))
+        .unwrap_or_default();
     format!(
-        "listen: 127.0.0.1:{port}\n\
+        "{parents}listen: 127.0.0.1:{port}\n\
          allow:\n  - name: load-origin\n    hosts: [\"{name}\"]\n    ports: [{echo}, {bulk}]\n\
          destinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\n\
          dns:\n  hosts: {{\"{name}\": [\"127.0.0.1\"]}}\n\
@@ -65,10 +75,19 @@ pub struct Launched {
     pub pid: u32,
     pub version: Option<String>,
     child: Child,
+    /// The parent proxy this one was started with, stopped after it.
+    parent: Option<Box<Launched>>,
 }
 
 impl Launched {
     pub fn stop(&mut self) {
+        self.stop_own();
+        if let Some(parent) = self.parent.as_mut() {
+            parent.stop();
+        }
+    }
+
+    fn stop_own(&mut self) {
         if let Ok(Some(_)) = self.child.try_wait() {
             return;
         }
@@ -124,12 +143,14 @@ fn version(bin: &Path, arg: &str, parse: fn(&str) -> Option<String>) -> Option<S
     parse(&String::from_utf8_lossy(&out.stdout))
 }
 
-/// Start `bin run --config <dir>/conf/egressd.yaml`; its log lines go to `<dir>/egressd.log`.
+/// Start `bin run --config <dir>/conf/egressd.yaml`; its log lines go to `<dir>/egressd.log`. With `parent`
+/// (a proxy already started), egressd sends its tunnels through it and owns it from then on.
 pub async fn start_egressd(
     bin: &Path,
     dir: &Path,
     origin: &Origin,
     max_connections: usize,
+    parent: Option<Launched>,
 ) -> Result<Launched, String> {
     if !bin.is_file() {
         return Err(format!(
@@ -143,8 +164,12 @@ pub async fn start_egressd(
     let conf_dir = dir.join("conf");
     std::fs::create_dir_all(&conf_dir).map_err(|e| e.to_string())?;
     let config = conf_dir.join("egressd.yaml");
-    std::fs::write(&config, egressd_config(port, origin, max_connections))
-        .map_err(|e| e.to_string())?;
+    let parent_addr = parent.as_ref().map(|p| p.addr);
+    std::fs::write(
+        &config,
+        egressd_config(port, origin, max_connections, parent_addr),
+    )
+    .map_err(|e| e.to_string())?;
     let log = dir.join("egressd.log");
     let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
@@ -166,6 +191,7 @@ pub async fn start_egressd(
             s.split_whitespace().nth(1).map(str::to_string)
         }),
         child,
+        parent: parent.map(Box::new),
     })
 }
 
@@ -228,5 +254,6 @@ pub async fn start_squid(
                 .map(|(_, v)| v.trim().to_string())
         }),
         child,
+        parent: None,
     })
 }

@@ -9,7 +9,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A parent proxy (`parents:`): an HTTP proxy egressd asks to CONNECT for it.
+/// A parent proxy (`parents:`): an HTTP proxy egressd asks to CONNECT for it, or forwards plain HTTP to.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Parent {
     pub name: Arc<str>,
@@ -21,7 +21,26 @@ pub struct Parent {
     pub connect_timeout: Duration,
     /// `resolve: parent`: egressd does not resolve the name itself; the parent does.
     pub resolve_at_parent: bool,
+    /// An `https://` parent: spoken to over TLS.
+    pub tls: Option<ParentTls>,
 }
+
+/// How a TLS parent is verified: the client configuration built from `ca` (or the built-in roots).
+#[derive(Clone)]
+pub struct ParentTls {
+    pub config: Arc<rustls::ClientConfig>,
+    /// The `ca` file, as configured.
+    pub ca: Option<String>,
+}
+
+/// Two TLS settings are the same when they name the same `ca` (the file's contents are checked at load).
+impl PartialEq for ParentTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca == other.ca
+    }
+}
+
+impl Eq for ParentTls {}
 
 impl fmt::Debug for Parent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -35,6 +54,13 @@ impl fmt::Debug for Parent {
             )
             .field("connect_timeout", &self.connect_timeout)
             .field("resolve_at_parent", &self.resolve_at_parent)
+            .field(
+                "tls",
+                &self
+                    .tls
+                    .as_ref()
+                    .map(|t| t.ca.as_deref().unwrap_or("built-in roots")),
+            )
             .finish()
     }
 }
@@ -110,6 +136,7 @@ mod tests {
             authorization: Some("Basic c2VjcmV0".into()),
             connect_timeout: Duration::from_secs(5),
             resolve_at_parent: false,
+            tls: None,
         })
     }
 

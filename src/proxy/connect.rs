@@ -4,6 +4,7 @@
 
 use super::peek::{peek, FirstBytes, Peeked};
 use super::retry::{replay_hello, End};
+use super::upstream_io::UpstreamIo;
 use super::{ctx::Ctx, respond, splice};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
@@ -17,12 +18,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// An allowed CONNECT with its upstream connected, waiting for the client's first bytes.
 pub(super) struct Opened {
     target: Target,
-    upstream: TcpStream,
+    upstream: UpstreamIo,
     rule_tls: Option<bool>,
 }
 
@@ -57,12 +57,15 @@ async fn decide_and_dial(
     let mut info = super::dial::DialInfo::default();
     let routes = &ctx.settings.routes;
     let dialled = match routes.choose(o.rule.as_deref(), &target) {
-        Via::Parents(parents) => super::parent::dial(ctx, &parents, &target, &mut info, o).await,
+        Via::Parents(parents) => super::parent::dial(ctx, &parents, &target, &mut info).await,
         Via::Direct => {
             if routes.any() {
-                o.via = Some("direct".into());
+                info.via = Some("direct".into());
             }
-            ctx.dialer.dial(&target, &mut info).await
+            ctx.dialer
+                .dial(&target, &mut info)
+                .await
+                .map(UpstreamIo::from)
         }
     };
     info.record_into(o);
@@ -76,7 +79,7 @@ async fn decide_and_dial(
 /// A judged tunnel whose first bytes went upstream: all an established (often idle) tunnel keeps.
 pub(super) struct Splicing<C> {
     client: C,
-    upstream: TcpStream,
+    upstream: UpstreamIo,
     idle: Duration,
     close: Close,
     started: Instant,
@@ -140,7 +143,7 @@ where
     } else {
         Box::pin(peek(
             &mut client,
-            Some(&upstream),
+            Some(upstream.socket()),
             early,
             required,
             checks.hello_max_bytes,

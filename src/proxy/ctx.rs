@@ -36,6 +36,8 @@ pub struct Ctx {
     /// Every connection task (and tunnel task) of every configuration generation, for draining.
     pub(super) tasks: TaskTracker,
     pub(super) client: upstream::UpstreamClient,
+    /// A pooled client per parent proxy, by name.
+    parent_clients: Vec<(Arc<str>, upstream::UpstreamClient)>,
     /// The newest generation, shared by all of them: each request of a kept-alive connection is decided
     /// with the configuration in force when it arrives, not the one its connection was accepted under.
     pub(super) newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
@@ -101,8 +103,15 @@ impl Ctx {
         newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
     ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(listeners, &settings));
+        let parent_clients = (settings.routes.parents.iter())
+            .map(|p| {
+                let client = upstream::parent_client(p.clone(), &settings);
+                (p.name.clone(), client)
+            })
+            .collect();
         let ctx = Arc::new(Ctx {
             client: upstream::upstream_client(dialer.clone(), &settings),
+            parent_clients,
             settings,
             dialer,
             log,
@@ -117,6 +126,14 @@ impl Ctx {
         });
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
+    }
+
+    /// The pooled client for plain HTTP through the parent `name`.
+    pub(super) fn parent_client(&self, name: &str) -> Option<&upstream::UpstreamClient> {
+        self.parent_clients
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, c)| c)
     }
 
     /// The verdict on a request for `target` (and, for plain HTTP, `path`), recorded in the outcome.

@@ -25,6 +25,12 @@ pub struct DialInfo {
     pub upstream: Option<SocketAddr>,
     pub dns_ms: Option<f64>,
     pub connect_ms: Option<f64>,
+    /// The route taken, when parents are configured: `direct` or the parent(s) (see `parent`).
+    pub via: Option<String>,
+    /// Every parent asked or passed over, `NAME=result`.
+    pub parent_status: Vec<String>,
+    /// Through a parent: whether egressd resolved the name (`local`) or left it to the parent.
+    pub resolve: Option<&'static str>,
 }
 
 impl DialInfo {
@@ -35,6 +41,12 @@ impl DialInfo {
         o.upstream_addr = self.upstream;
         o.dns_ms = self.dns_ms;
         o.connect_ms = self.connect_ms;
+        // A dial that knows nothing of routes leaves the route recorded so far.
+        if self.via.is_some() {
+            o.via.clone_from(&self.via);
+            o.parent_status.clone_from(&self.parent_status);
+            o.resolve = self.resolve;
+        }
     }
 }
 

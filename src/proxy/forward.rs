@@ -5,13 +5,14 @@
 
 use super::body::{CountingBody, PendingClose, Tracked};
 use super::http1::{
-    answer, chain, drive, proxy_auth, raw_framing, refusal, server_builder, upstream_headers,
-    ClientConn, ProxyBody,
+    absolute_uri, answer, chain, drive, proxy_auth, raw_framing, refusal, server_builder,
+    upstream_headers, within_idle, ClientConn, ProxyBody,
 };
 use super::upstream::{find_dial_error, DialRecord};
 use super::{connect, ctx::Ctx};
 use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::CertName;
+use crate::policy::route::Via;
 use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
@@ -120,41 +121,56 @@ async fn forward(
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
-    parts.uri = Uri::try_from(format!("http://{}{}", target.authority(), path)).map_err(|e| {
-        Refusal::new(
-            Reason::InvalidTarget,
-            format!("cannot rebuild the request URI: {e}"),
-        )
-    })?;
+    parts.uri = absolute_uri(&target, &path)?;
     upstream_headers(&mut parts.headers, &target);
     let (body, up) = CountingBody::wrap(body);
 
-    // An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
-    let idle = ctx.settings.timeouts.idle;
-    let exchange = tokio::time::timeout(idle, ctx.client.request(Request::from_parts(parts, body)));
-    let result = exchange.await.map_err(|_| {
-        Refusal::new(
-            Reason::UpstreamError,
-            format!("no response from the upstream within timeouts.idle ({idle:?})"),
-        )
-    })?;
-    let resp = result.map_err(|e| match find_dial_error(&e) {
-        Some(d) => {
-            d.info.record_into(o);
-            d.refusal.clone()
+    let routes = &ctx.settings.routes;
+    let exchange = async {
+        match routes.choose(o.rule.as_deref(), &target) {
+            Via::Parents(parents) => {
+                super::parent_http::send(ctx, &parents, &target, parts, body, o).await
+            }
+            Via::Direct => {
+                let sent = direct(ctx, Request::from_parts(parts, body), o).await;
+                if routes.any() {
+                    o.via = Some("direct".into());
+                }
+                sent
+            }
         }
-        None => Refusal::new(
-            Reason::UpstreamError,
-            format!("upstream exchange failed: {}", chain(&e)),
-        ),
-    })?;
-    if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
-        rec.report_into(o);
-    }
+    };
+    let resp = within_idle(ctx, exchange).await?;
     Ok(Tracked::response(
         resp,
         PendingClose::of(ctx, o, up, started),
     ))
+}
+
+/// The request sent over the direct client's pool; what its dial found is recorded in `o`.
+async fn direct(
+    ctx: &Ctx,
+    req: Request<ProxyBody>,
+    o: &mut Outcome,
+) -> Result<Response<Incoming>, Refusal> {
+    let resp = ctx
+        .client
+        .request(req)
+        .await
+        .map_err(|e| match find_dial_error(&e) {
+            Some(d) => {
+                d.info.record_into(o);
+                d.refusal.clone()
+            }
+            None => Refusal::new(
+                Reason::UpstreamError,
+                format!("upstream exchange failed: {}", chain(&e)),
+            ),
+        })?;
+    if let Some(rec) = resp.extensions().get::<Arc<DialRecord>>() {
+        rec.report_into(o);
+    }
+    Ok(resp)
 }
 
 /// The authority of an absolute http:// URI.

@@ -10,7 +10,7 @@ use crate::target::Target;
 use crate::wire::request_stream::HeadWatch;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Response;
+use http::{Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioTimer;
 use std::future::Future;
@@ -197,6 +197,30 @@ pub(super) fn proxy_auth(h: &HeaderMap) -> Option<ProxyAuth> {
 
 /// The headers a forwarded request goes upstream with: hop-by-hop headers removed, and the `Host` header
 /// naming the target that was judged (without the default port), never another one the client wrote.
+/// The absolute-form URI of a request for `target` (what goes to a parent proxy or the direct pool).
+pub(super) fn absolute_uri(target: &Target, path: &str) -> Result<Uri, Refusal> {
+    Uri::try_from(format!("http://{}{}", target.authority(), path)).map_err(|e| {
+        Refusal::new(
+            Reason::InvalidTarget,
+            format!("cannot rebuild the request URI: {e}"),
+        )
+    })
+}
+
+/// An upstream that accepts and never answers is cut like an idle tunnel, not waited for forever.
+pub(super) async fn within_idle<T>(
+    ctx: &Ctx,
+    exchange: impl Future<Output = Result<T, Refusal>>,
+) -> Result<T, Refusal> {
+    let idle = ctx.settings.timeouts.idle;
+    tokio::time::timeout(idle, exchange).await.map_err(|_| {
+        Refusal::new(
+            Reason::UpstreamError,
+            format!("no response from the upstream within timeouts.idle ({idle:?})"),
+        )
+    })?
+}
+
 pub(super) fn upstream_headers(h: &mut HeaderMap, target: &Target) {
     strip_hop_by_hop(h);
     h.remove(header::HOST);

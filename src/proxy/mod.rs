@@ -8,10 +8,11 @@
 //! - CONNECT: `connect` decides and dials (directly, or through parent proxies with `parent`), `peek` reads the first bytes, `retry` replays the hello and
 //!   judges a second one after a HelloRetryRequest, `splice` (with `pipe`) moves the bytes.
 //! - Plain HTTP: `forward` (absolute-form requests, CONNECT after them), `http1` (serving shared with the
-//!   transparent HTTP listener), `upstream` (the pooled client), `body` (counted bodies).
+//!   transparent HTTP listener), `upstream` (the pooled clients), `body` (counted bodies), `parent_http`
+//!   (through parent proxies).
 //! - Transparent mode: `transparent` (TLS, named by the SNI), `transparent_http` (named by the Host
 //!   header), `redirect` and `original_dst` (where a redirected connection was going).
-//! - `dial`: resolve → check every address → connect; `respond`: refusals on the wire; `accept` and
+//! - `dial`: resolve → check every address → connect; `upstream_io`: TCP or TLS (a TLS parent) upstream; `respond`: refusals on the wire; `accept` and
 //!   `counted_client`: accepted sockets; `client_io`: what each client stream type can do;
 //!   `password_checks`: turns for argon2 checks.
 
@@ -30,6 +31,7 @@ mod live;
 mod original_dst;
 mod parent;
 mod parent_health;
+mod parent_http;
 mod password_checks;
 mod peek;
 mod pipe;
@@ -41,6 +43,7 @@ pub mod splice;
 mod transparent;
 mod transparent_http;
 mod upstream;
+mod upstream_io;
 
 pub use client_io::ClientIo;
 pub use ctx::Ctx;

@@ -1,21 +1,178 @@
-//! CONNECT through parent proxies: after the verdict allowed the request (and, unless every parent of the
-//! route resolves for itself, after the destination check of its addresses), ask the route's parents in
-//! order to CONNECT to the NAME. A parent that cannot be reached is skipped for `parent_health::DOWN_FOR` and the next one
-//! is asked; a parent's refusal is final. Steps record facts in the outcome and never log.
+//! Parent proxies: after the verdict allowed the request (and, unless every parent of the route resolves for
+//! itself, after the destination check of its addresses), the route's parents are tried in order. A CONNECT
+//! asks the parent to CONNECT to the NAME (here); plain HTTP is sent to it in absolute form (`forward`). A
+//! parent that cannot be reached (TCP, or the TLS handshake of an `https://` parent) is passed over for
+//! `parent_health::DOWN_FOR` and the next one is tried; a parent's answer is final. Steps record facts in the
+//! dial record and never log.
 
 use super::ctx::Ctx;
-use super::dial::{tune_socket, DialInfo};
-use crate::outcome::Outcome;
+use super::dial::{tune_socket, DialInfo, Dialer};
+use super::parent_health::Down;
+use super::upstream_io::UpstreamIo;
 use crate::policy::route::Parent;
 use crate::reason::{Reason, Refusal};
 use crate::target::Target;
+use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 /// The largest parent response head read.
 const MAX_HEAD: usize = 16 * 1024;
+
+/// Before any parent is asked: resolve the name and check every address like a direct connection would,
+/// unless every parent of the route resolves for itself (`resolve: parent`). Records which was done.
+pub(super) async fn check_destination(
+    dialer: &Dialer,
+    parents: &[Arc<Parent>],
+    target: &Target,
+    info: &mut DialInfo,
+) -> Result<(), Refusal> {
+    if parents.iter().all(|p| p.resolve_at_parent) {
+        info.resolve = Some("parent");
+        Ok(())
+    } else {
+        info.resolve = Some("local");
+        dialer.resolve(target, info).await.map(drop)
+    }
+}
+
+/// Why a parent could not be reached.
+pub(super) struct Unreached {
+    /// The word in `parent_status`: `refused`, `unreachable`, `timeout` or `tls_error`.
+    pub word: &'static str,
+    pub detail: String,
+}
+
+/// The route's parents in order, passing over those that failed recently, and what became of each.
+pub(super) struct Failover<'a> {
+    parents: &'a [Arc<Parent>],
+    down: &'a Down,
+    next: usize,
+    /// Every parent failed recently: all are tried again (one that came back is used at once).
+    all_down: bool,
+    tried: usize,
+    timeouts: usize,
+    last_error: Option<String>,
+}
+
+impl<'a> Failover<'a> {
+    pub(super) fn new(parents: &'a [Arc<Parent>], down: &'a Down, info: &mut DialInfo) -> Self {
+        info.via = Some(
+            parents
+                .iter()
+                .map(|p| &*p.name)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        Failover {
+            parents,
+            down,
+            next: 0,
+            all_down: parents.iter().all(|p| down.is_down(&p.name)),
+            tried: 0,
+            timeouts: 0,
+            last_error: None,
+        }
+    }
+
+    /// The next parent to try, if any is left.
+    pub(super) fn next(&mut self, info: &mut DialInfo) -> Option<&'a Arc<Parent>> {
+        while let Some(parent) = self.parents.get(self.next) {
+            self.next += 1;
+            if !self.all_down && self.down.is_down(&parent.name) {
+                info.parent_status.push(format!("{}=skipped", parent.name));
+                continue;
+            }
+            self.tried += 1;
+            return Some(parent);
+        }
+        None
+    }
+
+    /// `parent` could not be reached: it is passed over for a while.
+    pub(super) fn failed(&mut self, parent: &Parent, why: Unreached, info: &mut DialInfo) {
+        self.down.mark(&parent.name);
+        if why.word == "timeout" {
+            self.timeouts += 1;
+        }
+        info.parent_status
+            .push(format!("{}={}", parent.name, why.word));
+        self.last_error = Some(format!("{}: {}", parent.name, why.detail));
+    }
+
+    /// `parent` took the connection: it is the route.
+    pub(super) fn reached(&self, parent: &Parent, info: &mut DialInfo) {
+        self.down.clear(&parent.name);
+        info.via = Some(parent.name.to_string());
+    }
+
+    /// No parent could be reached: the refusal.
+    pub(super) fn exhausted(&self, info: &DialInfo) -> Refusal {
+        let attempts = info.parent_status.join(", ");
+        let last = self
+            .last_error
+            .as_ref()
+            .map(|e| format!("; {e}"))
+            .unwrap_or_default();
+        if self.tried > 0 && self.timeouts == self.tried {
+            Refusal::new(
+                Reason::ParentTimeout,
+                format!("no parent accepted the connection in time ({attempts}){last}"),
+            )
+        } else {
+            Refusal::new(
+                Reason::ParentUnreachable,
+                format!("no parent could be reached ({attempts}){last}"),
+            )
+        }
+    }
+}
+
+/// A connection to `parent` (TCP, then TLS for an `https://` parent), within its `connect_timeout`.
+pub(super) async fn connect(parent: &Parent, info: &mut DialInfo) -> Result<UpstreamIo, Unreached> {
+    let started = Instant::now();
+    let host = parent.host.trim_start_matches('[').trim_end_matches(']');
+    let connected = tokio::time::timeout(parent.connect_timeout, async {
+        let tcp = TcpStream::connect((host, parent.port))
+            .await
+            .map_err(|e| Unreached {
+                word: if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    "refused"
+                } else {
+                    "unreachable"
+                },
+                detail: e.to_string(),
+            })?;
+        tune_socket(socket2::SockRef::from(&tcp));
+        info.upstream = tcp.peer_addr().ok();
+        let Some(tls) = &parent.tls else {
+            return Ok(UpstreamIo::Tcp(tcp));
+        };
+        let name = ServerName::try_from(host.to_string()).map_err(|e| Unreached {
+            word: "tls_error",
+            detail: format!("{host:?} is not a name a certificate can be checked against: {e}"),
+        })?;
+        let stream = TlsConnector::from(tls.config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| Unreached {
+                word: "tls_error",
+                detail: format!("TLS handshake: {e}"),
+            })?;
+        Ok(UpstreamIo::Tls(Box::new(stream)))
+    })
+    .await;
+    info.connect_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
+    connected.unwrap_or_else(|_| {
+        Err(Unreached {
+            word: "timeout",
+            detail: format!("no connection within {:?}", parent.connect_timeout),
+        })
+    })
+}
 
 /// A tunnel to `target` through the first of `parents` that takes it. The stream returned has had the
 /// parent's `200` read off it: it is the tunnel.
@@ -24,61 +181,18 @@ pub(super) async fn dial(
     parents: &[Arc<Parent>],
     target: &Target,
     info: &mut DialInfo,
-    o: &mut Outcome,
-) -> Result<TcpStream, Refusal> {
-    o.via = Some(
-        parents
-            .iter()
-            .map(|p| &*p.name)
-            .collect::<Vec<_>>()
-            .join(","),
-    );
-    if parents.iter().all(|p| p.resolve_at_parent) {
-        o.resolve = Some("parent");
-    } else {
-        o.resolve = Some("local");
-        ctx.dialer.resolve(target, info).await?;
-    }
-    // Parents passed over are asked anyway when every one of them is down: one that came back is used at once.
-    let all_down = parents.iter().all(|p| ctx.parents_down.is_down(&p.name));
-    let mut timeouts = 0;
-    let mut tried = 0;
-    for parent in parents {
-        if !all_down && ctx.parents_down.is_down(&parent.name) {
-            o.parent_status.push(format!("{}=skipped", parent.name));
-            continue;
-        }
-        tried += 1;
-        let started = Instant::now();
-        let connected = tokio::time::timeout(
-            parent.connect_timeout,
-            TcpStream::connect((parent.host.as_str(), parent.port)),
-        )
-        .await;
-        info.connect_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
-        let mut stream = match connected {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                ctx.parents_down.mark(&parent.name);
-                let what = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                    "refused"
-                } else {
-                    "unreachable"
-                };
-                o.parent_status.push(format!("{}={what}", parent.name));
-                continue;
-            }
-            Err(_) => {
-                ctx.parents_down.mark(&parent.name);
-                timeouts += 1;
-                o.parent_status.push(format!("{}=timeout", parent.name));
+) -> Result<UpstreamIo, Refusal> {
+    let mut failover = Failover::new(parents, &ctx.parents_down, info);
+    check_destination(&ctx.dialer, parents, target, info).await?;
+    while let Some(parent) = failover.next(info) {
+        let mut stream = match connect(parent, info).await {
+            Ok(s) => s,
+            Err(why) => {
+                failover.failed(parent, why, info);
                 continue;
             }
         };
-        ctx.parents_down.clear(&parent.name);
-        tune_socket(socket2::SockRef::from(&stream));
-        info.upstream = stream.peer_addr().ok();
-        o.via = Some(parent.name.to_string());
+        failover.reached(parent, info);
         let answer = tokio::time::timeout(
             ctx.settings.timeouts.connect,
             ask(&mut stream, parent, target),
@@ -86,7 +200,7 @@ pub(super) async fn dial(
         .await;
         return match answer {
             Err(_) => {
-                o.parent_status.push(format!("{}=timeout", parent.name));
+                info.parent_status.push(format!("{}=timeout", parent.name));
                 Err(Refusal::new(
                     Reason::ParentTimeout,
                     format!(
@@ -96,42 +210,37 @@ pub(super) async fn dial(
                 ))
             }
             Ok(Err(e)) => {
-                o.parent_status.push(format!("{}=error", parent.name));
+                info.parent_status.push(format!("{}=error", parent.name));
                 Err(Refusal::new(
                     Reason::ParentUnreachable,
                     format!("parent {}: {e}", parent.name),
                 ))
             }
             Ok(Ok((status, phrase))) => {
-                o.parent_status.push(format!("{}={status}", parent.name));
+                info.parent_status.push(format!("{}={status}", parent.name));
                 if (200..300).contains(&status) {
                     Ok(stream)
                 } else {
-                    Err(Refusal::new(
-                        Reason::ParentRefused,
-                        format!("parent {} answered {status} {phrase}", parent.name),
-                    ))
+                    Err(refused(parent, status, &phrase))
                 }
             }
         };
     }
-    let attempts = o.parent_status.join(", ");
-    if tried > 0 && timeouts == tried {
-        Err(Refusal::new(
-            Reason::ParentTimeout,
-            format!("no parent accepted the connection in time ({attempts})"),
-        ))
-    } else {
-        Err(Refusal::new(
-            Reason::ParentUnreachable,
-            format!("no parent could be reached ({attempts})"),
-        ))
-    }
+    Err(failover.exhausted(info))
+}
+
+/// A parent's answer other than success: final, and never passed to the client as it is (a 407 challenge is
+/// egressd's business, not the client's).
+pub(super) fn refused(parent: &Parent, status: u16, phrase: &str) -> Refusal {
+    Refusal::new(
+        Reason::ParentRefused,
+        format!("parent {} answered {status} {phrase}", parent.name),
+    )
 }
 
 /// Send the CONNECT (by name) and read the parent's response head: its status and reason phrase.
 async fn ask(
-    stream: &mut TcpStream,
+    stream: &mut UpstreamIo,
     parent: &Parent,
     target: &Target,
 ) -> Result<(u16, String), String> {
@@ -161,10 +270,13 @@ async fn ask(
     // Reading stopped at the head's last byte without seeing the socket empty, so it still counts as readable:
     // look (without taking anything) until the kernel says there is nothing, or the tunnel's first bytes would be
     // taken for a server speaking first.
-    let sock = socket2::SockRef::from(&*stream);
-    let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-        sock.peek(&mut [std::mem::MaybeUninit::uninit(); 1])
-    });
+    // (Over TLS the socket's readiness is rustls's business.)
+    if let UpstreamIo::Tcp(stream) = stream {
+        let sock = socket2::SockRef::from(&*stream);
+        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
+            sock.peek(&mut [std::mem::MaybeUninit::uninit(); 1])
+        });
+    }
     parse_status(&head)
 }
 

@@ -11,7 +11,6 @@ use crate::reason::{Reason, Refusal};
 use crate::wire::client_hello::{peek_client_hello, Peek};
 use crate::wire::server_hello::{interlude_len, server_answer, ServerAnswer};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -61,9 +60,9 @@ pub struct Replayed {
 /// server's answer and, after a HelloRetryRequest, judge the second hello with `checks`. A policy refusal
 /// of the second hello is let through (and returned in `reported`) when `report` is set.
 #[allow(clippy::too_many_arguments)]
-pub async fn replay_hello<C: AsyncRead + AsyncWrite + Unpin>(
+pub async fn replay_hello<C: AsyncRead + AsyncWrite + Unpin, U: AsyncRead + AsyncWrite + Unpin>(
     client: &mut C,
-    upstream: &mut TcpStream,
+    upstream: &mut U,
     buf: Vec<u8>,
     hello_len: usize,
     first: Hello<'_>,

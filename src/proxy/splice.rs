@@ -11,6 +11,7 @@
 
 use super::client_io::ClientIo;
 use super::pipe::Pipe;
+use super::upstream_io::UpstreamIo;
 use crate::outcome::CloseReason;
 use std::cell::RefCell;
 use std::future::Future;
@@ -317,15 +318,19 @@ async fn splice_tcp(
 /// Splice until both directions are done, one side breaks, the tunnel idles out, or `shutdown` fires.
 pub async fn splice<C>(
     client: C,
-    upstream: TcpStream,
+    upstream: impl Into<UpstreamIo>,
     idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Spliced
 where
     C: ClientIo,
 {
-    // Plain TCP clients (with the guard that counts them, kept until the tunnel ends) take the
-    // readiness-driven path; the rest is copied through buffers.
+    // Plain TCP clients (with the guard that counts them, kept until the tunnel ends) to a TCP upstream take
+    // the readiness-driven path; the rest (TLS on either side) is copied through buffers.
+    let upstream = match upstream.into() {
+        UpstreamIo::Tcp(tcp) => tcp,
+        tls => return Box::pin(splice_buffered(client, tls, idle, shutdown)).await,
+    };
     match client.into_tcp() {
         Ok((Ok(client), _counted)) => splice_tcp(&client, &upstream, idle, shutdown).await,
         // The client socket could not join the event loop (and is closed): nothing can be spliced.
@@ -339,15 +344,16 @@ where
     }
 }
 
-/// The buffered copy, for clients that are not plain TCP sockets.
-async fn splice_buffered<C>(
+/// The buffered copy, for clients that are not plain TCP sockets and TLS upstreams.
+async fn splice_buffered<C, U>(
     client: C,
-    upstream: TcpStream,
+    upstream: U,
     idle: Duration,
     shutdown: impl Future<Output = ()>,
 ) -> Spliced
 where
     C: AsyncRead + AsyncWrite,
+    U: AsyncRead + AsyncWrite,
 {
     let up = AtomicU64::new(0);
     let down = AtomicU64::new(0);

@@ -8,9 +8,11 @@ use super::dial::DialInfo;
 use super::peek::{peek, FirstBytes, Peeked};
 use super::redirect::{dial_original, own_traffic, redirected_to};
 use super::retry::replay_hello;
+use super::upstream_io::UpstreamIo;
 use super::{ctx::Ctx, live::Live, splice, transparent_http};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::first_bytes::Quiet;
+use crate::policy::route::Via;
 use crate::policy::verdict::transparent_target;
 use crate::reason::Refusal;
 use std::net::SocketAddr;
@@ -114,7 +116,8 @@ fn reset(stream: TcpStream) {
 }
 
 /// A redirected TLS connection: peek the ClientHello, judge its SNI on the original port, dial the original
-/// destination if it is one of the name's addresses, replay the hello and splice.
+/// destination if it is one of the name's addresses (or ask the route's parents to CONNECT to the name),
+/// replay the hello and splice.
 async fn serve_tls(ctx: &Ctx, mut client: TcpStream, mut o: Outcome) {
     let started = Instant::now();
     let Some(original) = o.original_dst else {
@@ -203,7 +206,7 @@ async fn open(
     peeked: &Peeked,
     original: SocketAddr,
     o: &mut Outcome,
-) -> Result<TcpStream, Result<Refusal, Quiet>> {
+) -> Result<UpstreamIo, Result<Refusal, Quiet>> {
     if let Some(r) = own_traffic(ctx, o.client_addr) {
         return Err(Ok(r));
     }
@@ -214,7 +217,20 @@ async fn open(
     o.port = Some(target.port);
     ctx.decide(&target, None, o).map_err(Ok)?;
     let mut info = DialInfo::default();
-    let dialled = dial_original(ctx, &target, original, &mut info).await;
+    let routes = &ctx.settings.routes;
+    // Through a parent the connection goes to the NAME the hello gave (which the verdict allowed), wherever
+    // the client was sending it.
+    let dialled = match routes.choose(o.rule.as_deref(), &target) {
+        Via::Parents(parents) => super::parent::dial(ctx, &parents, &target, &mut info).await,
+        Via::Direct => {
+            if routes.any() {
+                info.via = Some("direct".into());
+            }
+            dial_original(ctx, &target, original, &mut info)
+                .await
+                .map(UpstreamIo::from)
+        }
+    };
     info.record_into(o);
     dialled.map_err(Ok)
 }

@@ -7,11 +7,12 @@ use super::body::{CountingBody, PendingClose, Tracked};
 use super::ctx::Ctx;
 use super::dial::DialInfo;
 use super::http1::{
-    answer, chain, drive, raw_framing, refusal, server_builder, upstream_headers, ClientConn,
-    ProxyBody,
+    absolute_uri, answer, chain, drive, raw_framing, refusal, server_builder, upstream_headers,
+    within_idle, ClientConn, ProxyBody,
 };
 use super::redirect::{dial_original, own_traffic};
 use crate::outcome::{Kind, Outcome};
+use crate::policy::route::Via;
 use crate::policy::transparent::request_target;
 use crate::reason::{Reason, Refusal};
 use http::header::{self};
@@ -123,9 +124,26 @@ async fn forward(
     ctx.decide(&target, Some(&path), o)?;
 
     let started = Instant::now();
+    let routes = &ctx.settings.routes;
+    if let Via::Parents(parents) = routes.choose(o.rule.as_deref(), &target) {
+        // Through a parent the request goes to the NAME the Host header gave (which the verdict allowed).
+        let (mut parts, body) = req.into_parts();
+        parts.uri = absolute_uri(&target, &path)?;
+        upstream_headers(&mut parts.headers, &target);
+        let (body, up) = CountingBody::wrap(body);
+        let sent = super::parent_http::send(ctx, &parents, &target, parts, body, o);
+        let resp = within_idle(ctx, sent).await?;
+        return Ok(Tracked::response(
+            resp,
+            PendingClose::of(ctx, o, up, started),
+        ));
+    }
     let mut info = DialInfo::default();
     let dialled = dial_original(ctx, &target, original, &mut info).await;
     info.record_into(o);
+    if routes.any() {
+        o.via = Some("direct".into());
+    }
     let upstream = dialled?;
     let exchange_failed = |e: hyper::Error| {
         Refusal::new(

@@ -1,9 +1,12 @@
-//! The upstream side of forwarded plain HTTP: a pooled hyper client whose connector is egressd's resolve →
-//! check → connect dialer, and what each dial found, reported on the responses of its pooled connection.
+//! The upstream side of forwarded plain HTTP: pooled hyper clients, one whose connector is egressd's resolve →
+//! check → connect dialer and one per parent proxy (requests in absolute form), and what each dial found,
+//! reported on the responses of its pooled connection.
 
 use super::dial::{DialInfo, Dialer};
+use super::upstream_io::UpstreamIo;
 use crate::config::Runtime;
 use crate::outcome::Outcome;
+use crate::policy::route::Parent;
 use crate::reason::{Reason, Refusal};
 use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
@@ -15,14 +18,24 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::net::TcpStream;
 
 /// A body passed through egressd in either direction.
 pub(super) type ProxyBody = http_body_util::combinators::BoxBody<bytes::Bytes, hyper::Error>;
 
 pub(super) type UpstreamClient = Client<Connector, ProxyBody>;
 
+/// The client for direct requests.
 pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Runtime) -> UpstreamClient {
+    client(Connector::Direct(dialer), settings)
+}
+
+/// The client for requests through `parent`: its connections go to the parent (pooled per destination, so a
+/// kept-alive connection carries requests for one destination only).
+pub(super) fn parent_client(parent: Arc<Parent>, settings: &Runtime) -> UpstreamClient {
+    client(Connector::Parent(parent), settings)
+}
+
+fn client(connector: Connector, settings: &Runtime) -> UpstreamClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(
             settings
@@ -32,7 +45,7 @@ pub(super) fn upstream_client(dialer: Arc<Dialer>, settings: &Runtime) -> Upstre
         )
         .pool_timer(TokioTimer::new())
         .set_host(false)
-        .build(Connector { dialer })
+        .build(connector)
 }
 
 /// What dialling found, attached to every response on the pooled connection. Timings are reported only
@@ -43,12 +56,15 @@ pub(super) struct DialRecord {
 }
 
 impl DialRecord {
+    /// Through a parent the connection did no lookup: what the request's own lookup recorded stays.
     pub(super) fn report_into(&self, o: &mut Outcome) {
         let first = !self.reported.swap(true, Ordering::Relaxed);
-        o.resolved_addrs = self.info.resolved.clone();
+        if !self.info.resolved.is_empty() {
+            o.resolved_addrs = self.info.resolved.clone();
+        }
         o.upstream_addr = self.info.upstream;
         if first {
-            o.dns_ms = self.info.dns_ms;
+            o.dns_ms = self.info.dns_ms.or(o.dns_ms);
             o.connect_ms = self.info.connect_ms;
         }
     }
@@ -59,6 +75,8 @@ impl DialRecord {
 pub(super) struct ConnectFailure {
     pub(super) refusal: Refusal,
     pub(super) info: DialInfo,
+    /// A parent that could not be reached: the word for `parent_status`.
+    pub(super) parent_word: Option<&'static str>,
 }
 
 impl std::fmt::Display for ConnectFailure {
@@ -82,9 +100,11 @@ pub(super) fn find_dial_error<'a>(
     None
 }
 
+/// Where a client's connections go: to the destination (resolved and checked), or to a parent proxy.
 #[derive(Clone)]
-pub(super) struct Connector {
-    dialer: Arc<Dialer>,
+pub(super) enum Connector {
+    Direct(Arc<Dialer>),
+    Parent(Arc<Parent>),
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -97,38 +117,70 @@ impl tower_service::Service<Uri> for Connector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let dialer = self.dialer.clone();
+        let connector = self.clone();
         Box::pin(async move {
             let mut info = DialInfo::default();
-            let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
-            let target = crate::target::parse_authority(authority, Some(80)).map_err(|e| {
-                ConnectFailure {
-                    refusal: Refusal::new(Reason::InvalidTarget, e.to_string()),
-                    info: DialInfo::default(),
+            let dialled = match connector {
+                Connector::Direct(dialer) => {
+                    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
+                    let target =
+                        crate::target::parse_authority(authority, Some(80)).map_err(|e| {
+                            ConnectFailure {
+                                refusal: Refusal::new(Reason::InvalidTarget, e.to_string()),
+                                info: DialInfo::default(),
+                                parent_word: None,
+                            }
+                        })?;
+                    match dialer.dial(&target, &mut info).await {
+                        Ok(stream) => Ok((UpstreamIo::from(stream), false)),
+                        Err(refusal) => Err((refusal, None)),
+                    }
                 }
-            })?;
-            match dialer.dial(&target, &mut info).await {
-                Ok(stream) => Ok(Upstream {
+                Connector::Parent(parent) => match super::parent::connect(&parent, &mut info).await
+                {
+                    Ok(stream) => Ok((stream, true)),
+                    Err(why) => {
+                        let reason = if why.word == "timeout" {
+                            Reason::ParentTimeout
+                        } else {
+                            Reason::ParentUnreachable
+                        };
+                        let detail = format!("parent {}: {}", parent.name, why.detail);
+                        Err((Refusal::new(reason, detail), Some(why.word)))
+                    }
+                },
+            };
+            match dialled {
+                Ok((stream, proxied)) => Ok(Upstream {
                     io: TokioIo::new(stream),
+                    proxied,
                     record: Arc::new(DialRecord {
                         info,
                         reported: AtomicBool::new(false),
                     }),
                 }),
-                Err(refusal) => Err(ConnectFailure { refusal, info }),
+                Err((refusal, parent_word)) => Err(ConnectFailure {
+                    refusal,
+                    info,
+                    parent_word,
+                }),
             }
         })
     }
 }
 
 pub(super) struct Upstream {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<UpstreamIo>,
+    /// A connection to a parent proxy: requests go in absolute form.
+    proxied: bool,
     record: Arc<DialRecord>,
 }
 
 impl Connection for Upstream {
     fn connected(&self) -> Connected {
-        Connected::new().extra(self.record.clone())
+        Connected::new()
+            .proxy(self.proxied)
+            .extra(self.record.clone())
     }
 }
 

@@ -129,18 +129,21 @@ impl Metrics {
     /// Count a final decision (one per request, as logged).
     pub fn decision(&self, o: &Outcome) {
         let rule = o.rule.as_deref().unwrap_or("");
-        self.counter_add(
-            DECISIONS,
-            vec![
-                label("decision", o.decision.as_str()),
-                label("reason", o.reason.as_str()),
-                label("rule", rule),
-                label("vendor", vendor_of(rule)),
-                // The first client group: bounded by the configuration, unlike users or addresses.
-                label("client_group", o.client.groups.first().map_or("", |c| &**c)),
-            ],
-            1,
-        );
+        let mut labels = vec![
+            label("decision", o.decision.as_str()),
+            label("reason", o.reason.as_str()),
+            label("rule", rule),
+            label("vendor", vendor_of(rule)),
+            // The first client group: bounded by the configuration, unlike users or addresses.
+            label("client_group", o.client.groups.first().map_or("", |c| &**c)),
+        ];
+        // The route, once one was taken (only with `parents` configured): `direct`, the parent that took the
+        // request, or the route's parents when none did; all from the configuration. Absent otherwise, which
+        // Prometheus reads as empty.
+        if let Some(via) = &o.via {
+            labels.push(label("via", via));
+        }
+        self.counter_add(DECISIONS, labels, 1);
         if REJECTIONS.contains(&o.reason) {
             self.counter_add(
                 CONNECTIONS_REJECTED,
@@ -321,6 +324,26 @@ mod tests {
         assert_eq!(
             value(&text, "egressd_upstream_connect_seconds_count"),
             Some(2.0),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_route_is_a_label_once_one_was_taken() {
+        let m = Metrics::new();
+        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
+        o.decision = Verdict::Allow;
+        o.reason = Reason::Allowed;
+        o.rule = Some("x".into());
+        m.decision(&o);
+        o.via = Some("corp".into());
+        m.decision(&o);
+        let text = m.render();
+        let series = r#"egressd_decisions_total{decision="allow",reason="allowed",rule="x",vendor="",client_group="""#;
+        assert_eq!(value(&text, &format!("{series}}}")), Some(1.0), "{text}");
+        assert_eq!(
+            value(&text, &format!(r#"{series},via="corp"}}"#)),
+            Some(1.0),
             "{text}"
         );
     }

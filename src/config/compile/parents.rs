@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::raw::{RawParent, RawVia};
-use crate::policy::route::{Parent, Routes, Via};
+use crate::policy::route::{Parent, ParentTls, Routes, Via};
 use base64::Engine;
 
 pub(super) fn compile_routes(
@@ -135,26 +135,44 @@ fn compile_parent(
     }
     let url = p.url.trim();
     let lower = url.to_ascii_lowercase();
-    let authority = if lower.starts_with("https://") {
-        errs.push(
-            format!("{path}.url"),
-            format!("{url:?}: https:// parents are not supported yet (use http://host:port)"),
-        );
-        None
+    let (authority, tls) = if lower.starts_with("https://") {
+        (Some(url["https://".len()..].trim_end_matches('/')), true)
     } else if lower.starts_with("http://") {
-        Some(url["http://".len()..].trim_end_matches('/'))
+        (Some(url["http://".len()..].trim_end_matches('/')), false)
     } else {
         errs.push(
             format!("{path}.url"),
-            format!("{url:?} is not a URL such as http://proxy.corp.example:3128"),
+            format!("{url:?} is not a URL such as http://proxy.corp.example:3128 or https://proxy.corp.example:3129"),
         );
-        None
+        (None, false)
+    };
+    let tls = match (tls, &p.ca) {
+        (false, Some(_)) => {
+            errs.push(
+                format!("{path}.ca"),
+                "ca verifies a TLS parent: give the parent an https:// url, or drop ca",
+            );
+            None
+        }
+        (false, None) => None,
+        (true, ca) => {
+            if let Some(ca) = ca {
+                files.push(ca.into());
+            }
+            crate::tls_files::parent_client_config(ca.as_deref().map(std::path::Path::new))
+                .map_err(|e| errs.push(format!("{path}.ca"), e))
+                .ok()
+                .map(|config| ParentTls {
+                    config,
+                    ca: ca.clone(),
+                })
+        }
     };
     let target = authority.and_then(|a| {
         if a.contains('/') || a.contains('@') {
             errs.push(
                 format!("{path}.url"),
-                format!("{url:?}: give only http://host:port (credentials go in credentials_file or credentials_env)"),
+                format!("{url:?}: give only the scheme, host and port (credentials go in credentials_file or credentials_env)"),
             );
             return None;
         }
@@ -241,6 +259,7 @@ fn compile_parent(
         authorization: credentials,
         connect_timeout,
         resolve_at_parent,
+        tls,
     })
 }
 
@@ -279,6 +298,17 @@ mod tests {
         assert_eq!(r.by_rule["y"], Via::Direct);
         assert_eq!(r.by_rule["z"].name(), "b,a");
         assert!(r.parents[1].resolve_at_parent);
+        assert!(r.parents.iter().all(|p| p.tls.is_none()));
+        let tls = crate::config::from_yaml_str(
+            "parents:\n  - {name: a, url: \"https://proxy.corp.example:3129\"}\n",
+        )
+        .unwrap();
+        let parent = &tls.runtime.routes.parents[0];
+        assert!(parent.tls.is_some(), "https:// is a TLS parent");
+        assert_eq!(
+            (parent.host.as_str(), parent.port),
+            ("proxy.corp.example", 3129)
+        );
         assert_eq!(r.parents[1].port, 3129);
         let none = crate::config::from_yaml_str("allow: []\n").unwrap();
         assert!(!none.runtime.routes.any());
@@ -286,9 +316,17 @@ mod tests {
 
     #[test]
     fn mistakes_name_their_key() {
-        let e = errors("parents:\n  - {name: a, url: \"https://p.example:3128\"}\n");
+        let e =
+            errors("parents:\n  - {name: a, url: \"http://p.example:3128\", ca: /etc/ca.pem}\n");
         assert!(
-            e.contains("parents[0].url") && e.contains("https:// parents are not supported yet"),
+            e.contains("parents[0].ca") && e.contains("https:// url"),
+            "{e}"
+        );
+        let e = errors(
+            "parents:\n  - {name: a, url: \"https://p.example:3129\", ca: /nonexistent/ca.pem}\n",
+        );
+        assert!(
+            e.contains("parents[0].ca") && e.contains("cannot read /nonexistent/ca.pem"),
             "{e}"
         );
         let e = errors("parents:\n  - {name: a, url: \"p.example:3128\"}\n");
