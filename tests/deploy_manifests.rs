@@ -1354,6 +1354,9 @@ fn metric_names(text: &str) -> Vec<String> {
 
 fn known_metric(name: &str) -> bool {
     METRICS.contains(&name)
+        // Exported once a parent proxy was asked (METRIC_NAMES lists the families every /metrics shows; the pod
+        // emulation of deploy/check.sh reads this one after requests through a parent).
+        || name == exported::PARENT_ATTEMPTS
         || HISTOGRAMS.iter().any(|h| {
             ["_bucket", "_sum", "_count"]
                 .iter()
@@ -1443,9 +1446,23 @@ fn dashboard_uses_only_egressd_metrics_and_shows_the_essentials() {
         "egressd_bytes_total",
         "egressd_config_reloads_total",
         "sum by (client_group, decision) (rate(egressd_decisions_total",
+        "sum by (parent, result) (rate(egressd_parent_attempts_total",
     ] {
         assert!(joined.contains(needed), "dashboard lacks {needed}");
     }
+    // The parents' failures: every result but a 2xx, per parent and result.
+    let errors = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Parent proxy errors")
+        .expect("a panel \"Parent proxy errors\"");
+    let expr = str_at(errors, "/targets/0/expr");
+    assert!(
+        expr.starts_with("sum by (parent, result) (rate(egressd_parent_attempts_total{")
+            && expr.contains(r#"result!~"2..""#),
+        "Parent proxy errors: per parent and result, the non-2xx attempts: {expr}"
+    );
     for h in HISTOGRAMS {
         for q in ["0.5", "0.99"] {
             assert!(
