@@ -2,9 +2,11 @@
 # Checks the deployment files (README "Deploying to Kubernetes"): lints the Dockerfile; renders the kustomize
 # base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
 # object against the Kubernetes schemas; cross-checks ports, probes, config path, drain period and network
-# policies in every rendered set (deploy/check_rendered.py: the agents' NO_PROXY and NetworkPolicy agree too),
+# policies in every rendered set (deploy/check_rendered.py: the agents' NO_PROXY and NetworkPolicy agree too, the
+# parent proxies' credentials are mounted Secret files and egressd's egress policy reaches the parents),
 # checks that each overlay's agent files are what its agent-network.yaml gives (deploy/agent_network.py) and runs `egressd validate` on its config; starts
-# every rendered Deployment as the kubelet would (deploy/pod_emulation.py); checks and unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
+# every rendered Deployment as the kubelet would (deploy/pod_emulation.py, with stand-in parent proxies where
+# the config has parents); checks and unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
 # rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
 # `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
 # $DEPLOY_CHECK_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
@@ -97,6 +99,38 @@ if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-dns.yaml" > /dev/
   fail "the chart rendered networkPolicy.dns.preset custom without networkPolicy.dns.extra"
 fi
 grep -q 'preset custom needs networkPolicy.dns.extra' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for DNS preset custom"; }
+# A parent proxy by name without its addresses: the egress NetworkPolicy could not let egressd reach it.
+printf 'config: {parents: [{name: corp, url: "http://proxy.corp.example:3128"}]}\n' > "$out/no-parent-cidrs.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-parent-cidrs.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered a parent by name without config.parents[].cidrs"
+fi
+grep -q 'config.parents\[0\].cidrs is required' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for a parent without cidrs"; }
+# Parents under config.extra would bypass the credentials mount and the NetworkPolicy: refused.
+printf 'config: {extra: {parents: [{name: corp, url: "http://10.1.2.3:3128"}]}}\n' > "$out/extra-parents.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/extra-parents.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered config.extra.parents"
+fi
+grep -q 'config.extra.parents: set config.parents' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for config.extra.parents"; }
+# An https:// parent with a CA bundle from a ConfigMap (and one from a Secret): rendered and cross-checked like
+# the others, but not validated or started (the egressd under test may not speak TLS to parents yet).
+cat > "$out/https-parents.yaml" <<'YAML'
+config:
+  parents:
+    - name: corp
+      url: https://proxy.corp.example:3129
+      credentials: {secretName: corp-proxy-credentials, key: credentials}
+      ca: {configMapName: corp-proxy-ca, key: ca.crt}
+      cidrs: ["10.80.0.10/32"]
+    - name: corp-v6
+      url: https://[fd00:80::10]:3129
+      ca: {secretName: corp-v6-ca, key: ca.pem}
+YAML
+"$venv/bin/python" deploy/render_chart.py "$chart" "$out/https-parents.yaml" > "$out/https-parents-rendered.yaml"
+"$venv/bin/python" deploy/check_rendered.py "$out/https-parents-rendered.yaml" -
+for want in 'ca: /etc/egressd-parents/corp-ca.pem' 'ca: /etc/egressd-parents/corp-v6-ca.pem' 'path: corp-v6-ca.pem'; do
+  grep -q "$want" "$out/https-parents-rendered.yaml" || fail "https parents: '$want' not rendered"
+done
+echo "$chart (https parents with CA bundles): rendered and cross-checked (not validated: TLS to parents)"
 
 echo "== agents' network (overlay files generated from their agent-network.yaml)"
 "$venv/bin/python" deploy/agent_network.py --check deploy/kubernetes/overlays/*/
@@ -120,7 +154,7 @@ for rendered in "$out"/rendered/*.yaml; do
   "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
 done
 # ... and each of those checks catches the breakage it is there for.
-"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,kustomize-castai-monitoring-tls,kustomize-cloudcasa,kustomize-cloudcasa-cluster-policy}.yaml
+"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,helm-parents-values,kustomize-castai-monitoring-tls,kustomize-castai-parent-proxy,kustomize-cloudcasa,kustomize-cloudcasa-cluster-policy}.yaml
 for cfg in "$out"/configs/*.yaml; do
   if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
     echo "$msg" >&2

@@ -21,14 +21,22 @@ tests/deploy_manifests.rs checks the kustomize sources:
 - each destination the agents' NO_PROXY sends direct is allowed by their NetworkPolicy (every port; port 80 for
   metadata addresses), and the policy opens nothing NO_PROXY does not send direct besides egressd, DNS and the
   API server (the rule whose CIDRs the egressd.io/api-server annotation names);
+- each parent proxy's credentials_file is a key of a Secret (its ca: of a Secret or ConfigMap) that the container
+  mounts read-only as a directory, a credentials_env comes from a Secret, and egressd's egress NetworkPolicies
+  reach every parent on its url's port: at its IP address, or at the CIDRs their egressd.io/parent-cidrs
+  annotation names for it (a NetworkPolicy cannot follow a name);
 - every object but the Namespace has a namespace;
 - a ServiceMonitor selects the Service and scrapes a port it has, on /metrics; with the chart, the ServiceMonitor
   and PrometheusRule carry the labels of metrics.serviceMonitor.labels and alerts.prometheusRule.labels (the
   values files are named by render_chart.py's "# egressd-values:" header lines).
 
-usage: check_rendered.py RENDERED.yaml CONFIG_OUT_DIR   (writes the egressd config for `egressd validate`)
+usage: check_rendered.py RENDERED.yaml CONFIG_OUT_DIR   (writes the egressd config for `egressd validate`, with
+                                                      the parents' files from the render or, for Secrets the
+                                                      user creates at install, deploy/install-secrets.yaml;
+                                                      CONFIG_OUT_DIR "-": check only)
        check_rendered.py --self-test RENDERED.yaml...  (each check must fail on a broken copy of a good set)
 """
+import base64
 import copy
 import ipaddress
 import json
@@ -41,6 +49,8 @@ import yaml
 CONFIG_PATH = "/etc/egressd/egressd.yaml"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART_VALUES = os.path.join(REPO, "deploy/helm/egressd/values.yaml")
+INSTALL_SECRETS = os.path.join(REPO, "deploy/install-secrets.yaml")
+PARENT_CIDRS = "egressd.io/parent-cidrs"
 VENDORS_DIR = os.path.join(REPO, "config/vendors")
 # Stand-ins for "any public address" of each family.
 PUBLIC = [ipaddress.ip_network("8.8.8.8/32"), ipaddress.ip_network("2001:4860:4860::8888/128")]
@@ -279,6 +289,168 @@ def config_ports(config, errors):
     return wanted
 
 
+# --- parent proxies: mounted files and addresses ---
+
+
+def mounted_source(pod, container, path):
+    """Which ConfigMap or Secret key the container sees at `path`: {kind, name, key, mount, volume}, or None.
+    The deepest volumeMount holding `path` decides; items map keys to paths; a projected volume has sources."""
+    best = None
+    for m in container.get("volumeMounts") or []:
+        root = m["mountPath"].rstrip("/")
+        if path == root and m.get("subPath"):
+            rel = m["subPath"]
+        elif path.startswith(root + "/"):
+            rel = path[len(root) + 1:]
+        else:
+            continue
+        if best is None or len(root) > len(best[0]["mountPath"].rstrip("/")):
+            best = (m, rel)
+    if best is None:
+        return None
+    m, rel = best
+    volume = named(pod.get("volumes"), m["name"]) or {}
+    sources = []
+    if "secret" in volume:
+        sources.append(("Secret", volume["secret"].get("secretName"), volume["secret"].get("items")))
+    if "configMap" in volume:
+        sources.append(("ConfigMap", volume["configMap"].get("name"), volume["configMap"].get("items")))
+    for s in (volume.get("projected") or {}).get("sources") or []:
+        if "secret" in s:
+            sources.append(("Secret", s["secret"].get("name"), s["secret"].get("items")))
+        if "configMap" in s:
+            sources.append(("ConfigMap", s["configMap"].get("name"), s["configMap"].get("items")))
+    for kind, name, items in sources:
+        if items:
+            item = next((i for i in items if i["path"] == rel), None)
+            if item:
+                return {"kind": kind, "name": name, "key": item["key"], "mount": m, "volume": volume}
+        elif "/" not in rel:
+            return {"kind": kind, "name": name, "key": rel, "mount": m, "volume": volume}
+    return None
+
+
+def parent_address(url):
+    """(host, port) of a parent's url: http://host:port, https://[v6]:port."""
+    m = re.fullmatch(r"(?i)https?://(\[[^\]]+\]|[^:/@]+):(\d+)/?", str(url))
+    if not m:
+        return None, None
+    return m.group(1).strip("[]"), int(m.group(2))
+
+
+def parent_errors(config, pod, container, own, names):
+    """The parents' credentials files are Secret keys (their CA bundles: Secret or ConfigMap keys) mounted read-only as
+    directories, and egressd's egress policies reach each parent's addresses on its port."""
+    errors = []
+    parents = config.get("parents") or []
+    env = {e["name"]: e for e in container.get("env") or []}
+    for i, p in enumerate(parents):
+        where = f"parents[{i}] ({p.get('name')})"
+        var = p.get("credentials_env")
+        if var is not None and "secretKeyRef" not in ((env.get(var) or {}).get("valueFrom") or {}):
+            errors.append(f"{where}.credentials_env {var}: the container must take it from a Secret "
+                          "(valueFrom.secretKeyRef), never a literal value or a ConfigMap")
+        for key, kinds in (("credentials_file", ("Secret",)), ("ca", ("Secret", "ConfigMap"))):
+            path = p.get(key)
+            if path is None:
+                continue
+            src = mounted_source(pod, container, path)
+            if src is None:
+                errors.append(f"{where}.{key} {path}: no ConfigMap or Secret volume of the egressd container mounts "
+                              "that file (egressd would refuse the config: cannot read it)")
+                continue
+            if src["kind"] not in kinds:
+                errors.append(f"{where}.{key} {path} is key {src['key']} of {src['kind']} {src['name']}: credentials "
+                              "belong in a Secret")
+            if not src["mount"].get("readOnly"):
+                errors.append(f"{where}.{key} {path}: the volume {src['mount']['name']} is not mounted read-only")
+            if src["mount"].get("subPath"):
+                errors.append(f"{where}.{key} {path}: a subPath mount never sees the Secret's updates (mount the "
+                              "directory)")
+    if not own:
+        return errors
+    declared = {}
+    for policy in own:
+        text = (policy["metadata"].get("annotations") or {}).get(PARENT_CIDRS)
+        if text:
+            for name, cidrs in json.loads(text).items():
+                declared.setdefault(name, []).extend(cidrs)
+    known = {p.get("name") for p in parents}
+    for name in declared:
+        if name not in known:
+            errors.append(f"the {PARENT_CIDRS} annotation of egressd's egress NetworkPolicy ({names}) names parent "
+                          f"{name}, which the config does not have (a placeholder left, or a renamed parent)")
+    for i, p in enumerate(parents):
+        host, port = parent_address(p.get("url"))
+        if port is None:
+            errors.append(f"parents[{i}].url {p.get('url')!r}: expected http(s)://host:port")
+            continue
+        nets = [ipaddress.ip_network(c, strict=False) for c in declared.get(p.get("name"), [])]
+        literal = as_net(host)
+        if literal is not None:
+            nets.append(literal)
+        if not nets:
+            errors.append(f"parent {p.get('name')} ({host}): egressd's egress NetworkPolicy ({names}) names no "
+                          f"address for it; give the CIDRs {host} resolves to in its {PARENT_CIDRS} annotation "
+                          "and an ipBlock rule for them (a NetworkPolicy cannot follow a name)")
+        for net in nets:
+            if not egress_reaches(own, net, port):
+                errors.append(f"parent {p.get('name')} at {net} is not reachable on port {port} through egressd's "
+                              f"egress NetworkPolicy ({names})")
+    return errors
+
+
+def install_secrets():
+    """The Secrets of deploy/install-secrets.yaml: {(namespace, name): {key: bytes}}."""
+    out = {}
+    for d in yaml.safe_load_all(open(INSTALL_SECRETS)):
+        if d and d.get("kind") == "Secret":
+            data = {k: v.encode() for k, v in (d.get("stringData") or {}).items()}
+            out[(d["metadata"].get("namespace", "default"), d["metadata"]["name"])] = data
+    return out
+
+
+def config_for_validate(docs, config, out_dir, stem):
+    """The config for `egressd validate` on this host: each parent's credentials_file and ca pointed at a copy of
+    the key it names, from the render or deploy/install-secrets.yaml. Returns (config text or None, notes)."""
+    parents = [p for p in config.get("parents") or [] if p.get("credentials_file") or p.get("ca")]
+    if not parents:
+        return None, []
+    deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("egressd"))
+    ns = deployment["metadata"].get("namespace", "default")
+    pod = deployment["spec"]["template"]["spec"]
+    container = named(pod["containers"], "egressd")
+    fixtures = install_secrets()
+    notes = []
+    for p in parents:
+        for key in ("credentials_file", "ca"):
+            path = p.get(key)
+            src = mounted_source(pod, container, path) if path else None
+            if src is None:
+                continue
+            obj = next((d for d in docs if d["kind"] == src["kind"] and d["metadata"]["name"] == src["name"]
+                        and d["metadata"].get("namespace", "default") == ns), None)
+            if obj is not None and src["kind"] == "ConfigMap":
+                data = {k: v.encode() for k, v in (obj.get("data") or {}).items()}
+                origin = "the render"
+            elif obj is not None:
+                data = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+                data.update({k: v.encode() for k, v in (obj.get("stringData") or {}).items()})
+                origin = "the render"
+            else:
+                data = fixtures.get((ns, src["name"])) if src["kind"] == "Secret" else None
+                origin = os.path.relpath(INSTALL_SECRETS, REPO)
+            if not data or src["key"] not in data:
+                continue  # egressd validate then names the file it cannot read
+            local = os.path.join(out_dir, "files", stem, path.lstrip("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            with open(local, "wb") as f:
+                f.write(data[src["key"]])
+            p[key] = local
+            notes.append(f"{path} (key {src['key']} of {src['kind']} {src['name']}, from {origin})")
+    return yaml.safe_dump(config, sort_keys=False), notes
+
+
 # --- the checks ---
 
 
@@ -404,6 +576,9 @@ def check_set(docs, values):
             if expected:
                 check(json.dumps({"ipBlock": {"cidr": expected}}, sort_keys=True) in own_dns,
                       f"networkPolicy.dns.preset {preset}: {expected} is not a DNS peer")
+
+    # Parent proxies: their credentials are mounted Secret files, and egressd's egress policies reach them.
+    errors.extend(parent_errors(config, pod, container, own, ", ".join(p["metadata"]["name"] for p in own)))
 
     # Who may use the proxy: an ingress policy on egressd's pods admits the agent namespaces on the proxy
     # ports, never every source, and Prometheus on the admin port.
@@ -607,6 +782,60 @@ def self_test(rendered):
     if find(docs, "AdminNetworkPolicy"):
         cases += [("does not end with a Deny of 0.0.0.0/0", open_admin_policy),
                   ("opens 203.0.113.0/24, which NO_PROXY does not send direct", widen_admin_policy)]
+    def parent_volume(ds):
+        d = find(ds, "Deployment")[0]
+        pod = d["spec"]["template"]["spec"]
+        _, cfg = egressd_config(ds)
+        path = next(p["credentials_file"] for p in cfg["parents"] if p.get("credentials_file"))
+        src = mounted_source(pod, named(pod["containers"], "egressd"), path)
+        return pod, src
+
+    def unmount_credentials(ds, vals):
+        pod, src = parent_volume(ds)
+        c = named(pod["containers"], "egressd")
+        c["volumeMounts"] = [m for m in c["volumeMounts"] if m["name"] != src["mount"]["name"]]
+
+    def credentials_in_configmap(ds, vals):
+        pod, src = parent_volume(ds)
+        v = src["volume"]
+        if "secret" in v:
+            s = v.pop("secret")
+            v["configMap"] = {"name": s["secretName"], **({"items": s["items"]} if s.get("items") else {})}
+        for s in (v.get("projected") or {}).get("sources") or []:
+            if "secret" in s:
+                s["configMap"] = s.pop("secret")
+
+    def writable_credentials(ds, vals):
+        _, src = parent_volume(ds)
+        src["mount"]["readOnly"] = False
+
+    def annotated(ds):
+        return [p for p in own(ds, "Egress") if PARENT_CIDRS in (p["metadata"].get("annotations") or {})]
+
+    def close_parents(ds, vals):
+        for p in annotated(ds):
+            cidrs = {c for cs in json.loads(p["metadata"]["annotations"][PARENT_CIDRS]).values() for c in cs}
+            p["spec"]["egress"] = [r for r in p["spec"]["egress"] if not any(
+                (t.get("ipBlock") or {}).get("cidr") in cidrs for t in r.get("to") or [])] or [
+                {"to": [{"ipBlock": {"cidr": "192.0.2.99/32"}}], "ports": [{"protocol": "TCP", "port": 1}]}]
+
+    def forget_parent_cidrs(ds, vals):
+        for p in annotated(ds):
+            del p["metadata"]["annotations"][PARENT_CIDRS]
+
+    def rename_parent(ds, vals):
+        edit_config(lambda c: c["parents"][0].update(name="renamed"))(ds, vals)
+
+    _, cfg = egressd_config(docs)
+    parents = cfg.get("parents") or []
+    if any(p.get("credentials_file") for p in parents):
+        cases += [("no ConfigMap or Secret volume of the egressd container mounts that file", unmount_credentials),
+                  ("credentials belong in a Secret", credentials_in_configmap),
+                  ("is not mounted read-only", writable_credentials)]
+    if parents and annotated(docs):
+        cases += [("is not reachable on port", close_parents),
+                  ("names no address for it", forget_parent_cidrs),
+                  ("which the config does not have", rename_parent)]
     if values is not None and values["metrics"]["serviceMonitor"].get("labels") and find(docs, "ServiceMonitor"):
         cases.append(("ServiceMonitor/egressd lacks the labels", drop_labels("ServiceMonitor")))
     if values is not None and values["alerts"]["prometheusRule"].get("labels") and find(docs, "PrometheusRule"):
@@ -630,13 +859,19 @@ def main():
         return 1 if failures else 0
     rendered, out_dir = sys.argv[1], sys.argv[2]
     docs, values = load(rendered)
-    errors, _ = check_set(docs, values)
-    configmap = next(c for c in docs if c["kind"] == "ConfigMap" and os.path.basename(CONFIG_PATH) in (c.get("data") or {}))
-    os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, os.path.basename(rendered)), "w") as f:
-        f.write(configmap["data"][os.path.basename(CONFIG_PATH)])
+    errors, config = check_set(docs, values)
     for e in errors:
         print(f"{rendered}: {e}", file=sys.stderr)
+    if out_dir == "-":
+        return 1 if errors else 0
+    configmap = next(c for c in docs if c["kind"] == "ConfigMap" and os.path.basename(CONFIG_PATH) in (c.get("data") or {}))
+    os.makedirs(out_dir, exist_ok=True)
+    name = os.path.basename(rendered)
+    text, notes = config_for_validate(docs, copy.deepcopy(config), out_dir, name[:-len(".yaml")])
+    for n in notes:
+        print(f"{name}: for egressd validate, a copy of {n}")
+    with open(os.path.join(out_dir, name), "w") as f:
+        f.write(text or configmap["data"][os.path.basename(CONFIG_PATH)])
     return 1 if errors else 0
 
 

@@ -12,24 +12,39 @@ For every Deployment in RENDERED.yaml whose container runs egressd, the containe
 - a root filesystem of its own (mount namespace): the binary and its libraries, /etc/passwd of the distroless
   image, the kubelet's /etc/hosts (with `hostAliases`), /etc/resolv.conf (ClusterFirst: search domains,
   `ndots:5`), /etc/hostname, a minimal /dev and /proc in a PID namespace where egressd is PID 1;
-- every ConfigMap and Secret volume at its mountPath in the kubelet's layout (a timestamped directory, a
-  `..data` symlink to it and a symlink per key; `subPath` mounts as plain files), read-only;
+- every ConfigMap, Secret and projected (ConfigMap and Secret sources) volume at its mountPath in the kubelet's
+  layout (a timestamped directory, a `..data` symlink to it and a symlink per key or item path; `subPath` mounts
+  as plain files), read-only. A Secret the render names but does not contain (the user creates it at install)
+  comes from deploy/install-secrets.yaml, or else is a kubernetes.io/tls Secret with a fresh self-signed
+  certificate;
 - the securityContext: user, group, fsGroup, readOnlyRootFilesystem (the whole root is remounted read-only),
   no_new_privs, no capabilities;
 - a network namespace of its own with the pod's IPv4 and IPv6 addresses on eth0 (a veth pair whose peer stays in
-  that namespace: nothing leaves it).
+  that namespace: nothing leaves it; with parent proxies, the peer is in their namespace and only their
+  addresses are routed to it).
 
 Then: the startup, readiness and liveness probes as written (named ports resolved) on the pod's IPv4 and IPv6
 addresses; one refused (the metadata address) and one allowed request through the container port (and the TLS port when there is
 one), the allowed one to a TLS origin on 127.0.0.1 in the pod's network namespace that a `hostAliases` entry of
 the emulation names, with `EGRESSD_DESTINATIONS__ALLOW_CIDRS=127.0.0.0/8` added to the environment (the only two
-additions; both are printed); a ConfigMap update by the kubelet's symlink swap that adds a deny rule, which must
-be reloaded and then refuse the allowed host; and the stop: `preStop` (sleep) while the proxy keeps serving,
-then SIGTERM, after which egressd must exit 0 within the rest of `terminationGracePeriodSeconds`.
+additions besides the parents' below; all are printed); a ConfigMap update by the kubelet's symlink swap that adds
+a deny rule, which must be reloaded and then refuse the allowed host; and the stop: `preStop` (sleep) while the
+proxy keeps serving, then SIGTERM, after which egressd must exit 0 within the rest of
+`terminationGracePeriodSeconds`.
+
+Where the config has `parents:`, each gets a stand-in: a CONNECT proxy in a network namespace behind the pod's
+veth, at the parent's IP address or, for a name, at the first address egressd's egress NetworkPolicy names for
+it (egressd.io/parent-cidrs), with a `hostAliases` entry for the name. It expects the Proxy-Authorization of the
+credentials the pod's mounted file holds (407 otherwise) and tunnels the allowed host to the origin. When
+`egressd check` routes the allowed host through parents, the allowed requests must go through the first one
+(the decision lines' `via`, what it saw, `egressd_parent_attempts_total` in /metrics); then the credentials'
+Secret is updated by the kubelet's symlink swap, which must be reloaded, and the next request must carry the new
+credentials.
 """
 
 import base64
 import ctypes
+import ipaddress
 import json
 import os
 import re
@@ -39,12 +54,17 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import yaml
 
 POD_IP4 = "10.244.0.7"
 POD_IP6 = "fd00:10:244::7"
+# The other end of the pod's veth, through which the parent proxies' addresses are routed (when there are any).
+NODE_IP4 = "10.244.0.1"
+NODE_IP6 = "fd00:10:244::1"
+PARENTS_NETNS = "egressd-parents"
 KUBERNETES_SVC = "10.96.0.1"
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
@@ -58,6 +78,7 @@ ORIGIN_PORT = 443
 # The refused request: the cloud metadata address, refused in every mode (report mode included) and on every
 # configuration, before any lookup or dial.
 REFUSED_URL = "https://169.254.169.254/"
+INSTALL_SECRETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "install-secrets.yaml")
 
 
 class Fail(Exception):
@@ -159,6 +180,16 @@ class Objects:
 
     def of_kind(self, kind):
         return [d for d in self.docs if d.get("kind") == kind]
+
+
+def install_secrets():
+    """The Secrets of deploy/install-secrets.yaml (created by the user at install, so not in a render):
+    {(namespace, name): {key: bytes}}."""
+    out = {}
+    for d in yaml.safe_load_all(open(INSTALL_SECRETS)):
+        if d and d.get("kind") == "Secret":
+            out[(d["metadata"].get("namespace", "default"), d["metadata"]["name"])] = secret_data(d)
+    return out
 
 
 def secret_data(secret):
@@ -281,36 +312,68 @@ def plan_pod(objs, deploy, image, binary, workdir):
     env.setdefault("HOME", home)
 
     # Volumes, in the kubelet's layout.
+    fixtures = install_secrets()
+
+    def volume_data(kind, name, optional, volume):
+        obj = objs.find(kind, ns, name)
+        if obj is not None:
+            return configmap_data(obj) if kind == "ConfigMap" else secret_data(obj)
+        if kind == "Secret" and (ns, name) in fixtures:
+            notes.append(f"Secret {name} is not in the render (created at install): emulated from "
+                         f"{os.path.relpath(INSTALL_SECRETS)}")
+            return fixtures[(ns, name)]
+        if kind == "Secret":
+            notes.append(f"Secret {name} is not in the render (created at install): emulated as a "
+                         "kubernetes.io/tls Secret with a self-signed certificate")
+            return self_signed_tls(name, workdir)
+        if optional:
+            return {}
+        raise Fail(f"ConfigMap {ns}/{name} (volume {volume}) is not in the render: the pod would stay in "
+                   "ContainerCreating")
+
+    def project(data, items, kind, name):
+        if not items:
+            return data
+        missing = [i["key"] for i in items if i["key"] not in data]
+        if missing:
+            raise Fail(f"{kind} {ns}/{name} has no key {missing[0]}: the pod would stay in ContainerCreating")
+        return {i["path"]: data[i["key"]] for i in items}
+
     volumes = {v["name"]: v for v in spec.get("volumes") or []}
     mounts = []
     for m in c.get("volumeMounts") or []:
         v = volumes[m["name"]]
         if "configMap" in v or "secret" in v:
             is_cm = "configMap" in v
+            kind = "ConfigMap" if is_cm else "Secret"
             src = v["configMap"] if is_cm else v["secret"]
             name = src["name"] if is_cm else src["secretName"]
-            obj = objs.find("ConfigMap" if is_cm else "Secret", ns, name)
-            if obj is not None:
-                data = configmap_data(obj) if is_cm else secret_data(obj)
-            elif not is_cm:
-                data = self_signed_tls(name, workdir)
-                notes.append(f"Secret {name} is not in the render (created at install): emulated as a "
-                             "kubernetes.io/tls Secret with a self-signed certificate")
-            elif src.get("optional"):
-                data = {}
-            else:
-                raise Fail(f"ConfigMap {ns}/{name} (volume {m['name']}) is not in the render: the pod would "
-                           "stay in ContainerCreating")
-            if src.get("items"):
-                data = {i["path"]: data[i["key"]] for i in src["items"]}
+            data = project(volume_data(kind, name, src.get("optional"), m["name"]), src.get("items"), kind, name)
             files = {k: base64.b64encode(v).decode() for k, v in data.items()}
             mounts.append({"kind": "configMap" if is_cm else "secret", "object": name, "path": m["mountPath"],
                            "sub_path": m.get("subPath"), "files": files,
+                           "origins": {k: f"{kind} {name}" for k in files},
                            "mode": src.get("defaultMode", 0o644), "volume": m["name"]})
+        elif "projected" in v:
+            data, origins = {}, {}
+            for s in v["projected"].get("sources") or []:
+                if "secret" not in s and "configMap" not in s:
+                    raise Fail(f"volume {m['name']}: only secret and configMap sources of a projected volume are "
+                               "emulated")
+                kind = "Secret" if "secret" in s else "ConfigMap"
+                src = s.get("secret") or s.get("configMap")
+                part = project(volume_data(kind, src["name"], src.get("optional"), m["name"]), src.get("items"),
+                               kind, src["name"])
+                data.update(part)
+                origins.update({k: f"{kind} {src['name']}" for k in part})
+            files = {k: base64.b64encode(v).decode() for k, v in data.items()}
+            mounts.append({"kind": "projected", "object": m["name"], "path": m["mountPath"],
+                           "sub_path": m.get("subPath"), "files": files, "origins": origins,
+                           "mode": v["projected"].get("defaultMode", 0o644), "volume": m["name"]})
         elif "emptyDir" in v:
             mounts.append({"kind": "emptyDir", "path": m["mountPath"], "volume": m["name"]})
         else:
-            raise Fail(f"volume {m['name']}: only configMap, secret and emptyDir volumes are emulated")
+            raise Fail(f"volume {m['name']}: only configMap, secret, projected and emptyDir volumes are emulated")
 
     ports = {p["name"]: p["containerPort"] for p in c.get("ports") or [] if p.get("name")}
 
@@ -354,10 +417,186 @@ def plan_pod(objs, deploy, image, binary, workdir):
     }
 
 
+# --- parent proxies ----------------------------------------------------------------------------------------------
+
+PARENT_URL = re.compile(r"(?i)(https?)://(\[[^\]]+\]|[^:/@]+):(\d+)/?")
+
+
+def basic(credentials):
+    """The Proxy-Authorization egressd sends for a credentials file or variable holding user:password."""
+    return "Basic " + base64.b64encode(credentials.rstrip(b"\r\n")).decode()
+
+
+def mounted_file(plan, path):
+    """(mount, key) of the file the container sees at `path` in a ConfigMap, Secret or projected directory mount,
+    or (None, None)."""
+    best = None
+    for m in plan["mounts"]:
+        root = m["path"].rstrip("/")
+        if m["kind"] != "emptyDir" and not m["sub_path"] and path.startswith(root + "/"):
+            if best is None or len(root) > len(best[0]["path"].rstrip("/")):
+                best = (m, path[len(root) + 1:])
+    if best and best[1] in best[0]["files"]:
+        return best
+    return None, None
+
+
+def emulated_parents(plan, objs, deploy):
+    """A stand-in for each parent proxy of the pod's config: where it listens (url's IP address; for a name, the
+    first address egressd's egress NetworkPolicy names for it in egressd.io/parent-cidrs, else one of
+    192.0.2.0/24, and a hostAliases entry for the name) and the Proxy-Authorization egressd must send, from the file
+    or variable the pod gives it."""
+    m = plan["config_mount"]
+    key = next((k for k in (m or {}).get("files", {}) if k.endswith(".yaml")), None)
+    if not key:
+        return []
+    cfg = yaml.safe_load(base64.b64decode(m["files"][key])) or {}
+    ns = deploy["metadata"].get("namespace", "default")
+    selector = deploy["spec"]["selector"]["matchLabels"]
+    declared = {}
+    for policy in objs.of_kind("NetworkPolicy"):
+        if (policy["metadata"].get("namespace", "default") == ns
+                and policy["spec"]["podSelector"].get("matchLabels") == selector):
+            text = (policy["metadata"].get("annotations") or {}).get("egressd.io/parent-cidrs")
+            for name, cidrs in (json.loads(text) if text else {}).items():
+                declared.setdefault(name, []).extend(cidrs)
+    parents = []
+    for i, p in enumerate(cfg.get("parents") or []):
+        u = PARENT_URL.fullmatch(str(p.get("url")))
+        if not u:
+            raise Fail(f"parents[{i}].url {p.get('url')!r}: expected http://host:port")
+        if u.group(1).lower() == "https":
+            raise Fail(f"parents[{i}]: https:// parents are not emulated (a plain CONNECT proxy stands in)")
+        host, port = u.group(2).strip("[]"), int(u.group(3))
+        alias = None
+        try:
+            address = str(ipaddress.ip_address(host))
+        except ValueError:
+            alias = host
+            cidrs = declared.get(p["name"]) or []
+            address = (str(ipaddress.ip_network(cidrs[0], strict=False).network_address) if cidrs
+                       else f"192.0.2.{20 + i}")
+        authorization, source = None, None
+        if p.get("credentials_file"):
+            mount, file_key = mounted_file(plan, p["credentials_file"])
+            if mount is None:
+                raise Fail(f"parents[{i}].credentials_file {p['credentials_file']}: no ConfigMap or Secret mount of "
+                           "the container has that file")
+            authorization = basic(base64.b64decode(mount["files"][file_key]))
+            source = {"path": mount["path"], "key": file_key, "object": mount["origins"][file_key]}
+        elif p.get("credentials_env"):
+            if p["credentials_env"] not in plan["env"]:
+                raise Fail(f"parents[{i}].credentials_env {p['credentials_env']} is not in the container's environment")
+            authorization = basic(plan["env"][p["credentials_env"]].encode())
+        parents.append({"name": p["name"], "host": host, "port": port, "address": address, "alias": alias,
+                        "authorization": authorization, "source": source})
+    return parents
+
+
+class FakeParent:
+    """A parent proxy in the pod's network namespace: answers a CONNECT that carries the expected
+    Proxy-Authorization (407 otherwise) for the allowed host's port 443 by tunnelling to the emulation's origin,
+    and remembers each CONNECT (target, whether its credentials were the expected ones)."""
+
+    def __init__(self, parent, allowed_host):
+        self.name, self.authorization, self.allowed_host = parent["name"], parent["authorization"], allowed_host
+        self.seen = []
+        family = socket.AF_INET6 if ":" in parent["address"] else socket.AF_INET
+
+        def listen():
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.bind((parent["address"], parent["port"]))
+            sock.listen(64)
+            return sock
+        # Listening in the parents' namespace; each tunnel dials the origin from the pod's (the handler threads).
+        self.sock = in_netns(f"/run/netns/{PARENTS_NETNS}", listen)
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 16384:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return
+                head += chunk
+            head, _, rest = head.partition(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            method, target = (lines[0].split(" ") + ["", ""])[:2]
+            headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+            authorized = self.authorization is None or headers.get("proxy-authorization") == self.authorization
+            self.seen.append((target, authorized))
+            if method != "CONNECT":
+                conn.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
+                return
+            if not authorized:
+                conn.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                             b"Proxy-Authenticate: Basic realm=\"emulated\"\r\nContent-Length: 0\r\n\r\n")
+                return
+            if target != f"{self.allowed_host}:{ORIGIN_PORT}":
+                conn.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+                return
+            with socket.create_connection(("127.0.0.1", ORIGIN_PORT)) as up:
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                if rest:
+                    up.sendall(rest)
+                t = threading.Thread(target=_pipe, args=(up, conn), daemon=True)
+                t.start()
+                _pipe(conn, up)
+                t.join(10)
+
+
+def in_netns(path, fn):
+    """fn() run in a thread that joined the network namespace at `path` (setns affects only that thread): the
+    sockets it makes belong to that namespace."""
+    result = {}
+
+    def run():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {path}")
+            result["value"] = fn()
+        except Exception as e:  # re-raised in the caller's thread
+            result["error"] = e
+        finally:
+            os.close(fd)
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def _pipe(src, dst):
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    try:
+        dst.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+
+
 # --- inside the namespaces ---------------------------------------------------------------------------------------
 
 libc = ctypes.CDLL(None, use_errno=True)
 CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_BIND, MS_REMOUNT, MS_REC, MS_PRIVATE = (
     1, 2, 4, 8, 4096, 32, 16384, 1 << 18)
 PR_SET_NO_NEW_PRIVS = 38
@@ -530,12 +769,32 @@ def inner(plan_path):
     base = os.path.dirname(plan_path)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     sh("ip", "link", "set", "lo", "up")
-    # A veth pair whose other end stays in the same namespace: the pod's interface, with nothing behind it.
-    sh("ip", "link", "add", "eth0", "type", "veth", "peer", "name", "node0")
-    sh("ip", "link", "set", "node0", "up")
+    # A veth pair, the pod's interface. Without parents its other end stays in the same namespace, with nothing
+    # behind it. With parents, the other end is in a network namespace of their own, where they listen, and
+    # only their addresses are routed there.
+    peer = ["peer", "name", "node0"]
+    if plan["parents"]:
+        os.makedirs("/run/netns", exist_ok=True)
+        mount("tmpfs", "/run/netns", "tmpfs", 0, "mode=0755")
+        sh("ip", "netns", "add", PARENTS_NETNS)
+        peer += ["netns", PARENTS_NETNS]
+    sh("ip", "link", "add", "eth0", "type", "veth", *peer)
     sh("ip", "addr", "add", f"{POD_IP4}/24", "dev", "eth0")
     sh("ip", "-6", "addr", "add", f"{POD_IP6}/64", "dev", "eth0", "nodad")
     sh("ip", "link", "set", "eth0", "up")
+    if plan["parents"]:
+        ns = ["ip", "-n", PARENTS_NETNS]
+        sh(*ns, "link", "set", "lo", "up")
+        sh(*ns, "addr", "add", f"{NODE_IP4}/24", "dev", "node0")
+        sh(*ns, "-6", "addr", "add", f"{NODE_IP6}/64", "dev", "node0", "nodad")
+        sh(*ns, "link", "set", "node0", "up")
+        for parent in plan["parents"]:
+            v6 = ":" in parent["address"]
+            sh(*ns, "addr", "add", parent["address"], "dev", "lo")
+            sh("ip", "-6" if v6 else "-4", "route", "add", parent["address"], "via", NODE_IP6 if v6 else NODE_IP4,
+               "dev", "eth0")
+    else:
+        sh("ip", "link", "set", "node0", "up")
     origin = None
     if plan["allowed_host"]:
         host = plan["allowed_host"]
@@ -549,6 +808,8 @@ def inner(plan_path):
                 if s.connect_ex(("127.0.0.1", ORIGIN_PORT)) == 0:
                     break
             time.sleep(0.05)
+    # The parent proxies, at the addresses the container's /etc/hosts (hostAliases) or their url name.
+    fakes = {p["name"]: FakeParent(p, plan["allowed_host"]) for p in plan["parents"]}
     root = build_root(plan, base)
     log_path = os.path.join(base, "egressd.log")
     out = open(log_path, "w")
@@ -583,6 +844,9 @@ def inner(plan_path):
         if not any(d["decision"] == "deny" for d in ds) or (
                 plan["allowed_host"] and not any(d["decision"] == "allow" for d in ds)):
             raise Fail("the decisions are not in the log")
+        if plan["route"]:
+            check_parent_route(plan, fakes, decisions, proxies, logs)
+
 
         # A ConfigMap update, as the kubelet makes it: new timestamped directory, `..data` swapped.
         cm = plan["config_mount"]
@@ -593,11 +857,12 @@ def inner(plan_path):
             cfg["deny"] = (cfg.get("deny") or []) + [{"name": "emulated-update", "hosts": [plan["allowed_host"]]}]
             files = dict(m["files"])
             files[cfg_key] = base64.b64encode(yaml.safe_dump(cfg).encode()).decode()
+            reloads = logs().count("configuration reloaded")
             old = os.path.realpath(os.path.join(m["source"], "..data"))
             kubelet_volume(m["source"], files, m["mode"], plan["groups"][-1] if plan["groups"] else None)
             shutil.rmtree(old)
             deadline = time.time() + 10
-            while "configuration reloaded" not in logs():
+            while logs().count("configuration reloaded") <= reloads:
                 if time.time() > deadline:
                     raise Fail("the ConfigMap update (..data swapped) was not reloaded within 10s")
                 time.sleep(0.1)
@@ -641,18 +906,103 @@ def inner(plan_path):
             origin.kill()
 
 
+def check_parent_route(plan, fakes, decisions, proxies, logs):
+    """The allowed requests went through the route's first parent, with the credentials of the file the pod
+    mounts, and egressd counted them; then the Secret is updated by the kubelet's symlink swap, and the next
+    request carries the new credentials."""
+    first = plan["route"][0]
+    fake = fakes[first]
+    target = f"{plan['allowed_host']}:{ORIGIN_PORT}"
+    allowed = [d for d in decisions() if d.get("host") == plan["allowed_host"] and d["decision"] == "allow"]
+    wrong = [d for d in allowed if d.get("via") != first]
+    if not allowed or wrong:
+        raise Fail(f"the allowed requests did not go through parent {first}: {json.dumps(wrong or allowed)}")
+    if not fake.seen or not all(ok for _, ok in fake.seen) or {s for s, _ in fake.seen} != {target}:
+        raise Fail(f"parent {first} saw {fake.seen}, expected authenticated CONNECTs to {target}")
+    _, metrics = http_text(f"http://{POD_IP4}:{plan['ports']['admin']}/metrics")
+    counted = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("egressd_parent_attempts_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+            if labels.get("parent") == first and labels.get("result") == "200":
+                counted += float(line.rsplit(" ", 1)[1])
+    if counted < len(fake.seen):
+        raise Fail(f"/metrics counts {counted:g} of the {len(fake.seen)} CONNECTs parent {first} answered with 200")
+    how = "with the credentials of the mounted file" if fake.authorization else "without credentials"
+    log(f"through parent {first}: {len(fake.seen)} CONNECT {target} {how}, "
+        f"egressd_parent_attempts_total{{parent=\"{first}\",result=\"200\"}} {counted:g}")
+    parent = next(p for p in plan["parents"] if p["name"] == first)
+    if not parent["source"]:
+        return
+    # The Secret rotated in place: the kubelet writes a new timestamped directory and swaps `..data`.
+    m = next(x for x in plan["mounts"] if x["path"] == parent["source"]["path"])
+    rotated = b"egressd:rotated-by-the-emulation\n"
+    files = dict(m["files"])
+    files[parent["source"]["key"]] = base64.b64encode(rotated).decode()
+    reloads = logs().count("configuration reloaded")
+    old = os.path.realpath(os.path.join(m["source"], "..data"))
+    kubelet_volume(m["source"], files, m["mode"], plan["groups"][-1] if plan["groups"] else None)
+    shutil.rmtree(old)
+    m["files"] = files
+    fake.authorization = basic(rotated)
+    deadline = time.time() + 10
+    while logs().count("configuration reloaded") <= reloads:
+        if time.time() > deadline:
+            raise Fail(f"the update of {parent['source']['object']} (..data swapped) was not reloaded within 10s")
+        time.sleep(0.1)
+    seen = len(fake.seen)
+    code, text = http(f"https://{plan['allowed_host']}/", proxies[0])
+    if code != "200" or len(fake.seen) <= seen or not all(ok for _, ok in fake.seen[seen:]):
+        raise Fail(f"after the credentials update: HTTP {code}, parent {first} saw {fake.seen[seen:]} "
+                   f"(expected the new credentials) {text.strip()}")
+    log(f"{parent['source']['object']} updated by symlink swap: reloaded, parent {first} got the new credentials (200)")
+
+
+def http_text(url):
+    r = subprocess.run(["curl", "-sS", "--max-time", "5", "-w", "\n%{http_code}", url], capture_output=True, text=True)
+    body, _, code = r.stdout.rpartition("\n")
+    return code, body
+
+
 # --- outside ---------------------------------------------------------------------------------------------------
 
-def allowed_host(binary, plan):
-    """A host the pod's configuration allows on 443, to map to the emulation's origin; None if none."""
+def host_view(plan, cfg, work):
+    """`cfg` with every path inside a ConfigMap, Secret or projected mount pointed at a copy of that mount in
+    `work` (`egressd check` on this host reads the files the config names: the parents' credentials)."""
+    roots = []
+    for i, m in enumerate(plan["mounts"]):
+        if m["kind"] == "emptyDir" or m["sub_path"]:
+            continue
+        copy = os.path.join(work, f"host-volume-{i}")
+        for key, content in m["files"].items():
+            os.makedirs(os.path.dirname(os.path.join(copy, key)), exist_ok=True)
+            with open(os.path.join(copy, key), "wb") as f:
+                f.write(base64.b64decode(content))
+        roots.append((m["path"].rstrip("/") + "/", copy + "/"))
+
+    def walk(v):
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        for root, copy in roots:
+            if isinstance(v, str) and v.startswith(root):
+                return copy + v[len(root):]
+        return v
+    return walk(cfg)
+
+
+def allowed_host(binary, plan, work):
+    """A host the pod's configuration allows on 443, to map to the emulation's origin, and its route (the parent
+    names `egressd check` prints as via=, [] for direct); (None, []) if none."""
     m = plan["config_mount"]
     if not m:
-        return None
+        return None, []
     key = next((k for k in m["files"] if k.endswith(".yaml")), None)
     if not key:
-        return None
-    text = base64.b64decode(m["files"][key]).decode()
-    cfg = yaml.safe_load(text) or {}
+        return None, []
+    cfg = yaml.safe_load(base64.b64decode(m["files"][key])) or {}
+    text = yaml.safe_dump(host_view(plan, cfg, work))
     candidates = []
     for v in cfg.get("vendors") or []:
         name = v if isinstance(v, str) else v["name"]
@@ -666,10 +1016,12 @@ def allowed_host(binary, plan):
         env = {k: v for k, v in os.environ.items() if not k.startswith("EGRESSD_")}
         for host in candidates:
             r = subprocess.run([binary, "check", "--config", f.name, f"https://{host}/"], capture_output=True,
-                               env=env)
+                               env=env, text=True)
             if r.returncode == 0:
-                return host
-    return None
+                via = re.search(r"\tvia=(\S+)$", r.stdout.strip())
+                route = via.group(1).split(",") if via and via.group(1) != "direct" else []
+                return host, route
+    return None, []
 
 
 def main(argv):
@@ -699,10 +1051,19 @@ def main(argv):
                 print(f"{os.path.basename(rendered)}: {deploy['metadata']['name']}: {e}", file=sys.stderr)
                 failed += 1
                 continue
-            plan["allowed_host"] = allowed_host(binary, plan)
+            try:
+                plan["parents"] = emulated_parents(plan, objs, deploy)
+            except Fail as e:
+                print(f"{os.path.basename(rendered)}: {deploy['metadata']['name']}: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            plan["allowed_host"], plan["route"] = allowed_host(binary, plan, work)
             if plan["allowed_host"]:
                 plan["aliases"].append(("127.0.0.1", [plan["allowed_host"]]))
                 plan["env"]["EGRESSD_DESTINATIONS__ALLOW_CIDRS"] = "127.0.0.0/8"
+            for parent in plan["parents"]:
+                if parent["alias"]:
+                    plan["aliases"].append((parent["address"], [parent["alias"]]))
             print(f"{os.path.basename(rendered)}: pod {plan['name']} as UID {plan['uid']}, "
                   f"argv {' '.join(plan['argv'][1:])}", flush=True)
             for n in plan["notes"]:
@@ -712,6 +1073,13 @@ def main(argv):
                     "EGRESSD_DESTINATIONS__ALLOW_CIDRS=127.0.0.0/8")
             else:
                 log("no rule of this configuration allows a host on 443: the allowed request is skipped")
+            for parent in plan["parents"]:
+                alias = f" (hostAliases {parent['address']} {parent['alias']})" if parent["alias"] else ""
+                log(f"added by the emulation: parent {parent['name']}, a CONNECT proxy at "
+                    f"{parent['address']}:{parent['port']}{alias}, expecting "
+                    + ("the pod's credentials" if parent["authorization"] else "no credentials"))
+            if plan["route"]:
+                log(f"route of {plan['allowed_host']} (egressd check): via {','.join(plan['route'])}")
             path = os.path.join(work, "plan.json")
             json.dump(plan, open(path, "w"))
             r = subprocess.run(["unshare", "--mount", "--net", "--fork", sys.executable, os.path.abspath(__file__),

@@ -650,6 +650,55 @@ fn ci_values_exercise_every_key_the_values_comments_suggest() {
             "config.allow[].{key} is suggested in values.yaml but set in no ci/*.yaml"
         );
     }
+    // Every key of a parent the comments describe is in the schema and set in a ci/*.yaml, but `ca` (an https://
+    // parent's CA bundle), which check.sh renders on its own since the binary under test may not take it yet.
+    let schema: Value =
+        serde_json::from_str(&read("deploy/helm/egressd/values.schema.json")).unwrap();
+    let parent_schema = at(
+        &schema,
+        "/properties/config/properties/parents/items/properties",
+    )
+    .as_object()
+    .unwrap();
+    let block = &text[text
+        .find("as `parents:`. Each item:")
+        .expect("parents comment")..];
+    let block = &block[..block.find("  parents: []").unwrap()];
+    let described: Vec<&str> = block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.strip_prefix("  #   "))
+        .filter(|l| !l.starts_with(' '))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let mut in_schema: Vec<&str> = parent_schema.keys().map(String::as_str).collect();
+    in_schema.sort();
+    let mut sorted = described.clone();
+    sorted.sort();
+    assert_eq!(sorted, in_schema, "values.yaml describes these parent keys");
+    for key in described {
+        if key == "ca" {
+            assert!(
+                read("deploy/check.sh").contains("ca: {configMapName:"),
+                "check.sh renders a parent's ca"
+            );
+            continue;
+        }
+        assert!(
+            ci.iter().any(|v| v["config"]["parents"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p.get(key).is_some())),
+            "config.parents[].{key} is described in values.yaml but set in no ci/*.yaml"
+        );
+    }
+    for key in ["via", "parentsBypass"] {
+        assert!(
+            ci.iter().any(|v| v["config"].get(key).is_some()),
+            "config.{key} set in no ci/*.yaml"
+        );
+    }
     // The destinations.allow_cidrs and rule ports the chart opens in egressd's egress policy are exercised.
     assert!(ci.iter().any(|v| v
         .pointer("/config/extra/destinations/allow_cidrs")
@@ -765,6 +814,293 @@ fn tls_component_listens_where_its_ports_point() {
         Some(u64::from(listen.port()))
     );
     assert_eq!(service_ops[0]["value"]["targetPort"], "proxy-tls");
+}
+
+/// The data of a Secret of deploy/install-secrets.yaml (the Secrets the user creates at install, which the
+/// checks and the pod emulation stand in for).
+fn install_secret(namespace: &str, name: &str) -> serde_json::Map<String, Value> {
+    yaml_docs("deploy/install-secrets.yaml")
+        .into_iter()
+        .find(|s| s["metadata"]["namespace"] == namespace && s["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("deploy/install-secrets.yaml has no Secret {namespace}/{name}"))
+        ["stringData"]
+        .as_object()
+        .unwrap()
+        .clone()
+}
+
+/// A config whose files under `mount` (a Secret mount in the pod) are read from `secret` instead, compiled.
+fn compile_with_secret(
+    rel: &str,
+    text: &str,
+    mount: &str,
+    secret: &serde_json::Map<String, Value>,
+) -> egressd::Settings {
+    let dir = tempfile::tempdir().unwrap();
+    for (key, value) in secret {
+        std::fs::write(dir.path().join(key), value.as_str().unwrap()).unwrap();
+    }
+    let text = text.replace(
+        &format!("{mount}/"),
+        &format!("{}/", dir.path().to_str().unwrap()),
+    );
+    compile(rel, &text)
+}
+
+/// `http://host:port` → (host, port).
+fn parent_host_port(url: &str) -> (String, u64) {
+    let rest = url
+        .split_once("://")
+        .expect("scheme://")
+        .1
+        .trim_end_matches('/');
+    let (host, port) = rest.rsplit_once(':').expect("host:port");
+    (
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port.parse().expect("port"),
+    )
+}
+
+#[test]
+fn parent_proxy_component_mounts_the_credentials_the_example_config_names() {
+    let k = yaml_doc("deploy/kubernetes/components/parent-proxy/kustomization.yaml");
+    assert_eq!(str_at(&k, "/kind"), "Component");
+    let ops = patch_ops(&k, "Deployment", "egressd");
+    let value_at = |path: &str| -> &Value {
+        &ops.iter()
+            .find(|o| o["op"] == "add" && o["path"] == path)
+            .unwrap_or_else(|| panic!("no add op for {path}"))["value"]
+    };
+    let mount = value_at("/spec/template/spec/containers/0/volumeMounts/-");
+    let volume = value_at("/spec/template/spec/volumes/-");
+    assert_eq!(mount["name"], volume["name"]);
+    assert_eq!(
+        mount["readOnly"], true,
+        "the credentials are mounted read-only"
+    );
+    assert!(
+        mount.get("subPath").is_none(),
+        "a subPath mount never sees the Secret's updates"
+    );
+    let dir = str_at(mount, "/mountPath");
+    assert!(
+        !dir.starts_with("/etc/egressd/"),
+        "a mount inside the read-only ConfigMap volume cannot be created"
+    );
+    let secret_name = str_at(volume, "/secret/secretName");
+    assert_eq!(
+        u64_at(volume, "/secret/defaultMode"),
+        0o440,
+        "owner and group (fsGroup) read"
+    );
+    // The chart mounts its parents' files at the same place.
+    let helpers = read("deploy/helm/egressd/templates/_helpers.tpl");
+    assert!(
+        helpers.contains(&format!("define \"egressd.parentsDir\" -}}}}\n{dir}\n")),
+        "the chart's egressd.parentsDir is {dir} too"
+    );
+
+    // The example: the castai overlay's config plus the parents, whose credentials file is a key of that
+    // Secret at that mount; with the Secret's content (install-secrets.yaml) it compiles and egressd sends it.
+    let ex = "deploy/kubernetes/examples/castai-parent-proxy";
+    let kustomization = yaml_doc(&format!("{ex}/kustomization.yaml"));
+    assert_eq!(
+        kustomization["components"],
+        serde_json::json!(["../../components/parent-proxy"])
+    );
+    assert_eq!(
+        kustomization["resources"],
+        serde_json::json!(["../../overlays/castai"])
+    );
+    let generator = named(&kustomization["configMapGenerator"], "egressd");
+    assert_eq!(generator["behavior"], "replace");
+    assert_eq!(generator["files"], serde_json::json!(["egressd.yaml"]));
+    let rel = format!("{ex}/egressd.yaml");
+    let text = read(&rel);
+    let mut config = yaml_doc(&rel);
+    let parents = config["parents"].as_array().expect("parents").clone();
+    assert!(!parents.is_empty());
+    let secret = install_secret("egressd", secret_name);
+    for p in &parents {
+        let file = str_at(p, "/credentials_file");
+        let key = file
+            .strip_prefix(&format!("{dir}/"))
+            .unwrap_or_else(|| panic!("{rel}: {file} is not in the mount {dir}"));
+        assert!(
+            secret.contains_key(key),
+            "{rel}: {file} is key {key} of Secret {secret_name}, which install-secrets.yaml lacks"
+        );
+    }
+    let settings = compile_with_secret(&rel, &text, dir, &secret);
+    let compiled = &settings.runtime.routes.parents;
+    assert_eq!(compiled.len(), parents.len());
+    for (p, c) in parents.iter().zip(compiled) {
+        let key = str_at(p, "/credentials_file").rsplit('/').next().unwrap();
+        let expected = format!(
+            "Basic {}",
+            base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                secret[key].as_str().unwrap().trim_end()
+            )
+        );
+        assert_eq!(
+            c.authorization.as_deref(),
+            Some(expected.as_str()),
+            "{rel}: parent {} sends the Secret's user:password",
+            c.name
+        );
+    }
+    let overlay = yaml_doc("deploy/kubernetes/overlays/castai/egressd.yaml");
+    for key in ["parents", "via", "parents_bypass"] {
+        config.as_object_mut().unwrap().remove(key);
+    }
+    assert_eq!(
+        config, overlay,
+        "{rel} is the castai overlay's config plus parents, via and parents_bypass"
+    );
+
+    // Its NetworkPolicy opens the parent's addresses, on the port of its url, and names them per parent.
+    let policy = yaml_doc("deploy/kubernetes/components/parent-proxy/networkpolicy.yaml");
+    assert_eq!(
+        at(&policy, "/spec/podSelector/matchLabels"),
+        &container_labels()
+    );
+    assert_eq!(
+        at(&policy, "/spec/policyTypes"),
+        &serde_json::json!(["Egress"])
+    );
+    let ex_ops = patch_ops(&kustomization, "NetworkPolicy", "egressd-egress-parents");
+    let replaced = |path: &str| -> &Value {
+        &ex_ops
+            .iter()
+            .find(|o| o["op"] == "replace" && o["path"] == path)
+            .unwrap_or_else(|| panic!("{ex}: no replace op for {path}"))["value"]
+    };
+    let annotation: Value = serde_json::from_str(
+        replaced("/metadata/annotations/egressd.io~1parent-cidrs")
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let to: Vec<&str> = replaced("/spec/egress/0/to")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|peer| str_at(peer, "/ipBlock/cidr"))
+        .collect();
+    assert!(
+        at(&policy, "/metadata/annotations/egressd.io~1parent-cidrs").is_string(),
+        "the component's policy names its parents' CIDRs"
+    );
+    for p in &parents {
+        let name = str_at(p, "/name");
+        let cidrs: Vec<&str> = annotation[name]
+            .as_array()
+            .unwrap_or_else(|| panic!("{ex}: the annotation names no CIDR for parent {name}"))
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            cidrs, to,
+            "{ex}: the annotation and the ipBlocks of parent {name}"
+        );
+        let (_, port) = parent_host_port(str_at(p, "/url"));
+        assert_eq!(
+            tcp_ports(&at(&policy, "/spec/egress")[0]),
+            [port],
+            "{ex}: parent {name}'s port"
+        );
+    }
+}
+
+#[test]
+fn chart_mounts_each_parents_credentials_where_its_config_points() {
+    // check.sh renders ci/parents-values.yaml and checks the render (deploy/check_rendered.py); here the
+    // templates' shared pieces: one directory for the parents' files, each credentials file named after its
+    // parent in both the config and the projected volume, the mount read-only and never subPath.
+    let helpers = read("deploy/helm/egressd/templates/_helpers.tpl");
+    for piece in [
+        r#"set $q "credentials_file" (printf "%s/%s" $dir $p.name)"#,
+        r#"(dict "key" .key "path" $p.name)"#,
+        r#"set $q "ca" (printf "%s/%s-ca.pem" $dir $p.name)"#,
+        r#""path" (printf "%s-ca.pem" $p.name)"#,
+    ] {
+        assert!(helpers.contains(piece), "_helpers.tpl lacks {piece}");
+    }
+    let deployment = read("deploy/helm/egressd/templates/deployment.yaml");
+    let mount = deployment
+        .find("- name: parents\n              mountPath: {{ include \"egressd.parentsDir\" . }}\n              readOnly: true")
+        .expect("the parents volume is mounted read-only at egressd.parentsDir");
+    let block = &deployment[mount..];
+    assert!(
+        !block[..block.find("{{- end }}").unwrap()].contains("subPath"),
+        "the parents volume is mounted as a directory: a subPath mount never sees the Secrets' updates"
+    );
+    assert!(deployment.contains("- name: parents\n          projected:"));
+    // The parents' CIDRs and ports reach egressd's egress NetworkPolicy.
+    let policy = read("deploy/helm/egressd/templates/networkpolicy.yaml");
+    assert!(policy.contains(r#"include "egressd.parentPeers" ."#));
+    assert!(policy.contains("egressd.io/parent-cidrs"));
+
+    // The ci values: a parent by name with its CIDRs and credentials, one by IP address, a route and bypass
+    // entries; their config, as the chart writes it, compiles with the Secret of install-secrets.yaml.
+    let values = yaml_doc("deploy/helm/egressd/ci/parents-values.yaml");
+    let parents = at(&values, "/config/parents").as_array().unwrap();
+    let by_name = parents
+        .iter()
+        .find(|p| p.get("cidrs").is_some() && p.get("credentials").is_some())
+        .expect("a parent by name, with cidrs and credentials");
+    assert!(parent_host_port(str_at(by_name, "/url"))
+        .0
+        .parse::<IpAddr>()
+        .is_err());
+    assert!(
+        parents.iter().any(|p| parent_host_port(str_at(p, "/url"))
+            .0
+            .parse::<IpAddr>()
+            .is_ok()
+            && p.get("cidrs").is_none()),
+        "a parent by IP address, opened without cidrs"
+    );
+    let dir = "/etc/egressd-parents";
+    let mut config = format!(
+        "listen: \"[::]:3128\"\nvendors: {}\nallow: {}\nvia: {}\nparents_bypass: {}\nparents:\n",
+        at(&values, "/config/vendors"),
+        at(&values, "/config/allow"),
+        at(&values, "/config/via"),
+        at(&values, "/config/parentsBypass"),
+    );
+    let mut secrets = serde_json::Map::new();
+    for p in parents {
+        let name = str_at(p, "/name");
+        config.push_str(&format!(
+            "  - name: {name}\n    url: {}\n",
+            str_at(p, "/url")
+        ));
+        for (value, key) in [
+            ("connectTimeout", "connect_timeout"),
+            ("resolve", "resolve"),
+        ] {
+            if let Some(v) = p.get(value) {
+                config.push_str(&format!("    {key}: {}\n", v.as_str().unwrap()));
+            }
+        }
+        if let Some(c) = p.get("credentials") {
+            let secret = install_secret("egressd", str_at(c, "/secretName"));
+            let content = secret
+                .get(str_at(c, "/key"))
+                .expect("the Secret's key in install-secrets.yaml");
+            secrets.insert(name.to_string(), content.clone());
+            config.push_str(&format!("    credentials_file: {dir}/{name}\n"));
+        }
+    }
+    let settings = compile_with_secret(
+        "deploy/helm/egressd/ci/parents-values.yaml",
+        &config,
+        dir,
+        &secrets,
+    );
+    assert_eq!(settings.runtime.routes.parents.len(), parents.len());
 }
 
 #[test]
@@ -1018,6 +1354,9 @@ fn metric_names(text: &str) -> Vec<String> {
 
 fn known_metric(name: &str) -> bool {
     METRICS.contains(&name)
+        // Exported once a parent proxy was asked (METRIC_NAMES lists the families every /metrics shows; the pod
+        // emulation of deploy/check.sh reads this one after requests through a parent).
+        || name == exported::PARENT_ATTEMPTS
         || HISTOGRAMS.iter().any(|h| {
             ["_bucket", "_sum", "_count"]
                 .iter()
@@ -1107,9 +1446,23 @@ fn dashboard_uses_only_egressd_metrics_and_shows_the_essentials() {
         "egressd_bytes_total",
         "egressd_config_reloads_total",
         "sum by (client_group, decision) (rate(egressd_decisions_total",
+        "sum by (parent, result) (rate(egressd_parent_attempts_total",
     ] {
         assert!(joined.contains(needed), "dashboard lacks {needed}");
     }
+    // The parents' failures: every result but a 2xx, per parent and result.
+    let errors = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Parent proxy errors")
+        .expect("a panel \"Parent proxy errors\"");
+    let expr = str_at(errors, "/targets/0/expr");
+    assert!(
+        expr.starts_with("sum by (parent, result) (rate(egressd_parent_attempts_total{")
+            && expr.contains(r#"result!~"2..""#),
+        "Parent proxy errors: per parent and result, the non-2xx attempts: {expr}"
+    );
     for h in HISTOGRAMS {
         for q in ["0.5", "0.99"] {
             assert!(

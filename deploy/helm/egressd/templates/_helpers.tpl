@@ -46,8 +46,100 @@ http://{{ include "egressd.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Value
   "admin" (dict "listen" (printf "[::]:%d" (int .Values.ports.admin)))
   "shutdown" (dict "grace" (printf "%ds" (int .Values.shutdown.graceSeconds)))
 -}}
+{{- range $key := list "parents" "via" "parents_bypass" -}}
+{{- if hasKey ($c.extra | default dict) $key -}}
+{{- fail (printf "config.extra.%s: set config.parents, config.via and config.parentsBypass instead (the chart mounts the parents' credentials and opens the NetworkPolicy for them)" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- with (include "egressd.parents" . | fromYamlArray) -}}
+{{- $_ := set $cfg "parents" . -}}
+{{- end -}}
+{{- with $c.via -}}
+{{- $_ := set $cfg "via" . -}}
+{{- end -}}
+{{- with $c.parentsBypass -}}
+{{- $_ := set $cfg "parents_bypass" . -}}
+{{- end -}}
 {{- $cfg = merge (deepCopy ($c.extra | default dict)) $cfg -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* Where the parents' credentials and CA bundles are mounted (the volume "parents" of the Deployment). */}}
+{{- define "egressd.parentsDir" -}}
+/etc/egressd-parents
+{{- end -}}
+
+{{/* config.parents as egressd's `parents:` (YAML list): credentials_file and ca name the files of the parents
+volume, never the credentials themselves. */}}
+{{- define "egressd.parents" -}}
+{{- $dir := include "egressd.parentsDir" . -}}
+{{- $out := list -}}
+{{- range $i, $p := .Values.config.parents -}}
+{{- $q := dict "name" $p.name "url" $p.url -}}
+{{- with $p.connectTimeout -}}
+{{- $_ := set $q "connect_timeout" . -}}
+{{- end -}}
+{{- with $p.resolve -}}
+{{- $_ := set $q "resolve" . -}}
+{{- end -}}
+{{- if $p.credentials -}}
+{{- $_ := set $q "credentials_file" (printf "%s/%s" $dir $p.name) -}}
+{{- end -}}
+{{- if $p.ca -}}
+{{- if not (hasPrefix "https://" (lower $p.url)) -}}
+{{- fail (printf "config.parents[%d].ca: a CA bundle verifies an https:// parent, and %s is not one" $i $p.url) -}}
+{{- end -}}
+{{- $_ := set $q "ca" (printf "%s/%s-ca.pem" $dir $p.name) -}}
+{{- end -}}
+{{- $out = append $out $q -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* The sources of the projected volume "parents": per parent, its credentials Secret key as the file NAME and
+its CA bundle as NAME-ca.pem. Empty when no parent has either. */}}
+{{- define "egressd.parentSources" -}}
+{{- $sources := list -}}
+{{- range $p := .Values.config.parents -}}
+{{- with $p.credentials -}}
+{{- $sources = append $sources (dict "secret" (dict "name" .secretName "items" (list (dict "key" .key "path" $p.name)))) -}}
+{{- end -}}
+{{- with $p.ca -}}
+{{- $items := list (dict "key" .key "path" (printf "%s-ca.pem" $p.name)) -}}
+{{- if .configMapName -}}
+{{- $sources = append $sources (dict "configMap" (dict "name" .configMapName "items" $items)) -}}
+{{- else -}}
+{{- $sources = append $sources (dict "secret" (dict "name" .secretName "items" $items)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $sources -}}
+{{- toYaml $sources -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where egressd's egress NetworkPolicy lets it reach each parent: YAML list of {name, cidrs, port}. The port is
+url's; the CIDRs are the parent's `cidrs` plus url's host when it is an IP address (a NetworkPolicy cannot
+follow a name, so a host name needs `cidrs`). */}}
+{{- define "egressd.parentPeers" -}}
+{{- $out := list -}}
+{{- range $i, $p := .Values.config.parents -}}
+{{- $hostPort := regexReplaceAll "^[A-Za-z]+://" $p.url "" | trimSuffix "/" -}}
+{{- $port := regexFind "[0-9]+$" $hostPort | int -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $hostPort "" -}}
+{{- $cidrs := list -}}
+{{- if regexMatch "^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$" $host -}}
+{{- $cidrs = append $cidrs (printf "%s/32" $host) -}}
+{{- else if hasPrefix "[" $host -}}
+{{- $cidrs = append $cidrs (printf "%s/128" (trimAll "[]" $host)) -}}
+{{- end -}}
+{{- $cidrs = concat $cidrs ($p.cidrs | default list) | uniq -}}
+{{- if not $cidrs -}}
+{{- fail (printf "config.parents[%d].cidrs is required: %s names a host, and egressd's egress NetworkPolicy can only open addresses (give the CIDRs it resolves to, or set networkPolicy.enabled=false)" $i $p.url) -}}
+{{- end -}}
+{{- $out = append $out (dict "name" $p.name "cidrs" $cidrs "port" $port) -}}
+{{- end -}}
+{{- toYaml $out -}}
 {{- end -}}
 
 {{/* The DNS servers' NetworkPolicy peers (port 53) of egressd's and the agents' egress policies: the peers of
