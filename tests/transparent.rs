@@ -761,3 +761,74 @@ async fn redirected_http_forwards_only_the_name_it_judged_and_checks_framing() {
     let d = nth_decision(&proxy, "transparent_http", 4).await;
     assert_eq!(d["decision"], "allow", "{d}");
 }
+
+/// With a parent proxy (Squid on loopback), a redirected TLS connection goes to it as a CONNECT to the name its
+/// hello gave, and a redirected HTTP request in absolute form with the name of its Host header.
+#[tokio::test]
+async fn redirected_connections_go_through_the_parent_by_name() {
+    let net = Net::new();
+    let tls = tls_origin_at(SocketAddr::from((net.host(), 443)), &["allowed.test"]).await;
+    http_origin_at(SocketAddr::from((net.host(), 80))).await;
+    let squid =
+        support::squid::Squid::start_with_hosts("", &format!("{} allowed.test", net.host())).await;
+    let yaml = format!(
+        r#"
+listen_transparent: {host}:0
+listen_transparent_http: {host}:0
+parents:
+  - {{name: corp, url: "http://127.0.0.1:{squid}"}}
+allow:
+  - name: allowed
+    hosts: ["allowed.test"]
+    ports: [80, 443]
+destinations:
+  allow_cidrs: ["{subnet}"]
+dns:
+  hosts:
+    allowed.test: ["{host}"]
+"#,
+        host = net.host(),
+        squid = squid.port,
+        subnet = net.subnet(),
+    );
+    let proxy = start_proxy(&yaml).await;
+    net.redirect(443, proxy.transparent_addr.unwrap().port());
+    net.redirect(80, proxy.transparent_http_addr.unwrap().port());
+    let host = net.host().to_string();
+
+    let ok = net
+        .curl(&[
+            "--cacert",
+            &tls.ca_pem.display().to_string(),
+            "--resolve",
+            &format!("allowed.test:443:{host}"),
+            "https://allowed.test/",
+        ])
+        .await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.stdout, "hello from tls origin");
+    let d = nth_decision(&proxy, "transparent", 1).await;
+    assert_eq!(d["via"], "corp", "{d}");
+    assert_eq!(d["parent_status"], serde_json::json!(["corp=200"]));
+    assert_eq!(d["original_dst"], format!("{host}:443"));
+    assert_eq!(d["upstream_addr"], format!("127.0.0.1:{}", squid.port));
+    squid.wait_logged("CONNECT allowed.test:443").await;
+
+    let ok = net
+        .curl(&[
+            "--resolve",
+            &format!("allowed.test:80:{host}"),
+            "http://allowed.test/through?parent=1",
+        ])
+        .await;
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert!(
+        ok.stdout.contains("GET /through?parent=1\n"),
+        "{}",
+        ok.stdout
+    );
+    let d = nth_decision(&proxy, "transparent_http", 1).await;
+    assert_eq!(d["via"], "corp", "{d}");
+    assert_eq!(d["parent_status"], serde_json::json!(["corp=relayed"]));
+    squid.wait_logged("GET http://allowed.test/through").await;
+}

@@ -232,8 +232,10 @@ pub async fn start_squid(
     let log = dir.join("squid.out");
     let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
     let err = out.try_clone().map_err(|e| e.to_string())?;
+    // A service name of its own: Squid names its shared memory after it, so two Squids (the `squid` target and
+    // the parent of `egressd-via-squid`) and segments left by a Squid killed earlier do not collide.
     let mut child = Command::new(&bin)
-        .args(["-N", "-f"])
+        .args(["-N", "-n", &format!("egressdload{port}"), "-f"])
         .arg(&conf)
         .stdin(Stdio::null())
         .stdout(out)

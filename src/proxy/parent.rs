@@ -254,7 +254,58 @@ async fn ask(
         .write_all(req.as_bytes())
         .await
         .map_err(|e| format!("sending the CONNECT: {e}"))?;
-    // Byte by byte: nothing past the head may be read, it belongs to the tunnel.
+    // Nothing past the head may be taken: it belongs to the tunnel.
+    let head = match stream {
+        UpstreamIo::Tcp(tcp) => read_head_tcp(tcp).await?,
+        // Over TLS the bytes are already in rustls's buffer: one at a time costs no system call.
+        UpstreamIo::Tls(tls) => read_head_bytewise(tls).await?,
+    };
+    parse_status(&head)
+}
+
+/// The response head on a TCP socket: look at what has arrived (MSG_PEEK), then take exactly the head, so
+/// the answer usually costs one peek and one read.
+async fn read_head_tcp(tcp: &mut TcpStream) -> Result<Vec<u8>, String> {
+    let mut head: Vec<u8> = Vec::with_capacity(128);
+    let mut buf = vec![0u8; MAX_HEAD];
+    loop {
+        let n = match tcp.peek(&mut buf).await {
+            Ok(0) => return Err("closed the connection without answering the CONNECT".into()),
+            Ok(n) => n,
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        };
+        // The end of the head may straddle what was taken before and what arrived now.
+        let carried = head.len().min(3);
+        let mut window = head[head.len() - carried..].to_vec();
+        window.extend_from_slice(&buf[..n]);
+        let take = match window.windows(4).position(|w| w == b"\r\n\r\n") {
+            Some(at) => at + 4 - carried,
+            None => n,
+        };
+        if head.len() + take > MAX_HEAD {
+            return Err(format!("response head larger than {MAX_HEAD} bytes"));
+        }
+        tcp.read_exact(&mut buf[..take])
+            .await
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        head.extend_from_slice(&buf[..take]);
+        if head.ends_with(b"\r\n\r\n") {
+            break;
+        }
+    }
+    // The read took the head's last byte without seeing the socket empty, so it still counts as readable:
+    // look (without taking anything) until the kernel says there is nothing, or the tunnel's first bytes would be
+    // taken for a server speaking first.
+    let sock = socket2::SockRef::from(&*tcp);
+    let _ = tcp.try_io(tokio::io::Interest::READABLE, || {
+        sock.peek(&mut [std::mem::MaybeUninit::uninit(); 1])
+    });
+    Ok(head)
+}
+
+async fn read_head_bytewise<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Vec<u8>, String> {
     let mut head = Vec::with_capacity(128);
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -267,17 +318,7 @@ async fn ask(
             Err(e) => return Err(format!("reading the answer: {e}")),
         }
     }
-    // Reading stopped at the head's last byte without seeing the socket empty, so it still counts as readable:
-    // look (without taking anything) until the kernel says there is nothing, or the tunnel's first bytes would be
-    // taken for a server speaking first.
-    // (Over TLS the socket's readiness is rustls's business.)
-    if let UpstreamIo::Tcp(stream) = stream {
-        let sock = socket2::SockRef::from(&*stream);
-        let _ = stream.try_io(tokio::io::Interest::READABLE, || {
-            sock.peek(&mut [std::mem::MaybeUninit::uninit(); 1])
-        });
-    }
-    parse_status(&head)
+    Ok(head)
 }
 
 /// `HTTP/1.x NNN phrase` of a response head.
@@ -307,6 +348,31 @@ fn parse_status(head: &[u8]) -> Result<(u16, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The head is taken whole, even split mid-terminator, and not a byte of the tunnel after it.
+    #[tokio::test]
+    async fn the_head_is_taken_and_nothing_after_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let writer = tokio::spawn(async move {
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nX: y\r\n\r")
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            server.write_all(b"\nserver-first").await.unwrap();
+            server
+        });
+        let head = read_head_tcp(&mut client).await.unwrap();
+        assert_eq!(head, b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n");
+        let _server = writer.await.unwrap();
+        let mut rest = [0u8; 12];
+        client.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"server-first");
+    }
 
     #[test]
     fn reads_status_and_phrase() {

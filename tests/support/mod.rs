@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod retry;
+pub mod squid;
 
 use egressd::{CancellationToken, EventLog, LogFormat};
 use serde_json::Value;
