@@ -89,12 +89,17 @@ fn assert_clean(t: &TargetResult, proxied: bool) {
 }
 
 #[test]
-fn smoke_run_against_direct_and_egressd() {
+fn smoke_run_against_direct_egressd_and_egressd_behind_squid() {
     let harness = build_harness();
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("load.json");
     let out = Command::new(&harness)
-        .args(["--smoke", "--targets", "direct,egressd", "--egressd-bin"])
+        .args([
+            "--smoke",
+            "--targets",
+            "direct,egressd,egressd-via-squid",
+            "--egressd-bin",
+        ])
         .arg(env!("CARGO_BIN_EXE_egressd"))
         .arg("--json")
         .arg(&json)
@@ -114,7 +119,9 @@ fn smoke_run_against_direct_and_egressd() {
     let report: Report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert!(report.run.smoke);
     let names: Vec<&str> = report.targets.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["direct", "egressd"]);
+    assert_eq!(names, ["direct", "egressd", "egressd-via-squid"]);
     assert_clean(&report.targets[0], false);
     assert_clean(&report.targets[1], true);
+    // Squid (installed by .ci/run) as egressd's parent: every tunnel went through both.
+    assert_clean(&report.targets[2], true);
 }

@@ -728,3 +728,39 @@ async fn a_parent_over_ipv6_and_an_ipv6_literal_target() {
     assert_eq!(d["resolved_addrs"], serde_json::json!(["::1"]));
     squid.wait_logged(&format!("CONNECT [::1]:{port}")).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_down_before_a_reload_is_still_passed_over_after_it() {
+    let squid = Squid::start("", &[NAME]).await;
+    let origin = tls_origin(&[NAME]).await;
+    let port = origin.addr.port();
+    let dead = closed_port().await;
+    let parents = format!(
+        "parents:\n  - {{name: dead, url: \"http://127.0.0.1:{dead}\"}}\n  - {{name: corp, url: \"http://127.0.0.1:{}\"}}\n",
+        squid.port
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    let text = format!(
+        "listen: 127.0.0.1:0\nadmin: {{listen: 127.0.0.1:0}}\n{}",
+        yaml(&parents, port, "")
+    );
+    std::fs::write(&path, &text).unwrap();
+    let proxy = start_proxy_file(&path).await;
+    let out = curl_via(&proxy, &origin, NAME).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    std::fs::write(&path, format!("{text}\n# reloaded\n")).unwrap();
+    proxy.reloader.reload().expect("valid configuration");
+    let out = curl_via(&proxy, &origin, NAME).await;
+    assert_eq!(out.code, 0, "curl failed: {}", out.stderr);
+    let lines = proxy.log.wait_events("decision", 2).await;
+    assert_eq!(
+        lines[0]["parent_status"],
+        serde_json::json!(["dead=refused", "corp=200"])
+    );
+    assert_eq!(
+        lines[1]["parent_status"],
+        serde_json::json!(["dead=skipped", "corp=200"]),
+        "the reload kept what it knew of the parents"
+    );
+}

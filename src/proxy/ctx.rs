@@ -43,8 +43,8 @@ pub struct Ctx {
     pub(super) newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
     /// Fires when a reload replaces this generation.
     pub(super) superseded: CancellationToken,
-    /// Parent proxies that failed recently.
-    pub(super) parents_down: super::parent_health::Down,
+    /// Parent proxies that failed recently, shared by every generation: a reload does not forget them.
+    pub(super) parents_down: Arc<super::parent_health::Down>,
 }
 
 impl Ctx {
@@ -59,6 +59,7 @@ impl Ctx {
             CancellationToken::new(),
             Arc::new(AtomicU64::new(1)),
             TaskTracker::new(),
+            Arc::default(),
             Arc::default(),
         )
     }
@@ -76,6 +77,7 @@ impl Ctx {
             self.next_conn.clone(),
             self.tasks.clone(),
             self.newest.clone(),
+            self.parents_down.clone(),
         )
     }
 
@@ -101,6 +103,7 @@ impl Ctx {
         next_conn: Arc<AtomicU64>,
         tasks: TaskTracker,
         newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
+        parents_down: Arc<super::parent_health::Down>,
     ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(listeners, &settings));
         let parent_clients = (settings.routes.parents.iter())
@@ -122,7 +125,7 @@ impl Ctx {
             tasks,
             newest,
             superseded: CancellationToken::new(),
-            parents_down: Default::default(),
+            parents_down,
         });
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx

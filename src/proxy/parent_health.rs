@@ -1,5 +1,6 @@
 //! Which parent proxies failed recently: a parent that refused or timed out a connection is passed over for
-//! [`DOWN_FOR`]. Held by each configuration generation (`Ctx`), asked by `parent::dial`.
+//! [`DOWN_FOR`]. Shared by every configuration generation (`Ctx`; a parent that was down before a reload
+//! still is), asked by `parent::Failover`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
