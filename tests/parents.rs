@@ -341,16 +341,21 @@ async fn a_name_resolving_to_a_special_address_never_reaches_the_parent() {
     );
 }
 
+/// curl with `args` and egressd as its `http_proxy`.
+async fn curl_http(proxy: &TestProxy, args: &[&str]) -> CurlOut {
+    curl(args, &[("http_proxy", &proxy.url())]).await
+}
+
 /// Two plain-HTTP requests with curl on one kept-alive connection to egressd.
 async fn curl_http_twice(proxy: &TestProxy, origin: std::net::SocketAddr) -> CurlOut {
     let port = origin.port();
-    curl(
+    curl_http(
+        proxy,
         &[
             "-sS",
             &format!("http://{NAME}:{port}/one"),
             &format!("http://{NAME}:{port}/two"),
         ],
-        &[("http_proxy", &proxy.url())],
     )
     .await
 }
@@ -401,11 +406,7 @@ async fn plain_http_goes_to_the_parent_in_absolute_form_over_kept_alive_connecti
     assert_eq!(allowed, 2.0);
 
     // Refused by policy, and a name that resolves to a special-purpose address: neither reaches the parent.
-    let out = curl(
-        &["-sS", "-i", "http://denied.test.example/"],
-        &[("http_proxy", &proxy.url())],
-    )
-    .await;
+    let out = curl_http(&proxy, &["-sS", "-i", "http://denied.test.example/"]).await;
     assert!(out.stdout.starts_with("HTTP/1.1 403"), "{}", out.stdout);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -449,14 +450,14 @@ async fn plain_http_through_a_parent_with_credentials_and_its_407() {
     std::fs::write(&creds, "corpuser:s3cret\n").unwrap();
     let proxy = start_proxy(&yaml(&parents, origin.port(), "")).await;
     // The client's own Proxy-Authorization is egressd's (hop-by-hop), never the parent's.
-    let out = curl(
+    let out = curl_http(
+        &proxy,
         &[
             "-sS",
             "--proxy-user",
             "agent:agentpass",
             &format!("http://{NAME}:{}/x", origin.port()),
         ],
-        &[("http_proxy", &proxy.url())],
     )
     .await;
     assert!(out.stdout.contains("GET /x\n"), "{}", out.stdout);
@@ -471,9 +472,9 @@ async fn plain_http_through_a_parent_with_credentials_and_its_407() {
 
     std::fs::write(&creds, "corpuser:wrong\n").unwrap();
     let proxy = start_proxy(&yaml(&parents, origin.port(), "")).await;
-    let out = curl(
+    let out = curl_http(
+        &proxy,
         &["-sS", "-i", &format!("http://{NAME}:{}/y", origin.port())],
-        &[("http_proxy", &proxy.url())],
     )
     .await;
     assert!(out.stdout.starts_with("HTTP/1.1 502"), "{}", out.stdout);
@@ -504,14 +505,14 @@ async fn a_post_skips_a_parent_that_is_down_with_its_body_intact() {
         squid.port
     );
     let proxy = start_proxy(&yaml(&parents, origin.port(), "")).await;
-    let out = curl(
+    let out = curl_http(
+        &proxy,
         &[
             "-sS",
             "--data-binary",
             "0123456789",
             &format!("http://{NAME}:{}/upload", origin.port()),
         ],
-        &[("http_proxy", &proxy.url())],
     )
     .await;
     assert!(out.stdout.contains("POST /upload\n"), "{}", out.stdout);
@@ -611,9 +612,9 @@ async fn a_tls_parent_carries_connect_and_plain_http_and_a_wrong_ca_is_refused()
     squid
         .wait_logged(&format!("CONNECT {NAME}:{}", origin.addr.port()))
         .await;
-    let out = curl(
+    let out = curl_http(
+        &proxy,
         &["-sS", &format!("http://{NAME}:{}/over-tls", plain.port())],
-        &[("http_proxy", &proxy.url())],
     )
     .await;
     assert!(out.stdout.contains("GET /over-tls\n"), "{}", out.stdout);

@@ -5,10 +5,9 @@
 use super::peek::{peek, FirstBytes, Peeked};
 use super::retry::{replay_hello, End};
 use super::upstream_io::UpstreamIo;
-use super::{ctx::Ctx, respond, splice};
+use super::{ctx::Ctx, parent, respond, splice};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::credentials::ProxyAuth;
-use crate::policy::route::Via;
 use crate::policy::tls::{tls_required, SniMode};
 use crate::policy::verdict::{judge_tunnel, Tunnel, TunnelStart};
 use crate::reason::Refusal;
@@ -55,18 +54,13 @@ async fn decide_and_dial(
     let target = ctx.target(authority, None, o)?;
     let rule_tls = ctx.decide(&target, None, o)?;
     let mut info = super::dial::DialInfo::default();
-    let routes = &ctx.settings.routes;
-    let dialled = match routes.choose(o.rule.as_deref(), &target) {
-        Via::Parents(parents) => super::parent::dial(ctx, &parents, &target, &mut info).await,
-        Via::Direct => {
-            if routes.any() {
-                info.via = Some("direct".into());
-            }
-            ctx.dialer
-                .dial(&target, &mut info)
-                .await
-                .map(UpstreamIo::from)
-        }
+    let dialled = match parent::route(ctx, o.rule.as_deref(), &target, &mut info) {
+        Some(parents) => parent::dial(ctx, &parents, &target, &mut info).await,
+        None => ctx
+            .dialer
+            .dial(&target, &mut info)
+            .await
+            .map(UpstreamIo::from),
     };
     info.record_into(o);
     Ok(Opened {

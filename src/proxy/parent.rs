@@ -9,7 +9,7 @@ use super::ctx::Ctx;
 use super::dial::{tune_socket, DialInfo, Dialer};
 use super::parent_health::Down;
 use super::upstream_io::UpstreamIo;
-use crate::policy::route::Parent;
+use crate::policy::route::{Parent, Via};
 use crate::reason::{Reason, Refusal};
 use crate::target::Target;
 use rustls::pki_types::ServerName;
@@ -36,6 +36,26 @@ pub(super) async fn check_destination(
     } else {
         info.resolve = Some("local");
         dialer.resolve(target, info).await.map(drop)
+    }
+}
+
+/// The parents an allowed tunnel for `target` goes through (the rule that allowed it chooses), or `None` to
+/// dial it directly; a direct route is recorded as such when parents are configured.
+pub(super) fn route(
+    ctx: &Ctx,
+    rule: Option<&str>,
+    target: &Target,
+    info: &mut DialInfo,
+) -> Option<Vec<Arc<Parent>>> {
+    let routes = &ctx.settings.routes;
+    match routes.choose(rule, target) {
+        Via::Parents(parents) => Some(parents),
+        Via::Direct => {
+            if routes.any() {
+                info.via = Some("direct".into());
+            }
+            None
+        }
     }
 }
 

@@ -12,7 +12,6 @@ use super::upstream_io::UpstreamIo;
 use super::{ctx::Ctx, live::Live, splice, transparent_http};
 use crate::outcome::{Close, CloseReason, Kind, Outcome};
 use crate::policy::first_bytes::Quiet;
-use crate::policy::route::Via;
 use crate::policy::verdict::transparent_target;
 use crate::reason::Refusal;
 use std::net::SocketAddr;
@@ -217,19 +216,13 @@ async fn open(
     o.port = Some(target.port);
     ctx.decide(&target, None, o).map_err(Ok)?;
     let mut info = DialInfo::default();
-    let routes = &ctx.settings.routes;
     // Through a parent the connection goes to the NAME the hello gave (which the verdict allowed), wherever
     // the client was sending it.
-    let dialled = match routes.choose(o.rule.as_deref(), &target) {
-        Via::Parents(parents) => super::parent::dial(ctx, &parents, &target, &mut info).await,
-        Via::Direct => {
-            if routes.any() {
-                info.via = Some("direct".into());
-            }
-            dial_original(ctx, &target, original, &mut info)
-                .await
-                .map(UpstreamIo::from)
-        }
+    let dialled = match super::parent::route(ctx, o.rule.as_deref(), &target, &mut info) {
+        Some(parents) => super::parent::dial(ctx, &parents, &target, &mut info).await,
+        None => dial_original(ctx, &target, original, &mut info)
+            .await
+            .map(UpstreamIo::from),
     };
     info.record_into(o);
     dialled.map_err(Ok)
