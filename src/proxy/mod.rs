@@ -5,16 +5,18 @@
 //!   drain on shutdown.
 //! - `ctx`: one configuration generation and the steps a request takes through it; `live`: what outlives
 //!   a reload (the generation in force, swapped as one value, and the connection limits).
-//! - CONNECT: `connect` decides and dials (directly, or through parent proxies with `parent`), `peek` reads the first bytes, `retry` replays the hello and
+//! - CONNECT: `connect` decides and dials, `peek` reads the first bytes, `retry` replays the hello and
 //!   judges a second one after a HelloRetryRequest, `splice` (with `pipe`) moves the bytes.
 //! - Plain HTTP: `forward` (absolute-form requests, CONNECT after them), `http1` (serving shared with the
-//!   transparent HTTP listener), `upstream` (the pooled clients), `body` (counted bodies), `parent_http`
-//!   (through parent proxies).
+//!   transparent HTTP listener), `upstream` (the pooled clients), `body` (counted bodies).
 //! - Transparent mode: `transparent` (TLS, named by the SNI), `transparent_http` (named by the Host
 //!   header), `redirect` and `original_dst` (where a redirected connection was going).
-//! - `dial`: resolve → check every address → connect; `upstream_io`: TCP or TLS (a TLS parent) upstream; `respond`: refusals on the wire; `accept` and
-//!   `counted_client`: accepted sockets; `client_io`: what each client stream type can do;
-//!   `password_checks`: turns for argon2 checks.
+//! - Parent proxies: `parent` (the route, and tunnels through a parent), `parent_http` (plain HTTP through
+//!   one), `parent_reach` (the order parents are tried in, and a TCP or TLS connection to one),
+//!   `parent_health` (which failed recently).
+//! - `dial`: resolve → check every address → connect; `upstream_io`: a TCP or TLS upstream; `respond`:
+//!   refusals on the wire; `accept` and `counted_client`: accepted sockets; `client_io`: what each client
+//!   stream type can do; `password_checks`: turns for argon2 checks.
 
 mod accept;
 mod admission;
@@ -32,6 +34,7 @@ mod original_dst;
 mod parent;
 mod parent_health;
 mod parent_http;
+mod parent_reach;
 mod password_checks;
 mod peek;
 mod pipe;

@@ -7,7 +7,8 @@
 use super::ctx::Ctx;
 use super::dial::DialInfo;
 use super::http1::{chain, ProxyBody};
-use super::parent::{check_destination, refused, Failover, Unreached};
+use super::parent::refused;
+use super::parent_reach::{check_destination, Failover, Unreached};
 use super::upstream::{find_dial_error, DialRecord};
 use crate::outcome::Outcome;
 use crate::policy::route::Parent;

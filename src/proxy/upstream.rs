@@ -136,19 +136,20 @@ impl tower_service::Service<Uri> for Connector {
                         Err(refusal) => Err((refusal, None)),
                     }
                 }
-                Connector::Parent(parent) => match super::parent::connect(&parent, &mut info).await
-                {
-                    Ok(stream) => Ok((stream, true)),
-                    Err(why) => {
-                        let reason = if why.word == "timeout" {
-                            Reason::ParentTimeout
-                        } else {
-                            Reason::ParentUnreachable
-                        };
-                        let detail = format!("parent {}: {}", parent.name, why.detail);
-                        Err((Refusal::new(reason, detail), Some(why.word)))
+                Connector::Parent(parent) => {
+                    match super::parent_reach::connect(&parent, &mut info).await {
+                        Ok(stream) => Ok((stream, true)),
+                        Err(why) => {
+                            let reason = if why.word == "timeout" {
+                                Reason::ParentTimeout
+                            } else {
+                                Reason::ParentUnreachable
+                            };
+                            let detail = format!("parent {}: {}", parent.name, why.detail);
+                            Err((Refusal::new(reason, detail), Some(why.word)))
+                        }
                     }
-                },
+                }
             };
             match dialled {
                 Ok((stream, proxied)) => Ok(Upstream {
