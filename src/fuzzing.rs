@@ -210,3 +210,21 @@ pub fn config(data: &[u8]) {
         assert!(!errors.0.is_empty(), "a config error without any message");
     }
 }
+
+/// A PROXY protocol header: the verdict never changes once decided as bytes arrive (so reading it while it
+/// arrives is the same as reading it whole), and a complete header never ends past the bytes read.
+pub fn proxy_header(data: &[u8]) {
+    use crate::wire::proxy_header::{parse, Header};
+    let mut decided: Option<Header> = None;
+    for end in 0..=data.len() {
+        let h = parse(&data[..end]);
+        if let Header::Complete { len, .. } = &h {
+            assert!(*len <= end, "a header that ends past the input");
+        }
+        match &decided {
+            None if h != Header::Incomplete && end > 0 => decided = Some(h),
+            None => {}
+            Some(d) => assert_eq!(&h, d, "the verdict changed at {end} bytes"),
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub struct Outcome {
     /// Position of the request on its client connection (1 for the first).
     pub request: u32,
     pub client_addr: SocketAddr,
+    /// The load balancer that carried the connection and named `client_addr` in a PROXY header.
+    pub peer_addr: Option<SocketAddr>,
     pub kind: Kind,
     pub method: Option<String>,
     pub host: Option<String>,
@@ -82,6 +84,7 @@ impl Outcome {
             conn_id,
             request,
             client_addr,
+            peer_addr: None,
             kind,
             method: None,
             host: None,

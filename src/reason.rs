@@ -145,6 +145,14 @@ reasons! {
     /// The TLS handshake with the client on the TLS listener failed or did not finish within `timeouts.header`
     /// (no HTTP answer is possible without TLS; the log line is the only record).
     ClientTlsFailed => "client_tls_failed", 400, -;
+    /// A peer in `proxy_protocol.trusted` connected to a listener with PROXY protocol without sending a PROXY
+    /// header first (or sent nothing decisive within `timeouts.header`).
+    ProxyHeaderMissing => "proxy_header_missing", 400, -;
+    /// A PROXY header that cannot be used: malformed, truncated, or larger than egressd accepts.
+    ProxyHeaderInvalid => "proxy_header_invalid", 400, -;
+    /// A PROXY header from a peer that may not send one (not in `proxy_protocol.trusted`, or a listener
+    /// without PROXY protocol): the address it names is not believed.
+    ProxyHeaderUntrusted => "proxy_header_untrusted", 403, -;
     /// Transparent mode: the address the client connected to (SO_ORIGINAL_DST) is not one of the addresses
     /// the SNI or Host name resolves to (`trust_original_dst: false`).
     DeniedOriginalDstMismatch => "denied_original_dst_mismatch", 403, -;

@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 /// A fuzz target's check: panics when the input makes its parser misbehave.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 7] = [
+const TARGETS: [(&str, Check); 8] = [
     ("request_head", egressd::fuzzing::request_head),
     ("request_stream", egressd::fuzzing::request_stream),
     ("server_answer", egressd::fuzzing::server_answer),
+    ("proxy_header", egressd::fuzzing::proxy_header),
     ("normalize_target", egressd::fuzzing::normalize_target),
     ("client_hello", egressd::fuzzing::client_hello),
     ("no_proxy", egressd::fuzzing::no_proxy),

@@ -217,3 +217,76 @@ async fn over_the_limit_the_tls_listener_closes_before_the_handshake() {
     assert_eq!(d[0]["reason"], "connection_limit", "{}", d[0]);
     drop(first);
 }
+
+#[tokio::test]
+async fn a_proxy_header_comes_before_the_tls_handshake_on_the_tls_listener() {
+    let origin = tls_origin(&["api.test.example"]).await;
+    let port = origin.addr.port();
+    let cert = ProxyCert::new();
+    let yaml = format!(
+        "{}proxy_protocol:\n  trusted: [\"127.0.0.0/8\"]\n  listeners: [listen_tls]\n",
+        cert.yaml(port)
+    );
+    let proxy = start_proxy(&yaml).await;
+    // A balancer: the PROXY header, then the client's TLS to the proxy, CONNECT inside it.
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(cert.path("proxy.pem")).unwrap();
+    use rustls::pki_types::pem::PemObject;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let mut tcp = tokio::net::TcpStream::connect(proxy.tls_addr.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 3129\r\n")
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("proxy.test").unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .expect("TLS after the header");
+    tls.write_all(
+        format!("CONNECT denied.test.example:{port} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tls.read(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    let d = proxy.log.decision_for("denied.test.example").await;
+    assert_eq!(d["client_addr"], "10.1.2.3:5555", "{d}");
+    assert!(d["peer_addr"].is_string(), "{d}");
+
+    let proxy_url = format!("https://{}", proxy.tls_addr.unwrap());
+    let without: Vec<String> = vec![
+        "--proxy".to_string(),
+        proxy_url,
+        "--proxy-cacert".to_string(),
+        cert.path("proxy.pem"),
+        "--cacert".to_string(),
+        origin.ca_pem.display().to_string(),
+        format!("https://api.test.example:{port}/"),
+    ];
+    // Without the header, from a trusted peer: refused before the handshake, with its reason.
+    let refused = curl(&without.iter().map(String::as_str).collect::<Vec<_>>(), &[]).await;
+    assert_ne!(refused.code, 0);
+    let d = &proxy.log.wait_events("decision", 2).await[1];
+    assert_eq!(d["reason"], "proxy_header_missing", "{d}");
+    // The plain listener takes no header here: one sent there is not believed.
+    let resp = raw(
+        proxy.addr,
+        b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 3128\r\nCONNECT api.test.example:443 HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 403, "{resp}");
+    assert_eq!(
+        header(&resp, "x-egressd-reason"),
+        Some("proxy_header_untrusted")
+    );
+}

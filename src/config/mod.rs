@@ -9,7 +9,9 @@ mod own_addresses;
 mod raw;
 mod transparent;
 
-pub use compile::{compile, Dns, Limits, Listeners, Mode, Runtime, Settings, Timeouts};
+pub use compile::{
+    compile, Dns, Limits, Listeners, Mode, ProxyProtocol, Runtime, Settings, Timeouts,
+};
 pub use raw::{RawConfig, TOP_LEVEL_KEYS};
 pub use transparent::Transparent;
 

@@ -30,6 +30,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "parents",
     "via",
     "parents_bypass",
+    "proxy_protocol",
 ];
 
 #[derive(Debug, Deserialize, Default)]
@@ -85,6 +86,19 @@ pub struct RawConfig {
     /// NO_PROXY-style entries (one per item) that always go direct.
     #[serde(default)]
     pub parents_bypass: Vec<String>,
+    /// PROXY protocol headers from load balancers on the forward listeners.
+    pub proxy_protocol: Option<RawProxyProtocol>,
+}
+
+/// `proxy_protocol:`: who sends PROXY headers, on which listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxyProtocol {
+    /// CIDRs (or addresses) of the balancers: they must send a header, nobody else may.
+    #[serde(default)]
+    pub trusted: Vec<String>,
+    /// `listen`, `listen_tls` (default: both, where configured).
+    pub listeners: Option<Vec<String>>,
 }
 
 /// One parent proxy.

@@ -167,6 +167,15 @@ impl ClientSocket {
         Ok(self.register()?.peek(&mut b).await? > 0)
     }
 
+    /// Look at what the client has sent so far without taking it, waiting for at least one byte (0: the
+    /// client ended the connection).
+    pub async fn peek(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(r) = self.direct(|s| s.peek(buf)) {
+            return r;
+        }
+        self.register()?.peek(buf).await
+    }
+
     /// Register with the event loop: the last attempt would have blocked.
     fn register(&mut self) -> io::Result<&mut TcpStream> {
         if matches!(self, ClientSocket::Direct(_)) {

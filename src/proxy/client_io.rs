@@ -11,6 +11,7 @@ use crate::telemetry::metrics::Active;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -34,6 +35,11 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
         Arc::from([])
     }
 
+    /// The load balancer the connection came through (PROXY protocol), when one did; none by default.
+    fn balancer(&self) -> Option<SocketAddr> {
+        None
+    }
+
     #[allow(clippy::type_complexity)]
     fn into_tcp(self) -> Result<(io::Result<TcpStream>, Option<Active>), Self>
     where
@@ -45,6 +51,10 @@ pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send + 'static {
 
 /// The plain listener's clients: sent straight from the unregistered socket when possible, and spliced.
 impl ClientIo for CountedClient<ClientSocket> {
+    fn balancer(&self) -> Option<SocketAddr> {
+        CountedClient::balancer(self)
+    }
+
     fn send_last(&mut self, bytes: &[u8]) -> usize {
         self.get_mut().send_last(bytes)
     }
@@ -64,6 +74,10 @@ impl ClientIo for TcpStream {
 
 /// The TLS listener's clients, who may have presented a verified certificate.
 impl ClientIo for TlsStream<CountedClient<ClientSocket>> {
+    fn balancer(&self) -> Option<SocketAddr> {
+        self.get_ref().0.balancer()
+    }
+
     fn cert_names(&self) -> Arc<[CertName]> {
         self.get_ref()
             .1

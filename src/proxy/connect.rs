@@ -249,6 +249,7 @@ pub(super) async fn handle_first<S: super::client_io::ClientIo>(
 ) -> Option<Splicing<S>> {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
     o.cert_names = stream.cert_names();
+    o.peer_addr = stream.balancer();
     // Boxed, like the peek below: resolving and dialling take far more state than a spliced tunnel, and a
     // future's size is reserved for the whole life of the connection's task.
     let Some(opened) = Box::pin(open(&ctx, &authority, proxy_auth.as_ref(), &mut o)).await else {

@@ -11,6 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub struct CountedClient<S> {
     inner: S,
     _active: Active,
+    /// The load balancer that carried the connection (PROXY protocol), when one did.
+    balancer: Option<std::net::SocketAddr>,
 }
 
 impl<S> CountedClient<S> {
@@ -18,7 +20,17 @@ impl<S> CountedClient<S> {
         CountedClient {
             inner,
             _active: active,
+            balancer: None,
         }
+    }
+
+    /// The connection came through `balancer`, which named its client in a PROXY header.
+    pub fn set_balancer(&mut self, balancer: std::net::SocketAddr) {
+        self.balancer = Some(balancer);
+    }
+
+    pub fn balancer(&self) -> Option<std::net::SocketAddr> {
+        self.balancer
     }
 
     pub fn get_mut(&mut self) -> &mut S {

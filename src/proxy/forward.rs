@@ -35,6 +35,7 @@ pub(super) async fn serve<S: super::client_io::ClientIo>(
     buf: Vec<u8>,
 ) {
     let cert = stream.cert_names();
+    let balancer = stream.balancer();
     let verified = !cert.is_empty();
     let (io, sent, heads) = ClientConn::new(Bytes::from(buf), stream, &ctx);
     let io = TokioIo::new(io);
@@ -49,7 +50,7 @@ pub(super) async fn serve<S: super::client_io::ClientIo>(
         let cert = cert.clone();
         async move {
             Ok::<_, std::convert::Infallible>(
-                handle(ctx, req, framing, (peer, conn_id, cert), n).await,
+                handle(ctx, req, framing, (peer, balancer, conn_id, cert), n).await,
             )
         }
     });
@@ -76,13 +77,14 @@ async fn handle(
     ctx: Arc<Ctx>,
     req: Request<Incoming>,
     framing: Result<(), String>,
-    (peer, conn_id, cert): (SocketAddr, u64, Arc<[CertName]>),
+    (peer, balancer, conn_id, cert): (SocketAddr, Option<SocketAddr>, u64, Arc<[CertName]>),
     n: u32,
 ) -> Response<ProxyBody> {
     let connect = req.method() == Method::CONNECT;
     let kind = if connect { Kind::Connect } else { Kind::Http };
     let mut o = Outcome::new(conn_id, n, peer, kind);
     o.cert_names = cert;
+    o.peer_addr = balancer;
     if connect && framing.is_ok() {
         return connect_upgrade(ctx, req, o).await;
     }

@@ -45,6 +45,18 @@ impl Live {
         self.gate.admit(&self.limit, &ctx.settings.limits, client)
     }
 
+    /// Admit a load balancer's connection: only `limits.max_connections` applies until its PROXY header names
+    /// the client, whose share it is then counted in (`rekey`).
+    pub(super) fn admit_balancer(
+        &self,
+        ctx: &Ctx,
+        balancer: std::net::IpAddr,
+    ) -> admission::Admitted {
+        let mut limits = ctx.settings.limits.clone();
+        limits.max_connections_per_client = usize::MAX;
+        self.gate.admit(&self.limit, &limits, balancer)
+    }
+
     /// The context new connections start with.
     pub fn ctx(&self) -> Arc<Ctx> {
         self.current.load_full()

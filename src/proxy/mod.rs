@@ -20,6 +20,7 @@
 
 mod accept;
 mod admission;
+mod balancer;
 mod body;
 mod client_io;
 mod connect;

@@ -5,8 +5,8 @@
 use super::accept::{self, ClientSocket, Listener};
 use super::counted_client::CountedClient;
 use super::{
-    admission, client_io::ClientIo, connect, ctx::Ctx, forward, head, live::Live, respond,
-    transparent,
+    admission, balancer, client_io::ClientIo, connect, ctx::Ctx, forward, head, live::Live,
+    respond, transparent,
 };
 use crate::config::Listeners;
 use crate::outcome::{Kind, Outcome};
@@ -177,9 +177,20 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
     while let Some((stream, peer)) = accept::next_connection(&listener, &drain).await {
         let ctx = live.ctx();
         let conn_id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-        let admitted = live.admit(&ctx, peer.ip());
+        let tls = kind == ListenerKind::Tls;
+        let from_balancer = ctx.settings.proxy_protocol.expected(tls, peer.ip());
+        let admitted = if from_balancer {
+            live.admit_balancer(&ctx, peer.ip())
+        } else {
+            live.admit(&ctx, peer.ip())
+        };
         let stream = CountedClient::new(stream, ctx.metrics.connection_opened(kind.as_str()));
         let tasks = ctx.tasks.clone();
+        if from_balancer {
+            let task = behind_balancer(ctx, live.clone(), stream, peer, conn_id, admitted, kind);
+            tasks.spawn(Box::pin(task));
+            continue;
+        }
         // Separate tasks: a plain connection's task is not sized by the TLS session state.
         match kind {
             ListenerKind::Plain => tasks.spawn(admit(ctx, stream, peer, conn_id, admitted, kind)),
@@ -192,6 +203,52 @@ async fn accept_loop(listener: Listener, kind: ListenerKind, live: Arc<Live>) {
                 admitted,
             )),
         };
+    }
+}
+
+/// A connection from a load balancer (`proxy_protocol.trusted`): its PROXY header first, then the service of
+/// its listener for the client the header names.
+async fn behind_balancer(
+    ctx: Arc<Ctx>,
+    live: Arc<Live>,
+    mut stream: CountedClient<ClientSocket>,
+    balancer: SocketAddr,
+    conn_id: u64,
+    admitted: admission::Admitted,
+    kind: ListenerKind,
+) {
+    let mut admitted = admitted;
+    let mut peer = balancer;
+    // Over `limits.max_connections`: refused as any other connection, without reading it.
+    if let Ok(slots) = admitted.as_mut() {
+        match balancer::read_header(stream.get_mut(), ctx.settings.timeouts.header).await {
+            balancer::Read::Client(client) => {
+                stream.set_balancer(balancer);
+                if let Some(client) = client {
+                    peer = client;
+                    let key = admission::ClientKey::Addr(client.ip());
+                    let limit = ctx.settings.limits.max_connections_per_client;
+                    if let Err(refused) = live.gate.rekey(slots, key, limit) {
+                        admitted = Err(refused);
+                    }
+                }
+            }
+            balancer::Read::Empty => return ctx.metrics.empty_connection(kind.as_str()),
+            balancer::Read::Refused(refusal) => {
+                let mut o = Outcome::new(conn_id, 1, balancer, Kind::Connect);
+                o.peer_addr = Some(balancer);
+                o.refuse(refusal);
+                ctx.refused_early(&o, true);
+                if kind == ListenerKind::Plain {
+                    respond::write_refusal(stream, &o).await;
+                }
+                return;
+            }
+        }
+    }
+    match kind {
+        ListenerKind::Plain => admit(ctx, stream, peer, conn_id, admitted, kind).await,
+        ListenerKind::Tls => accept_tls(ctx, live, stream, peer, conn_id, admitted).await,
     }
 }
 
@@ -214,6 +271,7 @@ async fn accept_tls(
     let mut admitted = match admitted {
         Err(refused) => {
             let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+            o.peer_addr = stream.balancer();
             let Refusal { reason, detail } = refused.refusal;
             o.refuse(Refusal::new(
                 reason,
@@ -229,6 +287,18 @@ async fn accept_tls(
     let first = tokio::time::timeout_at(deadline, stream.get_mut().first_byte()).await;
     if !matches!(first, Ok(Ok(true))) {
         return ctx.metrics.empty_connection(ListenerKind::Tls.as_str());
+    }
+    let balancer = stream.balancer();
+    // A PROXY header where none is expected, instead of a ClientHello: refused with its own reason.
+    let mut start = [0u8; 12];
+    if let Ok(n) = stream.get_mut().peek(&mut start).await {
+        let on = ctx.settings.proxy_protocol.tls;
+        if let Some(refusal) = balancer::untrusted(&start[..n], peer, on) {
+            let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+            o.peer_addr = balancer;
+            o.refuse(refusal);
+            return ctx.refused_early(&o, true);
+        }
     }
     let acceptor = TlsAcceptor::from(cfg.clone());
     let handshake = tokio::time::timeout_at(deadline, acceptor.accept(stream));
@@ -252,6 +322,7 @@ async fn accept_tls(
         ),
     };
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+    o.peer_addr = balancer;
     o.refuse(Refusal::new(Reason::ClientTlsFailed, detail));
     ctx.refused_early(&o, true);
 }
@@ -289,6 +360,7 @@ async fn refuse_over_limit<S: ClientIo>(
     refused: admission::Refused,
 ) {
     let mut o = Outcome::new(conn_id, 1, peer, Kind::Connect);
+    o.peer_addr = stream.balancer();
     o.refuse(refused.refusal);
     ctx.refused_early(&o, refused.logged);
     respond::write_refusal(stream, &o).await;
@@ -347,11 +419,15 @@ async fn handle<S: ClientIo>(
         }
         Err(e) => {
             let mut o = Outcome::new(conn_id, 1, peer, Kind::Http);
+            o.peer_addr = stream.balancer();
             if e.method.as_deref() == Some("CONNECT") {
                 o.kind = Kind::Connect;
             }
             o.method = e.method;
-            o.refuse(e.refusal);
+            // A PROXY header where none is expected: a head that cannot parse, and an address not believed.
+            let on = ctx.settings.proxy_protocol.plain;
+            let refusal = balancer::untrusted(&buf, peer, on).unwrap_or(e.refusal);
+            o.refuse(refusal);
             ctx.refused_early(&o, true);
             respond::write_refusal(stream, &o).await;
             None

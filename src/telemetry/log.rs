@@ -140,6 +140,9 @@ struct DecisionLine<'a> {
     conn_id: u64,
     request: u32,
     client_addr: Shown<SocketAddr>,
+    /// The load balancer the client came through (PROXY protocol); `client_addr` is the address it named.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peer_addr: Option<Shown<SocketAddr>>,
     kind: &'static str,
     method: Option<&'a str>,
     host: Option<&'a str>,
@@ -174,6 +177,7 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
         conn_id: o.conn_id,
         request: o.request,
         client_addr: Shown(o.client_addr),
+        peer_addr: o.peer_addr.map(Shown),
         kind: o.kind.as_str(),
         method: o.method.as_deref(),
         host: o.host.as_deref(),

@@ -2,6 +2,7 @@
 //! asks these; each is fuzzed (`fuzz/`).
 
 pub mod client_hello;
+pub mod proxy_header;
 pub mod request_head;
 pub mod request_stream;
 pub mod server_hello;

@@ -115,3 +115,57 @@ pub(super) fn compile_tls_listener(
         }
     }
 }
+
+/// `proxy_protocol:` → which forward listeners read a PROXY header, from which peers.
+pub(super) fn compile_proxy_protocol(raw: &RawConfig, errs: &mut Errors) -> ProxyProtocol {
+    let Some(p) = &raw.proxy_protocol else {
+        return ProxyProtocol::default();
+    };
+    let mut trusted = Vec::new();
+    for (i, c) in p.trusted.iter().enumerate() {
+        match c
+            .parse::<IpNet>()
+            .or_else(|_| c.parse::<IpAddr>().map(IpNet::from))
+        {
+            Ok(net) => trusted.push(net.trunc()),
+            Err(_) => errs.push(
+                format!("proxy_protocol.trusted[{i}]"),
+                format!("{c:?} is not a CIDR or an IP address (the load balancers' addresses)"),
+            ),
+        }
+    }
+    if p.trusted.is_empty() {
+        errs.push(
+            "proxy_protocol.trusted",
+            "name the load balancers (CIDRs) that send PROXY headers; without them no header is believed",
+        );
+    }
+    let mut out = ProxyProtocol {
+        trusted,
+        plain: false,
+        tls: false,
+    };
+    match &p.listeners {
+        None => {
+            out.plain = true;
+            out.tls = raw.listen_tls.is_some();
+        }
+        Some(names) => {
+            for (i, name) in names.iter().enumerate() {
+                match name.as_str() {
+                    "listen" => out.plain = true,
+                    "listen_tls" if raw.listen_tls.is_some() => out.tls = true,
+                    "listen_tls" => errs.push(
+                        format!("proxy_protocol.listeners[{i}]"),
+                        "listen_tls is not configured",
+                    ),
+                    other => errs.push(
+                        format!("proxy_protocol.listeners[{i}]"),
+                        format!("{other:?} is not one of: listen, listen_tls (transparent listeners take no PROXY header)"),
+                    ),
+                }
+            }
+        }
+    }
+    out
+}

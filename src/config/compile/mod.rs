@@ -132,8 +132,29 @@ pub struct Runtime {
     pub client_ca: Option<(Vec<u8>, bool)>,
     /// Parent proxies and which allowed requests go through them.
     pub routes: Arc<crate::policy::route::Routes>,
+    /// PROXY protocol on the forward listeners: which listeners read a header, from whom.
+    pub proxy_protocol: ProxyProtocol,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
+}
+
+/// PROXY protocol on the forward listeners (`proxy_protocol:`). Off (no listener) by default.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyProtocol {
+    /// The balancers: a connection from one of these must start with a PROXY header.
+    pub trusted: Vec<IpNet>,
+    /// On `listen`.
+    pub plain: bool,
+    /// On `listen_tls` (the header comes before the TLS handshake).
+    pub tls: bool,
+}
+
+impl ProxyProtocol {
+    /// Must a connection from `peer` on this listener (`tls` or plain) start with a PROXY header?
+    pub fn expected(&self, tls: bool, peer: IpAddr) -> bool {
+        let on = if tls { self.tls } else { self.plain };
+        on && self.trusted.iter().any(|n| n.contains(&peer))
+    }
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -408,6 +429,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     };
 
     let routes = parents::compile_routes(raw, &mut errs, &mut credential_files);
+    let proxy_protocol = listeners::compile_proxy_protocol(raw, &mut errs);
 
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
@@ -443,6 +465,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .chain(credential_files)
             .collect(),
         routes: Arc::new(routes),
+        proxy_protocol,
         warnings,
     };
     Ok(Settings { listeners, runtime })
