@@ -61,6 +61,40 @@ pub fn plain_http_path(arg: &str) -> Option<String> {
     })
 }
 
+/// The client a check is made as: a member of the group `group` (`--client`), a client connecting from
+/// `from` (its groups are those whose cidrs contain it, as the proxy finds them), or, without either, an
+/// unidentified client.
+pub fn client_for(
+    settings: &Settings,
+    group: Option<&str>,
+    from: Option<IpAddr>,
+) -> Result<Client, String> {
+    let policy = &settings.runtime.policy;
+    if let Some(addr) = from {
+        return Ok(Client::identify(
+            policy,
+            addr,
+            crate::policy::Credentials::None,
+            &[],
+        ));
+    }
+    match group.map(|n| (n, Client::member_of(policy, n))) {
+        None => Ok(Client::default()),
+        Some((_, Some(c))) => Ok(c),
+        Some((name, None)) => {
+            let known: Vec<&str> = policy.clients.names().collect();
+            Err(format!(
+                "{name:?} is not a client group; the configuration defines: {}",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ))
+        }
+    }
+}
+
 /// Evaluate `arg` for `client` with the verdict the proxy uses for a request: the same normalization, the
 /// same [`crate::policy::verdict::decide`], and (with a `dialer`) the same resolution and destination check.
 pub async fn check(

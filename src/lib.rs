@@ -48,6 +48,7 @@ pub mod net;
 pub mod noproxy;
 pub mod outcome;
 pub mod policy;
+pub mod policy_cases;
 pub mod proxy;
 pub mod reason;
 pub mod reload;

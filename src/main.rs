@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args, cli.log_format, &runtime),
         Command::Validate(args) => cli::validate::run(args),
         Command::Check(args) => cli::check::run(args, &runtime),
+        Command::Test(args) => cli::test::run(args, &runtime),
         Command::Audit(args) => cli::audit::run(args),
         Command::Noproxy(args) => cli::noproxy::run(args),
         Command::Vendors(args) => cli::vendors::run(args),

@@ -2,7 +2,6 @@
 
 use egressd::check::{check, CheckResult};
 use egressd::policy::verdict::Client;
-use egressd::policy::Credentials;
 use egressd::proxy::dial::Dialer;
 use egressd::Settings;
 use std::path::PathBuf;
@@ -53,34 +52,16 @@ pub fn run(args: Args, runtime: &tokio::runtime::Runtime) -> ExitCode {
     })
 }
 
-/// `--client NAME`: a member of that group; `--from ADDR`: a client at that address; without either, an
-/// unidentified client.
+/// `--client NAME` or `--from ADDR` (see [`egressd::check::client_for`]), or exit code 2.
 fn client(
     settings: &Settings,
     group: Option<&str>,
     from: Option<std::net::IpAddr>,
 ) -> Result<Client, ExitCode> {
-    let policy = &settings.runtime.policy;
-    if let Some(addr) = from {
-        return Ok(Client::identify(policy, addr, Credentials::None, &[]));
-    }
-    let clients = &policy.clients;
-    match group.map(|n| (n, Client::member_of(policy, n))) {
-        None => Ok(Client::default()),
-        Some((_, Some(c))) => Ok(c),
-        Some((name, None)) => {
-            let known: Vec<&str> = clients.names().collect();
-            eprintln!(
-                "--client {name:?} is not a client group; the configuration defines: {}",
-                if known.is_empty() {
-                    "none".to_string()
-                } else {
-                    known.join(", ")
-                }
-            );
-            Err(ExitCode::from(2))
-        }
-    }
+    egressd::check::client_for(settings, group, from).map_err(|e| {
+        eprintln!("--client {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// `input  decision  rule=…  reason=…`, then the resolved addresses and the detail when there are any, and

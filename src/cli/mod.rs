@@ -7,6 +7,7 @@ pub mod check;
 pub mod hash_password;
 pub mod noproxy;
 pub mod run;
+pub mod test;
 pub mod validate;
 pub mod vendors;
 
@@ -39,6 +40,9 @@ pub enum Command {
     Validate(validate::Args),
     /// Show the decision for targets (host:port or URL): exit 0 if all allowed, 1 if any denied.
     Check(check::Args),
+    /// Run policy cases (expected decisions) against a configuration: exit 0 if every case holds, 1 if any
+    /// does not, 2 if a file cannot be read.
+    Test(test::Args),
     /// Summarize denied and would_deny decisions in a decision log (JSON lines, plain or gzip).
     Audit(audit::Args),
     /// NO_PROXY tools: how Go, curl and Python clients read a NO_PROXY value.
