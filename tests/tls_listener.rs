@@ -290,3 +290,30 @@ async fn a_proxy_header_comes_before_the_tls_handshake_on_the_tls_listener() {
         Some("proxy_header_untrusted")
     );
 }
+
+#[tokio::test]
+async fn a_proxy_header_from_an_untrusted_peer_is_refused_on_the_tls_listener() {
+    let cert = ProxyCert::new();
+    let yaml = format!(
+        "{}proxy_protocol:\n  trusted: [\"127.0.0.2/32\"]\n",
+        cert.yaml(443)
+    );
+    let proxy = start_proxy(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.tls_addr.unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"PROXY TCP4 10.1.2.3 127.0.0.1 5555 3129\r\n")
+        .await
+        .unwrap();
+    // No TLS to answer in: the connection is closed, and the line says why.
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest))
+        .await
+        .expect("closed");
+    let d = &proxy.log.wait_events("decision", 1).await[0];
+    assert_eq!(d["reason"], "proxy_header_untrusted", "{d}");
+    assert!(
+        d["client_addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{d}"
+    );
+}
