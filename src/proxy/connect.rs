@@ -54,7 +54,7 @@ async fn decide_and_dial(
     let target = ctx.target(authority, None, o)?;
     let rule_tls = ctx.decide(&target, None, o)?;
     let mut info = super::dial::DialInfo::default();
-    let dialled = match parent::route(ctx, o.rule.as_deref(), &target, &mut info) {
+    let dialled = match parent::route(ctx, o.rule.as_deref(), &target, &mut info.via) {
         Some(parents) => parent::dial(ctx, &parents, &target, &mut info).await,
         None => ctx
             .dialer

@@ -12,7 +12,6 @@ use super::upstream::{find_dial_error, DialRecord};
 use super::{connect, ctx::Ctx};
 use crate::outcome::{Kind, Outcome};
 use crate::policy::credentials::CertName;
-use crate::policy::route::Via;
 use crate::reason::{Reason, Refusal};
 use bytes::Bytes;
 use http::{Method, Request, Response, Uri};
@@ -108,38 +107,24 @@ async fn forward(
     let authority = absolute_http_authority(req.uri())?;
     let target = ctx.target(&authority, Some(80), o)?;
     ctx.authenticate(proxy_auth(req.headers()), o).await;
-    let request_path = req
+    let path = req
         .uri()
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    ctx.decide(&target, Some(request_path), o)?;
-
-    let started = Instant::now();
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/")
         .to_string();
+    ctx.decide(&target, Some(&path), o)?;
+
+    let started = Instant::now();
+    let (mut parts, body) = req.into_parts();
     parts.uri = absolute_uri(&target, &path)?;
     upstream_headers(&mut parts.headers, &target);
     let (body, up) = CountingBody::wrap(body);
 
-    let routes = &ctx.settings.routes;
     let exchange = async {
-        match routes.choose(o.rule.as_deref(), &target) {
-            Via::Parents(parents) => {
-                super::parent_http::send(ctx, &parents, &target, parts, body, o).await
-            }
-            Via::Direct => {
-                let sent = direct(ctx, Request::from_parts(parts, body), o).await;
-                if routes.any() {
-                    o.via = Some("direct".into());
-                }
-                sent
-            }
+        match super::parent::route(ctx, o.rule.as_deref(), &target, &mut o.via) {
+            Some(parents) => super::parent_http::send(ctx, &parents, &target, parts, body, o).await,
+            None => direct(ctx, Request::from_parts(parts, body), o).await,
         }
     };
     let resp = within_idle(ctx, exchange).await?;

@@ -19,20 +19,20 @@ use tokio::net::TcpStream;
 /// The largest parent response head read.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// The parents an allowed tunnel for `target` goes through (the rule that allowed it chooses), or `None` to
-/// dial it directly; a direct route is recorded as such when parents are configured.
+/// The parents an allowed request for `target` goes through (the rule that allowed it chooses), or `None` to
+/// send it directly; a direct route is recorded in `via` as such when parents are configured.
 pub(super) fn route(
     ctx: &Ctx,
     rule: Option<&str>,
     target: &Target,
-    info: &mut DialInfo,
+    via: &mut Option<String>,
 ) -> Option<Vec<Arc<Parent>>> {
     let routes = &ctx.settings.routes;
     match routes.choose(rule, target) {
         Via::Parents(parents) => Some(parents),
         Via::Direct => {
             if routes.any() {
-                info.via = Some("direct".into());
+                *via = Some("direct".into());
             }
             None
         }

@@ -218,7 +218,7 @@ async fn open(
     let mut info = DialInfo::default();
     // Through a parent the connection goes to the NAME the hello gave (which the verdict allowed), wherever
     // the client was sending it.
-    let dialled = match super::parent::route(ctx, o.rule.as_deref(), &target, &mut info) {
+    let dialled = match super::parent::route(ctx, o.rule.as_deref(), &target, &mut info.via) {
         Some(parents) => super::parent::dial(ctx, &parents, &target, &mut info).await,
         None => dial_original(ctx, &target, original, &mut info)
             .await

@@ -12,7 +12,6 @@ use super::http1::{
 };
 use super::redirect::{dial_original, own_traffic};
 use crate::outcome::{Kind, Outcome};
-use crate::policy::route::Via;
 use crate::policy::transparent::request_target;
 use crate::reason::{Reason, Refusal};
 use http::header::{self};
@@ -124,8 +123,7 @@ async fn forward(
     ctx.decide(&target, Some(&path), o)?;
 
     let started = Instant::now();
-    let routes = &ctx.settings.routes;
-    if let Via::Parents(parents) = routes.choose(o.rule.as_deref(), &target) {
+    if let Some(parents) = super::parent::route(ctx, o.rule.as_deref(), &target, &mut o.via) {
         // Through a parent the request goes to the NAME the Host header gave (which the verdict allowed).
         let (mut parts, body) = req.into_parts();
         parts.uri = absolute_uri(&target, &path)?;
@@ -141,9 +139,6 @@ async fn forward(
     let mut info = DialInfo::default();
     let dialled = dial_original(ctx, &target, original, &mut info).await;
     info.record_into(o);
-    if routes.any() {
-        o.via = Some("direct".into());
-    }
     let upstream = dialled?;
     let exchange_failed = |e: hyper::Error| {
         Refusal::new(
