@@ -78,9 +78,18 @@ impl Via {
     pub fn name(&self) -> String {
         match self {
             Via::Direct => "direct".into(),
-            Via::Parents(list) => list.iter().map(|p| &*p.name).collect::<Vec<_>>().join(","),
+            Via::Parents(list) => names(list),
         }
     }
+}
+
+/// The names of `parents`, joined with `,`: how a route of parents is shown.
+pub fn names(parents: &[Arc<Parent>]) -> String {
+    parents
+        .iter()
+        .map(|p| &*p.name)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The routes of a configuration: the parents, the default route, each rule's own route, and the

@@ -8,7 +8,7 @@ use super::ctx::Ctx;
 use super::dial::DialInfo;
 use super::http1::{chain, ProxyBody};
 use super::parent::refused;
-use super::parent_reach::{check_destination, Failover, Unreached};
+use super::parent_reach::{check_destination, Failover};
 use super::upstream::{find_dial_error, DialRecord};
 use crate::outcome::Outcome;
 use crate::policy::route::Parent;
@@ -85,15 +85,13 @@ async fn attempt(
                 return Ok((resp, parent.clone()));
             }
             Err(e) => match find_dial_error(&e) {
-                Some(d) if d.parent_word.is_some() => {
+                Some(d) if d.parent.is_some() => {
                     info.upstream = d.info.upstream;
                     info.connect_ms = d.info.connect_ms;
-                    let why = Unreached {
-                        word: d.parent_word.unwrap_or("unreachable"),
-                        detail: d.refusal.detail.clone(),
-                    };
                     // Nothing was sent: the next parent gets the body (`kept.reclaim`).
-                    failover.failed(parent, why, info);
+                    if let Some(why) = d.parent.clone() {
+                        failover.failed(parent, why, info);
+                    }
                 }
                 _ => {
                     failover.reached(parent, info);

@@ -32,6 +32,7 @@ pub(super) async fn check_destination(
 }
 
 /// Why a parent could not be reached.
+#[derive(Debug, Clone)]
 pub(super) struct Unreached {
     /// The word in `parent_status`: `refused`, `unreachable`, `timeout` or `tls_error`.
     pub word: &'static str,
@@ -52,13 +53,7 @@ pub(super) struct Failover<'a> {
 
 impl<'a> Failover<'a> {
     pub(super) fn new(parents: &'a [Arc<Parent>], down: &'a Down, info: &mut DialInfo) -> Self {
-        info.via = Some(
-            parents
-                .iter()
-                .map(|p| &*p.name)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        info.via = Some(crate::policy::route::names(parents));
         Failover {
             parents,
             down,

@@ -3,6 +3,7 @@
 //! reported on the responses of its pooled connection.
 
 use super::dial::{DialInfo, Dialer};
+use super::parent_reach::Unreached;
 use super::upstream_io::UpstreamIo;
 use crate::config::Runtime;
 use crate::outcome::Outcome;
@@ -75,8 +76,8 @@ impl DialRecord {
 pub(super) struct ConnectFailure {
     pub(super) refusal: Refusal,
     pub(super) info: DialInfo,
-    /// A parent that could not be reached: the word for `parent_status`.
-    pub(super) parent_word: Option<&'static str>,
+    /// A parent that could not be reached: why, for its failover.
+    pub(super) parent: Option<Unreached>,
 }
 
 impl std::fmt::Display for ConnectFailure {
@@ -128,7 +129,7 @@ impl tower_service::Service<Uri> for Connector {
                             ConnectFailure {
                                 refusal: Refusal::new(Reason::InvalidTarget, e.to_string()),
                                 info: DialInfo::default(),
-                                parent_word: None,
+                                parent: None,
                             }
                         })?;
                     match dialer.dial(&target, &mut info).await {
@@ -139,14 +140,10 @@ impl tower_service::Service<Uri> for Connector {
                 Connector::Parent(parent) => {
                     match super::parent_reach::connect(&parent, &mut info).await {
                         Ok(stream) => Ok((stream, true)),
+                        // What the request's failover makes of it (`parent_http`) is what the client sees.
                         Err(why) => {
-                            let reason = if why.word == "timeout" {
-                                Reason::ParentTimeout
-                            } else {
-                                Reason::ParentUnreachable
-                            };
                             let detail = format!("parent {}: {}", parent.name, why.detail);
-                            Err((Refusal::new(reason, detail), Some(why.word)))
+                            Err((Refusal::new(Reason::ParentUnreachable, detail), Some(why)))
                         }
                     }
                 }
@@ -160,10 +157,10 @@ impl tower_service::Service<Uri> for Connector {
                         reported: AtomicBool::new(false),
                     }),
                 }),
-                Err((refusal, parent_word)) => Err(ConnectFailure {
+                Err((refusal, parent)) => Err(ConnectFailure {
                     refusal,
                     info,
-                    parent_word,
+                    parent,
                 }),
             }
         })
