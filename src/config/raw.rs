@@ -32,6 +32,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "parents_bypass",
     "proxy_protocol",
     "kubernetes",
+    "shadow",
 ];
 
 #[derive(Debug, Deserialize, Default)]
@@ -93,6 +94,8 @@ pub struct RawConfig {
     /// reads pods from.
     #[serde(default)]
     pub kubernetes: RawKubernetes,
+    /// A candidate configuration file decided next to this one (disagreements logged and counted).
+    pub shadow: Option<String>,
 }
 
 /// `proxy_protocol:`: who sends PROXY headers, on which listeners.

@@ -7,6 +7,7 @@ mod listeners;
 mod parents;
 mod profiles;
 mod rules;
+mod shadow;
 #[cfg(test)]
 mod tests;
 
@@ -134,6 +135,9 @@ pub struct Runtime {
     pub routes: Arc<crate::policy::route::Routes>,
     /// PROXY protocol on the forward listeners: which listeners read a header, from whom.
     pub proxy_protocol: ProxyProtocol,
+    /// The candidate policy of `shadow: FILE`: every request is decided by it too, and disagreements are
+    /// logged and counted; only `policy` decides.
+    pub shadow: Option<Arc<Policy>>,
     /// Where pods are read from, when client groups use workload identity (`None` otherwise).
     pub kubernetes: Option<Kubernetes>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
@@ -442,6 +446,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     };
 
     let routes = parents::compile_routes(raw, &mut errs, &mut credential_files);
+    let shadow = shadow::compile_shadow(raw, &mut warnings, &mut credential_files);
     let proxy_protocol = listeners::compile_proxy_protocol(raw, &mut errs);
 
     if !errs.0.is_empty() {
@@ -483,6 +488,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .collect(),
         routes: Arc::new(routes),
         proxy_protocol,
+        shadow,
         kubernetes,
         warnings,
     };
