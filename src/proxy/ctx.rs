@@ -137,6 +137,13 @@ impl Ctx {
             .ensure(ctx.settings.kubernetes.as_ref(), &ctx.metrics);
         ctx.metrics
             .control_rules(ctx.settings.policy.long_lived_rules());
+        if !ctx.settings.fragments.is_empty() {
+            let skipped = (ctx.settings.fragments.iter())
+                .filter(|f| f.error.is_some())
+                .count();
+            ctx.metrics
+                .fragments(ctx.settings.fragments.len() - skipped, skipped);
+        }
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
     }

@@ -3,6 +3,7 @@
 
 mod clients;
 mod dns;
+mod fragments;
 mod listeners;
 mod parents;
 mod profiles;
@@ -24,6 +25,7 @@ use crate::target::{normalize_host, Host};
 use crate::vendors::{self, ParamValue};
 use clients::*;
 use dns::*;
+pub use fragments::FragmentStatus;
 use ipnet::IpNet;
 use listeners::*;
 use profiles::*;
@@ -138,6 +140,8 @@ pub struct Runtime {
     /// The candidate policy of `shadow: FILE`: every request is decided by it too, and disagreements are
     /// logged and counted; only `policy` decides.
     pub shadow: Option<Arc<Policy>>,
+    /// What became of each `include:` fragment (loaded, or skipped and why).
+    pub fragments: Vec<FragmentStatus>,
     /// Where pods are read from, when client groups use workload identity (`None` otherwise).
     pub kubernetes: Option<Kubernetes>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
@@ -189,6 +193,21 @@ impl Errors {
 }
 
 pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
+    if !raw.include.is_empty() {
+        let (merged, statuses, watched) = fragments::expand(raw);
+        let mut settings = compile(&merged)?;
+        let rt = &mut settings.runtime;
+        rt.files.extend(watched);
+        for s in statuses.iter().filter(|s| s.error.is_some()) {
+            rt.warnings.push(format!(
+                "fragment {} skipped: {}",
+                s.file.display(),
+                s.error.as_deref().unwrap_or_default()
+            ));
+        }
+        rt.fragments = statuses;
+        return Ok(settings);
+    }
     let mut errs = Errors::default();
 
     let listen_raw = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
@@ -489,6 +508,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         routes: Arc::new(routes),
         proxy_protocol,
         shadow,
+        fragments: Vec::new(),
         kubernetes,
         warnings,
     };
