@@ -61,9 +61,10 @@ pub fn plain_http_path(arg: &str) -> Option<String> {
     })
 }
 
-/// The client a check is made as: a member of the group `group` (`--client`), a client connecting from
-/// `from` (its groups are those whose cidrs contain it, as the proxy finds them), or, without either, an
-/// unidentified client.
+/// The client a check is made as: a member of the group `group` (`--client NAME`), a pod running as a service
+/// account (`--client NAMESPACE/SERVICEACCOUNT`: its groups are those whose workload selectors match it), a
+/// client connecting from `from` (its groups are those whose cidrs contain it, as the proxy finds them), or,
+/// without either, an unidentified client.
 pub fn client_for(
     settings: &Settings,
     group: Option<&str>,
@@ -76,6 +77,7 @@ pub fn client_for(
             addr,
             crate::policy::Credentials::None,
             &[],
+            crate::policy::workload::WorkloadFact::Unused,
         ));
     }
     match group.map(|n| (n, Client::member_of(policy, n))) {
@@ -84,7 +86,7 @@ pub fn client_for(
         Some((name, None)) => {
             let known: Vec<&str> = policy.clients.names().collect();
             Err(format!(
-                "{name:?} is not a client group; the configuration defines: {}",
+                "{name:?} is not a client group nor NAMESPACE/SERVICEACCOUNT; the configuration defines: {}",
                 if known.is_empty() {
                     "none".to_string()
                 } else {

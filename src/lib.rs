@@ -57,6 +57,7 @@ pub mod telemetry;
 pub mod tls_files;
 pub mod vendors;
 pub mod wire;
+pub mod workloads;
 
 pub use config::Settings;
 pub use telemetry::log::{EventLog, LogFormat};

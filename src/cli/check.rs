@@ -14,7 +14,9 @@ pub struct Args {
     /// Also resolve names and apply the destination address checks.
     #[arg(long)]
     pub resolve: bool,
-    /// Evaluate as a member of this client group (from `clients:`); without it, as an unidentified client.
+    /// Evaluate as a member of this client group (from `clients:`), or as a pod running as the service account
+    /// `NAMESPACE/SERVICEACCOUNT` (in the groups whose workload selectors match it); without it, as an
+    /// unidentified client.
     #[arg(long, value_name = "NAME", conflicts_with = "from")]
     pub client: Option<String>,
     /// Evaluate as a client connecting from this address: its client groups are those whose cidrs contain

@@ -31,6 +31,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "via",
     "parents_bypass",
     "proxy_protocol",
+    "kubernetes",
 ];
 
 #[derive(Debug, Deserialize, Default)]
@@ -88,6 +89,10 @@ pub struct RawConfig {
     pub parents_bypass: Vec<String>,
     /// PROXY protocol headers from load balancers on the forward listeners.
     pub proxy_protocol: Option<RawProxyProtocol>,
+    /// The Kubernetes API that workload identity (client groups' namespaces, service accounts, pod labels)
+    /// reads pods from.
+    #[serde(default)]
+    pub kubernetes: RawKubernetes,
 }
 
 /// `proxy_protocol:`: who sends PROXY headers, on which listeners.
@@ -194,6 +199,25 @@ pub struct RawClientGroup {
     pub tokens_file: Option<String>,
     /// `report`: this group's policy denials are let through and logged as would_deny.
     pub mode: Option<String>,
+    /// Workload identity: pods in one of these namespaces ...
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// ... running as one of these service accounts (`namespace/name`) ...
+    #[serde(default)]
+    pub service_accounts: Vec<String>,
+    /// ... and carrying all of these labels.
+    #[serde(default)]
+    pub pod_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `kubernetes:`: where the pods behind workload identity are read from.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    /// A kubeconfig file; without it, the in-cluster configuration (the pod's service account).
+    pub kubeconfig: Option<String>,
+    /// How long the API server may be unreachable before workload identity is unknown (e.g. `60s`).
+    pub stale_after: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

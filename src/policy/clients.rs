@@ -1,9 +1,11 @@
 //! Client identity: named client groups and which of them a request belongs to. A group is defined by the
-//! source addresses (CIDRs) its clients connect from and/or the Proxy-Authorization credentials (Basic users,
-//! Bearer tokens) it accepts. A request's identity is the set of groups it belongs to;
+//! source addresses (CIDRs) its clients connect from, the Proxy-Authorization credentials (Basic users,
+//! Bearer tokens) and client certificates it accepts, and/or the workloads (namespace, service account, pod
+//! labels) its pods run as; any of them makes a client a member. A request's identity is the set of groups it belongs to;
 //! rules scoped with `clients:` apply only to requests whose identity contains one of their groups.
 
 use super::credentials::{self, GroupCredentials, Presented, ProxyAuth};
+use super::workload::{Workload, WorkloadSelector};
 use ipnet::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -45,6 +47,7 @@ struct Group {
     name: Arc<str>,
     cidrs: Vec<IpNet>,
     credentials: GroupCredentials,
+    workloads: WorkloadSelector,
     /// `mode: report`: this group's policy denials are would-be denials.
     report: bool,
 }
@@ -106,6 +109,7 @@ impl ClientGroups {
             name: name.into(),
             cidrs: cidrs.into_iter().map(|n| n.trunc()).collect(),
             credentials,
+            workloads: WorkloadSelector::default(),
             report: false,
         });
         let mut per_name: HashMap<&str, usize> = HashMap::new();
@@ -121,6 +125,28 @@ impl ClientGroups {
         if let Some(g) = self.groups.get_mut(group as usize) {
             g.report = true;
         }
+    }
+
+    /// Make the pods `selector` selects members of a group (`namespaces`, `service_accounts`, `pod_labels`).
+    pub fn set_workloads(&mut self, group: GroupId, selector: WorkloadSelector) {
+        if let Some(g) = self.groups.get_mut(group as usize) {
+            g.workloads = selector;
+        }
+    }
+
+    /// Does any group select workloads (so pod identities must be looked up)?
+    pub fn uses_workloads(&self) -> bool {
+        self.groups.iter().any(|g| !g.workloads.is_empty())
+    }
+
+    /// The groups whose workload selectors match the pod.
+    pub fn identify_workload(&self, pod: &Workload) -> Vec<GroupId> {
+        self.groups
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g.workloads.matches(pod))
+            .map(|(i, _)| i as GroupId)
+            .collect()
     }
 
     /// Is the client in a group in report mode?

@@ -29,6 +29,7 @@ pub mod special_ip;
 pub mod tls;
 pub mod transparent;
 pub mod verdict;
+pub mod workload;
 
 use crate::noproxy;
 use crate::reason::Reason;

@@ -8,6 +8,7 @@
 use super::credentials::CertName;
 use super::first_bytes::{classify, Opening, Quiet, Seen, Stage};
 use super::tls::{judge, judge_retry, Hello, TlsChecks};
+use super::workload::{parse_service_account, Workload, WorkloadFact};
 use super::{Credentials, Decision, Identity, IdleOverride, Policy};
 use crate::reason::{Reason, Refusal};
 use crate::target::{Host, Target};
@@ -45,16 +46,19 @@ pub struct Client {
     pub cert: Option<String>,
     /// What its Proxy-Authorization header established.
     pub credentials: Credentials,
+    /// The pod its address belongs to, when client groups use workload identity.
+    pub workload: WorkloadFact,
 }
 
 impl Client {
-    /// A connection's client: its source address, the credentials check's result and the verified client
-    /// certificate's names (empty without one).
+    /// A connection's client: its source address, the credentials check's result, the verified client
+    /// certificate's names (empty without one) and the pod its address belongs to.
     pub fn identify(
         policy: &Policy,
         addr: IpAddr,
         credentials: Credentials,
         cert_names: &[CertName],
+        workload: WorkloadFact,
     ) -> Self {
         let mut identity = policy.clients.identify(addr);
         if let Credentials::Valid { groups, .. } = &credentials {
@@ -63,20 +67,41 @@ impl Client {
         if !cert_names.is_empty() {
             identity.add_all(&policy.clients.identify_cert(cert_names));
         }
+        if let Some(pod) = workload.pod() {
+            identity.add_all(&policy.clients.identify_workload(pod));
+        }
         Client {
             groups: policy.clients.names_of(&identity),
             identity,
             cert: cert_names.first().map(|n| n.to_string()),
             credentials,
+            workload,
         }
     }
 
-    /// A member of the named group and nothing else (`egressd check --client NAME`).
-    pub fn member_of(policy: &Policy, group: &str) -> Option<Self> {
-        let identity = policy.clients.member_of(group)?;
+    /// `egressd check --client`: a member of the named group and nothing else, or, for
+    /// `NAMESPACE/SERVICEACCOUNT`, a pod running as that service account (with no labels).
+    pub fn member_of(policy: &Policy, client: &str) -> Option<Self> {
+        if let Some(identity) = policy.clients.member_of(client) {
+            return Some(Client {
+                groups: policy.clients.names_of(&identity),
+                identity,
+                ..Client::default()
+            });
+        }
+        let (namespace, service_account) = parse_service_account(client)?;
+        let pod = Workload {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            pod: "".into(),
+            labels: Vec::new(),
+        };
+        let mut identity = Identity::default();
+        identity.add_all(&policy.clients.identify_workload(&pod));
         Some(Client {
             groups: policy.clients.names_of(&identity),
             identity,
+            workload: WorkloadFact::Pod(Arc::new(pod)),
             ..Client::default()
         })
     }
@@ -205,6 +230,12 @@ pub fn decide(policy: &Policy, client: &Client, target: &Target, path: Option<&s
         }
         _ => "no allow rule matches this host and port".into(),
     });
+    if let (WorkloadFact::Unavailable(why), Some(detail)) = (&client.workload, &mut ruling.detail) {
+        detail.push_str(&format!(
+            "; workload identity is unavailable ({why}), so groups defined by namespaces, service accounts \
+             or pod labels match no client"
+        ));
+    }
     ruling
 }
 
@@ -334,7 +365,13 @@ mod tests {
     }
 
     fn client(p: &Policy, addr: &str, credentials: Credentials) -> Client {
-        Client::identify(p, addr.parse().unwrap(), credentials, &[])
+        Client::identify(
+            p,
+            addr.parse().unwrap(),
+            credentials,
+            &[],
+            WorkloadFact::Unused,
+        )
     }
 
     #[test]

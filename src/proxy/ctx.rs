@@ -45,6 +45,8 @@ pub struct Ctx {
     pub(super) superseded: CancellationToken,
     /// Parent proxies that failed recently, shared by every generation: a reload does not forget them.
     pub(super) parents_down: Arc<super::parent_health::Down>,
+    /// The pods behind client addresses (workload identity), shared by every generation.
+    pub(super) workloads: Arc<crate::workloads::Workloads>,
 }
 
 impl Ctx {
@@ -59,6 +61,7 @@ impl Ctx {
             CancellationToken::new(),
             Arc::new(AtomicU64::new(1)),
             TaskTracker::new(),
+            Arc::default(),
             Arc::default(),
             Arc::default(),
         )
@@ -78,6 +81,7 @@ impl Ctx {
             self.tasks.clone(),
             self.newest.clone(),
             self.parents_down.clone(),
+            self.workloads.clone(),
         )
     }
 
@@ -104,6 +108,7 @@ impl Ctx {
         tasks: TaskTracker,
         newest: Arc<std::sync::RwLock<std::sync::Weak<Ctx>>>,
         parents_down: Arc<super::parent_health::Down>,
+        workloads: Arc<crate::workloads::Workloads>,
     ) -> Arc<Self> {
         let dialer = Arc::new(Dialer::new(listeners, &settings));
         let parent_clients = (settings.routes.parents.iter())
@@ -126,7 +131,10 @@ impl Ctx {
             newest,
             superseded: CancellationToken::new(),
             parents_down,
+            workloads,
         });
+        ctx.workloads
+            .ensure(ctx.settings.kubernetes.as_ref(), &ctx.metrics);
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
     }
@@ -149,7 +157,18 @@ impl Ctx {
     ) -> Result<Option<bool>, Refusal> {
         let policy = &self.settings.policy;
         let credentials = std::mem::take(&mut o.client.credentials);
-        o.client = Client::identify(policy, o.client_addr.ip(), credentials, &o.cert_names);
+        let workload = if policy.clients.uses_workloads() {
+            self.workloads.lookup(o.client_addr.ip())
+        } else {
+            crate::policy::workload::WorkloadFact::Unused
+        };
+        o.client = Client::identify(
+            policy,
+            o.client_addr.ip(),
+            credentials,
+            &o.cert_names,
+            workload,
+        );
         let ruling = crate::policy::verdict::decide(policy, &o.client, target, path);
         let tls = ruling.tls;
         let proceeds = ruling.proceeds();

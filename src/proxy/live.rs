@@ -72,6 +72,13 @@ impl Live {
         if let Some(e) = ctx.dialer.resolver_error() {
             return Err(format!("DNS resolver unusable: {e}"));
         }
+        // Until the first pod list, rules scoped to workloads cannot match: not ready. Losing the API server
+        // later does not make the proxy unready (every replica shares the API server, so none would be
+        // better); identity-scoped rules stop matching and the metrics and log say so.
+        if ctx.settings.kubernetes.is_some() && !ctx.workloads.listed() {
+            let why = ctx.workloads.unavailable().unwrap_or_default();
+            return Err(format!("workload identity: {why}"));
+        }
         Ok(())
     }
 }

@@ -162,6 +162,13 @@ struct DecisionLine<'a> {
     client: Vec<&'a str>,
     client_cert: Option<&'a str>,
     user: Option<&'a str>,
+    /// The pod behind `client_addr` (workload identity only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    namespace: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_account: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     via: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -200,6 +207,11 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
             crate::policy::Credentials::Valid { user, .. } => user.as_deref(),
             _ => None,
         },
+        namespace: o.client.workload.pod().map(|w| &*w.namespace),
+        service_account: o.client.workload.pod().map(|w| &*w.service_account),
+        pod: (o.client.workload.pod())
+            .map(|w| &*w.pod)
+            .filter(|p| !p.is_empty()),
         via: o.via.as_deref(),
         parent_status: &o.parent_status,
         resolve: o.resolve,

@@ -28,6 +28,11 @@ pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
 pub const CONNECTIONS_EMPTY: &str = "egressd_connections_empty_total";
 pub const BUILD_INFO: &str = "egressd_build_info";
 pub const PARENT_ATTEMPTS: &str = "egressd_parent_attempts_total";
+pub const WORKLOAD_IDENTITY_UP: &str = "egressd_workload_identity_up";
+pub const WORKLOAD_PODS: &str = "egressd_workload_pods";
+pub const WORKLOAD_AMBIGUOUS_IPS: &str = "egressd_workload_ambiguous_ips";
+pub const WORKLOAD_WATCH_RESTARTS: &str = "egressd_workload_watch_restarts_total";
+pub const WORKLOAD_IDENTITY_LOST: &str = "egressd_workload_identity_lost_total";
 
 /// Every metric family egressd exports (the README table and the dashboards are built on these names).
 pub const METRIC_NAMES: &[&str] = &[
@@ -118,6 +123,27 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.handle.render()
+    }
+
+    /// Workload identity's state: usable (`up`), pods indexed, addresses two live pods claim.
+    pub fn workload_status(&self, up: bool, pods: usize, ambiguous: usize) {
+        self.gauge(WORKLOAD_IDENTITY_UP, vec![])
+            .set(if up { 1.0 } else { 0.0 });
+        self.gauge(WORKLOAD_PODS, vec![]).set(pods as f64);
+        self.gauge(WORKLOAD_AMBIGUOUS_IPS, vec![])
+            .set(ambiguous as f64);
+    }
+
+    /// The pod watch started over: `gone` (410, a relist follows), `error` (the request or stream failed),
+    /// `closed` (the server ended the stream).
+    pub fn workload_watch_restart(&self, cause: &'static str) {
+        self.counter_add(WORKLOAD_WATCH_RESTARTS, vec![label("cause", cause)], 1);
+    }
+
+    /// Workload identity became unknown: the API server was unreachable for longer than
+    /// `kubernetes.stale_after`.
+    pub fn workload_identity_lost(&self) {
+        self.counter_add(WORKLOAD_IDENTITY_LOST, vec![], 1);
     }
 
     /// Fold buffered histogram samples into their buckets; run periodically so memory stays bounded between

@@ -1,6 +1,7 @@
 //! Client groups and their credentials.
 
 use super::*;
+use crate::policy::workload::{parse_service_account, WorkloadSelector};
 
 /// The credentials of one client group, from the config and its files (added to `files` for reloads).
 pub(super) fn compile_credentials(
@@ -113,13 +114,18 @@ pub(super) fn compile_clients(
             && g.users_file.is_none()
             && g.token_sha256.is_empty()
             && g.tokens_file.is_none()
+            && g.namespaces.is_empty()
+            && g.service_accounts.is_empty()
+            && g.pod_labels.is_empty()
         {
             errs.push(
                 format!("{at}.cidrs"),
-                "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"], or its \
-                 credentials (certs, users, users_file, token_sha256, tokens_file)",
+                "give the source addresses of the group's clients, e.g. [\"10.42.0.0/16\"], its \
+                 credentials (certs, users, users_file, token_sha256, tokens_file) or its workloads \
+                 (namespaces, service_accounts, pod_labels)",
             );
         }
+        let workloads = compile_workloads(g, &at, errs);
         let cidrs = g
             .cidrs
             .iter()
@@ -159,6 +165,7 @@ pub(super) fn compile_clients(
             ..creds
         };
         let id = groups.add_with_credentials(name, cidrs, creds);
+        groups.set_workloads(id, workloads);
         match g.mode.as_deref() {
             None | Some("enforce") => {}
             Some("report") => groups.set_report(id),
@@ -175,4 +182,60 @@ pub(super) fn compile_clients(
         );
     }
     groups
+}
+
+/// A group's workload selector (`namespaces`, `service_accounts`, `pod_labels`).
+fn compile_workloads(g: &RawClientGroup, at: &str, errs: &mut Errors) -> WorkloadSelector {
+    // Namespace names and label values follow Kubernetes' own syntax, so a typo is caught here rather than
+    // silently matching nothing.
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !s.starts_with('-')
+            && !s.ends_with('-')
+    };
+    let label_part = |s: &str, empty_ok: bool| {
+        (empty_ok && s.is_empty())
+            || (!s.is_empty()
+                && s.len() <= 63
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+                && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+                && s.ends_with(|c: char| c.is_ascii_alphanumeric()))
+    };
+    let mut selector = WorkloadSelector::default();
+    for (j, n) in g.namespaces.iter().enumerate() {
+        if dns_label(n) {
+            selector.namespaces.push(n.clone());
+        } else {
+            errs.push(
+                format!("{at}.namespaces[{j}]"),
+                format!("{n:?} is not a namespace name (lowercase letters, digits and '-')"),
+            );
+        }
+    }
+    for (j, sa) in g.service_accounts.iter().enumerate() {
+        match parse_service_account(sa) {
+            Some(pair) => selector.service_accounts.push(pair),
+            None => errs.push(
+                format!("{at}.service_accounts[{j}]"),
+                format!("{sa:?} is not NAMESPACE/NAME (e.g. \"castai-agent/castai-agent\")"),
+            ),
+        }
+    }
+    for (k, v) in &g.pod_labels {
+        let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
+        let prefix_ok = prefix.is_empty() || (prefix.len() <= 253 && prefix.split('.').all(dns_label));
+        if !(prefix_ok && label_part(name, false) && label_part(v, true)) {
+            errs.push(
+                format!("{at}.pod_labels.{k}"),
+                format!("{k:?}: {v:?} is not a Kubernetes label (key [prefix/]name, value up to 63 characters)"),
+            );
+            continue;
+        }
+        selector.pod_labels.push((k.clone(), v.clone()));
+    }
+    selector
 }

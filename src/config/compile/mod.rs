@@ -134,6 +134,8 @@ pub struct Runtime {
     pub routes: Arc<crate::policy::route::Routes>,
     /// PROXY protocol on the forward listeners: which listeners read a header, from whom.
     pub proxy_protocol: ProxyProtocol,
+    /// Where pods are read from, when client groups use workload identity (`None` otherwise).
+    pub kubernetes: Option<Kubernetes>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
     pub warnings: Vec<String>,
 }
@@ -155,6 +157,16 @@ impl ProxyProtocol {
         let on = if tls { self.tls } else { self.plain };
         on && self.trusted.iter().any(|n| n.contains(&peer))
     }
+}
+
+/// `kubernetes:`, in force when a client group uses workload identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// A kubeconfig file; `None`: the in-cluster configuration (the pod's service account token and CA,
+    /// `KUBERNETES_SERVICE_HOST` and `_PORT`).
+    pub kubeconfig: Option<std::path::PathBuf>,
+    /// After this long without reaching the API server, workload identity is unknown.
+    pub stale_after: Duration,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:3128";
@@ -363,6 +375,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             }
         }
     };
+    let stale_after = duration("kubernetes.stale_after", &raw.kubernetes.stale_after, "60s");
     let tls = TlsChecks {
         sni,
         ech,
@@ -434,6 +447,10 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     if !errs.0.is_empty() {
         return Err(ConfigErrors(errs.0));
     }
+    let kubernetes = policy.clients.uses_workloads().then(|| Kubernetes {
+        kubeconfig: raw.kubernetes.kubeconfig.as_ref().map(Into::into),
+        stale_after,
+    });
     let (listen_tls, tls_server) = listen_tls.unzip();
     let listeners = Listeners {
         listen,
@@ -466,6 +483,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .collect(),
         routes: Arc::new(routes),
         proxy_protocol,
+        kubernetes,
         warnings,
     };
     Ok(Settings { listeners, runtime })
