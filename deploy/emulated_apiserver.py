@@ -93,21 +93,33 @@ class EmulatedApiServer:
         self.conns = set()
         self.sock = None
         self.lock = threading.Lock()
+        self.listening = threading.Condition(self.lock)
+        self.acceptor = None
 
     # --- control (the emulation) ---
 
     def start(self, make_socket):
-        """Listen on a socket from make_socket(address, port) (made in the right network namespace)."""
-        self.sock = make_socket(self.address, self.port)
-        threading.Thread(target=self._accept, args=(self.sock,), daemon=True).start()
+        """Listen on a socket from make_socket(address, port) (made in the right network namespace). One thread
+        accepts, for every start: the first call must come from a thread that can start threads."""
+        sock = make_socket(self.address, self.port)
+        with self.listening:
+            self.sock = sock
+            self.listening.notify_all()
+        if self.acceptor is None:
+            self.acceptor = threading.Thread(target=self._accept, daemon=True)
+            self.acceptor.start()
 
     def stop(self):
         """The API server goes away: no listener, every connection (watches included) cut."""
-        sock, self.sock = self.sock, None
-        if sock:
-            sock.close()
-        with self.lock:
+        with self.listening:
+            sock, self.sock = self.sock, None
             conns, self.conns = list(self.conns), set()
+        if sock:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+            except OSError:
+                pass
+            sock.close()
         for c in conns:
             try:
                 c.shutdown(socket.SHUT_RDWR)
@@ -143,12 +155,16 @@ class EmulatedApiServer:
 
     # --- serving ---
 
-    def _accept(self, sock):
+    def _accept(self):
         while True:
+            with self.listening:
+                while self.sock is None:
+                    self.listening.wait()
+                sock = self.sock
             try:
                 conn, _ = sock.accept()
             except OSError:
-                return
+                continue  # stopped: wait for the next start
             threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
 
     def _connection(self, raw):

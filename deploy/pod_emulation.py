@@ -604,26 +604,22 @@ class FakeParent:
 
 
 def in_netns(path, fn):
-    """fn() run in a thread that joined the network namespace at `path` (setns affects only that thread): the
-    sockets it makes belong to that namespace."""
-    result = {}
-
-    def run():
-        fd = os.open(path, os.O_RDONLY)
+    """fn() run with the calling thread in the network namespace at `path` (setns affects only that thread), then
+    back in its own: the sockets it makes belong to that namespace. No thread is started: after the unshare of
+    the PID namespace (start_container) the main thread can start none."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
         try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {path}")
-            result["value"] = fn()
-        except Exception as e:  # re-raised in the caller's thread
-            result["error"] = e
+            return fn()
         finally:
-            os.close(fd)
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the pod's network namespace")
+    finally:
+        os.close(fd)
+        os.close(own)
 
 
 def _pipe(src, dst):
