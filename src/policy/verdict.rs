@@ -375,6 +375,43 @@ mod tests {
     }
 
     #[test]
+    fn a_pod_joins_the_groups_its_workload_selects_and_unknown_identity_fails_closed() {
+        let p = policy(
+            "clients:\n  - name: castai\n    namespaces: [castai-agent]\n    service_accounts: [castai-agent/castai-agent]\n  - name: labelled\n    pod_labels: {app: kvisor}\nallow:\n  - {name: castai, hosts: [api.cast.ai], clients: [castai]}\n",
+        );
+        let pod = |ns: &str, sa: &str, labels: &[(&str, &str)]| {
+            WorkloadFact::Pod(Arc::new(Workload {
+                namespace: ns.into(),
+                service_account: sa.into(),
+                pod: "p-1".into(),
+                labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+            }))
+        };
+        let t = parse_authority("api.cast.ai:443", None).unwrap();
+        let as_pod = |w: WorkloadFact| {
+            let c = Client::identify(&p, "10.0.0.1".parse().unwrap(), Credentials::None, &[], w);
+            (c.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(), decide(&p, &c, &t, None))
+        };
+        let (groups, r) = as_pod(pod("castai-agent", "castai-agent", &[("app", "kvisor")]));
+        assert_eq!(groups, ["castai", "labelled"]);
+        assert_eq!(r.verdict, Verdict::Allow);
+        // Same namespace, another service account: not a member.
+        let (groups, r) = as_pod(pod("castai-agent", "default", &[]));
+        assert!(groups.is_empty());
+        assert_eq!(r.reason, Reason::DeniedNoRule);
+        assert!(!r.detail.unwrap().contains("unavailable"));
+        // Unknown identity: no group, and the refusal says why.
+        let (groups, r) = as_pod(WorkloadFact::Unavailable("the API is down".into()));
+        assert!(groups.is_empty());
+        assert_eq!(r.verdict, Verdict::Deny);
+        assert!(r.detail.unwrap().contains("workload identity is unavailable (the API is down)"));
+        // check --client NAMESPACE/SERVICEACCOUNT: a pod without labels.
+        let c = Client::member_of(&p, "castai-agent/castai-agent").unwrap();
+        assert_eq!(c.groups, [Arc::<str>::from("castai")]);
+        assert!(Client::member_of(&p, "nosuch").is_none());
+    }
+
+    #[test]
     fn unchecked_credentials_are_refused_as_busy() {
         let p = policy(
             "clients:\n  - name: robots\n    token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]\nallow:\n  - {name: open, hosts: [open.test]}\n",

@@ -1,7 +1,9 @@
 //! Test support: real origins on loopback (TLS with an rcgen certificate, plain HTTP, a tiny DNS server),
-//! the proxy started in-process on port 0 with its event log captured, and raw/curl clients.
+//! the proxy started in-process on port 0 with its event log captured, and raw/curl clients; a fake Kubernetes
+//! API server (`kube_api`) and Squid as a parent proxy (`squid`).
 #![allow(dead_code)]
 
+pub mod kube_api;
 pub mod retry;
 pub mod squid;
 
