@@ -178,7 +178,9 @@ impl Proxy {
 
 impl admin::Health for Live {
     fn metrics_text(&self) -> String {
-        self.ctx().metrics.render()
+        let ctx = self.ctx();
+        ctx.publish_gauges();
+        ctx.metrics.render()
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -188,7 +188,13 @@ async fn agree(c: Case) -> Result<(), TestCaseError> {
 
     let settings = egressd::config::from_yaml_str(&format!("listen: 127.0.0.1:0\n{y}")).unwrap();
     let dialer = Dialer::new(&settings.listeners, &settings.runtime);
-    let client = Client::identify(&settings.runtime.policy, source, Credentials::None, &[]);
+    let client = Client::identify(
+        &settings.runtime.policy,
+        source,
+        Credentials::None,
+        &[],
+        Default::default(),
+    );
     let arg = if c.connect {
         authority.clone()
     } else {

@@ -22,7 +22,13 @@ fn castai(ip: &str) -> Value {
 }
 
 fn other(ip: &str) -> Value {
-    pod("web-7c9d8-abcde", "shop", "default", &[ip], &[("app", "web")])
+    pod(
+        "web-7c9d8-abcde",
+        "shop",
+        "default",
+        &[ip],
+        &[("app", "web")],
+    )
 }
 
 fn yaml(api: &KubeApi, origin: SocketAddr, extra: &str) -> String {
@@ -169,14 +175,19 @@ async fn a_service_account_rule_allows_its_pod_and_refuses_another_from_the_same
 
     // Plain HTTP, on the first and the second request of a kept-alive connection.
     let http_yaml = yaml(&api, http, "");
-    proxy
-        .reloader
-        .apply(egressd::config::from_yaml_str(&format!("listen: 127.0.0.1:0\n{http_yaml}")).unwrap());
+    let reloaded = egressd::config::from_yaml_str(&format!("listen: 127.0.0.1:0\n{http_yaml}"));
+    proxy.reloader.apply(reloaded).unwrap();
     let authority = format!("api.cast.ai:{}", http.port());
     // The reload kept the watch and what it knew: ready at once, no new list.
     assert_eq!(ready(&proxy).await.0, 200);
-    assert_eq!(two_gets_from(&proxy, "127.0.0.2", &authority).await, (200, 200));
-    assert_eq!(two_gets_from(&proxy, "127.0.0.3", &authority).await, (403, 403));
+    assert_eq!(
+        two_gets_from(&proxy, "127.0.0.2", &authority).await,
+        (200, 200)
+    );
+    assert_eq!(
+        two_gets_from(&proxy, "127.0.0.3", &authority).await,
+        (403, 403)
+    );
     let lists = (api.requests().iter())
         .filter(|r| !r.contains("watch="))
         .count();
@@ -199,7 +210,10 @@ async fn readiness_waits_for_the_first_list_and_scoped_rules_fail_closed_until_t
     assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 403);
     let refused = proxy.log.decision_for("api.cast.ai").await;
     assert!(
-        refused["detail"].as_str().unwrap().contains("workload identity is unavailable"),
+        refused["detail"]
+            .as_str()
+            .unwrap()
+            .contains("workload identity is unavailable"),
         "{refused}"
     );
     api.set_down(false);
@@ -277,8 +291,16 @@ async fn a_dropped_watch_resumes_and_410_gone_lists_again() {
     assert_eq!(connect_from(&proxy, "127.0.0.7", &target).await, 200);
     let metrics = proxy.metrics().await;
     assert!(
-        metric_value(&metrics, "egressd_workload_watch_restarts_total{cause=\"gone\"}").unwrap_or(0.0)
-            + metric_value(&metrics, "egressd_workload_watch_restarts_total{cause=\"error\"}").unwrap_or(0.0)
+        metric_value(
+            &metrics,
+            "egressd_workload_watch_restarts_total{cause=\"gone\"}"
+        )
+        .unwrap_or(0.0)
+            + metric_value(
+                &metrics,
+                "egressd_workload_watch_restarts_total{cause=\"error\"}"
+            )
+            .unwrap_or(0.0)
             >= 1.0,
         "{metrics}"
     );
@@ -323,7 +345,10 @@ async fn identity_is_unknown_after_stale_after_without_the_api_and_comes_back_wi
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(proxy.metric("egressd_workload_identity_lost_total").await, 1.0);
+    assert_eq!(
+        proxy.metric("egressd_workload_identity_lost_total").await,
+        1.0
+    );
     assert_eq!(proxy.metric("egressd_workload_identity_up").await, 0.0);
 
     api.set_down(false);
@@ -341,7 +366,13 @@ async fn check_evaluates_as_a_namespace_and_service_account() {
     .unwrap();
     let check = |client: &str| {
         std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
-            .args(["check", "--config", config.to_str().unwrap(), "--client", client])
+            .args([
+                "check",
+                "--config",
+                config.to_str().unwrap(),
+                "--client",
+                client,
+            ])
             .arg("https://api.cast.ai/")
             .output()
             .unwrap()
@@ -351,7 +382,12 @@ async fn check_evaluates_as_a_namespace_and_service_account() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("allow"), "{text}");
     let out = check("castai-agent/default");
-    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let out = check("Not/AServiceAccount");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAMESPACE/SERVICEACCOUNT"));

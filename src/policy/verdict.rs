@@ -384,13 +384,19 @@ mod tests {
                 namespace: ns.into(),
                 service_account: sa.into(),
                 pod: "p-1".into(),
-                labels: labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
+                    .collect(),
             }))
         };
         let t = parse_authority("api.cast.ai:443", None).unwrap();
         let as_pod = |w: WorkloadFact| {
             let c = Client::identify(&p, "10.0.0.1".parse().unwrap(), Credentials::None, &[], w);
-            (c.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(), decide(&p, &c, &t, None))
+            (
+                c.groups.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+                decide(&p, &c, &t, None),
+            )
         };
         let (groups, r) = as_pod(pod("castai-agent", "castai-agent", &[("app", "kvisor")]));
         assert_eq!(groups, ["castai", "labelled"]);
@@ -404,7 +410,10 @@ mod tests {
         let (groups, r) = as_pod(WorkloadFact::Unavailable("the API is down".into()));
         assert!(groups.is_empty());
         assert_eq!(r.verdict, Verdict::Deny);
-        assert!(r.detail.unwrap().contains("workload identity is unavailable (the API is down)"));
+        assert!(r
+            .detail
+            .unwrap()
+            .contains("workload identity is unavailable (the API is down)"));
         // check --client NAMESPACE/SERVICEACCOUNT: a pod without labels.
         let c = Client::member_of(&p, "castai-agent/castai-agent").unwrap();
         assert_eq!(c.groups, [Arc::<str>::from("castai")]);

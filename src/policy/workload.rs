@@ -92,8 +92,10 @@ mod tests {
     use super::*;
 
     fn pod(ns: &str, sa: &str, labels: &[(&str, &str)]) -> Workload {
-        let mut labels: Vec<(Arc<str>, Arc<str>)> =
-            labels.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let mut labels: Vec<(Arc<str>, Arc<str>)> = labels
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect();
         labels.sort();
         Workload {
             namespace: ns.into(),

@@ -139,6 +139,13 @@ impl Ctx {
         ctx
     }
 
+    /// Bring the gauges that are read from state rather than events up to date (before a scrape).
+    pub fn publish_gauges(&self) {
+        if self.settings.kubernetes.is_some() {
+            self.workloads.publish(&self.metrics);
+        }
+    }
+
     /// The pooled client for plain HTTP through the parent `name`.
     pub(super) fn parent_client(&self, name: &str) -> Option<&upstream::UpstreamClient> {
         self.parent_clients

@@ -109,6 +109,12 @@ impl Workloads {
         (index.pods(), index.ambiguous())
     }
 
+    /// Set the gauges (`egressd_workload_*`) to the state now.
+    pub fn publish(&self, metrics: &Metrics) {
+        let (pods, ambiguous) = self.counts();
+        metrics.workload_status(self.unavailable().is_none(), pods, ambiguous);
+    }
+
     /// Watch pods as `settings` say (`None`: stop watching). A watch already running with the same settings
     /// goes on; with others it is replaced, and identity is unknown until the new one has listed.
     pub fn ensure(self: &Arc<Self>, settings: Option<&Kubernetes>, metrics: &Arc<Metrics>) {
@@ -135,7 +141,8 @@ impl Workloads {
         // The tasks hold the index weakly: they end when the proxy that owns it is gone.
         let weak = Arc::downgrade(self);
         let tasks = vec![
-            tokio::spawn(watch::run(weak.clone(), settings.clone(), metrics.clone())).abort_handle(),
+            tokio::spawn(watch::run(weak.clone(), settings.clone(), metrics.clone()))
+                .abort_handle(),
             tokio::spawn(report(weak, metrics.clone())).abort_handle(),
         ];
         *running = Some(Running {
@@ -206,7 +213,6 @@ async fn report(workloads: Weak<Workloads>, metrics: Arc<Metrics>) {
             tracing::info!("workload identity available");
         }
         up_before = up;
-        let (pods, ambiguous) = workloads.counts();
-        metrics.workload_status(up, pods, ambiguous);
+        workloads.publish(&metrics);
     }
 }

@@ -49,11 +49,7 @@ pub fn entry(pod: &Pod) -> Option<PodEntry> {
         pod: meta.name.as_deref().unwrap_or("").into(),
         labels,
     };
-    Some(PodEntry {
-        uid,
-        ips,
-        workload,
-    })
+    Some(PodEntry { uid, ips, workload })
 }
 
 #[cfg(test)]
@@ -87,7 +83,10 @@ mod tests {
     #[test]
     fn host_network_and_finished_pods_own_no_address() {
         for (spec, phase) in [
-            (serde_json::json!({"hostNetwork": true, "containers": []}), "Running"),
+            (
+                serde_json::json!({"hostNetwork": true, "containers": []}),
+                "Running",
+            ),
             (serde_json::json!({"containers": []}), "Succeeded"),
             (serde_json::json!({"containers": []}), "Failed"),
         ] {
@@ -102,7 +101,10 @@ mod tests {
         let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "status": {"phase": "Pending"}}));
         assert!(entry(&p).unwrap().ips.is_empty());
         let p = pod(serde_json::json!({"metadata": {"uid": "u"}, "status": {"podIP": "10.0.0.6"}}));
-        assert_eq!(entry(&p).unwrap().ips, ["10.0.0.6".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            entry(&p).unwrap().ips,
+            ["10.0.0.6".parse::<IpAddr>().unwrap()]
+        );
         assert_eq!(&*entry(&p).unwrap().workload.service_account, "default");
         assert!(entry(&pod(serde_json::json!({"metadata": {}}))).is_none());
     }

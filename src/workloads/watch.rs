@@ -83,7 +83,9 @@ pub(super) async fn run(workloads: Weak<Workloads>, settings: Kubernetes, metric
                 }
                 Ended::Gone => {
                     metrics.workload_watch_restart("gone");
-                    tracing::info!("workload identity: watch expired (410 Gone); listing pods again");
+                    tracing::info!(
+                        "workload identity: watch expired (410 Gone); listing pods again"
+                    );
                     continue 'list;
                 }
                 Ended::Failed(e) => {
@@ -115,6 +117,13 @@ async fn client(settings: &Kubernetes) -> Result<kube::Client, String> {
             )
         })?,
     };
+    let mut config = config;
+    // The API server is reached directly: egressd's own environment may name a proxy (itself) for the agents,
+    // which the kube client would otherwise take from HTTPS_PROXY.
+    config.proxy_url = None;
+    // Failed requests are retried here, with the backoff and the staleness bound above; the client's own
+    // retries of 429/503 could hold one list for minutes.
+    config.default_retry = false;
     kube::Client::try_from(config).map_err(|e| format!("Kubernetes API client: {e}"))
 }
 

@@ -227,7 +227,8 @@ fn compile_workloads(g: &RawClientGroup, at: &str, errs: &mut Errors) -> Workloa
     }
     for (k, v) in &g.pod_labels {
         let (prefix, name) = k.rsplit_once('/').unwrap_or(("", k));
-        let prefix_ok = prefix.is_empty() || (prefix.len() <= 253 && prefix.split('.').all(dns_label));
+        let prefix_ok =
+            prefix.is_empty() || (prefix.len() <= 253 && prefix.split('.').all(dns_label));
         if !(prefix_ok && label_part(name, false) && label_part(v, true)) {
             errs.push(
                 format!("{at}.pod_labels.{k}"),
