@@ -1093,10 +1093,10 @@ def inner(plan_path):
                                + (api_story(api) if api else ""))
                 log(f"allowed request to {plan['allowed_host']} through {proxy}"
                     + (f" from {source(proxy)}" if source(proxy) else "") + ": 200")
-        ds = decisions()
-        if not any(d["decision"] == "deny" for d in ds) or (
-                plan["allowed_host"] and not any(d["decision"] == "allow" for d in ds)):
-            raise Fail("the decisions are not in the log")
+        # A decision line may be written just after its answer: give the log a moment.
+        wait_until(lambda: (lambda ds: any(d["decision"] == "deny" for d in ds) and (
+            not plan["allowed_host"] or any(d["decision"] == "allow" for d in ds)))(decisions()), 5,
+            "the decisions are not in the log")
         if plan["route"]:
             check_parent_route(plan, fakes, decisions, proxies, logs)
         if kube and kube["workload"]:
