@@ -1357,6 +1357,9 @@ fn known_metric(name: &str) -> bool {
         // Exported once a parent proxy was asked (METRIC_NAMES lists the families every /metrics shows; the pod
         // emulation of deploy/check.sh reads this one after requests through a parent).
         || name == exported::PARENT_ATTEMPTS
+        // Shown once the configuration has a long-lived rule, and with workload identity configured.
+        || name == exported::CONTROL_CONNECTIONS
+        || name.starts_with("egressd_workload_")
         || HISTOGRAMS.iter().any(|h| {
             ["_bucket", "_sum", "_count"]
                 .iter()

@@ -135,6 +135,8 @@ impl Ctx {
         });
         ctx.workloads
             .ensure(ctx.settings.kubernetes.as_ref(), &ctx.metrics);
+        ctx.metrics
+            .control_rules(ctx.settings.policy.long_lived_rules());
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
     }

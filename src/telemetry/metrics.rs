@@ -28,6 +28,7 @@ pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
 pub const CONNECTIONS_EMPTY: &str = "egressd_connections_empty_total";
 pub const BUILD_INFO: &str = "egressd_build_info";
 pub const PARENT_ATTEMPTS: &str = "egressd_parent_attempts_total";
+pub const CONTROL_CONNECTIONS: &str = "egressd_control_connections_open";
 pub const WORKLOAD_IDENTITY_UP: &str = "egressd_workload_identity_up";
 pub const WORKLOAD_PODS: &str = "egressd_workload_pods";
 pub const WORKLOAD_AMBIGUOUS_IPS: &str = "egressd_workload_ambiguous_ips";
@@ -233,6 +234,29 @@ impl Metrics {
         Active::new(self.tunnels.clone(), Some(self.tunnels_open.clone()))
     }
 
+    /// A tunnel allowed by a long-lived rule (`idle_timeout: none`: a vendor's control connection) is spliced:
+    /// counted per rule until it closes, besides `tunnel`'s count.
+    pub fn control_connection(&self, tunnel: &mut Active, rule: &str) {
+        let gauge = self.gauge(
+            CONTROL_CONNECTIONS,
+            vec![label("rule", rule), label("vendor", vendor_of(rule))],
+        );
+        gauge.increment(1.0);
+        tunnel.also = Some(gauge);
+    }
+
+    /// Show the long-lived rules of a configuration at 0 until their first tunnel, so that an alert can tell
+    /// "no connection" from "no such rule" (a rule that has counts keeps them).
+    pub fn control_rules<'a>(&self, rules: impl Iterator<Item = &'a str>) {
+        for rule in rules {
+            self.gauge(
+                CONTROL_CONNECTIONS,
+                vec![label("rule", rule), label("vendor", vendor_of(rule))],
+            )
+            .increment(0.0);
+        }
+    }
+
     /// Tunnels open right now.
     pub fn tunnels_open(&self) -> usize {
         self.tunnels_open.load(Ordering::Relaxed)
@@ -293,6 +317,8 @@ pub fn vendor_of(rule: &str) -> &str {
 pub struct Active {
     gauge: Gauge,
     count: Option<Arc<AtomicUsize>>,
+    /// A second gauge counting the same thing (`egressd_control_connections_open` for a tunnel).
+    also: Option<Gauge>,
 }
 
 impl Active {
@@ -301,13 +327,20 @@ impl Active {
         if let Some(c) = &count {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        Active { gauge, count }
+        Active {
+            gauge,
+            count,
+            also: None,
+        }
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
+        if let Some(g) = &self.also {
+            g.decrement(1.0);
+        }
         if let Some(c) = &self.count {
             c.fetch_sub(1, Ordering::Relaxed);
         }
