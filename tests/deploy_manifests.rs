@@ -1359,6 +1359,8 @@ fn known_metric(name: &str) -> bool {
         || name == exported::PARENT_ATTEMPTS
         // Shown once the configuration has a long-lived rule, and with workload identity configured.
         || name == exported::CONTROL_CONNECTIONS
+        || name == exported::SHADOW_DISAGREEMENTS
+        || name == exported::FRAGMENTS
         || name.starts_with("egressd_workload_")
         || HISTOGRAMS.iter().any(|h| {
             ["_bucket", "_sum", "_count"]

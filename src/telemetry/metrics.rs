@@ -28,6 +28,8 @@ pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
 pub const CONNECTIONS_EMPTY: &str = "egressd_connections_empty_total";
 pub const BUILD_INFO: &str = "egressd_build_info";
 pub const PARENT_ATTEMPTS: &str = "egressd_parent_attempts_total";
+pub const FRAGMENTS: &str = "egressd_fragments";
+pub const SHADOW_DISAGREEMENTS: &str = "egressd_shadow_disagreements_total";
 pub const CONTROL_CONNECTIONS: &str = "egressd_control_connections_open";
 pub const WORKLOAD_IDENTITY_UP: &str = "egressd_workload_identity_up";
 pub const WORKLOAD_PODS: &str = "egressd_workload_pods";
@@ -171,6 +173,20 @@ impl Metrics {
             labels.push(label("via", via));
         }
         self.counter_add(DECISIONS, labels, 1);
+        // Where a shadow policy decides otherwise: `rule` is the candidate's deciding rule, or the live one's
+        // when the candidate has none (a rule the candidate dropped); both from configurations, so bounded.
+        if let Some(s) = o.shadow_disagreement() {
+            let rule = s.rule.as_deref().unwrap_or(rule);
+            self.counter_add(
+                SHADOW_DISAGREEMENTS,
+                vec![
+                    label("live", o.decision.as_str()),
+                    label("shadow", s.verdict.as_str()),
+                    label("rule", rule),
+                ],
+                1,
+            );
+        }
         if REJECTIONS.contains(&o.reason) {
             self.counter_add(
                 CONNECTIONS_REJECTED,
@@ -243,6 +259,14 @@ impl Metrics {
         );
         gauge.increment(1.0);
         tunnel.also = Some(gauge);
+    }
+
+    /// The `include:` fragments of the configuration in force: loaded and skipped.
+    pub fn fragments(&self, loaded: usize, skipped: usize) {
+        for (state, n) in [("loaded", loaded), ("skipped", skipped)] {
+            self.gauge(FRAGMENTS, vec![label("state", state)])
+                .set(n as f64);
+        }
     }
 
     /// Show the long-lived rules of a configuration at 0 until their first tunnel, so that an alert can tell
