@@ -105,8 +105,7 @@ async fn fragments_open_destinations_for_their_team_only_under_the_guardrails() 
             "{from} {host}"
         );
     }
-    let lines = proxy.log.events("decision");
-    let stripe = lines.iter().find(|l| l["host"] == "stripe.test").unwrap();
+    let stripe = proxy.log.decision_for("stripe.test").await;
     assert_eq!(stripe["rule"], "payments.stripe");
 
     let (code, body) = proxy.admin_get("/readyz").await;

@@ -141,7 +141,8 @@ async fn a_service_account_rule_allows_its_pod_and_refuses_another_from_the_same
     assert_eq!(connect_from(proxy.addr, "127.0.0.2", &labelled).await, 200);
     assert_eq!(connect_from(proxy.addr, "127.0.0.3", &labelled).await, 403);
 
-    let lines = proxy.log.events("decision");
+    // Allowed tunnels' lines are written when they close: wait for all six.
+    let lines = proxy.log.wait_events("decision", 6).await;
     let mine = (lines.iter())
         .find(|l| l["client_addr"].as_str().unwrap().starts_with("127.0.0.2:"))
         .unwrap();
@@ -403,7 +404,8 @@ async fn behind_a_balancer_the_pod_is_the_one_the_proxy_header_names() {
         c.write_all(head.as_bytes()).await.unwrap();
         assert_eq!(status(&read_response(&mut c).await), want, "{named}");
     }
-    let lines = proxy.log.events("decision");
+    // An allowed tunnel's line is written once its first bytes are judged (here: when it closes).
+    let lines = proxy.log.wait_events("decision", 2).await;
     let allowed = lines.iter().find(|l| l["decision"] == "allow").unwrap();
     assert_eq!(allowed["pod"], "castai-agent-5d8f9c7b4-x2x9q");
     assert!(allowed["peer_addr"]
