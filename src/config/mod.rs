@@ -110,11 +110,18 @@ pub fn load(path: Option<&Path>) -> Result<Settings, ConfigErrors> {
 }
 
 /// Parse and compile a YAML document, without environment overrides (used by tests and `check`).
-pub fn from_yaml_str(yaml: &str) -> Result<Settings, ConfigErrors> {
-    let raw = config::Config::builder()
+/// One YAML document (no environment overrides) as a raw configuration type: the main file, a shadow
+/// candidate, a fragment.
+pub(crate) fn parse_yaml<T: serde::de::DeserializeOwned>(
+    yaml: &str,
+) -> Result<T, config::ConfigError> {
+    config::Config::builder()
         .add_source(config::File::from_str(yaml, config::FileFormat::Yaml))
         .build()
-        .and_then(|c| c.try_deserialize::<RawConfig>())
-        .map_err(|e| ConfigErrors::single("", e.to_string()))?;
+        .and_then(|c| c.try_deserialize())
+}
+
+pub fn from_yaml_str(yaml: &str) -> Result<Settings, ConfigErrors> {
+    let raw: RawConfig = parse_yaml(yaml).map_err(|e| ConfigErrors::single("", e.to_string()))?;
     compile(&raw)
 }

@@ -50,10 +50,7 @@ pub(super) fn expand(raw: &RawConfig) -> (RawConfig, Vec<FragmentStatus>, Vec<Pa
             watched.push(file.clone());
             let error = match fragment(&file, &merged, &raw.fragments) {
                 Err(e) => Some(e),
-                Ok(trial) if !base_ok => {
-                    drop(trial);
-                    Some("not checked: the main configuration has errors".into())
-                }
+                Ok(_) if !base_ok => Some("not checked: the main configuration has errors".into()),
                 Ok(trial) => match compile(&trial) {
                     Ok(_) => {
                         merged = trial;
@@ -85,10 +82,7 @@ fn fragment_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// `merged` with the fragment in `file` added, or why it cannot be.
 fn fragment(file: &Path, merged: &RawConfig, guard: &RawGuardrails) -> Result<RawConfig, String> {
     let text = std::fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?;
-    let f: RawFragment = ::config::Config::builder()
-        .add_source(::config::File::from_str(&text, ::config::FileFormat::Yaml))
-        .build()
-        .and_then(|c| c.try_deserialize())
+    let f: RawFragment = crate::config::parse_yaml(&text)
         .map_err(|e| format!("{e} (a fragment has only allow, vendors and clients)"))?;
     let stem = (file.file_stem().and_then(|s| s.to_str())).unwrap_or_default();
     let scope = if merged.clients.iter().any(|g| g.name == stem) {

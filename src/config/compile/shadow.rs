@@ -20,11 +20,7 @@ pub(super) fn compile_shadow(
             return None;
         }
     };
-    let candidate = ::config::Config::builder()
-        .add_source(::config::File::from_str(&text, ::config::FileFormat::Yaml))
-        .build()
-        .and_then(|c| c.try_deserialize::<RawConfig>());
-    let candidate = match candidate {
+    let candidate = match crate::config::parse_yaml::<RawConfig>(&text) {
         Ok(c) if c.shadow.is_some() => {
             warnings.push(format!(
                 "shadow: {path} has a shadow of its own; a candidate is compared with the live \
