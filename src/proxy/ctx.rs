@@ -135,6 +135,7 @@ impl Ctx {
         });
         ctx.workloads
             .ensure(ctx.settings.kubernetes.as_ref(), &ctx.metrics);
+        ctx.metrics.rules_in_force(&ctx.settings.policy);
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
     }

@@ -5,7 +5,10 @@
 //! Labels are bounded: decision, reason code, rule name, vendor profile, listener, direction, result, parent.
 //! Hostnames and client addresses are never labels.
 
-use crate::outcome::{Close, Kind, Outcome};
+use super::last_match::LastMatch;
+pub use super::last_match::RULE_LAST_MATCH;
+use crate::outcome::{Close, Kind, Outcome, Verdict};
+use crate::policy::{Policy, RuleKind};
 use crate::reason::Reason;
 use metrics::{Gauge, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
@@ -77,6 +80,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     tunnels: Gauge,
     tunnels_open: Arc<AtomicUsize>,
+    /// `egressd_rule_last_match_timestamp_seconds`, whose series follow the configuration in force.
+    last_match: LastMatch,
 }
 
 impl Default for Metrics {
@@ -100,6 +105,7 @@ impl Metrics {
             recorder,
             handle,
             tunnels_open: Arc::new(AtomicUsize::new(0)),
+            last_match: LastMatch::default(),
         };
         m.gauge(
             BUILD_INFO,
@@ -122,7 +128,26 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        let rules = self.last_match.render();
+        if !rules.is_empty() {
+            if !text.is_empty() && !text.ends_with("\n\n") {
+                text.push('\n');
+            }
+            text.push_str(&rules);
+        }
+        text
+    }
+
+    /// The configuration in force (at start and after each reload): its allow rules are the series of
+    /// `egressd_rule_last_match_timestamp_seconds`; removed rules' series go away.
+    pub fn rules_in_force(&self, policy: &Policy) {
+        self.last_match.configure(
+            policy
+                .rules()
+                .filter(|(_, kind)| *kind == RuleKind::Allow)
+                .map(|(name, _)| name),
+        );
     }
 
     /// Workload identity's state: usable (`up`), pods indexed, addresses two live pods claim.
@@ -170,6 +195,10 @@ impl Metrics {
             labels.push(label("via", via));
         }
         self.counter_add(DECISIONS, labels, 1);
+        // A rule let the request through (a would-be denial proceeds on its rule too): it is in use.
+        if let (Verdict::Allow | Verdict::WouldDeny, Some(rule)) = (o.decision, &o.rule) {
+            self.last_match.matched(rule, unix_now().as_secs());
+        }
         if REJECTIONS.contains(&o.reason) {
             self.counter_add(
                 CONNECTIONS_REJECTED,
@@ -249,11 +278,8 @@ impl Metrics {
 
     /// Record that the configuration in force was loaded now (at startup and after each good reload).
     pub fn config_ok_now(&self) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
         self.gauge(CONFIG_LAST_RELOAD_SUCCESS, vec![])
-            .set(now.as_secs_f64());
+            .set(unix_now().as_secs_f64());
     }
 
     fn counter_add(&self, name: &'static str, labels: Vec<Label>, n: u64) {
@@ -271,6 +297,12 @@ impl Metrics {
             .register_histogram(&key(name, vec![]), &METADATA)
             .record(value);
     }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> metrics::Key {
@@ -317,7 +349,7 @@ impl Drop for Active {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{CloseReason, Verdict};
+    use crate::outcome::CloseReason;
 
     /// The value of one series in an exposition, by its exact `name{labels}` text.
     fn value(text: &str, series: &str) -> Option<f64> {
@@ -467,6 +499,57 @@ mod tests {
                 r#"egressd_config_reloads_total{result="success"}"#
             ),
             Some(0.0)
+        );
+    }
+
+    #[test]
+    fn rules_that_let_requests_through_get_their_time_and_removed_rules_go() {
+        let m = Metrics::new();
+        let policy = |yaml: &str| crate::config::from_yaml_str(yaml).unwrap().runtime.policy;
+        m.rules_in_force(&policy(
+            "allow:\n  - {name: used, hosts: [a.test]}\n  - {name: idle, hosts: [b.test]}\n\
+             deny:\n  - {name: guard, hosts: [c.test]}\n",
+        ));
+        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
+        o.rule = Some("idle".into());
+        o.refuse(crate::reason::Refusal::new(Reason::DeniedPort, "port"));
+        m.decision(&o);
+        o.decision = Verdict::Allow;
+        o.reason = Reason::Allowed;
+        o.rule = Some("used".into());
+        let before = unix_now().as_secs() as f64;
+        m.decision(&o);
+        let text = m.render();
+        let at = value(
+            &text,
+            r#"egressd_rule_last_match_timestamp_seconds{rule="used"}"#,
+        )
+        .expect("set");
+        assert!(at >= before && at <= unix_now().as_secs() as f64, "{text}");
+        // A refusal naming a rule does not count; deny rules are not series.
+        assert_eq!(
+            value(
+                &text,
+                r#"egressd_rule_last_match_timestamp_seconds{rule="idle"}"#
+            ),
+            Some(0.0),
+            "{text}"
+        );
+        assert!(!text.contains(r#"rule="guard"}"#), "{text}");
+        assert_eq!(text.matches("# TYPE egressd_rule_last_match").count(), 1);
+        // A reload that removes `idle` removes its series; `used` keeps its time.
+        m.rules_in_force(&policy("allow:\n  - {name: used, hosts: [a.test]}\n"));
+        let text = m.render();
+        assert!(
+            !text.contains(r#"egressd_rule_last_match_timestamp_seconds{rule="idle"}"#),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"egressd_rule_last_match_timestamp_seconds{rule="used"}"#
+            ),
+            Some(at)
         );
     }
 
