@@ -22,8 +22,8 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 pub trait Health: Send + Sync + 'static {
     /// The Prometheus text of the metrics in force.
     fn metrics_text(&self) -> String;
-    /// `Ok` when ready for traffic, else why not.
-    fn ready(&self) -> Result<(), String>;
+    /// `Ok` when ready for traffic (with notes on what works only in part, shown after `ready`), else why not.
+    fn ready(&self) -> Result<Vec<String>, String>;
 }
 
 /// Serve the admin endpoints until `stop` fires.
@@ -91,7 +91,12 @@ fn route(live: &dyn Health, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         _ => match live.ready() {
-            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Ok(notes) => text(
+                StatusCode::OK,
+                notes
+                    .iter()
+                    .fold("ready\n".to_string(), |t, n| t + n + "\n"),
+            ),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {why}\n"),

@@ -183,7 +183,7 @@ impl admin::Health for Live {
         ctx.metrics.render()
     }
 
-    fn ready(&self) -> Result<(), String> {
+    fn ready(&self) -> Result<Vec<String>, String> {
         Live::ready(self)
     }
 }

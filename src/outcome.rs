@@ -76,6 +76,8 @@ pub struct Outcome {
     pub parent_status: Vec<String>,
     /// Through a parent: `local` (egressd resolved and checked the name first) or `parent` (only the parent did).
     pub resolve: Option<&'static str>,
+    /// With `shadow:`, the candidate policy's verdict where it differs from the live one.
+    pub shadow: Option<crate::policy::verdict::ShadowVerdict>,
 }
 
 impl Outcome {
@@ -108,6 +110,7 @@ impl Outcome {
             via: None,
             parent_status: Vec::new(),
             resolve: None,
+            shadow: None,
         }
     }
 
@@ -126,6 +129,12 @@ impl Outcome {
     }
 
     /// Record the verdict on the request's head.
+    /// The shadow policy's verdict, when it differs from the final decision (a refusal after the head, such
+    /// as a private address found at dial time, can make the two agree after all).
+    pub fn shadow_disagreement(&self) -> Option<&crate::policy::verdict::ShadowVerdict> {
+        self.shadow.as_ref().filter(|s| s.verdict != self.decision)
+    }
+
     pub fn rule(&mut self, ruling: Ruling) {
         self.decision = ruling.verdict;
         self.reason = ruling.reason;

@@ -125,6 +125,8 @@ fn directories(files: &[PathBuf]) -> BTreeSet<PathBuf> {
     files
         .iter()
         .map(|f| match f.parent() {
+            // A directory (of `include:` fragments) is watched itself.
+            _ if f.is_dir() => f.clone(),
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         })
@@ -169,11 +171,21 @@ fn settles(event: &notify::Event) -> bool {
     }
 }
 
+/// A file's bytes, or a directory's sorted listing (so a file added to an `include:` directory is a change).
+fn contents(f: &std::path::Path) -> Option<Vec<u8>> {
+    if !f.is_dir() {
+        return std::fs::read(f).ok();
+    }
+    let mut names: Vec<_> = std::fs::read_dir(f)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .collect();
+    names.sort();
+    Some(names.join(std::ffi::OsStr::new("\n")).into_encoded_bytes())
+}
+
 fn snapshot(files: &[PathBuf]) -> Snapshot {
-    files
-        .iter()
-        .map(|f| (f.clone(), std::fs::read(f).ok()))
-        .collect()
+    files.iter().map(|f| (f.clone(), contents(f))).collect()
 }
 
 /// Watch the configuration file and the files it names; reload on change until `stop` fires.

@@ -1357,6 +1357,11 @@ fn known_metric(name: &str) -> bool {
         // Exported once a parent proxy was asked (METRIC_NAMES lists the families every /metrics shows; the pod
         // emulation of deploy/check.sh reads this one after requests through a parent).
         || name == exported::PARENT_ATTEMPTS
+        // Shown once the configuration has a long-lived rule, and with workload identity configured.
+        || name == exported::CONTROL_CONNECTIONS
+        || name == exported::SHADOW_DISAGREEMENTS
+        || name == exported::FRAGMENTS
+        || name.starts_with("egressd_workload_")
         // One series per allow rule: absent from a configuration without any (tests/metrics.rs reads it).
         || name == exported::RULE_LAST_MATCH
         || HISTOGRAMS.iter().any(|h| {

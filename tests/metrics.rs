@@ -379,6 +379,48 @@ async fn a_connection_that_becomes_a_tunnel_stays_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_connections_are_counted_per_long_lived_rule_across_a_reload() {
+    let echo = echo_origin().await;
+    let yaml = format!(
+        "allow:\n  - name: control\n    hosts: [\"agent.test\"]\n    ports: [{p}]\n    idle_timeout: none\n\
+         \x20 - name: short\n    hosts: [\"short.test\"]\n    ports: [{p}]\n\
+         destinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\n\
+         dns:\n  hosts:\n    agent.test: [\"127.0.0.1\"]\n    short.test: [\"127.0.0.1\"]\n",
+        p = echo.port()
+    );
+    let proxy = start_proxy(&yaml).await;
+    let series = r#"egressd_control_connections_open{rule="control",vendor=""}"#;
+    // Shown at 0 before the first connection; rules that are not long-lived have no series.
+    let text = proxy.metrics().await;
+    assert_eq!(metric_value(&text, series), Some(0.0), "{text}");
+    assert!(!text.contains("egressd_control_connections_open{rule=\"short\""));
+    let mut control = open_tunnel(proxy.addr, &format!("agent.test:{}", echo.port())).await;
+    echo_roundtrip(&mut control, b"hello").await.unwrap();
+    let mut other = open_tunnel(proxy.addr, &format!("short.test:{}", echo.port())).await;
+    echo_roundtrip(&mut other, b"hello").await.unwrap();
+    assert_eq!(proxy.metric(series).await, 1.0);
+    // A reload keeps counting the tunnel opened before it, and a second one after it.
+    let reloaded = egressd::config::from_yaml_str(&format!("listen: 127.0.0.1:0\n{yaml}"));
+    proxy.reloader.apply(reloaded).unwrap();
+    let mut second = open_tunnel(proxy.addr, &format!("agent.test:{}", echo.port())).await;
+    echo_roundtrip(&mut second, b"hello").await.unwrap();
+    assert_eq!(proxy.metric(series).await, 2.0);
+    drop(control);
+    drop(second);
+    for _ in 0..100 {
+        if proxy.metric(series).await == 0.0 {
+            assert!(!proxy
+                .metrics()
+                .await
+                .contains("egressd_control_connections_open{rule=\"short\""));
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("still counted: {}", proxy.metrics().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_last_match_is_set_by_allowed_requests_and_follows_reloads() {
     let plain = http_origin().await;
     let config = |rules: &[&str]| {

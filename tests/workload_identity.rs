@@ -392,3 +392,35 @@ async fn check_evaluates_as_a_namespace_and_service_account() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("NAMESPACE/SERVICEACCOUNT"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_balancer_the_pod_is_the_one_the_proxy_header_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start(dir.path()).await;
+    api.add(&castai("127.0.0.2"));
+    api.add(&other("127.0.0.3"));
+    let origin = echo_origin().await;
+    let balancer = "proxy_protocol:\n  trusted: [\"127.0.0.1/32\"]\n  listeners: [listen]\n";
+    let proxy = start_proxy(&yaml(&api, origin, balancer)).await;
+    wait_ready(&proxy).await;
+    let target = format!("api.cast.ai:{}", origin.port());
+    // The balancer (127.0.0.1) carries both pods' connections: each is identified as the pod it names.
+    for (named, want) in [("127.0.0.2", 200), ("127.0.0.3", 403)] {
+        let mut c = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!(
+            "PROXY TCP4 {named} 127.0.0.1 40000 {}\r\nCONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n",
+            proxy.addr.port()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        assert_eq!(status(&read_response(&mut c).await), want, "{named}");
+    }
+    let lines = proxy.log.events("decision");
+    let allowed = lines.iter().find(|l| l["decision"] == "allow").unwrap();
+    assert_eq!(allowed["pod"], "castai-agent-5d8f9c7b4-x2x9q");
+    assert!(allowed["peer_addr"]
+        .as_str()
+        .unwrap()
+        .starts_with("127.0.0.1:"));
+    let refused = lines.iter().find(|l| l["decision"] == "deny").unwrap();
+    assert_eq!(refused["namespace"], "shop");
+}

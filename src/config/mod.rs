@@ -10,7 +10,8 @@ mod raw;
 mod transparent;
 
 pub use compile::{
-    compile, Dns, Kubernetes, Limits, Listeners, Mode, ProxyProtocol, Runtime, Settings, Timeouts,
+    compile, Dns, FragmentStatus, Kubernetes, Limits, Listeners, Mode, ProxyProtocol, Runtime,
+    Settings, Timeouts,
 };
 pub use raw::{RawConfig, TOP_LEVEL_KEYS};
 pub use transparent::Transparent;

@@ -32,9 +32,12 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "parents_bypass",
     "proxy_protocol",
     "kubernetes",
+    "shadow",
+    "include",
+    "fragments",
 ];
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
@@ -93,10 +96,44 @@ pub struct RawConfig {
     /// reads pods from.
     #[serde(default)]
     pub kubernetes: RawKubernetes,
+    /// A candidate configuration file decided next to this one (disagreements logged and counted).
+    pub shadow: Option<String>,
+    /// Directories of team-owned fragments (`*.yaml`, each scoped to its namespace or client group).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// The guardrails fragments are held to.
+    #[serde(default)]
+    pub fragments: RawGuardrails,
+}
+
+/// `fragments:`: what fragments may not open.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawGuardrails {
+    /// Host patterns no fragment rule may open, or overlap (`*.corp.example`, `metadata.google.internal`).
+    #[serde(default)]
+    pub forbidden_hosts: Vec<String>,
+    /// Vendor profiles no fragment may use.
+    #[serde(default)]
+    pub forbidden_profiles: Vec<String>,
+    /// Labels a fragment's wildcard must fix after `*.` (default 2: `*.example.com`, not `*.com`).
+    pub min_wildcard_labels: Option<usize>,
+}
+
+/// One team-owned fragment file: allow rules, vendor profiles and client groups of its own.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RawFragment {
+    #[serde(default)]
+    pub clients: Vec<RawClientGroup>,
+    #[serde(default)]
+    pub allow: Vec<RawRule>,
+    #[serde(default)]
+    pub vendors: Vec<serde_json::Value>,
 }
 
 /// `proxy_protocol:`: who sends PROXY headers, on which listeners.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawProxyProtocol {
     /// CIDRs (or addresses) of the balancers: they must send a header, nobody else may.
@@ -107,7 +144,7 @@ pub struct RawProxyProtocol {
 }
 
 /// One parent proxy.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawParent {
     pub name: String,
@@ -133,21 +170,21 @@ pub enum RawVia {
 }
 
 /// The admin listener (metrics, health, readiness).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// address:port, or "off".
     pub listen: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawShutdown {
     /// How long open tunnels may drain after SIGTERM/SIGINT.
     pub grace: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: String,
@@ -177,7 +214,7 @@ pub struct RawRule {
 }
 
 /// One client group: clients connecting from these source addresses, or presenting these credentials.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientGroup {
     pub name: String,
@@ -211,7 +248,7 @@ pub struct RawClientGroup {
 }
 
 /// `kubernetes:`: where the pods behind workload identity are read from.
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawKubernetes {
     /// A kubeconfig file; without it, the in-cluster configuration (the pod's service account).
@@ -220,7 +257,7 @@ pub struct RawKubernetes {
     pub stale_after: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawUser {
     pub user: String,
@@ -228,7 +265,7 @@ pub struct RawUser {
 }
 
 /// `443` or `"8000-8100"`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(untagged)]
 pub enum RawPort {
     Number(i64),
@@ -236,7 +273,7 @@ pub enum RawPort {
 }
 
 /// Certificate and key for the TLS listener (PEM files).
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawTlsFiles {
     pub cert: Option<String>,
@@ -247,7 +284,7 @@ pub struct RawTlsFiles {
     pub client_auth: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawClientHello {
     pub timeout: Option<String>,
@@ -255,14 +292,14 @@ pub struct RawClientHello {
     pub ech: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawDestinations {
     #[serde(default)]
     pub allow_cidrs: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawDns {
     #[serde(default)]
@@ -275,7 +312,7 @@ pub struct RawDns {
     pub max_ttl: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     pub header: Option<String>,
@@ -284,7 +321,7 @@ pub struct RawTimeouts {
     pub dns: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
     pub max_connections: Option<u64>,

@@ -311,6 +311,11 @@ impl ClientGroups {
         Some(id)
     }
 
+    /// The name of group `g`.
+    pub fn name_of(&self, g: GroupId) -> Option<&str> {
+        self.groups.get(g as usize).map(|g| &*g.name)
+    }
+
     /// The group names of an identity, in config order (for the decision log).
     pub fn names_of(&self, id: &Identity) -> Vec<Arc<str>> {
         id.groups

@@ -347,6 +347,13 @@ impl Policy {
         (deny, self.clients.names().map(str::to_string).collect())
     }
 
+    /// The long-lived allow rules (`idle_timeout: none`): vendors' control connections.
+    pub fn long_lived_rules(&self) -> impl Iterator<Item = &str> {
+        (self.rules.iter())
+            .filter(|r| matches!(r.kind, RuleKind::Allow) && r.idle == Some(IdleOverride::Never))
+            .map(|r| &*r.name)
+    }
+
     /// The decision for an unidentified client's target without a request path (CONNECT).
     pub fn decide(&self, target: &Target) -> Decision {
         self.decide_request(target, None, &Identity::default())

@@ -107,6 +107,63 @@ impl Client {
     }
 }
 
+impl Client {
+    /// The same client (address, credentials, certificate, pod) as another policy sees it: its groups are that
+    /// policy's, found from the same facts. Credentials count for the groups of the same names there (no
+    /// password is checked twice); credentials none of whose groups exist there are refused there.
+    pub fn as_seen_by(
+        &self,
+        live: &Policy,
+        other: &Policy,
+        addr: IpAddr,
+        cert_names: &[CertName],
+    ) -> Client {
+        let credentials = match &self.credentials {
+            Credentials::Valid { groups, user } => {
+                let groups: Vec<_> = (groups.iter())
+                    .filter_map(|&g| live.clients.name_of(g))
+                    .filter_map(|n| other.clients.find(n))
+                    .collect();
+                if groups.is_empty() {
+                    Credentials::Invalid
+                } else {
+                    Credentials::Valid {
+                        groups,
+                        user: user.clone(),
+                    }
+                }
+            }
+            c => c.clone(),
+        };
+        Client::identify(other, addr, credentials, cert_names, self.workload.clone())
+    }
+}
+
+/// Where a shadow (candidate) policy's verdict differs from the live one's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowVerdict {
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub rule: Option<Arc<str>>,
+}
+
+/// The candidate's verdict on the same request, when it differs from the live `ruling` (`None`: they agree).
+/// `seen` is the client as the candidate sees it ([`Client::as_seen_by`]).
+pub fn shadow(
+    candidate: &Policy,
+    seen: &Client,
+    target: &Target,
+    path: Option<&str>,
+    ruling: &Ruling,
+) -> Option<ShadowVerdict> {
+    let theirs = decide(candidate, seen, target, path);
+    (theirs.verdict != ruling.verdict).then_some(ShadowVerdict {
+        verdict: theirs.verdict,
+        reason: theirs.reason,
+        rule: theirs.rule,
+    })
+}
+
 /// The verdict on a request's head.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ruling {
@@ -423,6 +480,38 @@ mod tests {
         let c = Client::member_of(&p, "castai-agent/castai-agent").unwrap();
         assert_eq!(c.groups, [Arc::<str>::from("castai")]);
         assert!(Client::member_of(&p, "nosuch").is_none());
+    }
+
+    #[test]
+    fn a_candidate_sees_credentials_in_its_groups_of_the_same_name() {
+        let token =
+            "token_sha256: [\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"]";
+        let live = policy(&format!(
+            "clients:\n  - name: other\n    cidrs: [10.9.0.0/16]\n  - name: robots\n    {token}\nallow:\n  - {{name: a, hosts: [a.test], clients: [robots]}}\n"
+        ));
+        // The same group name at another index, and no `other`.
+        let candidate = policy(&format!(
+            "clients:\n  - name: robots\n    {token}\nallow:\n  - {{name: b, hosts: [a.test], clients: [robots]}}\n"
+        ));
+        let without = policy("allow:\n  - {name: c, hosts: [a.test]}\n");
+        let valid = Credentials::Valid {
+            groups: vec![1],
+            user: None,
+        };
+        let c = client(&live, "127.0.0.1", valid);
+        let t = parse_authority("a.test:443", None).unwrap();
+        let ruling = decide(&live, &c, &t, None);
+        assert_eq!(ruling.verdict, Verdict::Allow);
+        let seen = c.as_seen_by(&live, &candidate, "127.0.0.1".parse().unwrap(), &[]);
+        assert_eq!(seen.groups, [Arc::<str>::from("robots")]);
+        assert_eq!(shadow(&candidate, &seen, &t, None, &ruling), None);
+        // A candidate without the group: those credentials are nobody's there.
+        let seen = c.as_seen_by(&live, &without, "127.0.0.1".parse().unwrap(), &[]);
+        let theirs = shadow(&without, &seen, &t, None, &ruling).unwrap();
+        assert_eq!(
+            (theirs.verdict, theirs.reason),
+            (Verdict::Deny, Reason::DeniedBadCredentials)
+        );
     }
 
     #[test]

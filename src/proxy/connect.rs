@@ -223,6 +223,11 @@ where
     let go = end.record(&mut o, &mut close);
     ctx.log.decision(&o);
     if go {
+        let mut active = active;
+        if o.idle == Some(crate::policy::IdleOverride::Never) {
+            ctx.metrics
+                .control_connection(&mut active, o.rule.as_deref().unwrap_or(""));
+        }
         return Some(Splicing {
             client,
             upstream,

@@ -136,6 +136,15 @@ impl Ctx {
         ctx.workloads
             .ensure(ctx.settings.kubernetes.as_ref(), &ctx.metrics);
         ctx.metrics.rules_in_force(&ctx.settings.policy);
+        ctx.metrics
+            .control_rules(ctx.settings.policy.long_lived_rules());
+        if !ctx.settings.fragments.is_empty() {
+            let skipped = (ctx.settings.fragments.iter())
+                .filter(|f| f.error.is_some())
+                .count();
+            ctx.metrics
+                .fragments(ctx.settings.fragments.len() - skipped, skipped);
+        }
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
     }
@@ -178,6 +187,10 @@ impl Ctx {
             workload,
         );
         let ruling = crate::policy::verdict::decide(policy, &o.client, target, path);
+        if let Some(candidate) = &self.settings.shadow {
+            let seen = (o.client).as_seen_by(policy, candidate, o.client_addr.ip(), &o.cert_names);
+            o.shadow = crate::policy::verdict::shadow(candidate, &seen, target, path, &ruling);
+        }
         let tls = ruling.tls;
         let proceeds = ruling.proceeds();
         o.rule(ruling);

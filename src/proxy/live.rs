@@ -63,8 +63,9 @@ impl Live {
     }
 
     /// Ready to serve: not draining, and the resolver is usable (the listeners are bound and a policy is
-    /// loaded once a `Live` exists). `Err` says why not.
-    pub fn ready(&self) -> Result<(), String> {
+    /// loaded once a `Live` exists). `Err` says why not; `Ok` carries notes on what works only in part
+    /// (skipped fragments, workload identity lost after the first list).
+    pub fn ready(&self) -> Result<Vec<String>, String> {
         let ctx = self.current.load();
         if ctx.drain.is_cancelled() {
             return Err("shutting down".into());
@@ -79,7 +80,18 @@ impl Live {
             let why = ctx.workloads.unavailable().unwrap_or_default();
             return Err(format!("workload identity: {why}"));
         }
-        Ok(())
+        let mut notes = Vec::new();
+        if ctx.settings.kubernetes.is_some() {
+            if let Some(why) = ctx.workloads.unavailable() {
+                notes.push(format!("workload identity unavailable: {why}"));
+            }
+        }
+        for f in &ctx.settings.fragments {
+            if let Some(e) = &f.error {
+                notes.push(format!("fragment {} skipped: {e}", f.file.display()));
+            }
+        }
+        Ok(notes)
     }
 }
 

@@ -175,6 +175,13 @@ struct DecisionLine<'a> {
     parent_status: &'a [String],
     #[serde(skip_serializing_if = "Option::is_none")]
     resolve: Option<&'static str>,
+    /// With `shadow:`, where the candidate policy decides otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_decision: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_rule: Option<&'a str>,
 }
 
 fn decision_line(o: &Outcome) -> DecisionLine<'_> {
@@ -215,6 +222,9 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
         via: o.via.as_deref(),
         parent_status: &o.parent_status,
         resolve: o.resolve,
+        shadow_decision: o.shadow_disagreement().map(|s| s.verdict.as_str()),
+        shadow_reason: o.shadow_disagreement().map(|s| s.reason.as_str()),
+        shadow_rule: o.shadow_disagreement().and_then(|s| s.rule.as_deref()),
     }
 }
 

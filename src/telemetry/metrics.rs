@@ -31,6 +31,9 @@ pub const CONNECTIONS_REJECTED: &str = "egressd_connections_rejected_total";
 pub const CONNECTIONS_EMPTY: &str = "egressd_connections_empty_total";
 pub const BUILD_INFO: &str = "egressd_build_info";
 pub const PARENT_ATTEMPTS: &str = "egressd_parent_attempts_total";
+pub const FRAGMENTS: &str = "egressd_fragments";
+pub const SHADOW_DISAGREEMENTS: &str = "egressd_shadow_disagreements_total";
+pub const CONTROL_CONNECTIONS: &str = "egressd_control_connections_open";
 pub const WORKLOAD_IDENTITY_UP: &str = "egressd_workload_identity_up";
 pub const WORKLOAD_PODS: &str = "egressd_workload_pods";
 pub const WORKLOAD_AMBIGUOUS_IPS: &str = "egressd_workload_ambiguous_ips";
@@ -195,6 +198,20 @@ impl Metrics {
             labels.push(label("via", via));
         }
         self.counter_add(DECISIONS, labels, 1);
+        // Where a shadow policy decides otherwise: `rule` is the candidate's deciding rule, or the live one's
+        // when the candidate has none (a rule the candidate dropped); both from configurations, so bounded.
+        if let Some(s) = o.shadow_disagreement() {
+            let rule = s.rule.as_deref().unwrap_or(rule);
+            self.counter_add(
+                SHADOW_DISAGREEMENTS,
+                vec![
+                    label("live", o.decision.as_str()),
+                    label("shadow", s.verdict.as_str()),
+                    label("rule", rule),
+                ],
+                1,
+            );
+        }
         // A rule let the request through (a would-be denial proceeds on its rule too): it is in use.
         if let (Verdict::Allow | Verdict::WouldDeny, Some(rule)) = (o.decision, &o.rule) {
             self.last_match.matched(rule, unix_now().as_secs());
@@ -262,6 +279,37 @@ impl Metrics {
         Active::new(self.tunnels.clone(), Some(self.tunnels_open.clone()))
     }
 
+    /// A tunnel allowed by a long-lived rule (`idle_timeout: none`: a vendor's control connection) is spliced:
+    /// counted per rule until it closes, besides `tunnel`'s count.
+    pub fn control_connection(&self, tunnel: &mut Active, rule: &str) {
+        let gauge = self.gauge(
+            CONTROL_CONNECTIONS,
+            vec![label("rule", rule), label("vendor", vendor_of(rule))],
+        );
+        gauge.increment(1.0);
+        tunnel.also = Some(gauge);
+    }
+
+    /// The `include:` fragments of the configuration in force: loaded and skipped.
+    pub fn fragments(&self, loaded: usize, skipped: usize) {
+        for (state, n) in [("loaded", loaded), ("skipped", skipped)] {
+            self.gauge(FRAGMENTS, vec![label("state", state)])
+                .set(n as f64);
+        }
+    }
+
+    /// Show the long-lived rules of a configuration at 0 until their first tunnel, so that an alert can tell
+    /// "no connection" from "no such rule" (a rule that has counts keeps them).
+    pub fn control_rules<'a>(&self, rules: impl Iterator<Item = &'a str>) {
+        for rule in rules {
+            self.gauge(
+                CONTROL_CONNECTIONS,
+                vec![label("rule", rule), label("vendor", vendor_of(rule))],
+            )
+            .increment(0.0);
+        }
+    }
+
     /// Tunnels open right now.
     pub fn tunnels_open(&self) -> usize {
         self.tunnels_open.load(Ordering::Relaxed)
@@ -325,6 +373,8 @@ pub fn vendor_of(rule: &str) -> &str {
 pub struct Active {
     gauge: Gauge,
     count: Option<Arc<AtomicUsize>>,
+    /// A second gauge counting the same thing (`egressd_control_connections_open` for a tunnel).
+    also: Option<Gauge>,
 }
 
 impl Active {
@@ -333,13 +383,20 @@ impl Active {
         if let Some(c) = &count {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        Active { gauge, count }
+        Active {
+            gauge,
+            count,
+            also: None,
+        }
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
+        if let Some(g) = &self.also {
+            g.decrement(1.0);
+        }
         if let Some(c) = &self.count {
             c.fetch_sub(1, Ordering::Relaxed);
         }
@@ -347,216 +404,5 @@ impl Drop for Active {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outcome::CloseReason;
-
-    /// The value of one series in an exposition, by its exact `name{labels}` text.
-    fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    #[test]
-    fn decisions_are_counted_with_bounded_labels() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.host = Some("secret-host.example".into());
-        o.decision = Verdict::Allow;
-        o.reason = Reason::Allowed;
-        o.rule = Some("castai-us/api".into());
-        o.connect_ms = Some(3.0);
-        m.decision(&o);
-        m.decision(&o);
-        let text = m.render();
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_decisions_total{decision="allow",reason="allowed",rule="castai-us/api",vendor="castai-us",client_group=""}"#
-            ),
-            Some(2.0),
-            "{text}"
-        );
-        assert!(!text.contains("secret-host"), "{text}");
-        assert!(!text.contains("127.0.0.1"), "{text}");
-        assert_eq!(
-            value(&text, "egressd_upstream_connect_seconds_count"),
-            Some(2.0),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn the_route_is_a_label_once_one_was_taken() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.decision = Verdict::Allow;
-        o.reason = Reason::Allowed;
-        o.rule = Some("x".into());
-        m.decision(&o);
-        o.via = Some("corp".into());
-        m.decision(&o);
-        let text = m.render();
-        let series = r#"egressd_decisions_total{decision="allow",reason="allowed",rule="x",vendor="",client_group="""#;
-        assert_eq!(value(&text, &format!("{series}}}")), Some(1.0), "{text}");
-        assert_eq!(
-            value(&text, &format!(r#"{series},via="corp"}}"#)),
-            Some(1.0),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn parent_attempts_are_counted_by_parent_and_result() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.parent_status = vec!["dead=refused".into(), "corp=200".into()];
-        m.decision(&o);
-        let text = m.render();
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_parent_attempts_total{parent="dead",result="refused"}"#
-            ),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_parent_attempts_total{parent="corp",result="200"}"#
-            ),
-            Some(1.0),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn rejections_and_bytes() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.refuse(crate::reason::Refusal::new(Reason::ConnectionLimit, "full"));
-        m.decision(&o);
-        let mut c = Close::ended(&o, CloseReason::Eof);
-        c.bytes_up = 10;
-        c.bytes_down = 32;
-        m.close(&c);
-        let text = m.render();
-        for (series, v) in [
-            (
-                r#"egressd_connections_rejected_total{reason="connection_limit"}"#,
-                1.0,
-            ),
-            (
-                r#"egressd_connections_rejected_total{reason="client_tls_failed"}"#,
-                0.0,
-            ),
-            (r#"egressd_bytes_total{direction="upstream"}"#, 10.0),
-            (r#"egressd_bytes_total{direction="downstream"}"#, 32.0),
-            ("egressd_tunnel_duration_seconds_count", 1.0),
-            (r#"egressd_config_reloads_total{result="error"}"#, 0.0),
-        ] {
-            assert_eq!(value(&text, series), Some(v), "{series} in {text}");
-        }
-    }
-
-    #[test]
-    fn active_gauges_follow_guards() {
-        let m = Metrics::new();
-        let a = m.connection_opened("plain");
-        let t = m.tunnel_opened();
-        let text = m.render();
-        assert_eq!(
-            value(&text, r#"egressd_connections_active{listener="plain"}"#),
-            Some(1.0)
-        );
-        assert_eq!(value(&text, "egressd_tunnels_active"), Some(1.0));
-        assert_eq!(m.tunnels_open(), 1);
-        drop((a, t));
-        let text = m.render();
-        assert_eq!(
-            value(&text, r#"egressd_connections_active{listener="plain"}"#),
-            Some(0.0)
-        );
-        assert_eq!(value(&text, "egressd_tunnels_active"), Some(0.0));
-        assert_eq!(m.tunnels_open(), 0);
-    }
-
-    #[test]
-    fn instances_are_independent() {
-        let (a, b) = (Metrics::new(), Metrics::new());
-        a.config_loaded(true);
-        assert_eq!(
-            value(
-                &a.render(),
-                r#"egressd_config_reloads_total{result="success"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &b.render(),
-                r#"egressd_config_reloads_total{result="success"}"#
-            ),
-            Some(0.0)
-        );
-    }
-
-    #[test]
-    fn rules_that_let_requests_through_get_their_time_and_removed_rules_go() {
-        let m = Metrics::new();
-        let policy = |yaml: &str| crate::config::from_yaml_str(yaml).unwrap().runtime.policy;
-        m.rules_in_force(&policy(
-            "allow:\n  - {name: used, hosts: [a.test]}\n  - {name: idle, hosts: [b.test]}\n\
-             deny:\n  - {name: guard, hosts: [c.test]}\n",
-        ));
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.rule = Some("idle".into());
-        o.refuse(crate::reason::Refusal::new(Reason::DeniedPort, "port"));
-        m.decision(&o);
-        o.decision = Verdict::Allow;
-        o.reason = Reason::Allowed;
-        o.rule = Some("used".into());
-        let before = unix_now().as_secs() as f64;
-        m.decision(&o);
-        let text = m.render();
-        let at = value(
-            &text,
-            r#"egressd_rule_last_match_timestamp_seconds{rule="used"}"#,
-        )
-        .expect("set");
-        assert!(at >= before && at <= unix_now().as_secs() as f64, "{text}");
-        // A refusal naming a rule does not count; deny rules are not series.
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_rule_last_match_timestamp_seconds{rule="idle"}"#
-            ),
-            Some(0.0),
-            "{text}"
-        );
-        assert!(!text.contains(r#"rule="guard"}"#), "{text}");
-        assert_eq!(text.matches("# TYPE egressd_rule_last_match").count(), 1);
-        // A reload that removes `idle` removes its series; `used` keeps its time.
-        m.rules_in_force(&policy("allow:\n  - {name: used, hosts: [a.test]}\n"));
-        let text = m.render();
-        assert!(
-            !text.contains(r#"egressd_rule_last_match_timestamp_seconds{rule="idle"}"#),
-            "{text}"
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_rule_last_match_timestamp_seconds{rule="used"}"#
-            ),
-            Some(at)
-        );
-    }
-
-    #[test]
-    fn vendor_is_a_known_profile_or_empty() {
-        assert_eq!(vendor_of("castai-us/api"), "castai-us");
-        assert_eq!(vendor_of("my/rule"), "");
-        assert_eq!(vendor_of("origin"), "");
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

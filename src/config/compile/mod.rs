@@ -3,10 +3,12 @@
 
 mod clients;
 mod dns;
+mod fragments;
 mod listeners;
 mod parents;
 mod profiles;
 mod rules;
+mod shadow;
 #[cfg(test)]
 mod tests;
 
@@ -23,6 +25,7 @@ use crate::target::{normalize_host, Host};
 use crate::vendors::{self, ParamValue};
 use clients::*;
 use dns::*;
+pub use fragments::FragmentStatus;
 use ipnet::IpNet;
 use listeners::*;
 use profiles::*;
@@ -134,6 +137,11 @@ pub struct Runtime {
     pub routes: Arc<crate::policy::route::Routes>,
     /// PROXY protocol on the forward listeners: which listeners read a header, from whom.
     pub proxy_protocol: ProxyProtocol,
+    /// The candidate policy of `shadow: FILE`: every request is decided by it too, and disagreements are
+    /// logged and counted; only `policy` decides.
+    pub shadow: Option<Arc<Policy>>,
+    /// What became of each `include:` fragment (loaded, or skipped and why).
+    pub fragments: Vec<FragmentStatus>,
     /// Where pods are read from, when client groups use workload identity (`None` otherwise).
     pub kubernetes: Option<Kubernetes>,
     /// Things that work but not as a reader might expect (path rules over CONNECT); logged at startup.
@@ -185,6 +193,21 @@ impl Errors {
 }
 
 pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
+    if !raw.include.is_empty() {
+        let (merged, statuses, watched) = fragments::expand(raw);
+        let mut settings = compile(&merged)?;
+        let rt = &mut settings.runtime;
+        rt.files.extend(watched);
+        for s in statuses.iter().filter(|s| s.error.is_some()) {
+            rt.warnings.push(format!(
+                "fragment {} skipped: {}",
+                s.file.display(),
+                s.error.as_deref().unwrap_or_default()
+            ));
+        }
+        rt.fragments = statuses;
+        return Ok(settings);
+    }
     let mut errs = Errors::default();
 
     let listen_raw = raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
@@ -443,6 +466,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
     };
 
     let routes = parents::compile_routes(raw, &mut errs, &mut credential_files);
+    let shadow = shadow::compile_shadow(raw, &mut warnings, &mut credential_files);
     let proxy_protocol = listeners::compile_proxy_protocol(raw, &mut errs);
 
     if !errs.0.is_empty() {
@@ -484,6 +508,8 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
             .collect(),
         routes: Arc::new(routes),
         proxy_protocol,
+        shadow,
+        fragments: Vec::new(),
         kubernetes,
         warnings,
     };
