@@ -3,10 +3,12 @@
 # base, overlays and example and the Helm chart (default values and every ci/*.yaml); validates every rendered
 # object against the Kubernetes schemas; cross-checks ports, probes, config path, drain period and network
 # policies in every rendered set (deploy/check_rendered.py: the agents' NO_PROXY and NetworkPolicy agree too, the
-# parent proxies' credentials are mounted Secret files and egressd's egress policy reaches the parents),
+# parent proxies' credentials are mounted Secret files and egressd's egress policy reaches the parents; with
+# client groups by namespace, service account or pod labels, the token, the RBAC and the API server rule are there,
+# and without them none of it),
 # checks that each overlay's agent files are what its agent-network.yaml gives (deploy/agent_network.py) and runs `egressd validate` on its config; starts
 # every rendered Deployment as the kubelet would (deploy/pod_emulation.py, with stand-in parent proxies where
-# the config has parents); checks and unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
+# the config has parents, and a stand-in API server where the pod mounts its service account token); checks and unit-tests the alert rules and checks the dashboard's queries with promtool; scans the Dockerfile and the
 # rendered objects with checkov. Run by .ci/run. By hand: `bash deploy/check.sh --install` once (as root), then
 # `bash deploy/check.sh`. Tools: kubectl (with kustomize), promtool (Debian package prometheus), and in
 # $DEPLOY_CHECK_VENV (default /opt/egressd-deploy-venv) the packages of deploy/requirements.txt.
@@ -111,6 +113,30 @@ if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/extra-parents.yaml" 
   fail "the chart rendered config.extra.parents"
 fi
 grep -q 'config.extra.parents: set config.parents' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for config.extra.parents"; }
+# A group by namespace, service account or pod labels without workloadIdentity: egressd could not list pods.
+printf 'config: {clients: [{name: castai, namespaces: [castai-agent]}]}\n' > "$out/no-workload-identity.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-workload-identity.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered a workload client group without workloadIdentity.enabled"
+fi
+grep -q 'need workloadIdentity.enabled=true' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for a workload group without workloadIdentity"; }
+# workloadIdentity without such a group: RBAC and a token for nothing.
+printf 'workloadIdentity: {enabled: true}\napiServer: {cidrs: [192.0.2.1/32]}\nconfig: {clients: [{name: ci, cidrs: [10.42.0.0/16]}]}\n' > "$out/idle-workload-identity.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/idle-workload-identity.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered workloadIdentity without a group that uses it"
+fi
+grep -q 'no config.clients group uses namespaces' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for an unused workloadIdentity"; }
+# workloadIdentity with the egress NetworkPolicy but without the API server's address: it could not list pods.
+printf 'workloadIdentity: {enabled: true}\nconfig: {clients: [{name: castai, namespaces: [castai-agent]}]}\n' > "$out/no-apiserver-wi.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/no-apiserver-wi.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered workloadIdentity without apiServer.cidrs"
+fi
+grep -q 'apiServer.cidrs is required with workloadIdentity.enabled' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for workloadIdentity without apiServer.cidrs"; }
+# Groups under config.extra would bypass that check: refused.
+printf 'config: {extra: {clients: [{name: castai, namespaces: [castai-agent]}]}}\n' > "$out/extra-clients.yaml"
+if "$venv/bin/python" deploy/render_chart.py "$chart" "$out/extra-clients.yaml" > /dev/null 2> "$out/err"; then
+  fail "the chart rendered config.extra.clients"
+fi
+grep -q 'config.extra.clients: set config.clients' "$out/err" || { cat "$out/err" >&2; fail "unexpected error for config.extra.clients"; }
 # An https:// parent with a CA bundle from a ConfigMap (and one from a Secret): rendered and cross-checked like
 # the others, but not validated or started (the egressd under test may not speak TLS to parents yet).
 cat > "$out/https-parents.yaml" <<'YAML'
@@ -154,7 +180,7 @@ for rendered in "$out"/rendered/*.yaml; do
   "$venv/bin/python" deploy/check_rendered.py "$rendered" "$out/configs"
 done
 # ... and each of those checks catches the breakage it is there for.
-"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,helm-parents-values,kustomize-castai-monitoring-tls,kustomize-castai-parent-proxy,kustomize-cloudcasa,kustomize-cloudcasa-cluster-policy}.yaml
+"$venv/bin/python" deploy/check_rendered.py --self-test "$out"/rendered/{helm-cloudcasa-tls-metrics-values,helm-every-config-key-values,helm-agents-aks-values,helm-parents-values,helm-workload-identity-values,kustomize-castai-monitoring-tls,kustomize-castai-parent-proxy,kustomize-castai-workload-identity,kustomize-cloudcasa,kustomize-cloudcasa-cluster-policy}.yaml
 for cfg in "$out"/configs/*.yaml; do
   if ! msg=$("$egressd" validate --config "$cfg" 2>&1); then
     echo "$msg" >&2

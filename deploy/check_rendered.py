@@ -25,7 +25,13 @@ tests/deploy_manifests.rs checks the kustomize sources:
   mounts read-only as a directory, a credentials_env comes from a Secret, and egressd's egress NetworkPolicies
   reach every parent on its url's port: at its IP address, or at the CIDRs their egressd.io/parent-cidrs
   annotation names for it (a NetworkPolicy cannot follow a name);
-- every object but the Namespace has a namespace;
+- workload identity: a config with client groups by namespaces, service_accounts or pod_labels comes with the
+  service account token mounted, a ClusterRole bound to the pod's ServiceAccount granting list and watch on pods,
+  and egressd's egress NetworkPolicies open to the API server's CIDRs (their egressd.io/api-server annotation,
+  the same as the agents' policy names) on apiServer.ports (443 and 6443 for kustomize); a config without such
+  groups mounts no token and binds no role; whatever is bound grants nothing but get, list and watch on pods;
+- every object but the cluster-scoped ones (Namespace, AdminNetworkPolicy, ClusterRole, ClusterRoleBinding) has
+  a namespace;
 - a ServiceMonitor selects the Service and scrapes a port it has, on /metrics; with the chart, the ServiceMonitor
   and PrometheusRule carry the labels of metrics.serviceMonitor.labels and alerts.prometheusRule.labels (the
   values files are named by render_chart.py's "# egressd-values:" header lines).
@@ -51,6 +57,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART_VALUES = os.path.join(REPO, "deploy/helm/egressd/values.yaml")
 INSTALL_SECRETS = os.path.join(REPO, "deploy/install-secrets.yaml")
 PARENT_CIDRS = "egressd.io/parent-cidrs"
+API_SERVER = "egressd.io/api-server"
+CLUSTER_SCOPED = ("Namespace", "AdminNetworkPolicy", "ClusterRole", "ClusterRoleBinding")
+# Workload identity: the client group fields that need egressd to list and watch pods, and the one grant it needs.
+WORKLOAD_FIELDS = ("namespaces", "service_accounts", "pod_labels")
+POD_VERBS = {"get", "list", "watch"}
+# The API server's ports an egress rule must open when the chart's values do not say (the component's).
+API_SERVER_PORTS = [443, 6443]
 VENDORS_DIR = os.path.join(REPO, "config/vendors")
 # Stand-ins for "any public address" of each family.
 PUBLIC = [ipaddress.ip_network("8.8.8.8/32"), ipaddress.ip_network("2001:4860:4860::8888/128")]
@@ -400,6 +413,107 @@ def parent_errors(config, pod, container, own, names):
     return errors
 
 
+def workload_groups(config):
+    """The client groups that name namespaces, service accounts or pod labels (workload identity)."""
+    return [g.get("name") for g in config.get("clients") or [] if any(g.get(f) for f in WORKLOAD_FIELDS)]
+
+
+def token_mounted(pod, service_account):
+    """Whether the kubelet mounts the service account token: the pod's automountServiceAccountToken, else the
+    ServiceAccount's, else true."""
+    if pod.get("automountServiceAccountToken") is not None:
+        return bool(pod["automountServiceAccountToken"])
+    if service_account is not None and service_account.get("automountServiceAccountToken") is not None:
+        return bool(service_account["automountServiceAccountToken"])
+    return True
+
+
+def bound_rules(docs, namespace, account):
+    """[(role kind/name, rule, cluster-wide)] of every Role and ClusterRole the render binds to ServiceAccount
+    namespace/account."""
+    out = []
+    for b in docs:
+        if b["kind"] not in ("ClusterRoleBinding", "RoleBinding"):
+            continue
+        bns = b["metadata"].get("namespace")
+        if not any(s.get("kind") == "ServiceAccount" and s.get("name") == account
+                   and s.get("namespace", bns) == namespace for s in b.get("subjects") or []):
+            continue
+        ref = b["roleRef"]
+        role = next((d for d in docs if d["kind"] == ref["kind"] and d["metadata"]["name"] == ref["name"]
+                     and (ref["kind"] == "ClusterRole" or d["metadata"].get("namespace") == bns)), None)
+        if role is None:
+            out.append((f"{ref['kind']}/{ref['name']} (not in the render)", None, b["kind"] == "ClusterRoleBinding"))
+            continue
+        for rule in role.get("rules") or []:
+            out.append((f"{ref['kind']}/{ref['name']}", rule, b["kind"] == "ClusterRoleBinding"))
+    return out
+
+
+def workload_errors(docs, config, deployment, own, agent_policies, values):
+    """Workload identity: a client group by namespace, service account or pod labels needs the pod's token
+    mounted, a ClusterRole bound to its ServiceAccount granting list and watch on pods, and egressd's egress
+    policies open to the API server; without such a group egressd needs none of it. Whatever is bound grants
+    nothing but get, list and watch on pods."""
+    errors = []
+    groups = workload_groups(config)
+    ns = deployment["metadata"].get("namespace", "default")
+    pod = deployment["spec"]["template"]["spec"]
+    account = pod.get("serviceAccountName") or "default"
+    sa = next((d for d in docs if d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account
+               and d["metadata"].get("namespace", ns) == ns), None)
+    token = token_mounted(pod, sa)
+    rules = bound_rules(docs, ns, account)
+    for role, rule, _ in rules:
+        if rule is None:
+            errors.append(f"{role} is bound to ServiceAccount {ns}/{account}")
+            continue
+        extra = (set(rule.get("verbs") or []) - POD_VERBS, set(rule.get("resources") or []) - {"pods"},
+                 set(rule.get("apiGroups") or []) - {""})
+        if any(extra) or rule.get("nonResourceURLs") or rule.get("resourceNames"):
+            errors.append(f"{role} grants {rule}: egressd needs only get, list and watch on pods")
+    if not groups:
+        if token:
+            errors.append(f"Deployment/{deployment['metadata']['name']} mounts its service account token but no "
+                          "client group uses namespaces, service_accounts or pod_labels: egressd does not need it "
+                          "(automountServiceAccountToken: false)")
+        for role, _, _ in rules:
+            errors.append(f"{role} is bound to ServiceAccount {ns}/{account} but no client group uses workload "
+                          "identity")
+        return errors
+    what = f"config.clients {', '.join(groups)} (namespaces, service_accounts, pod_labels)"
+    if not token:
+        errors.append(f"{what}: Deployment/{deployment['metadata']['name']} does not mount its service account "
+                      "token (automountServiceAccountToken): egressd could not list pods")
+    granted = set()
+    for _, rule, cluster_wide in rules:
+        if rule and cluster_wide and "" in (rule.get("apiGroups") or []) and "pods" in (rule.get("resources") or []):
+            granted |= set(rule.get("verbs") or [])
+    if not {"list", "watch"} <= granted:
+        errors.append(f"{what}: no ClusterRole bound to ServiceAccount {ns}/{account} grants list and watch on pods "
+                      f"(granted: {sorted(granted) or 'nothing'})")
+    if own:
+        names = ", ".join(p["metadata"]["name"] for p in own)
+        cidrs = sorted({c for p in own for c in ((p["metadata"].get("annotations") or {}).get(API_SERVER) or "").split(",")
+                        if c})
+        if not cidrs:
+            errors.append(f"{what}: egressd's egress NetworkPolicy ({names}) names no API server (its {API_SERVER} "
+                          "annotation and an ipBlock rule for those addresses)")
+        ports = (values or {}).get("apiServer", {}).get("ports") or API_SERVER_PORTS
+        for c in cidrs:
+            net = ipaddress.ip_network(c, strict=False)
+            for port in ports:
+                if not egress_reaches(own, net, port):
+                    errors.append(f"the API server {net} is not reachable on port {port} through egressd's egress "
+                                  f"NetworkPolicy ({names}): egressd could not list pods")
+        for p in agent_policies:
+            theirs = sorted(c for c in ((p["metadata"].get("annotations") or {}).get(API_SERVER) or "").split(",") if c)
+            if cidrs and theirs and theirs != cidrs:
+                errors.append(f"the API server of egressd's egress NetworkPolicy ({', '.join(cidrs)}) differs from the "
+                              f"agent NetworkPolicy's in {p['metadata']['namespace']} ({', '.join(theirs)})")
+    return errors
+
+
 def install_secrets():
     """The Secrets of deploy/install-secrets.yaml: {(namespace, name): {key: bytes}}."""
     out = {}
@@ -467,7 +581,7 @@ def check_set(docs, values):
 
     # Every object but the Namespace names its namespace, so nothing lands in the kubectl context's default.
     for d in docs:
-        if d["kind"] not in ("Namespace", "AdminNetworkPolicy"):  # cluster-scoped
+        if d["kind"] not in CLUSTER_SCOPED:
             check(d["metadata"].get("namespace"), f"{d['kind']}/{d['metadata']['name']} has no namespace")
 
     for d in by_kind.get("Deployment", []):
@@ -579,6 +693,9 @@ def check_set(docs, values):
 
     # Parent proxies: their credentials are mounted Secret files, and egressd's egress policies reach them.
     errors.extend(parent_errors(config, pod, container, own, ", ".join(p["metadata"]["name"] for p in own)))
+
+    # Workload identity: the token, the RBAC and the way to the API server, exactly when a group needs them.
+    errors.extend(workload_errors(docs, config, deployment, own, agent_policies, values))
 
     # Who may use the proxy: an ingress policy on egressd's pods admits the agent namespaces on the proxy
     # ports, never every source, and Prometheus on the admin port.
@@ -836,6 +953,65 @@ def self_test(rendered):
         cases += [("is not reachable on port", close_parents),
                   ("names no address for it", forget_parent_cidrs),
                   ("which the config does not have", rename_parent)]
+    def pod_spec(ds):
+        return next(d for d in find(ds, "Deployment") if d["metadata"]["name"].endswith("egressd"))["spec"]["template"]["spec"]
+
+    def no_token(ds, vals):
+        pod_spec(ds)["automountServiceAccountToken"] = False
+
+    def with_token(ds, vals):
+        pod_spec(ds)["automountServiceAccountToken"] = True
+
+    def role(ds):
+        return find(ds, "ClusterRole")[0]
+
+    def unbind(ds, vals):
+        for b in find(ds, "ClusterRoleBinding"):
+            ds.remove(b)
+
+    def no_watch(ds, vals):
+        for r in role(ds)["rules"]:
+            r["verbs"] = [v for v in r["verbs"] if v != "watch"]
+
+    def read_secrets(ds, vals):
+        role(ds)["rules"][0]["resources"].append("secrets")
+
+    def bind_without_groups(ds, vals):
+        d = next(d for d in find(ds, "Deployment") if d["metadata"]["name"].endswith("egressd"))
+        account = d["spec"]["template"]["spec"].get("serviceAccountName") or "default"
+        ds.append({"kind": "ClusterRoleBinding", "metadata": {"name": "x"},
+                   "roleRef": {"kind": "ClusterRole", "name": "view", "apiGroup": "rbac.authorization.k8s.io"},
+                   "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": d["metadata"]["namespace"]}]})
+
+    def api_annotated(ds):
+        return [p for p in own(ds, "Egress") if API_SERVER in (p["metadata"].get("annotations") or {})]
+
+    def close_api_server(ds, vals):
+        for p in api_annotated(ds):
+            cidrs = set(p["metadata"]["annotations"][API_SERVER].split(","))
+            p["spec"]["egress"] = [r for r in p["spec"]["egress"] if not any(
+                (t.get("ipBlock") or {}).get("cidr") in cidrs for t in r.get("to") or [])] or [
+                {"to": [{"ipBlock": {"cidr": "192.0.2.99/32"}}], "ports": [{"protocol": "TCP", "port": 1}]}]
+
+    def forget_api_server(ds, vals):
+        for p in api_annotated(ds):
+            del p["metadata"]["annotations"][API_SERVER]
+
+    def other_api_server(ds, vals):
+        agent_policy(ds)["metadata"]["annotations"][API_SERVER] = "198.51.100.1/32"
+
+    if workload_groups(cfg):
+        cases += [("does not mount its service account token", no_token),
+                  ("grants list and watch on pods", unbind),
+                  ("(granted: ['get', 'list'])", no_watch),
+                  ("egressd needs only get, list and watch on pods", read_secrets),
+                  ("names no API server", forget_api_server),
+                  ("is not reachable on port 6443", close_api_server)]
+        if has_agents:
+            cases.append(("differs from the agent NetworkPolicy's", other_api_server))
+    else:
+        cases += [("mounts its service account token but no client group uses", with_token),
+                  ("but no client group uses workload identity", bind_without_groups)]
     if values is not None and values["metrics"]["serviceMonitor"].get("labels") and find(docs, "ServiceMonitor"):
         cases.append(("ServiceMonitor/egressd lacks the labels", drop_labels("ServiceMonitor")))
     if values is not None and values["alerts"]["prometheusRule"].get("labels") and find(docs, "PrometheusRule"):

@@ -20,8 +20,8 @@ For every Deployment in RENDERED.yaml whose container runs egressd, the containe
 - the securityContext: user, group, fsGroup, readOnlyRootFilesystem (the whole root is remounted read-only),
   no_new_privs, no capabilities;
 - a network namespace of its own with the pod's IPv4 and IPv6 addresses on eth0 (a veth pair whose peer stays in
-  that namespace: nothing leaves it; with parent proxies, the peer is in their namespace and only their
-  addresses are routed to it).
+  that namespace: nothing leaves it; with parent proxies or an API server, the peer is in the node's namespace,
+  where they listen, and only their addresses are routed to it).
 
 Then: the startup, readiness and liveness probes as written (named ports resolved) on the pod's IPv4 and IPv6
 addresses; one refused (the metadata address) and one allowed request through the container port (and the TLS port when there is
@@ -40,6 +40,23 @@ credentials the pod's mounted file holds (407 otherwise) and tunnels the allowed
 (the decision lines' `via`, what it saw, `egressd_parent_attempts_total` in /metrics); then the credentials'
 Secret is updated by the kubelet's symlink swap, which must be reloaded, and the next request must carry the new
 credentials.
+
+Where the pod mounts its service account token (automountServiceAccountToken, the pod's or else its
+ServiceAccount's, default true), it gets the kubelet's token directory at /var/run/secrets/kubernetes.io/
+serviceaccount (token, ca.crt, namespace) and a stand-in API server (deploy/emulated_apiserver.py) at
+KUBERNETES_SERVICE_HOST:443, in the node's network namespace behind the pod's veth: HTTPS with a certificate for
+that address from the mounted CA, the token required, requests authorized as the rendered RBAC bound to the pod's
+ServiceAccount would. Without a client group by namespaces, service_accounts or pod_labels, egressd must ask it
+nothing. With one, the emulation sets kubernetes.stale_after (EGRESSD_KUBERNETES__STALE_AFTER, printed), finds a
+host `egressd check` allows only to such a group (--client) and to none of the emulation's addresses (--from),
+and lists a pod of that group at an address of the node's namespace from which its client connects (IPv4 and
+IPv6), a running pod of another namespace, a Succeeded pod and a hostNetwork pod of the group. It holds the first
+pod list: until it is served, egressd must have asked for pods with the token and within its RBAC, answer 503 on
+readiness and refuse the group's pod. Then the group's pod must be allowed through every proxy port as a member
+of the group (the decision line's `client`; where no host is allowed to every client, these are the allowed
+requests above), the other three refused; a pod the watch adds must be allowed and, once deleted, refused; with
+the API server gone, the group's pod must stay allowed at first, be refused after stale_after while readiness
+stays 200, and be allowed again once the API server is back.
 """
 
 import base64
@@ -48,6 +65,7 @@ import ipaddress
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -56,16 +74,35 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 
 import yaml
 
+sys.dont_write_bytecode = True  # the modules next to this one, without a __pycache__ in the checkout
+from check_rendered import WORKLOAD_FIELDS, bound_rules, token_mounted  # noqa: E402
+from emulated_apiserver import EmulatedApiServer, make_certificates  # noqa: E402
+
 POD_IP4 = "10.244.0.7"
 POD_IP6 = "fd00:10:244::7"
-# The other end of the pod's veth, through which the parent proxies' addresses are routed (when there are any).
+# The other end of the pod's veth, in a network namespace of its own (the node's), through which the parent
+# proxies' and the API server's addresses are routed and where the agents' pods are (when there are any).
 NODE_IP4 = "10.244.0.1"
 NODE_IP6 = "fd00:10:244::1"
-PARENTS_NETNS = "egressd-parents"
+NODE_NETNS = "egressd-node"
 KUBERNETES_SVC = "10.96.0.1"
+SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Workload identity: the pods the stand-in API server lists, at addresses in the node's namespace from which the
+# emulation's client connects. AGENT: a pod of the group under test (IPv4 and IPv6); OTHER: a running pod of
+# another namespace; SUCCEEDED: a finished pod of the group (its address free for another pod); HOST_NETWORK: a
+# hostNetwork pod of the group (its podIP is the node's, shared with everything on it); ADDED: a pod of the group
+# the watch announces, then deletes.
+AGENT_IP4, AGENT_IP6 = "10.244.0.23", "fd00:10:244::23"
+OTHER_IP4 = "10.244.0.24"
+SUCCEEDED_IP4 = "10.244.0.25"
+HOST_NETWORK_IP4 = "10.244.0.26"
+ADDED_IP4 = "10.244.0.27"
+# kubernetes.stale_after while the emulation runs (an added variable, printed): the API server is taken away once.
+STALE_AFTER = 5
 CLUSTER_DNS = "10.96.0.10"
 CLUSTER_DOMAIN = "cluster.local"
 NODE_NAME = "emulated-node"
@@ -403,7 +440,13 @@ def plan_pod(objs, deploy, image, binary, workdir):
     resolv += "options ndots:5" + "".join(
         f" {o['name']}" + (f":{o['value']}" if o.get("value") else "") for o in dns.get("options", [])) + "\n"
     config_mounts = [m for m in mounts if m["kind"] == "configMap" and not m["sub_path"]]
+    # The service account token: the pod's automountServiceAccountToken, else the ServiceAccount's, else true (and
+    # not where a container mounts something at its directory itself).
+    account = spec.get("serviceAccountName") or "default"
+    token = token_mounted(spec, objs.find("ServiceAccount", ns, account)) and not any(
+        m["path"].rstrip("/") == SA_DIR for m in mounts)
     return {
+        "service_account": {"namespace": ns, "name": account, "token": token},
         "name": f"{ns}/{deploy['metadata']['name']}", "pod": pod_name, "argv": argv, "env": env, "uid": uid,
         "gid": gid, "groups": groups, "workdir": c.get("workingDir", image["workdir"]),
         "read_only_root": bool(csc.get("readOnlyRootFilesystem")),
@@ -515,7 +558,7 @@ class FakeParent:
             sock.listen(64)
             return sock
         # Listening in the parents' namespace; each tunnel dials the origin from the pod's (the handler threads).
-        self.sock = in_netns(f"/run/netns/{PARENTS_NETNS}", listen)
+        self.sock = in_netns(f"/run/netns/{NODE_NETNS}", listen)
         threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
@@ -561,26 +604,22 @@ class FakeParent:
 
 
 def in_netns(path, fn):
-    """fn() run in a thread that joined the network namespace at `path` (setns affects only that thread): the
-    sockets it makes belong to that namespace."""
-    result = {}
-
-    def run():
-        fd = os.open(path, os.O_RDONLY)
+    """fn() run with the calling thread in the network namespace at `path` (setns affects only that thread), then
+    back in its own: the sockets it makes belong to that namespace. No thread is started: after the unshare of
+    the PID namespace (start_container) the main thread can start none."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
         try:
-            if libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns {path}")
-            result["value"] = fn()
-        except Exception as e:  # re-raised in the caller's thread
-            result["error"] = e
+            return fn()
         finally:
-            os.close(fd)
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]
-    return result["value"]
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the pod's network namespace")
+    finally:
+        os.close(fd)
+        os.close(own)
 
 
 def _pipe(src, dst):
@@ -736,8 +775,12 @@ def start_container(plan, root, out):
     return proc
 
 
-def http(url, proxy=None, extra=()):
+def http(url, proxy=None, extra=(), source=None):
+    """curl's status code and output (headers included); from `source`, an address of the node's namespace (an
+    agent's pod), when given."""
     cmd = ["curl", "-sS", "-o", "/dev/null", "-D", "-", "--max-time", "5", "-k", "-w", "%{http_code}"]
+    if source:
+        cmd = ["ip", "netns", "exec", NODE_NETNS] + cmd + ["--interface", source]
     if proxy:
         cmd += ["--proxy", proxy, "--proxy-insecure"]
     r = subprocess.run(cmd + list(extra) + [url], capture_output=True, text=True)
@@ -770,35 +813,217 @@ def wait_probe(name, probe, host, proc):
         time.sleep(0.2)
 
 
+# --- workload identity (inside) ----------------------------------------------------------------------------------
+
+def node_listener(address, port):
+    """A listening socket at address:port in the node's network namespace."""
+    def listen():
+        sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(64)
+        return sock
+    return in_netns(f"/run/netns/{NODE_NETNS}", listen)
+
+
+def api_story(api):
+    """What the stand-in API server was asked, for a failure message."""
+    seen = [f"{m} {t} -> {c}" for m, t, _, c in api.requests[-8:]]
+    waiting = len(api.arrived) - len(api.requests)
+    return ("\n  the stand-in API server answered: " + ("; ".join(seen) or "nothing")
+            + (f" ({waiting} request(s) open)" if waiting > 0 else ""))
+
+
+def wait_until(predicate, seconds, message):
+    """predicate()'s first true value within `seconds`, else Fail(message, or message() when callable)."""
+    deadline = time.time() + seconds
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise Fail(message() if callable(message) else message)
+        time.sleep(0.3)
+
+
+def before_first_pod_list(plan, api, proc, proxies):
+    """Until its first pod list (held by the stand-in), egressd passes its startup probe, asks for the pods with
+    the mounted token and as its RBAC allows, is not ready, and lets no workload group's rule through."""
+    wait_probe("startup", plan["probes"]["startup"], POD_IP4, proc)
+    deadline = time.time() + 15
+    while not any(verb in ("list", "watch") for _, _, verb in api.arrived):
+        if proc.poll() is not None:
+            raise Fail(f"egressd exited with {proc.returncode} before it asked the API server for pods")
+        if time.time() > deadline:
+            raise Fail("egressd did not ask the API server for pods within 15s of its startup probe" + api_story(api))
+        time.sleep(0.1)
+    refused = [r for r in api.requests if r[3] in (401, 403)]
+    if refused:
+        raise Fail("the stand-in API server refused egressd (401: not the mounted token; 403: not granted by the "
+                   f"rendered RBAC): {refused}")
+    probe = plan["probes"]["readiness"]
+    if probe:
+        url = f"{probe['scheme']}://{POD_IP4}:{probe['port']}{probe['path']}"
+        for _ in range(5):
+            code, body = http_text(url)
+            if code != "503":
+                raise Fail(f"readiness {url} answered {code} before egressd's first pod list: {body.strip()}"
+                           + api_story(api))
+            time.sleep(0.2)
+        log(f"before the first pod list (held by the stand-in API server): readiness {url} 503 {body.strip()!r}")
+    workload = plan["kube"]["workload"]
+    if workload:
+        code, text = http(f"https://{workload['host']}/", proxies[0], source=AGENT_IP4)
+        reason = refusal(text)
+        if reason:
+            log(f"before the first pod list, from the group's pod {AGENT_IP4} to {workload['host']}: 403 {reason}")
+        elif code == "000" and re.search(r"Connection refused|Couldn't connect", text):
+            log(f"before the first pod list, the proxy port refuses connections ({AGENT_IP4})")
+        else:
+            raise Fail(f"before the first pod list, a request from {AGENT_IP4} to {workload['host']} (allowed only to "
+                       f"group {workload['group']}) was not refused: HTTP {code} {text.strip()}")
+
+
+def check_workload_identity(plan, api, decisions, proxies):
+    """The group's pod is allowed, as a member of the group, through every proxy port over IPv4 and IPv6; a pod of
+    another namespace, a finished pod of the group and a hostNetwork one are refused; a pod the watch adds is
+    allowed and, once deleted, refused; with the API server gone, identity holds for stale_after, then the
+    group's rules stop matching while the pod stays ready, and come back with the API server."""
+    workload = plan["kube"]["workload"]
+    group, host = workload["group"], workload["host"]
+    agent = next(p for p in plan["kube"]["pods"] if p["status"]["podIP"] == AGENT_IP4)["metadata"]
+    who = f"pod {agent['namespace']}/{agent['name']} of group {group}"
+
+    def ask(src, proxy=None):
+        before = len(decisions())
+        code, text = http(f"https://{host}/", proxy or proxies[0], source=src)
+        deadline = time.time() + 5
+        while len(decisions()) <= before and time.time() < deadline:
+            time.sleep(0.05)
+        mine = [d for d in decisions()[before:] if d.get("host") == host]
+        return code, text, (mine[-1] if mine else None)
+
+    for proxy in proxies:
+        src = AGENT_IP6 if "[" in proxy else AGENT_IP4
+        code, text, d = ask(src, proxy)
+        if (code != "200" or not d or group not in (d.get("client") or [])
+                or (d.get("namespace"), d.get("pod")) != (agent["namespace"], agent["name"])):
+            raise Fail(f"from {src} ({who}) to {host} through {proxy}: HTTP {code}, decision {json.dumps(d)}; "
+                       f"expected 200 as a member of {group}, the decision naming the pod" + api_story(api))
+    log(f"from {who} ({AGENT_IP4}, {AGENT_IP6}) to {host} through {len(proxies)} proxy port(s): 200, "
+        f"client {d.get('client')}, namespace {d.get('namespace')}, pod {d.get('pod')}")
+    owners = [p for p in plan["kube"]["pods"]
+              if p["status"]["phase"] == "Running" and not p["spec"].get("hostNetwork")]
+    wait_until(lambda: metric(plan, "egressd_workload_pods") == len(owners)
+               and metric(plan, "egressd_workload_identity_up") == 1, 5,
+               lambda: f"/metrics: egressd_workload_pods {metric(plan, 'egressd_workload_pods')} and "
+                       f"egressd_workload_identity_up {metric(plan, 'egressd_workload_identity_up')}, expected "
+                       f"{len(owners)} (the listed pods that own their address) and 1")
+    log(f"/metrics: egressd_workload_pods {len(owners)} (of {len(plan['kube']['pods'])} listed: finished and "
+        "hostNetwork pods own no address), egressd_workload_identity_up 1")
+    for ip, what in ((OTHER_IP4, "a running pod of namespace emulation-other"),
+                     (SUCCEEDED_IP4, f"a Succeeded pod of group {group}, whose address another pod may have now"),
+                     (HOST_NETWORK_IP4, f"a hostNetwork pod of group {group}, whose address is the node's")):
+        code, text, d = ask(ip)
+        reason = refusal(text)
+        if not reason:
+            raise Fail(f"from {ip} ({what}) to {host}: expected 403, got HTTP {code}, decision {json.dumps(d)}")
+        log(f"from {ip} ({what}): 403 {reason}")
+
+    added = workload["added"]
+    meta = added["metadata"]
+    api.add(added)
+    wait_until(lambda: ask(ADDED_IP4)[0] == "200", 10,
+               lambda: f"the pod {meta['namespace']}/{meta['name']} the watch added at {ADDED_IP4} was not allowed "
+                       "within 10s" + api_story(api))
+    api.delete(meta["namespace"], meta["name"])
+    wait_until(lambda: refusal(ask(ADDED_IP4)[1]), 10,
+               lambda: f"the pod the watch deleted ({ADDED_IP4}) was still allowed 10s later" + api_story(api))
+    log(f"watch: pod {meta['namespace']}/{meta['name']} ADDED at {ADDED_IP4}: allowed; DELETED: refused")
+
+    api.stop()
+    stopped = time.time()
+    code, text, d = ask(AGENT_IP4)
+    if code != "200" and time.time() - stopped < STALE_AFTER - 1:
+        raise Fail(f"right after the API server went away (stale_after {STALE_AFTER}s), {who} was refused: HTTP "
+                   f"{code}, decision {json.dumps(d)}")
+    last = [None]
+
+    def stale():
+        last[0] = ask(AGENT_IP4)
+        return refusal(last[0][1])
+    reason = wait_until(stale, STALE_AFTER + 15,
+                        f"{STALE_AFTER + 15}s after the API server went away (stale_after {STALE_AFTER}s), {who} is "
+                        "still allowed: identity does not fail closed")
+    elapsed = time.time() - stopped
+    ready_probe = plan["probes"]["readiness"]
+    code, body = http_text(f"{ready_probe['scheme']}://{POD_IP4}:{ready_probe['port']}{ready_probe['path']}")
+    if code != "200":
+        raise Fail(f"with the API server unreachable, readiness answered {code} (it must stay ready): {body.strip()}")
+    log(f"API server unreachable: {who} still allowed at first, refused after {elapsed:.1f}s (stale_after "
+        f"{STALE_AFTER}s): 403 {reason}; readiness stays 200 {body.strip()!r}")
+    wait_until(lambda: metric(plan, "egressd_workload_identity_up") == 0
+               and (metric(plan, "egressd_workload_identity_lost_total") or 0) >= 1, 5,
+               lambda: "/metrics does not say that workload identity is lost (egressd_workload_identity_up "
+                       f"{metric(plan, 'egressd_workload_identity_up')}, egressd_workload_identity_lost_total "
+                       f"{metric(plan, 'egressd_workload_identity_lost_total')})")
+    log("/metrics: egressd_workload_identity_up 0, egressd_workload_identity_lost_total "
+        f"{metric(plan, 'egressd_workload_identity_lost_total'):g}")
+    api.start(node_listener)
+    restarted = time.time()
+    wait_until(lambda: ask(AGENT_IP4)[0] == "200", 30,
+               lambda: f"{who} was still refused 30s after the API server came back" + api_story(api))
+    wait_until(lambda: metric(plan, "egressd_workload_identity_up") == 1, 5,
+               "egressd_workload_identity_up is not 1 again after the API server came back")
+    log(f"API server back: {who} allowed again after {time.time() - restarted:.1f}s, "
+        "egressd_workload_identity_up 1")
+
+
+def metric(plan, name):
+    """The sum of the series of metric `name` on the pod's /metrics, or None if it has none."""
+    _, text = http_text(f"http://{POD_IP4}:{plan['ports']['admin']}/metrics")
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith(name) and line[len(name):len(name) + 1] in (" ", "{")]
+    return sum(values) if values else None
+
+
 def inner(plan_path):
     plan = json.load(open(plan_path))
     base = os.path.dirname(plan_path)
     mount("none", "/", None, MS_REC | MS_PRIVATE)
     sh("ip", "link", "set", "lo", "up")
-    # A veth pair, the pod's interface. Without parents its other end stays in the same namespace, with nothing
-    # behind it. With parents, the other end is in a network namespace of their own, where they listen, and
-    # only their addresses are routed there.
+    # A veth pair, the pod's interface. Without parents or an API server its other end stays in the same
+    # namespace, with nothing behind it. With them, the other end is in a network namespace of its own (the
+    # node's), where they listen, and only their addresses are routed there; the agents' pods are there too.
+    kube = plan.get("kube")
+    node = bool(plan["parents"] or kube)
     peer = ["peer", "name", "node0"]
-    if plan["parents"]:
+    if node:
         os.makedirs("/run/netns", exist_ok=True)
         mount("tmpfs", "/run/netns", "tmpfs", 0, "mode=0755")
-        sh("ip", "netns", "add", PARENTS_NETNS)
-        peer += ["netns", PARENTS_NETNS]
+        sh("ip", "netns", "add", NODE_NETNS)
+        peer += ["netns", NODE_NETNS]
     sh("ip", "link", "add", "eth0", "type", "veth", *peer)
     sh("ip", "addr", "add", f"{POD_IP4}/24", "dev", "eth0")
     sh("ip", "-6", "addr", "add", f"{POD_IP6}/64", "dev", "eth0", "nodad")
     sh("ip", "link", "set", "eth0", "up")
-    if plan["parents"]:
-        ns = ["ip", "-n", PARENTS_NETNS]
+    if node:
+        ns = ["ip", "-n", NODE_NETNS]
         sh(*ns, "link", "set", "lo", "up")
         sh(*ns, "addr", "add", f"{NODE_IP4}/24", "dev", "node0")
         sh(*ns, "-6", "addr", "add", f"{NODE_IP6}/64", "dev", "node0", "nodad")
         sh(*ns, "link", "set", "node0", "up")
-        for parent in plan["parents"]:
-            v6 = ":" in parent["address"]
-            sh(*ns, "addr", "add", parent["address"], "dev", "lo")
-            sh("ip", "-6" if v6 else "-4", "route", "add", parent["address"], "via", NODE_IP6 if v6 else NODE_IP4,
+        routed = [parent["address"] for parent in plan["parents"]] + ([KUBERNETES_SVC] if kube else [])
+        for address in routed:
+            v6 = ":" in address
+            sh(*ns, "addr", "add", address, "dev", "lo")
+            sh("ip", "-6" if v6 else "-4", "route", "add", address, "via", NODE_IP6 if v6 else NODE_IP4,
                "dev", "eth0")
+        if kube:
+            # The agents' pods: on the pod network, next to the pod (the emulation's client binds to them).
+            for address in (AGENT_IP4, OTHER_IP4, SUCCEEDED_IP4, HOST_NETWORK_IP4, ADDED_IP4):
+                sh(*ns, "addr", "add", f"{address}/32", "dev", "node0")
+            sh(*ns, "-6", "addr", "add", f"{AGENT_IP6}/128", "dev", "node0", "nodad")
     else:
         sh("ip", "link", "set", "node0", "up")
     origin = None
@@ -816,6 +1041,15 @@ def inner(plan_path):
             time.sleep(0.05)
     # The parent proxies, at the addresses the container's /etc/hosts (hostAliases) or their url name.
     fakes = {p["name"]: FakeParent(p, plan["allowed_host"]) for p in plan["parents"]}
+    # The API server, where KUBERNETES_SERVICE_HOST/PORT point; its lists held until egressd has been seen
+    # waiting for them.
+    api = None
+    if kube:
+        api = EmulatedApiServer(KUBERNETES_SVC, 443, kube["cert"], kube["key"], kube["token"], kube["account"],
+                                [tuple(r) for r in kube["rules"]], kube["pods"])
+        api.start(node_listener)
+        if not kube["groups"]:
+            api.release()
     root = build_root(plan, base)
     log_path = os.path.join(base, "egressd.log")
     out = open(log_path, "w")
@@ -828,13 +1062,23 @@ def inner(plan_path):
         return [json.loads(line) for line in logs().splitlines()
                 if line.startswith("{") and '"event":"decision"' in line]
 
+    proxies = [f"http://{ip}:{plan['ports']['proxy']}" for ip in (POD_IP4, f"[{POD_IP6}]")]
+    if "proxy-tls" in plan["ports"]:
+        proxies.append(f"https://{POD_IP4}:{plan['ports']['proxy-tls']}")
+
+    def source(proxy):
+        """Where the allowed requests come from: the pod's own namespace, or the workload group's pod."""
+        if not plan["allowed_from"]:
+            return None
+        return AGENT_IP6 if "[" in proxy else AGENT_IP4
+
     try:
+        if kube and kube["groups"]:
+            before_first_pod_list(plan, api, proc, proxies)
+            api.release()
         for ip in (POD_IP4, f"[{POD_IP6}]"):
             for name in ("startup", "readiness", "liveness"):
                 wait_probe(name, plan["probes"][name], ip, proc)
-        proxies = [f"http://{ip}:{plan['ports']['proxy']}" for ip in (POD_IP4, f"[{POD_IP6}]")]
-        if "proxy-tls" in plan["ports"]:
-            proxies.append(f"https://{POD_IP4}:{plan['ports']['proxy-tls']}")
         for proxy in proxies:
             code, text = http(REFUSED_URL, proxy)
             reason = refusal(text)
@@ -842,16 +1086,21 @@ def inner(plan_path):
                 raise Fail(f"a request for the metadata address through {proxy}: expected 403, got {text.strip()}")
             log(f"refused request for {REFUSED_URL} through {proxy}: 403 {reason}")
             if plan["allowed_host"]:
-                code, text = http(f"https://{plan['allowed_host']}/", proxy)
+                code, text = http(f"https://{plan['allowed_host']}/", proxy, source=source(proxy))
                 if code != "200":
-                    raise Fail(f"an allowed request to {plan['allowed_host']} through {proxy}: {text.strip()}")
-                log(f"allowed request to {plan['allowed_host']} through {proxy}: 200")
-        ds = decisions()
-        if not any(d["decision"] == "deny" for d in ds) or (
-                plan["allowed_host"] and not any(d["decision"] == "allow" for d in ds)):
-            raise Fail("the decisions are not in the log")
+                    raise Fail(f"an allowed request to {plan['allowed_host']} through {proxy}"
+                               + (f" from {source(proxy)}" if source(proxy) else "") + f": {text.strip()}"
+                               + (api_story(api) if api else ""))
+                log(f"allowed request to {plan['allowed_host']} through {proxy}"
+                    + (f" from {source(proxy)}" if source(proxy) else "") + ": 200")
+        # A decision line may be written just after its answer: give the log a moment.
+        wait_until(lambda: (lambda ds: any(d["decision"] == "deny" for d in ds) and (
+            not plan["allowed_host"] or any(d["decision"] == "allow" for d in ds)))(decisions()), 5,
+            "the decisions are not in the log")
         if plan["route"]:
             check_parent_route(plan, fakes, decisions, proxies, logs)
+        if kube and kube["workload"]:
+            check_workload_identity(plan, api, decisions, proxies)
 
 
         # A ConfigMap update, as the kubelet makes it: new timestamped directory, `..data` swapped.
@@ -873,7 +1122,7 @@ def inner(plan_path):
                     raise Fail("the ConfigMap update (..data swapped) was not reloaded within 10s")
                 time.sleep(0.1)
             before = len(decisions())
-            code, text = http(f"https://{plan['allowed_host']}/", proxies[0])
+            code, text = http(f"https://{plan['allowed_host']}/", proxies[0], source=source(proxies[0]))
             deadline = time.time() + 5
             while len(decisions()) <= before and time.time() < deadline:
                 time.sleep(0.05)
@@ -901,6 +1150,13 @@ def inner(plan_path):
             raise Fail(f"egressd exited {rc} after SIGTERM")
         log(f"preStop sleep {plan['pre_stop_sleep']}s served, SIGTERM: exit 0 after "
             f"{time.time() - started - plan['pre_stop_sleep']:.1f}s (grace {budget}s)")
+        if kube and not kube["groups"]:
+            if api.arrived:
+                raise Fail(f"no client group uses workload identity, yet egressd asked the API server: {api.arrived}")
+            log("no client group uses workload identity: egressd asked the API server nothing")
+        elif kube:
+            asked = sorted({f"{m} {t.split('?')[0]} ({v})" for m, t, v in api.arrived})
+            log(f"egressd asked the API server: {', '.join(asked)}")
     except Fail:
         out.flush()
         sys.stderr.write(logs()[-4000:])
@@ -910,6 +1166,8 @@ def inner(plan_path):
             proc.kill()
         if origin:
             origin.kill()
+        if api:
+            api.stop()
 
 
 def check_parent_route(plan, fakes, decisions, proxies, logs):
@@ -998,6 +1256,18 @@ def host_view(plan, cfg, work):
     return walk(cfg)
 
 
+def candidate_hosts(binary, cfg):
+    """The host names on 443 of the config's vendor profiles (`egressd vendors show`) and allow rules."""
+    candidates = []
+    for v in cfg.get("vendors") or []:
+        name = v if isinstance(v, str) else v["name"]
+        shown = subprocess.run([binary, "vendors", "show", name], capture_output=True, text=True).stdout
+        candidates += re.findall(r"^  ([a-z0-9.-]+\.[a-z]+):443$", shown, re.M)
+    for rule in cfg.get("allow") or []:
+        candidates += [h for h in rule.get("hosts", []) if re.fullmatch(r"[a-z0-9.-]+\.[a-z]+", h)]
+    return candidates
+
+
 def allowed_host(binary, plan, work):
     """A host the pod's configuration allows on 443, to map to the emulation's origin, and its route (the parent
     names `egressd check` prints as via=, [] for direct); (None, []) if none."""
@@ -1009,13 +1279,7 @@ def allowed_host(binary, plan, work):
         return None, []
     cfg = yaml.safe_load(base64.b64decode(m["files"][key])) or {}
     text = yaml.safe_dump(host_view(plan, cfg, work))
-    candidates = []
-    for v in cfg.get("vendors") or []:
-        name = v if isinstance(v, str) else v["name"]
-        shown = subprocess.run([binary, "vendors", "show", name], capture_output=True, text=True).stdout
-        candidates += re.findall(r"^  ([a-z0-9.-]+\.[a-z]+):443$", shown, re.M)
-    for rule in cfg.get("allow") or []:
-        candidates += [h for h in rule.get("hosts", []) if re.fullmatch(r"[a-z0-9.-]+\.[a-z]+", h)]
+    candidates = candidate_hosts(binary, cfg)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         f.write(text)
         f.flush()
@@ -1028,6 +1292,116 @@ def allowed_host(binary, plan, work):
                 route = via.group(1).split(",") if via and via.group(1) != "direct" else []
                 return host, route
     return None, []
+
+
+# --- workload identity (outside) ---------------------------------------------------------------------------------
+
+def pod_config(plan):
+    """The pod's egressd config (the first .yaml key of its ConfigMap mount), or {}."""
+    m = plan["config_mount"]
+    key = next((k for k in (m or {}).get("files", {}) if k.endswith(".yaml")), None)
+    return (yaml.safe_load(base64.b64decode(m["files"][key])) or {}) if key else {}
+
+
+def emulated_pod(name, namespace, account, labels, ip4, ip6=None, phase="Running", host_network=False):
+    """A pod as the API server lists it (no kind or apiVersion: list items have none)."""
+    ips = [ip4] + ([ip6] if ip6 else [])
+    spec = {"serviceAccountName": account, "serviceAccount": account, "nodeName": NODE_NAME,
+            "containers": [{"name": "agent", "image": "registry.example.com/agent:1"}]}
+    if host_network:
+        spec["hostNetwork"] = True
+    return {"metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{namespace}/{name}")),
+                         "labels": dict(labels), "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": spec,
+            "status": {"phase": phase, "podIP": ip4, "podIPs": [{"ip": ip} for ip in ips], "hostIP": "10.0.0.1",
+                       "startTime": "2026-01-01T00:00:00Z"}}
+
+
+def member_of(group, stem, ip4, ip6=None, **kw):
+    """A pod that is in `group` by its namespaces, service_accounts and pod_labels (every field given)."""
+    namespaces = group.get("namespaces") or []
+    accounts = [a.partition("/")[::2] for a in group.get("service_accounts") or []]
+    if accounts:
+        ns, account = next(((n, a) for n, a in accounts if not namespaces or n in namespaces), (None, None))
+        if ns is None:
+            raise Fail(f"client group {group['name']}: none of its service_accounts is in its namespaces, so no pod "
+                       "can be in it")
+    else:
+        ns, account = (namespaces[0] if namespaces else "emulated-agents"), "default"
+    return emulated_pod(f"{stem}-7c9d8b6f5-q4x2z", ns, account, group.get("pod_labels") or {}, ip4, ip6, **kw)
+
+
+def egressd_check(binary, cfg_path, url, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EGRESSD_")}
+    return subprocess.run([binary, "check", "--config", cfg_path, *args, url], capture_output=True, env=env,
+                          text=True).returncode
+
+
+def workload_host(binary, plan, cfg, groups, work):
+    """(group, host): the first group by namespaces, service_accounts or pod_labels with a host (on 443) that
+    `egressd check` allows to a member of that group (--client) and refuses to a client in no group and at each
+    of the emulation's addresses (--from): so an allowed request from the agent's address can only be its
+    workload identity. (None, None) if there is none."""
+    candidates = candidate_hosts(binary, cfg)
+    path = os.path.join(work, "workload-check.yaml")
+    with open(path, "w") as f:
+        f.write(yaml.safe_dump(host_view(plan, cfg, work)))
+    addresses = [AGENT_IP4, AGENT_IP6, OTHER_IP4, SUCCEEDED_IP4, HOST_NETWORK_IP4, ADDED_IP4]
+    for group in groups:
+        for host in candidates:
+            url = f"https://{host}/"
+            if egressd_check(binary, path, url, "--client", group["name"]) != 0 or egressd_check(binary, path, url) == 0:
+                continue
+            if any(egressd_check(binary, path, url, "--from", ip) == 0 for ip in addresses):
+                continue
+            return group, host
+    return None, None
+
+
+def kube_plan(plan, binary, objs, work):
+    """What the kubelet and the API server give a pod that mounts its service account token: the token directory
+    (token, ca.crt, namespace) at SA_DIR and, for the stand-in API server, its certificate, the token, the RBAC
+    rules bound to the ServiceAccount and the pods it lists. None without the token."""
+    sa = plan["service_account"]
+    cfg = pod_config(plan)
+    groups = [g for g in cfg.get("clients") or [] if any(g.get(f) for f in WORKLOAD_FIELDS)]
+    names = ", ".join(g["name"] for g in groups)
+    if groups and not sa["token"]:
+        raise Fail(f"client groups {names} use namespaces, service_accounts or pod_labels, but the pod does not mount "
+                   "its service account token (automountServiceAccountToken): egressd could not list pods")
+    if not sa["token"]:
+        return None
+
+    def run(cmd):
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise Fail(f"{' '.join(cmd)}: {r.stderr.strip()}")
+    ca, cert, key = make_certificates(work, KUBERNETES_SVC, run)
+    token = "emulated." + secrets.token_urlsafe(32)
+    files = {"token": token.encode(), "ca.crt": open(ca, "rb").read(), "namespace": sa["namespace"].encode()}
+    plan["mounts"].append({"kind": "projected", "object": "kube-api-access", "path": SA_DIR, "sub_path": None,
+                           "files": {k: base64.b64encode(v).decode() for k, v in files.items()},
+                           "origins": {k: "the kubelet (service account token)" for k in files},
+                           "mode": 0o644, "volume": "kube-api-access-emulated"})
+    rules = [(rule, cluster_wide) for _, rule, cluster_wide in bound_rules(objs.docs, sa["namespace"], sa["name"])
+             if rule]
+    kube = {"token": token, "cert": cert, "key": key, "rules": rules, "groups": [g["name"] for g in groups],
+            "account": f"system:serviceaccount:{sa['namespace']}:{sa['name']}", "pods": [], "workload": None}
+    plan["notes"].append(f"automountServiceAccountToken: the token of ServiceAccount {sa['namespace']}/{sa['name']}, "
+                         f"the cluster CA and the namespace at {SA_DIR}; {len(rules)} RBAC rule(s) bound to it")
+    if not groups:
+        return kube
+    group, host = workload_host(binary, plan, cfg, groups, work)
+    other = emulated_pod("other-5b7f9c8d4-m2n8k", "emulation-other", "default", {"app": "other"}, OTHER_IP4)
+    pods = [other]
+    if group:
+        pods += [member_of(group, "agent", AGENT_IP4, AGENT_IP6),
+                 member_of(group, "finished", SUCCEEDED_IP4, phase="Succeeded"),
+                 member_of(group, "on-host", HOST_NETWORK_IP4, host_network=True)]
+        kube["workload"] = {"group": group["name"], "host": host,
+                            "added": member_of(group, "added", ADDED_IP4)}
+    kube["pods"] = pods
+    return kube
 
 
 def main(argv):
@@ -1064,9 +1438,24 @@ def main(argv):
                 failed += 1
                 continue
             plan["allowed_host"], plan["route"] = allowed_host(binary, plan, work)
-            if plan["allowed_host"]:
-                plan["aliases"].append(("127.0.0.1", [plan["allowed_host"]]))
+            try:
+                plan["kube"] = kube_plan(plan, binary, objs, work)
+            except Fail as e:
+                print(f"{os.path.basename(rendered)}: {deploy['metadata']['name']}: {e}", file=sys.stderr)
+                failed += 1
+                continue
+            workload = (plan["kube"] or {}).get("workload")
+            # The allowed requests come from the pod's own namespace, or, where only a workload group is allowed
+            # a host, from that group's pod (AGENT_IP4/6) in the node's.
+            plan["allowed_from"] = None
+            if workload and not plan["allowed_host"]:
+                plan["allowed_host"], plan["allowed_from"] = workload["host"], "agent"
+            origin_names = sorted({h for h in (plan["allowed_host"], (workload or {}).get("host")) if h})
+            if origin_names:
+                plan["aliases"].append(("127.0.0.1", origin_names))
                 plan["env"]["EGRESSD_DESTINATIONS__ALLOW_CIDRS"] = "127.0.0.0/8"
+            if plan["kube"] and plan["kube"]["groups"]:
+                plan["env"]["EGRESSD_KUBERNETES__STALE_AFTER"] = f"{STALE_AFTER}s"
             for parent in plan["parents"]:
                 if parent["alias"]:
                     plan["aliases"].append((parent["address"], [parent["alias"]]))
@@ -1074,11 +1463,31 @@ def main(argv):
                   f"argv {' '.join(plan['argv'][1:])}", flush=True)
             for n in plan["notes"]:
                 log(n)
-            if plan["allowed_host"]:
-                log(f"added by the emulation: hostAliases 127.0.0.1 {plan['allowed_host']} (the origin) and "
+            if origin_names:
+                log(f"added by the emulation: hostAliases 127.0.0.1 {' '.join(origin_names)} (the origin) and "
                     "EGRESSD_DESTINATIONS__ALLOW_CIDRS=127.0.0.0/8")
             else:
                 log("no rule of this configuration allows a host on 443: the allowed request is skipped")
+            kube = plan["kube"]
+            if kube:
+                log(f"added by the emulation: a stand-in API server at https://{KUBERNETES_SVC}:443 (the kubelet's "
+                    f"KUBERNETES_SERVICE_HOST/PORT) behind the pod's interface, certificate for {KUBERNETES_SVC} from "
+                    f"the mounted ca.crt, the token required, RBAC as rendered for {kube['account']}")
+            if kube and kube["groups"]:
+                log(f"added by the emulation: EGRESSD_KUBERNETES__STALE_AFTER={STALE_AFTER}s (client groups "
+                    f"{', '.join(kube['groups'])} use workload identity)")
+                if workload:
+                    log(f"workload identity: {workload['host']} is allowed to group {workload['group']} only; the "
+                        f"stand-in lists its pod at {AGENT_IP4} and {AGENT_IP6}, a pod of another namespace at "
+                        f"{OTHER_IP4}, a Succeeded pod of the group at {SUCCEEDED_IP4} and a hostNetwork one at "
+                        f"{HOST_NETWORK_IP4}; the watch adds one at {ADDED_IP4}")
+                else:
+                    log("workload identity: no host is allowed only to a workload group; only the pod list and "
+                        "readiness are checked")
+            elif kube:
+                log("no client group uses workload identity: egressd must not ask the API server anything")
+            if plan["allowed_from"]:
+                log(f"the allowed requests come from the pod of group {workload['group']} ({AGENT_IP4}, {AGENT_IP6})")
             for parent in plan["parents"]:
                 alias = f" (hostAliases {parent['address']} {parent['alias']})" if parent["alias"] else ""
                 log(f"added by the emulation: parent {parent['name']}, a CONNECT proxy at "

@@ -32,8 +32,8 @@
 //! - [`proxy`]: the I/O around the verdict (see its module map); [`admin`]: `/metrics`, `/healthz`,
 //!   `/readyz`; [`reload`]: SIGHUP and file-watch reloads. Neither admin nor reload knows the proxy: they
 //!   see it through [`admin::Health`] and [`reload::InForce`].
-//! - This file composes them ([`Proxy`], [`run`]); [`check`], [`audit`], [`agent_env`] and [`load`] are the
-//!   library side of the other subcommands (`src/cli/`).
+//! - This file composes them ([`Proxy`], [`run`]); [`check`], [`audit`], [`agent_env`], [`probe`] and [`load`]
+//!   are the library side of the other subcommands (`src/cli/`).
 
 pub mod admin;
 pub mod agent_env;
@@ -49,6 +49,7 @@ pub mod noproxy;
 pub mod outcome;
 pub mod policy;
 pub mod policy_cases;
+pub mod probe;
 pub mod proxy;
 pub mod reason;
 pub mod reload;

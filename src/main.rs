@@ -29,5 +29,6 @@ fn main() -> ExitCode {
         Command::Vendors(args) => cli::vendors::run(args),
         Command::HashPassword => cli::hash_password::run(),
         Command::AgentEnv(args) => cli::agent_env::run(args),
+        Command::Probe(args) => cli::probe::run(args, &runtime),
     }
 }

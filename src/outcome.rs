@@ -77,7 +77,7 @@ pub struct Outcome {
     /// Through a parent: `local` (egressd resolved and checked the name first) or `parent` (only the parent did).
     pub resolve: Option<&'static str>,
     /// With `shadow:`, the candidate policy's verdict where it differs from the live one.
-    pub shadow: Option<crate::policy::verdict::ShadowVerdict>,
+    pub shadow: Option<Box<crate::policy::verdict::ShadowVerdict>>,
 }
 
 impl Outcome {
@@ -132,7 +132,9 @@ impl Outcome {
     /// The shadow policy's verdict, when it differs from the final decision (a refusal after the head, such
     /// as a private address found at dial time, can make the two agree after all).
     pub fn shadow_disagreement(&self) -> Option<&crate::policy::verdict::ShadowVerdict> {
-        self.shadow.as_ref().filter(|s| s.verdict != self.decision)
+        self.shadow
+            .as_deref()
+            .filter(|s| s.verdict != self.decision)
     }
 
     pub fn rule(&mut self, ruling: Ruling) {

@@ -96,6 +96,15 @@ fn load_roots(ca: &Path) -> Result<rustls::RootCertStore, String> {
 /// in `ca` (PEM bundle), or against the Mozilla roots built into egressd (webpki-roots) without one. Offers
 /// only HTTP/1.1: a proxy is asked to CONNECT.
 pub fn parent_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    client_config(ca, &[b"http/1.1"])
+}
+
+/// A TLS client configuration verifying servers against the CAs in `ca` (PEM bundle), or against the Mozilla
+/// roots built into egressd (webpki-roots) without one, offering the application protocols `alpn`.
+pub fn client_config(
+    ca: Option<&Path>,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let roots = match ca {
         Some(ca) => load_roots(ca)?,
         None => rustls::RootCertStore {
@@ -108,7 +117,7 @@ pub fn parent_client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfi
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -6,17 +6,6 @@ mod support;
 use std::time::Duration;
 use support::kube_api::{pod, KubeApi};
 use support::*;
-use tokio::io::AsyncWriteExt;
-
-async fn connect_from(proxy: &TestProxy, from: &str, authority: &str) -> u16 {
-    let s = tokio::net::TcpSocket::new_v4().unwrap();
-    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut c = s.connect(proxy.addr).await.unwrap();
-    c.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    status(&read_response(&mut c).await)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fragments_open_destinations_for_their_team_only_under_the_guardrails() {
@@ -111,13 +100,12 @@ async fn fragments_open_destinations_for_their_team_only_under_the_guardrails() 
         ("127.0.0.5", "db.corp.test", 403),
     ] {
         assert_eq!(
-            connect_from(&proxy, from, &at(host)).await,
+            connect_from(proxy.addr, from, &at(host)).await,
             want,
             "{from} {host}"
         );
     }
-    let lines = proxy.log.events("decision");
-    let stripe = lines.iter().find(|l| l["host"] == "stripe.test").unwrap();
+    let stripe = proxy.log.decision_for("stripe.test").await;
     assert_eq!(stripe["rule"], "payments.stripe");
 
     let (code, body) = proxy.admin_get("/readyz").await;
@@ -146,7 +134,7 @@ async fn fragments_open_destinations_for_their_team_only_under_the_guardrails() 
     );
     let mut got = 0;
     for _ in 0..200 {
-        got = connect_from(&proxy, "127.0.0.5", &at("new.test")).await;
+        got = connect_from(proxy.addr, "127.0.0.5", &at("new.test")).await;
         if got == 200 {
             break;
         }
@@ -154,7 +142,7 @@ async fn fragments_open_destinations_for_their_team_only_under_the_guardrails() 
     }
     assert_eq!(got, 200);
     assert_eq!(
-        connect_from(&proxy, "127.0.0.2", &at("new.test")).await,
+        connect_from(proxy.addr, "127.0.0.2", &at("new.test")).await,
         403
     );
 }

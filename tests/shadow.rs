@@ -48,17 +48,6 @@ allow:
     )
 }
 
-async fn connect_from(proxy: &TestProxy, from: &str, authority: &str) -> u16 {
-    use tokio::io::AsyncWriteExt;
-    let s = tokio::net::TcpSocket::new_v4().unwrap();
-    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut c = s.connect(proxy.addr).await.unwrap();
-    c.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    status(&read_response(&mut c).await)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_live_policy_decides_and_disagreements_are_logged_and_counted() {
     let echo = echo_origin().await;
@@ -69,24 +58,39 @@ async fn the_live_policy_decides_and_disagreements_are_logged_and_counted() {
     let at = |h: &str| format!("{h}:{}", echo.port());
 
     // Agreement: nothing added to the line.
-    assert_eq!(connect_from(&proxy, "127.0.0.1", &at("a.test")).await, 200);
+    assert_eq!(
+        connect_from(proxy.addr, "127.0.0.1", &at("a.test")).await,
+        200
+    );
     let line = proxy.log.decision_for("a.test").await;
     assert!(line.get("shadow_decision").is_none(), "{line}");
     // Live allows, the candidate would refuse: still allowed.
-    assert_eq!(connect_from(&proxy, "127.0.0.1", &at("b.test")).await, 200);
+    assert_eq!(
+        connect_from(proxy.addr, "127.0.0.1", &at("b.test")).await,
+        200
+    );
     let line = proxy.log.decision_for("b.test").await;
     assert_eq!(line["decision"], "allow");
     assert_eq!(line["shadow_decision"], "deny", "{line}");
     assert_eq!(line["shadow_reason"], "denied_no_rule");
     assert!(line.get("shadow_rule").is_none());
     // Live refuses, the candidate would allow: still refused.
-    assert_eq!(connect_from(&proxy, "127.0.0.1", &at("c.test")).await, 403);
+    assert_eq!(
+        connect_from(proxy.addr, "127.0.0.1", &at("c.test")).await,
+        403
+    );
     let line = proxy.log.decision_for("c.test").await;
     assert_eq!(line["shadow_decision"], "allow", "{line}");
     assert_eq!(line["shadow_rule"], "new");
     // The candidate sees the same client in its own groups: the agents get d.test there, others do not.
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &at("d.test")).await, 403);
-    assert_eq!(connect_from(&proxy, "127.0.0.1", &at("d.test")).await, 403);
+    assert_eq!(
+        connect_from(proxy.addr, "127.0.0.2", &at("d.test")).await,
+        403
+    );
+    assert_eq!(
+        connect_from(proxy.addr, "127.0.0.1", &at("d.test")).await,
+        403
+    );
     let d: Vec<_> = (proxy.log.events("decision").into_iter())
         .filter(|l| l["host"] == "d.test")
         .collect();
@@ -135,7 +139,7 @@ async fn a_changed_candidate_is_read_again_and_a_broken_one_never_stops_the_live
     .unwrap();
     let proxy = start_proxy_file(&config).await;
     let b = format!("b.test:{}", echo.port());
-    assert_eq!(connect_from(&proxy, "127.0.0.1", &b).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.1", &b).await, 200);
     assert_eq!(
         proxy.log.decision_for("b.test").await["shadow_decision"],
         "deny"
@@ -152,7 +156,7 @@ async fn a_changed_candidate_is_read_again_and_a_broken_one_never_stops_the_live
     .unwrap();
     let mut agreed = false;
     for _ in 0..200 {
-        assert_eq!(connect_from(&proxy, "127.0.0.1", &b).await, 200);
+        assert_eq!(connect_from(proxy.addr, "127.0.0.1", &b).await, 200);
         let last = proxy.log.events("decision").pop().unwrap();
         if last.get("shadow_decision").is_none() {
             agreed = true;

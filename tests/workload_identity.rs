@@ -64,17 +64,6 @@ dns:
     )
 }
 
-/// A CONNECT from source address `from`: the status code.
-async fn connect_from(proxy: &TestProxy, from: &str, authority: &str) -> u16 {
-    let s = tokio::net::TcpSocket::new_v4().unwrap();
-    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut c = s.connect(proxy.addr).await.unwrap();
-    c.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    status(&read_response(&mut c).await)
-}
-
 /// Two plain-HTTP requests on one kept-alive connection from `from`: both status codes.
 async fn two_gets_from(proxy: &TestProxy, from: &str, authority: &str) -> (u16, u16) {
     let s = tokio::net::TcpSocket::new_v4().unwrap();
@@ -116,7 +105,7 @@ async fn wait_ready(proxy: &TestProxy) {
 async fn until_connect(proxy: &TestProxy, from: &str, authority: &str, want: u16) {
     let mut got = 0;
     for _ in 0..300 {
-        got = connect_from(proxy, from, authority).await;
+        got = connect_from(proxy.addr, from, authority).await;
         if got == want {
             return;
         }
@@ -143,16 +132,17 @@ async fn a_service_account_rule_allows_its_pod_and_refuses_another_from_the_same
     wait_ready(&proxy).await;
 
     let target = format!("api.cast.ai:{}", origin.port());
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 200);
-    assert_eq!(connect_from(&proxy, "127.0.0.3", &target).await, 403);
-    assert_eq!(connect_from(&proxy, "127.0.0.4", &target).await, 403);
-    assert_eq!(connect_from(&proxy, "127.0.0.5", &target).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.3", &target).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.4", &target).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.5", &target).await, 403);
     // By label, and the label alone does not open what the service account rule opens to others.
     let labelled = format!("label.cast.ai:{}", origin.port());
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &labelled).await, 200);
-    assert_eq!(connect_from(&proxy, "127.0.0.3", &labelled).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &labelled).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.3", &labelled).await, 403);
 
-    let lines = proxy.log.events("decision");
+    // Allowed tunnels' lines are written when they close: wait for all six.
+    let lines = proxy.log.wait_events("decision", 6).await;
     let mine = (lines.iter())
         .find(|l| l["client_addr"].as_str().unwrap().starts_with("127.0.0.2:"))
         .unwrap();
@@ -207,7 +197,7 @@ async fn readiness_waits_for_the_first_list_and_scoped_rules_fail_closed_until_t
     let (code, body) = ready(&proxy).await;
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("workload identity"), "{body}");
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 403);
     let refused = proxy.log.decision_for("api.cast.ai").await;
     assert!(
         refused["detail"]
@@ -218,7 +208,7 @@ async fn readiness_waits_for_the_first_list_and_scoped_rules_fail_closed_until_t
     );
     api.set_down(false);
     wait_ready(&proxy).await;
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +221,7 @@ async fn watch_events_move_identities_and_a_reused_address_is_nobodys_while_two_
     let proxy = start_proxy(&yaml(&api, origin, "")).await;
     wait_ready(&proxy).await;
     let target = format!("api.cast.ai:{}", origin.port());
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 200);
 
     // Another pod gets the address before the first one's deletion is seen: nobody's.
     let newcomer = other("127.0.0.2");
@@ -241,7 +231,7 @@ async fn watch_events_move_identities_and_a_reused_address_is_nobodys_while_two_
     api.delete(&first);
     api.bookmark();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 403);
     let line = proxy.log.events("decision").last().cloned().unwrap();
     assert_eq!(line["namespace"], "shop", "{line}");
     // The newcomer goes, and a CAST AI pod is created at the same address.
@@ -254,7 +244,7 @@ async fn watch_events_move_identities_and_a_reused_address_is_nobodys_while_two_
     moved["status"]["podIPs"] = serde_json::json!([{"ip": "127.0.0.6"}]);
     api.modify(&moved);
     until_connect(&proxy, "127.0.0.6", &target, 200).await;
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 403);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 403);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,7 +278,7 @@ async fn a_dropped_watch_resumes_and_410_gone_lists_again() {
     api.set_down(false);
     api.wait_until("a relist", |a| lists(a) >= 2).await;
     until_connect(&proxy, "127.0.0.2", &target, 403).await;
-    assert_eq!(connect_from(&proxy, "127.0.0.7", &target).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.7", &target).await, 200);
     let metrics = proxy.metrics().await;
     assert!(
         metric_value(
@@ -326,7 +316,7 @@ async fn identity_is_unknown_after_stale_after_without_the_api_and_comes_back_wi
     let proxy = start_proxy(&yaml(&api, origin, "")).await;
     wait_ready(&proxy).await;
     let target = format!("api.cast.ai:{}", origin.port());
-    assert_eq!(connect_from(&proxy, "127.0.0.2", &target).await, 200);
+    assert_eq!(connect_from(proxy.addr, "127.0.0.2", &target).await, 200);
     assert_eq!(proxy.metric("egressd_workload_identity_up").await, 1.0);
 
     api.set_down(true);
@@ -414,7 +404,8 @@ async fn behind_a_balancer_the_pod_is_the_one_the_proxy_header_names() {
         c.write_all(head.as_bytes()).await.unwrap();
         assert_eq!(status(&read_response(&mut c).await), want, "{named}");
     }
-    let lines = proxy.log.events("decision");
+    // An allowed tunnel's line is written once its first bytes are judged (here: when it closes).
+    let lines = proxy.log.wait_events("decision", 2).await;
     let allowed = lines.iter().find(|l| l["decision"] == "allow").unwrap();
     assert_eq!(allowed["pod"], "castai-agent-5d8f9c7b4-x2x9q");
     assert!(allowed["peer_addr"]

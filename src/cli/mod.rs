@@ -6,6 +6,7 @@ pub mod audit;
 pub mod check;
 pub mod hash_password;
 pub mod noproxy;
+pub mod probe;
 pub mod run;
 pub mod test;
 pub mod validate;
@@ -54,6 +55,10 @@ pub enum Command {
     HashPassword,
     /// Print the proxy environment and kubectl commands for a vendor's agents.
     AgentEnv(agent_env::Args),
+    /// Reach every endpoint of a vendor profile (DNS, address checks, TCP, TLS with the certificate verified),
+    /// directly or through a proxy, and show what the configuration decides: exit 0 if every endpoint is ok,
+    /// 1 if any fails or is refused.
+    Probe(probe::Args),
 }
 
 impl Default for Command {

@@ -469,7 +469,9 @@ mod tests {
         assert_eq!(r.reason, Reason::DeniedNoRule);
         assert!(!r.detail.unwrap().contains("unavailable"));
         // Unknown identity: no group, and the refusal says why.
-        let (groups, r) = as_pod(WorkloadFact::Unavailable("the API is down".into()));
+        let (groups, r) = as_pod(WorkloadFact::Unavailable(Arc::new(
+            "the API is down".into(),
+        )));
         assert!(groups.is_empty());
         assert_eq!(r.verdict, Verdict::Deny);
         assert!(r

@@ -37,7 +37,7 @@ pub enum WorkloadFact {
     NotAPod,
     /// Workload identity is not available (the first pod list has not completed, or the API server has been
     /// unreachable for longer than `kubernetes.stale_after`): workload-scoped groups do not match.
-    Unavailable(Arc<str>),
+    Unavailable(Arc<String>),
 }
 
 impl WorkloadFact {

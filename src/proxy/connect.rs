@@ -77,8 +77,9 @@ pub(super) struct Splicing<C> {
     idle: Duration,
     close: Close,
     started: Instant,
-    /// Counts the tunnel in `egressd_tunnels_active` until it closes.
-    active: Active,
+    /// Counts the tunnel in `egressd_tunnels_active`, and a long-lived rule's in
+    /// `egressd_control_connections_open`, until it closes (boxed: every idle tunnel's task holds it).
+    active: Box<(Active, Option<Active>)>,
 }
 
 impl<C: super::client_io::ClientIo> Splicing<C> {
@@ -223,11 +224,9 @@ where
     let go = end.record(&mut o, &mut close);
     ctx.log.decision(&o);
     if go {
-        let mut active = active;
-        if o.idle == Some(crate::policy::IdleOverride::Never) {
-            ctx.metrics
-                .control_connection(&mut active, o.rule.as_deref().unwrap_or(""));
-        }
+        let control = (o.idle == Some(crate::policy::IdleOverride::Never))
+            .then(|| (ctx.metrics).control_connection(o.rule.as_deref().unwrap_or("")));
+        let active = Box::new((active, control));
         return Some(Splicing {
             client,
             upstream,

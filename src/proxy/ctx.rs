@@ -189,7 +189,8 @@ impl Ctx {
         let ruling = crate::policy::verdict::decide(policy, &o.client, target, path);
         if let Some(candidate) = &self.settings.shadow {
             let seen = (o.client).as_seen_by(policy, candidate, o.client_addr.ip(), &o.cert_names);
-            o.shadow = crate::policy::verdict::shadow(candidate, &seen, target, path, &ruling);
+            o.shadow = crate::policy::verdict::shadow(candidate, &seen, target, path, &ruling)
+                .map(Box::new);
         }
         let tls = ruling.tls;
         let proceeds = ruling.proceeds();

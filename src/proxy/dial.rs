@@ -31,6 +31,21 @@ pub struct DialInfo {
     pub parent_status: Vec<String>,
     /// Through a parent: whether egressd resolved the name (`local`) or left it to the parent.
     pub resolve: Option<&'static str>,
+    /// Why the lookup gave no address, when it failed (`egressd probe` reports it).
+    pub dns_failure: Option<DnsFailure>,
+}
+
+/// Why a name gave no address to dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DnsFailure {
+    /// The name does not exist (NXDOMAIN).
+    NxDomain,
+    /// The name exists but has no A or AAAA record.
+    NoAddresses,
+    /// No answer within `timeouts.dns`.
+    Timeout,
+    /// No usable resolver, or another error (SERVFAIL, refused, unreachable servers).
+    Failed,
 }
 
 impl DialInfo {
@@ -102,7 +117,18 @@ impl Dialer {
         target: &Target,
         info: &mut DialInfo,
     ) -> Result<Vec<IpAddr>, Refusal> {
-        let addrs = match &target.host {
+        let addrs = self.addresses(&target.host, info).await?;
+        self.check(target, &addrs, info)?;
+        Ok(addrs)
+    }
+
+    /// The addresses of `host` (static hosts first, then DNS), not yet checked; recorded in `info`.
+    pub async fn addresses(
+        &self,
+        host: &Host,
+        info: &mut DialInfo,
+    ) -> Result<Vec<IpAddr>, Refusal> {
+        let addrs = match host {
             Host::Ip(ip) => vec![*ip],
             Host::Name(name) => match self.static_hosts.get(name) {
                 Some(a) => a.clone(),
@@ -110,40 +136,75 @@ impl Dialer {
                     let started = Instant::now();
                     let r = self.lookup(name).await;
                     info.dns_ms = Some(crate::telemetry::log::elapsed_ms(started.elapsed()));
-                    r?
+                    r.map_err(|(why, refusal)| {
+                        info.dns_failure = Some(why);
+                        refusal
+                    })?
                 }
             },
         };
         info.resolved = addrs.clone();
-        if let Err(f) = self.destinations.check(target, &addrs) {
-            info.denied_addr = Some(f.addr);
-            return Err(f.refusal);
-        }
         Ok(addrs)
     }
 
-    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, Refusal> {
+    /// The destination check of every address `target` resolved to; the refused address is recorded in `info`.
+    pub fn check(
+        &self,
+        target: &Target,
+        addrs: &[IpAddr],
+        info: &mut DialInfo,
+    ) -> Result<(), Refusal> {
+        self.destinations.check(target, addrs).map_err(|f| {
+            info.denied_addr = Some(f.addr);
+            f.refusal
+        })
+    }
+
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, (DnsFailure, Refusal)> {
         let resolver = self.resolver.as_ref().map_err(|e| {
-            Refusal::new(
-                Reason::DnsFailed,
-                format!("no usable resolver ({e}); {name} is not in dns.hosts"),
+            (
+                DnsFailure::Failed,
+                Refusal::new(
+                    Reason::DnsFailed,
+                    format!("no usable resolver ({e}); {name} is not in dns.hosts"),
+                ),
             )
         })?;
         // hickory treats names without a trailing dot as relative; the target is always absolute.
         let fqdn = format!("{name}.");
+        let no_addresses = || {
+            (
+                DnsFailure::NoAddresses,
+                Refusal::new(
+                    Reason::DnsFailed,
+                    format!("{name} has no addresses (no A or AAAA record)"),
+                ),
+            )
+        };
         match tokio::time::timeout(self.dns_timeout, resolver.lookup_ip(fqdn)).await {
-            Err(_) => Err(Refusal::new(
-                Reason::DnsTimeout,
-                format!("no DNS answer for {name} within {:?}", self.dns_timeout),
+            Err(_) => Err((
+                DnsFailure::Timeout,
+                Refusal::new(
+                    Reason::DnsTimeout,
+                    format!("no DNS answer for {name} within {:?}", self.dns_timeout),
+                ),
             )),
-            Ok(Err(e)) => Err(Refusal::new(Reason::DnsFailed, format!("{name}: {e}"))),
+            Ok(Err(e)) if e.is_nx_domain() => Err((
+                DnsFailure::NxDomain,
+                Refusal::new(
+                    Reason::DnsFailed,
+                    format!("{name} does not exist (NXDOMAIN)"),
+                ),
+            )),
+            Ok(Err(e)) if e.is_no_records_found() => Err(no_addresses()),
+            Ok(Err(e)) => Err((
+                DnsFailure::Failed,
+                Refusal::new(Reason::DnsFailed, format!("{name}: {e}")),
+            )),
             Ok(Ok(lookup)) => {
                 let addrs: Vec<IpAddr> = lookup.iter().collect();
                 if addrs.is_empty() {
-                    Err(Refusal::new(
-                        Reason::DnsFailed,
-                        format!("{name} has no addresses"),
-                    ))
+                    Err(no_addresses())
                 } else {
                     Ok(addrs)
                 }

@@ -52,4 +52,5 @@ mod upstream_io;
 pub use client_io::ClientIo;
 pub use ctx::Ctx;
 pub use live::Live;
+pub use respond::REASON_HEADER;
 pub use server::{Bound, ListenerKind};

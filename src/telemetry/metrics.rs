@@ -280,14 +280,13 @@ impl Metrics {
     }
 
     /// A tunnel allowed by a long-lived rule (`idle_timeout: none`: a vendor's control connection) is spliced:
-    /// counted per rule until it closes, besides `tunnel`'s count.
-    pub fn control_connection(&self, tunnel: &mut Active, rule: &str) {
+    /// counted per rule until the guard drops (besides its count as a tunnel).
+    pub fn control_connection(&self, rule: &str) -> Active {
         let gauge = self.gauge(
             CONTROL_CONNECTIONS,
             vec![label("rule", rule), label("vendor", vendor_of(rule))],
         );
-        gauge.increment(1.0);
-        tunnel.also = Some(gauge);
+        Active::new(gauge, None)
     }
 
     /// The `include:` fragments of the configuration in force: loaded and skipped.
@@ -373,8 +372,6 @@ pub fn vendor_of(rule: &str) -> &str {
 pub struct Active {
     gauge: Gauge,
     count: Option<Arc<AtomicUsize>>,
-    /// A second gauge counting the same thing (`egressd_control_connections_open` for a tunnel).
-    also: Option<Gauge>,
 }
 
 impl Active {
@@ -383,20 +380,14 @@ impl Active {
         if let Some(c) = &count {
             c.fetch_add(1, Ordering::Relaxed);
         }
-        Active {
-            gauge,
-            count,
-            also: None,
-        }
+        Active { gauge, count }
     }
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
         self.gauge.decrement(1.0);
-        if let Some(g) = &self.also {
-            g.decrement(1.0);
-        }
+
         if let Some(c) = &self.count {
             c.fetch_sub(1, Ordering::Relaxed);
         }

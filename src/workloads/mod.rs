@@ -61,7 +61,7 @@ impl Workloads {
     /// What is known of the workload behind `ip`.
     pub fn lookup(&self, ip: IpAddr) -> WorkloadFact {
         if let Some(why) = self.unavailable() {
-            return WorkloadFact::Unavailable(why.into());
+            return WorkloadFact::Unavailable(Arc::new(why));
         }
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         match index.lookup(ip) {

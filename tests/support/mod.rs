@@ -507,6 +507,17 @@ pub fn header<'a>(resp: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// `CONNECT authority` from source address `from` (127.0.0.x: a client group, a pod); the status code.
+pub async fn connect_from(proxy: SocketAddr, from: &str, authority: &str) -> u16 {
+    let s = tokio::net::TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut c = s.connect(proxy).await.unwrap();
+    c.write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    status(&read_response(&mut c).await)
+}
+
 /// `CONNECT authority` and return the proxy's response head.
 pub async fn connect(proxy: SocketAddr, authority: &str) -> String {
     raw(

@@ -188,14 +188,7 @@ pub(super) fn compile_clients(
 fn compile_workloads(g: &RawClientGroup, at: &str, errs: &mut Errors) -> WorkloadSelector {
     // Namespace names and label values follow Kubernetes' own syntax, so a typo is caught here rather than
     // silently matching nothing.
-    let dns_label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !s.starts_with('-')
-            && !s.ends_with('-')
-    };
+    let dns_label = is_dns_label;
     let label_part = |s: &str, empty_ok: bool| {
         (empty_ok && s.is_empty())
             || (!s.is_empty()
@@ -239,4 +232,15 @@ fn compile_workloads(g: &RawClientGroup, at: &str, errs: &mut Errors) -> Workloa
         selector.pod_labels.push((k.clone(), v.clone()));
     }
     selector
+}
+
+/// A DNS label as Kubernetes names namespaces: lowercase letters, digits and '-', at most 63, not starting or
+/// ending with '-'.
+pub(super) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }

@@ -93,7 +93,7 @@ fn fragment(file: &Path, merged: &RawConfig, guard: &RawGuardrails) -> Result<Ra
     let stem = (file.file_stem().and_then(|s| s.to_str())).unwrap_or_default();
     let scope = if merged.clients.iter().any(|g| g.name == stem) {
         Scope::Group(stem.to_string())
-    } else if is_namespace(stem) {
+    } else if is_dns_label(stem) {
         Scope::Namespace(stem.to_string())
     } else {
         return Err(format!(
@@ -244,15 +244,6 @@ fn reach(p: &Pattern) -> Option<(String, bool)> {
         }
         Pattern::Net(_) => None,
     }
-}
-
-fn is_namespace(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
 }
 
 /// A fragment's compile errors, the paths of its own items made relative to the fragment.

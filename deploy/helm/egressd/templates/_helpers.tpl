@@ -51,6 +51,16 @@ http://{{ include "egressd.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Value
 {{- fail (printf "config.extra.%s: set config.parents, config.via and config.parentsBypass instead (the chart mounts the parents' credentials and opens the NetworkPolicy for them)" $key) -}}
 {{- end -}}
 {{- end -}}
+{{- if hasKey ($c.extra | default dict) "clients" -}}
+{{- fail "config.extra.clients: set config.clients instead (the chart checks its groups against workloadIdentity)" -}}
+{{- end -}}
+{{- if (($c.extra | default dict).kubernetes | default dict).kubeconfig -}}
+{{- fail "config.extra.kubernetes.kubeconfig: in the chart egressd reaches the API server as its pod's service account (workloadIdentity.enabled), with no kubeconfig" -}}
+{{- end -}}
+{{- include "egressd.workloadIdentityCheck" . -}}
+{{- with $c.clients -}}
+{{- $_ := set $cfg "clients" . -}}
+{{- end -}}
 {{- with (include "egressd.parents" . | fromYamlArray) -}}
 {{- $_ := set $cfg "parents" . -}}
 {{- end -}}
@@ -62,6 +72,41 @@ http://{{ include "egressd.fullname" . }}.{{ .Release.Namespace }}.svc:{{ .Value
 {{- end -}}
 {{- $cfg = merge (deepCopy ($c.extra | default dict)) $cfg -}}
 {{- toYaml $cfg -}}
+{{- end -}}
+
+{{/* The names of the config.clients groups that use workload identity (namespaces, service_accounts or
+pod_labels), as a YAML list. */}}
+{{- define "egressd.workloadGroups" -}}
+{{- $out := list -}}
+{{- range .Values.config.clients -}}
+{{- if or .namespaces .service_accounts .pod_labels -}}
+{{- $out = append $out .name -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/* Workload identity is on exactly when a group needs it: a group naming namespaces, service accounts or pod
+labels without it would never match (egressd could not list pods: no token, no RBAC), and the RBAC and token
+without such a group would be granted for nothing. With the egress NetworkPolicy, the API server's address is
+required. */}}
+{{- define "egressd.workloadIdentityCheck" -}}
+{{- $groups := include "egressd.workloadGroups" . | fromYamlArray -}}
+{{- if and $groups (not .Values.workloadIdentity.enabled) -}}
+{{- fail (printf "config.clients %s: namespaces, service_accounts and pod_labels need workloadIdentity.enabled=true (RBAC to watch pods, the service account token and the NetworkPolicy rule to the API server)" (join ", " $groups)) -}}
+{{- end -}}
+{{- if and .Values.workloadIdentity.enabled (not $groups) -}}
+{{- fail "workloadIdentity.enabled: no config.clients group uses namespaces, service_accounts or pod_labels, so egressd would not watch pods; leave it off rather than grant the ClusterRole and token for nothing" -}}
+{{- end -}}
+{{- if and .Values.workloadIdentity.enabled .Values.networkPolicy.enabled (not .Values.apiServer.cidrs) -}}
+{{- fail "apiServer.cidrs is required with workloadIdentity.enabled: egressd's egress NetworkPolicy must let it reach the API server's endpoint addresses (kubectl get endpoints kubernetes -n default), or set networkPolicy.enabled=false" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The ClusterRole and ClusterRoleBinding of workload identity: cluster-scoped, so named after the release's
+namespace too. */}}
+{{- define "egressd.workloadIdentityName" -}}
+{{- printf "%s-%s-workload-identity" (include "egressd.fullname" .) .Release.Namespace -}}
 {{- end -}}
 
 {{/* Where the parents' credentials and CA bundles are mounted (the volume "parents" of the Deployment). */}}
