@@ -1362,6 +1362,8 @@ fn known_metric(name: &str) -> bool {
         || name == exported::SHADOW_DISAGREEMENTS
         || name == exported::FRAGMENTS
         || name.starts_with("egressd_workload_")
+        // One series per allow rule: absent from a configuration without any (tests/metrics.rs reads it).
+        || name == exported::RULE_LAST_MATCH
         || HISTOGRAMS.iter().any(|h| {
             ["_bucket", "_sum", "_count"]
                 .iter()
@@ -1468,6 +1470,24 @@ fn dashboard_uses_only_egressd_metrics_and_shows_the_essentials() {
             && expr.contains(r#"result!~"2..""#),
         "Parent proxy errors: per parent and result, the non-2xx attempts: {expr}"
     );
+    // Stale rules: every allow rule in force by time since its last match over the range, across restarts
+    // (max_over_time) and replicas (max by rule), without the rules a reload removed (and on the series now).
+    let stale = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["title"] == "Allow rules by time since last match")
+        .expect("a panel \"Allow rules by time since last match\"");
+    assert_eq!(stale["type"], "table");
+    let expr = str_at(stale, "/targets/0/expr");
+    assert!(
+        expr.contains("max by (rule) (max_over_time(egressd_rule_last_match_timestamp_seconds{")
+            && expr
+                .contains("[$__range])) and on (rule) egressd_rule_last_match_timestamp_seconds{")
+            && expr.starts_with("sort_desc(time() - "),
+        "stale rules panel: {expr}"
+    );
+    assert_eq!(str_at(stale, "/fieldConfig/defaults/unit"), "s");
     for h in HISTOGRAMS {
         for q in ["0.5", "0.99"] {
             assert!(

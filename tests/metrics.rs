@@ -419,3 +419,80 @@ async fn control_connections_are_counted_per_long_lived_rule_across_a_reload() {
     }
     panic!("still counted: {}", proxy.metrics().await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_last_match_is_set_by_allowed_requests_and_follows_reloads() {
+    let plain = http_origin().await;
+    let config = |rules: &[&str]| {
+        let mut yaml = format!(
+            "destinations:\n  allow_cidrs: [\"127.0.0.1/32\"]\n\
+             dns:\n  hosts:\n    plain.test: [\"127.0.0.1\"]\n\
+             deny:\n  - {{name: guard, hosts: [blocked.test]}}\n\
+             allow:\n  - {{name: plain, hosts: [plain.test], ports: [{}]}}\n",
+            plain.port()
+        );
+        for r in rules {
+            yaml.push_str(&format!("  - {{name: {r}, hosts: [{r}.test]}}\n"));
+        }
+        yaml
+    };
+    let series =
+        |rule: &str| format!("egressd_rule_last_match_timestamp_seconds{{rule=\"{rule}\"}}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("egressd.yaml");
+    std::fs::write(&path, config(&["stale"])).unwrap();
+    let proxy = start_proxy_file(&path).await;
+    let text = proxy.metrics().await;
+    assert_eq!(metric_value(&text, &series("plain")), Some(0.0), "{text}");
+    assert_eq!(metric_value(&text, &series("stale")), Some(0.0), "{text}");
+    assert_eq!(
+        metric_value(&text, &series("guard")),
+        None,
+        "deny rules are not series"
+    );
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let resp = raw(
+        proxy.addr,
+        format!(
+            "GET http://plain.test:{}/ HTTP/1.1\r\nHost: plain.test\r\nConnection: close\r\n\r\n",
+            plain.port()
+        )
+        .as_bytes(),
+    )
+    .await;
+    assert_eq!(status(&resp), 200, "{resp}");
+    // Refusals, by a deny rule or for want of one, set nothing.
+    assert_eq!(status(&connect(proxy.addr, "blocked.test:443").await), 403);
+    assert_eq!(status(&connect(proxy.addr, "stale.test:8443").await), 403);
+    proxy.log.wait_events("decision", 3).await;
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let text = proxy.metrics().await;
+    let at = metric_value(&text, &series("plain")).expect("plain is a series");
+    assert!(
+        at >= before.floor() && at <= after,
+        "{at} not in {before}..{after}"
+    );
+    assert_eq!(metric_value(&text, &series("stale")), Some(0.0), "{text}");
+    assert_eq!(metric_value(&text, &series("guard")), None, "{text}");
+
+    // A reload removes the series of the rules it removes, adds the new ones, and keeps the time of the rest.
+    std::fs::write(&path, config(&["fresh"])).unwrap();
+    proxy.reloader.reload().expect("valid configuration");
+    let text = proxy.metrics().await;
+    assert_eq!(metric_value(&text, &series("stale")), None, "{text}");
+    assert_eq!(metric_value(&text, &series("fresh")), Some(0.0), "{text}");
+    assert_eq!(metric_value(&text, &series("plain")), Some(at), "{text}");
+    assert_eq!(
+        text.matches("# TYPE egressd_rule_last_match_timestamp_seconds gauge")
+            .count(),
+        1,
+        "{text}"
+    );
+}

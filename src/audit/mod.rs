@@ -1,23 +1,27 @@
-//! `egressd audit`: summarize denied and would_deny decisions from decision logs, and suggest allow rules.
+//! `egressd audit`: summarize denied and would_deny decisions from decision logs, suggest allow rules (or the
+//! vendor profiles that list the refused hosts), and report how much each rule of a configuration is used.
 //!
 //! Streaming and bounded: lines are read one at a time (at most [`input::MAX_LINE_BYTES`] each), and only
 //! aggregates are kept, one per (destination, client, reason) group, at most `max_groups` of them. Decisions
 //! for further groups are counted and reported as not shown, so memory depends on the group limit, never on
-//! the size of the log.
+//! the size of the log. The usage report keeps one aggregate per rule of the configuration.
 
 pub mod envelope;
 pub mod event;
 pub mod input;
 pub mod render;
 pub mod suggest;
+pub mod suggest_vendors;
 pub mod summary;
+pub mod usage;
+pub mod usage_render;
 pub mod window;
 
 pub use render::Format;
 
-use std::path::PathBuf;
-use summary::Summary;
+use std::path::{Path, PathBuf};
 pub use summary::View;
+use summary::{Summary, Tally};
 use window::Window;
 
 /// Default for `--max-groups`: about 30 MB of aggregates at most (some 300 bytes per group).
@@ -36,17 +40,70 @@ pub struct Options {
     pub top: usize,
     pub max_groups: usize,
     pub view: View,
+    /// Report every rule of this configuration's use instead of the refusals.
+    pub usage: bool,
+    /// The configuration: the rules `usage` reports on, the vendor profiles `suggest` leaves out.
+    pub config: Option<PathBuf>,
 }
 
-/// Read the log and render the summary (or, with `suggest`, the YAML snippet). Errors name the file and
-/// what went wrong.
+/// Read the log and render the summary (or, with `suggest`, the YAML snippet; with `usage`, the rules' use).
+/// Errors name the file or option and what went wrong.
 pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> {
     let window = Window::parse(opts.since.as_deref(), opts.until.as_deref(), now)?;
+    if opts.config.is_some() && !(opts.usage || opts.suggest) {
+        return Err("--config is read by --usage and --suggest only".to_string());
+    }
+    let settings = opts.config.as_deref().map(load_config).transpose()?;
+    if opts.usage {
+        let (Some(settings), Some(path)) = (&settings, &opts.config) else {
+            return Err(
+                "--usage needs --config FILE: the rules it reports on are the configuration's"
+                    .into(),
+            );
+        };
+        let mut usage = usage::Usage::new(window, &settings.runtime.policy);
+        let source = read(opts.file.as_deref(), &mut usage)?;
+        return Ok(usage_render::render(
+            &usage,
+            &source,
+            &path.display().to_string(),
+            opts.format,
+        ));
+    }
     if opts.max_groups == 0 {
         return Err("--max-groups must be at least 1".to_string());
     }
-    let mut input = input::Input::open(opts.file.as_deref())?;
     let mut summary = Summary::new(window, opts.max_groups, opts.view);
+    let source = read(opts.file.as_deref(), &mut summary)?;
+    let groups = summary.groups();
+    let report = render::Report {
+        source: &source,
+        window: summary.window(),
+        counts: summary.counts,
+        max_groups: summary.max_groups(),
+        groups: &groups,
+        top: opts.top,
+        view: opts.view,
+    };
+    if opts.suggest {
+        let in_use = settings
+            .as_ref()
+            .map_or(&[][..], |s| s.runtime.policy.vendors());
+        return Ok(suggest::suggest(&report, opts.group_wildcards, in_use));
+    }
+    Ok(render::render(&report, opts.format))
+}
+
+/// `--config`: the configuration as `egressd check` reads it (environment overrides included).
+fn load_config(path: &Path) -> Result<crate::config::Settings, String> {
+    crate::config::load(Some(path))
+        .map_err(|e| format!("--config {}: configuration error:\n{e}", path.display()))
+}
+
+/// Read every line of the log (a file, or stdin for `None` and `-`) into `tally`, and return the log's name.
+/// A log in which no line is a decision is an error, not an empty report.
+fn read(file: Option<&Path>, tally: &mut dyn Tally) -> Result<String, String> {
+    let mut input = input::Input::open(file)?;
     let mut buf = Vec::with_capacity(4096);
     let mut unwrapper = envelope::Unwrapper::new();
     // The first line that was not a decision, for the message when none was.
@@ -72,37 +129,25 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
                 if sample.is_none() && !matches!(line, event::Line::Decision(_)) {
                     sample = Some(printable_sample(&buf));
                 }
-                summary.add(line)
+                tally.add(line)
             }
-            Ok(Some(false)) => summary.add_overlong(),
+            Ok(Some(false)) => tally.add_overlong(),
             Err(e) => {
                 input.finish();
                 return Err(format!(
                     "cannot read {} after {} lines: {e}",
-                    input.name, summary.counts.lines
+                    input.name,
+                    tally.counts().lines
                 ));
             }
         }
     }
     input.finish();
-    let c = summary.counts;
+    let c = tally.counts();
     if c.decisions + c.outside_window + c.invalid == 0 {
-        return Err(no_decisions(&input.name, &c, sample.as_deref()));
+        return Err(no_decisions(&input.name, c, sample.as_deref()));
     }
-    let groups = summary.groups();
-    let report = render::Report {
-        source: &input.name,
-        window: summary.window(),
-        counts: summary.counts,
-        max_groups: summary.max_groups(),
-        groups: &groups,
-        top: opts.top,
-        view: opts.view,
-    };
-    if opts.suggest {
-        return Ok(suggest::suggest(&report, opts.group_wildcards));
-    }
-    Ok(render::render(&report, opts.format))
+    Ok(input.name)
 }
 
 /// The first 120 characters of a line, with control characters (ANSI escapes, newlines) escaped.

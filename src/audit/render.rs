@@ -83,7 +83,7 @@ fn row(view: View, k: &GroupKey, s: &GroupStats) -> Vec<String> {
 }
 
 /// A time to the second, in UTC: what a reader compares by eye.
-fn seconds(t: time::OffsetDateTime) -> String {
+pub(super) fn seconds(t: time::OffsetDateTime) -> String {
     rfc3339(t.replace_nanosecond(0).unwrap_or(t))
 }
 
@@ -98,7 +98,7 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
     }
     // In Markdown each note is its own paragraph.
     let sep = if markdown { "\n\n" } else { "\n" };
-    for line in notes_before(r) {
+    for line in notes_before(r.source, r.window, &r.counts) {
         out.push_str(&line);
         out.push_str(sep);
     }
@@ -113,50 +113,14 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
         if !markdown {
             out.push('\n');
         }
-        let mut t = Table::new();
-        if markdown {
-            t.load_style(presets::ASCII_MARKDOWN);
-            t.set_header(header(r.view));
-        } else {
-            t.load_style(presets::NOTHING);
-            t.set_header(
-                header(r.view)
-                    .iter()
-                    .map(|h| h.to_uppercase())
-                    .collect::<Vec<_>>(),
-            );
-        }
-        for (k, s) in r.shown() {
-            let cells = row(r.view, k, s);
-            t.add_row(
-                cells
-                    .into_iter()
-                    .map(|c| if markdown { escape_markdown(&c) } else { c })
-                    .collect::<Vec<_>>(),
-            );
-        }
-        let numeric: Vec<usize> = header(r.view)
-            .iter()
-            .enumerate()
-            .filter(|(_, h)| matches!(**h, "denied" | "would_deny" | "allowed"))
-            .map(|(i, _)| i)
-            .collect();
-        for (i, col) in t.column_iter_mut().enumerate() {
-            if !markdown {
-                col.set_padding((0, 2));
-            }
-            if numeric.contains(&i) {
-                col.set_cell_alignment(CellAlignment::Right);
-            }
-        }
-        out.push_str(&t.trim_fmt());
-        out.push('\n');
-        if !markdown {
-            out.push('\n');
-        }
-        if markdown {
-            out.push('\n');
-        }
+        let rows = r.shown().iter().map(|(k, s)| row(r.view, k, s)).collect();
+        out.push_str(&grid(
+            &header(r.view),
+            rows,
+            &["denied", "would_deny", "allowed"],
+            markdown,
+        ));
+        out.push_str("\n\n");
     }
     for line in notes_after(r) {
         out.push_str(&line);
@@ -168,16 +132,51 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
     out
 }
 
-fn notes_before(r: &Report<'_>) -> Vec<String> {
-    let c = &r.counts;
+/// A table of `rows` under `header`: aligned plain text, or a Markdown table (cells escaped). Columns named in
+/// `numeric` are right-aligned.
+pub(super) fn grid(
+    header: &[&str],
+    rows: Vec<Vec<String>>,
+    numeric: &[&str],
+    markdown: bool,
+) -> String {
+    let mut t = Table::new();
+    if markdown {
+        t.load_style(presets::ASCII_MARKDOWN);
+        t.set_header(header.to_vec());
+    } else {
+        t.load_style(presets::NOTHING);
+        t.set_header(header.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>());
+    }
+    for cells in rows {
+        t.add_row(
+            cells
+                .into_iter()
+                .map(|c| if markdown { escape_markdown(&c) } else { c })
+                .collect::<Vec<_>>(),
+        );
+    }
+    for (i, col) in t.column_iter_mut().enumerate() {
+        if !markdown {
+            col.set_padding((0, 2));
+        }
+        if header.get(i).is_some_and(|h| numeric.contains(h)) {
+            col.set_cell_alignment(CellAlignment::Right);
+        }
+    }
+    t.trim_fmt()
+}
+
+/// What was read: lines and decisions, the time window, what was skipped.
+pub(super) fn notes_before(source: &str, window: Window, c: &Counts) -> Vec<String> {
     let mut v = vec![format!(
         "read {} lines from {}: {} decisions ({} allowed, {} denied, {} would_deny)",
-        c.lines, r.source, c.decisions, c.allowed, c.denied, c.would_deny
+        c.lines, source, c.decisions, c.allowed, c.denied, c.would_deny
     )];
-    if !r.window.is_open() {
+    if !window.is_open() {
         v.push(format!(
             "time window {}: {} decisions outside it not counted",
-            r.window.describe(),
+            window.describe(),
             c.outside_window
         ));
     }

@@ -1,17 +1,20 @@
 //! `--suggest`: a YAML `allow:` snippet for the destinations that were refused for want of an allow rule, for
-//! an operator to review and paste. Only denials an allow rule changes are suggested (`denied_no_rule`,
+//! an operator to review and paste; refused hosts an embedded vendor profile lists are proposed as that profile
+//! in a `vendors:` list instead (see [`super::suggest_vendors`]). Only denials an allow rule changes are suggested (`denied_no_rule`,
 //! `denied_port`); a deny rule, the destination address checks or malformed requests are not overridden by
 //! allowing more, and are listed as comments instead. Neither are special-purpose addresses (refused whatever
 //! the rules say) nor names that were refused for the addresses they resolve to: allowing them changes nothing
 //! but hides the probe.
 
 use super::render::{printable, reason_text, Report};
+use super::suggest_vendors::{split, Proposal};
 use super::summary::{GroupKey, GroupStats};
 use super::window::rfc3339;
 use crate::policy::special_ip::special_purpose;
 use crate::target::{parse_authority, Host, Target};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// Reasons an added allow rule turns into `allowed`.
@@ -22,7 +25,7 @@ const LISTED: usize = 5;
 
 /// What was seen for one suggested pattern.
 #[derive(Debug, Default)]
-struct Seen {
+pub struct Seen {
     ports: BTreeSet<u16>,
     /// The distinct host names the pattern covers (one for an exact host).
     hosts: BTreeSet<String>,
@@ -46,7 +49,7 @@ impl Seen {
         self.last = Some(self.last.map_or(s.last_seen, |l| l.max(s.last_seen)));
     }
 
-    fn merge(&mut self, o: Seen) {
+    pub fn merge(&mut self, o: Seen) {
         self.ports.extend(o.ports);
         self.hosts.extend(o.hosts);
         self.clients.extend(o.clients);
@@ -65,8 +68,9 @@ impl Seen {
 /// allow rule does not change become comments). With
 /// `group_wildcards`, two or more sibling names (`a.example.com`, `b.example.com`) become one `*.example.com`
 /// rule, unless their parent is a public suffix (`*.co.uk`, `*.s3.amazonaws.com` would allow anyone's hosts).
-pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
-    let mut by_host: BTreeMap<String, Seen> = BTreeMap::new();
+/// Profiles in `in_use` (the configuration's `vendors:`) are not proposed.
+pub fn suggest(report: &Report<'_>, group_wildcards: bool, in_use: &[Arc<str>]) -> String {
+    let mut by_authority: BTreeMap<(String, u16), Seen> = BTreeMap::new();
     let mut not_fixable: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut invalid = BTreeSet::new();
     let mut special = BTreeSet::new();
@@ -98,12 +102,20 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
                 Host::Name(n) if private_names.contains(n.as_str()) => {
                     resolves_special.insert(k.destination());
                 }
-                _ => by_host.entry(t.host.to_string()).or_default().add(&t, k, s),
+                _ => by_authority
+                    .entry((t.host.to_string(), t.port))
+                    .or_default()
+                    .add(&t, k, s),
             },
             _ => {
                 invalid.insert(k.destination());
             }
         }
+    }
+    let vendors = split(by_authority, in_use);
+    let mut by_host: BTreeMap<String, Seen> = BTreeMap::new();
+    for ((host, _), seen) in vendors.rest {
+        by_host.entry(host).or_default().merge(seen);
     }
     let rules = if group_wildcards {
         wildcards(by_host)
@@ -130,13 +142,31 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
             report.counts.untracked, report.max_groups
         );
     }
-    if rules.is_empty() {
+    if !vendors.proposals.is_empty() {
+        out.push_str(
+            "# Vendor profiles list some refused hosts: add these items to the `vendors:` list rather than \
+             host rules.\nvendors:\n",
+        );
+        for p in &vendors.proposals {
+            write_proposal(&mut out, p);
+        }
+    }
+    if rules.is_empty() && vendors.proposals.is_empty() {
         out.push_str("# No destination was refused for want of an allow rule.\nallow: []\n");
-    } else {
+    } else if !rules.is_empty() {
         out.push_str("allow:\n");
     }
     for (pattern, seen) in &rules {
         let _ = writeln!(out, "  # {}", describe(seen));
+        for host in &seen.hosts {
+            if let Some(profiles) = vendors.also_listed.get(host) {
+                let _ = writeln!(
+                    out,
+                    "  # {host} is listed by profiles {profiles}: if these are that vendor's agents, add its \
+                     profile to vendors instead"
+                );
+            }
+        }
         if pattern.starts_with("*.") {
             let _ = writeln!(out, "  # covers {}", list(&seen.hosts));
         }
@@ -183,6 +213,23 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool) -> String {
         );
     }
     out
+}
+
+/// One `vendors:` item with comments: what it covers, what was seen, and the parameters to fill in.
+fn write_proposal(out: &mut String, p: &Proposal) {
+    let covers: Vec<&str> = p.covers.iter().map(String::as_str).collect();
+    let _ = writeln!(out, "  # {}: {}", p.profile.name, covers.join(", "));
+    let _ = writeln!(out, "  # {}", describe(&p.seen));
+    let placeholders = p.placeholders();
+    if !placeholders.is_empty() {
+        let _ = writeln!(
+            out,
+            "  # replace <{}>: `egressd vendors show {}` says what each parameter is",
+            placeholders.join(">, <"),
+            p.profile.name
+        );
+    }
+    let _ = writeln!(out, "  - {}", p.item());
 }
 
 /// Merge sibling names under `*.parent` where at least two share a parent that is not a public suffix.
@@ -321,7 +368,7 @@ mod tests {
             top: 0,
             view: Default::default(),
         };
-        let out = suggest(&report, true);
+        let out = suggest(&report, true, &[]);
         let expected =
             "  # 6 denied, 3 would_deny from 2 clients (denied_no_rule), 2026-11-29T07:00:00Z to \
                         2026-11-29T10:00:00Z\n  \
@@ -332,7 +379,7 @@ mod tests {
         assert!(out.contains(expected), "{out}");
         // A name without siblings stays exact.
         assert!(out.contains("hosts: [\"solo.other.example.com\"]"), "{out}");
-        let exact = suggest(&report, false);
+        let exact = suggest(&report, false, &[]);
         assert!(!exact.contains('*'), "{exact}");
         assert_eq!(exact.matches("- name:").count(), 3, "{exact}");
     }

@@ -98,6 +98,55 @@ pub struct Counts {
     pub untracked: u64,
 }
 
+impl Counts {
+    /// Count one line, and give its decision back when it is one that falls inside `window`.
+    pub fn tally<'a>(&mut self, line: Line<'a>, window: &Window) -> Option<Decision<'a>> {
+        self.lines += 1;
+        match line {
+            Line::Decision(d) if !window.contains(d.ts) => {
+                self.outside_window += 1;
+                None
+            }
+            Line::Decision(d) => {
+                self.decisions += 1;
+                match d.verdict {
+                    Verdict::Allow => self.allowed += 1,
+                    Verdict::Deny => self.denied += 1,
+                    Verdict::WouldDeny => self.would_deny += 1,
+                }
+                Some(d)
+            }
+            Line::OtherEvent => {
+                self.skipped += 1;
+                None
+            }
+            Line::NotJson => {
+                self.skipped += 1;
+                self.not_json += 1;
+                None
+            }
+            Line::InvalidDecision => {
+                self.invalid += 1;
+                None
+            }
+        }
+    }
+
+    /// Count one line that was too long to be read at all.
+    pub fn overlong(&mut self) {
+        self.lines += 1;
+        self.skipped += 1;
+        self.not_json += 1;
+    }
+}
+
+/// What a log is read into: every line is counted, decisions in the window are aggregated.
+pub trait Tally {
+    fn add(&mut self, line: Line<'_>);
+    fn add_overlong(&mut self);
+    fn counts(&self) -> &Counts;
+}
+
 pub struct Summary {
     window: Window,
     view: View,
@@ -129,37 +178,13 @@ impl Summary {
         self.max_groups
     }
 
-    /// Count one line that was too long to be read at all.
-    pub fn add_overlong(&mut self) {
-        self.counts.lines += 1;
-        self.counts.skipped += 1;
-        self.counts.not_json += 1;
-    }
-
     pub fn add(&mut self, line: Line<'_>) {
-        self.counts.lines += 1;
-        match line {
-            Line::Decision(d) => self.add_decision(d),
-            Line::OtherEvent => self.counts.skipped += 1,
-            Line::NotJson => {
-                self.counts.skipped += 1;
-                self.counts.not_json += 1;
-            }
-            Line::InvalidDecision => self.counts.invalid += 1,
+        if let Some(d) = self.counts.tally(line, &self.window) {
+            self.add_decision(d);
         }
     }
 
     fn add_decision(&mut self, d: Decision<'_>) {
-        if !self.window.contains(d.ts) {
-            self.counts.outside_window += 1;
-            return;
-        }
-        self.counts.decisions += 1;
-        match d.verdict {
-            Verdict::Allow => self.counts.allowed += 1,
-            Verdict::Deny => self.counts.denied += 1,
-            Verdict::WouldDeny => self.counts.would_deny += 1,
-        }
         if (d.verdict == Verdict::Allow) != self.view.allowed {
             return;
         }
@@ -201,6 +226,20 @@ impl Summary {
         let mut v: Vec<_> = self.groups.iter().collect();
         v.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(b.0)));
         v
+    }
+}
+
+impl Tally for Summary {
+    fn add(&mut self, line: Line<'_>) {
+        Summary::add(self, line)
+    }
+
+    fn add_overlong(&mut self) {
+        self.counts.overlong()
+    }
+
+    fn counts(&self) -> &Counts {
+        &self.counts
     }
 }
 

@@ -1,4 +1,4 @@
-//! `egressd audit`: summarize a decision log.
+//! `egressd audit`: summarize a decision log, suggest rules, or report each rule's use.
 
 use clap::ValueEnum;
 use std::path::PathBuf;
@@ -37,6 +37,18 @@ pub struct Args {
     /// the refusals.
     #[arg(long, conflicts_with = "suggest")]
     pub allowed: bool,
+    /// List every rule of the --config configuration (profile rules as `<profile>/<entry>`) with its use in
+    /// the log, and the rules that matched nothing: candidates to remove.
+    #[arg(
+        long,
+        requires = "config",
+        conflicts_with_all = ["suggest", "allowed", "by", "top", "max_groups"]
+    )]
+    pub usage: bool,
+    /// The configuration: the rules --usage reports on; with --suggest, its vendor profiles are not proposed
+    /// again.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -70,6 +82,8 @@ pub fn run(args: Args) -> ExitCode {
             by_group: args.by == By::Group,
             allowed: args.allowed,
         },
+        usage: args.usage,
+        config: args.config,
     };
     super::print_or_fail(egressd::audit::run(&opts, time::OffsetDateTime::now_utc()))
 }

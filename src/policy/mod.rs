@@ -28,6 +28,7 @@ pub mod route;
 pub mod special_ip;
 pub mod tls;
 pub mod transparent;
+pub mod vendor_hint;
 pub mod verdict;
 pub mod workload;
 
@@ -175,6 +176,8 @@ pub struct Policy {
     ips: ip::IpIndex,
     /// Which addresses may be dialled (special-purpose ranges minus exceptions).
     destinations: destination::Destinations,
+    /// The vendor profiles the configuration selects (`vendors:`), for the hints of refusals.
+    vendors: Vec<Arc<str>>,
 }
 
 /// Builds a [`Policy`]; the config compiler feeds it already-validated patterns.
@@ -283,6 +286,11 @@ impl PolicyBuilder {
         }
     }
 
+    /// The vendor profiles the configuration selects.
+    pub fn vendors(&mut self, names: Vec<Arc<str>>) {
+        self.policy.vendors = names;
+    }
+
     /// Which addresses may be dialled: `destinations.allow_cidrs` and the rules' `private_cidrs`.
     pub fn destinations(&mut self, d: destination::Destinations) {
         self.policy.destinations = d;
@@ -308,6 +316,23 @@ impl std::fmt::Debug for Policy {
 impl Policy {
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// Every rule's name and kind, in the order they are checked: local allow rules, profile rules, deny
+    /// rules.
+    pub fn rules(&self) -> impl Iterator<Item = (&Arc<str>, RuleKind)> {
+        self.rules.iter().map(|r| (&r.name, r.kind))
+    }
+
+    /// The vendor profiles the configuration selects (`vendors:`), in config order.
+    pub fn vendors(&self) -> &[Arc<str>] {
+        &self.vendors
+    }
+
+    /// For a request no rule matched: the embedded vendor profiles, not selected here, that list its
+    /// destination (see [`vendor_hint`]).
+    pub fn vendor_hint(&self, target: &Target, path: Option<&str>) -> Option<String> {
+        vendor_hint::hint(target, path, &self.vendors)
     }
 
     /// The names of the deny rules and of the client groups: what a reload must not drop unnoticed, since

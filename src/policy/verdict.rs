@@ -285,6 +285,11 @@ pub fn decide(policy: &Policy, client: &Client, target: &Target, path: Option<&s
                 "{why}, and no allow rule names it (destinations.allow_cidrs and an IP rule would)"
             )
         }
+        // Where an embedded vendor profile lists the destination, the refusal says which one to add.
+        Reason::DeniedNoRule => match policy.vendor_hint(target, path) {
+            Some(hint) => format!("no allow rule matches this host and port; {hint}"),
+            None => "no allow rule matches this host and port".into(),
+        },
         _ => "no allow rule matches this host and port".into(),
     });
     if let (WorkloadFact::Unavailable(why), Some(detail)) = (&client.workload, &mut ruling.detail) {
@@ -595,6 +600,37 @@ mod tests {
             let silent = transparent_target(&checks, 443, seen, false);
             assert!(silent.unwrap_err().is_err(), "no bytes, no request");
         }
+    }
+
+    #[test]
+    fn a_refusal_names_the_unused_profile_that_lists_the_host() {
+        let p = policy("vendors: [castai-us]\nvendors_disable: [castai-us/helm]\n");
+        let c = client(&p, "127.0.0.1", Credentials::None);
+        let detail = |authority: &str| {
+            let r = decide(&p, &c, &parse_authority(authority, None).unwrap(), None);
+            (r.reason, r.detail)
+        };
+        assert_eq!(
+            detail("api.eu.cast.ai:443"),
+            (
+                Reason::DeniedNoRule,
+                Some(
+                    "no allow rule matches this host and port; listed by profile castai-eu (api); add it \
+                     to vendors"
+                        .into()
+                )
+            )
+        );
+        assert_eq!(detail("api.cast.ai:443"), (Reason::Allowed, None));
+        // The profile in use lists it (its entry is disabled): adding castai-eu is not the fix.
+        assert_eq!(
+            detail("castai.github.io:443").1.as_deref(),
+            Some("no allow rule matches this host and port")
+        );
+        assert_eq!(
+            detail("api.eu.cast.ai:80").1.as_deref(),
+            Some("no allow rule matches this host and port")
+        );
     }
 
     #[test]

@@ -135,6 +135,7 @@ impl Ctx {
         });
         ctx.workloads
             .ensure(ctx.settings.kubernetes.as_ref(), &ctx.metrics);
+        ctx.metrics.rules_in_force(&ctx.settings.policy);
         ctx.metrics
             .control_rules(ctx.settings.policy.long_lived_rules());
         if !ctx.settings.fragments.is_empty() {

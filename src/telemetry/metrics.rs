@@ -5,7 +5,10 @@
 //! Labels are bounded: decision, reason code, rule name, vendor profile, listener, direction, result, parent.
 //! Hostnames and client addresses are never labels.
 
-use crate::outcome::{Close, Kind, Outcome};
+use super::last_match::LastMatch;
+pub use super::last_match::RULE_LAST_MATCH;
+use crate::outcome::{Close, Kind, Outcome, Verdict};
+use crate::policy::{Policy, RuleKind};
 use crate::reason::Reason;
 use metrics::{Gauge, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
@@ -80,6 +83,8 @@ pub struct Metrics {
     handle: PrometheusHandle,
     tunnels: Gauge,
     tunnels_open: Arc<AtomicUsize>,
+    /// `egressd_rule_last_match_timestamp_seconds`, whose series follow the configuration in force.
+    last_match: LastMatch,
 }
 
 impl Default for Metrics {
@@ -103,6 +108,7 @@ impl Metrics {
             recorder,
             handle,
             tunnels_open: Arc::new(AtomicUsize::new(0)),
+            last_match: LastMatch::default(),
         };
         m.gauge(
             BUILD_INFO,
@@ -125,7 +131,26 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.handle.render()
+        let mut text = self.handle.render();
+        let rules = self.last_match.render();
+        if !rules.is_empty() {
+            if !text.is_empty() && !text.ends_with("\n\n") {
+                text.push('\n');
+            }
+            text.push_str(&rules);
+        }
+        text
+    }
+
+    /// The configuration in force (at start and after each reload): its allow rules are the series of
+    /// `egressd_rule_last_match_timestamp_seconds`; removed rules' series go away.
+    pub fn rules_in_force(&self, policy: &Policy) {
+        self.last_match.configure(
+            policy
+                .rules()
+                .filter(|(_, kind)| *kind == RuleKind::Allow)
+                .map(|(name, _)| name),
+        );
     }
 
     /// Workload identity's state: usable (`up`), pods indexed, addresses two live pods claim.
@@ -186,6 +211,10 @@ impl Metrics {
                 ],
                 1,
             );
+        }
+        // A rule let the request through (a would-be denial proceeds on its rule too): it is in use.
+        if let (Verdict::Allow | Verdict::WouldDeny, Some(rule)) = (o.decision, &o.rule) {
+            self.last_match.matched(rule, unix_now().as_secs());
         }
         if REJECTIONS.contains(&o.reason) {
             self.counter_add(
@@ -296,11 +325,8 @@ impl Metrics {
 
     /// Record that the configuration in force was loaded now (at startup and after each good reload).
     pub fn config_ok_now(&self) {
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO);
         self.gauge(CONFIG_LAST_RELOAD_SUCCESS, vec![])
-            .set(now.as_secs_f64());
+            .set(unix_now().as_secs_f64());
     }
 
     fn counter_add(&self, name: &'static str, labels: Vec<Label>, n: u64) {
@@ -318,6 +344,12 @@ impl Metrics {
             .register_histogram(&key(name, vec![]), &METADATA)
             .record(value);
     }
+}
+
+fn unix_now() -> Duration {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
 }
 
 fn key(name: &'static str, labels: Vec<Label>) -> metrics::Key {
@@ -363,165 +395,5 @@ impl Drop for Active {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::outcome::{CloseReason, Verdict};
-
-    /// The value of one series in an exposition, by its exact `name{labels}` text.
-    fn value(text: &str, series: &str) -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-    }
-
-    #[test]
-    fn decisions_are_counted_with_bounded_labels() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.host = Some("secret-host.example".into());
-        o.decision = Verdict::Allow;
-        o.reason = Reason::Allowed;
-        o.rule = Some("castai-us/api".into());
-        o.connect_ms = Some(3.0);
-        m.decision(&o);
-        m.decision(&o);
-        let text = m.render();
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_decisions_total{decision="allow",reason="allowed",rule="castai-us/api",vendor="castai-us",client_group=""}"#
-            ),
-            Some(2.0),
-            "{text}"
-        );
-        assert!(!text.contains("secret-host"), "{text}");
-        assert!(!text.contains("127.0.0.1"), "{text}");
-        assert_eq!(
-            value(&text, "egressd_upstream_connect_seconds_count"),
-            Some(2.0),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn the_route_is_a_label_once_one_was_taken() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.decision = Verdict::Allow;
-        o.reason = Reason::Allowed;
-        o.rule = Some("x".into());
-        m.decision(&o);
-        o.via = Some("corp".into());
-        m.decision(&o);
-        let text = m.render();
-        let series = r#"egressd_decisions_total{decision="allow",reason="allowed",rule="x",vendor="",client_group="""#;
-        assert_eq!(value(&text, &format!("{series}}}")), Some(1.0), "{text}");
-        assert_eq!(
-            value(&text, &format!(r#"{series},via="corp"}}"#)),
-            Some(1.0),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn parent_attempts_are_counted_by_parent_and_result() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.parent_status = vec!["dead=refused".into(), "corp=200".into()];
-        m.decision(&o);
-        let text = m.render();
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_parent_attempts_total{parent="dead",result="refused"}"#
-            ),
-            Some(1.0),
-            "{text}"
-        );
-        assert_eq!(
-            value(
-                &text,
-                r#"egressd_parent_attempts_total{parent="corp",result="200"}"#
-            ),
-            Some(1.0),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn rejections_and_bytes() {
-        let m = Metrics::new();
-        let mut o = Outcome::new(1, 1, "127.0.0.1:1".parse().unwrap(), Kind::Connect);
-        o.refuse(crate::reason::Refusal::new(Reason::ConnectionLimit, "full"));
-        m.decision(&o);
-        let mut c = Close::ended(&o, CloseReason::Eof);
-        c.bytes_up = 10;
-        c.bytes_down = 32;
-        m.close(&c);
-        let text = m.render();
-        for (series, v) in [
-            (
-                r#"egressd_connections_rejected_total{reason="connection_limit"}"#,
-                1.0,
-            ),
-            (
-                r#"egressd_connections_rejected_total{reason="client_tls_failed"}"#,
-                0.0,
-            ),
-            (r#"egressd_bytes_total{direction="upstream"}"#, 10.0),
-            (r#"egressd_bytes_total{direction="downstream"}"#, 32.0),
-            ("egressd_tunnel_duration_seconds_count", 1.0),
-            (r#"egressd_config_reloads_total{result="error"}"#, 0.0),
-        ] {
-            assert_eq!(value(&text, series), Some(v), "{series} in {text}");
-        }
-    }
-
-    #[test]
-    fn active_gauges_follow_guards() {
-        let m = Metrics::new();
-        let a = m.connection_opened("plain");
-        let t = m.tunnel_opened();
-        let text = m.render();
-        assert_eq!(
-            value(&text, r#"egressd_connections_active{listener="plain"}"#),
-            Some(1.0)
-        );
-        assert_eq!(value(&text, "egressd_tunnels_active"), Some(1.0));
-        assert_eq!(m.tunnels_open(), 1);
-        drop((a, t));
-        let text = m.render();
-        assert_eq!(
-            value(&text, r#"egressd_connections_active{listener="plain"}"#),
-            Some(0.0)
-        );
-        assert_eq!(value(&text, "egressd_tunnels_active"), Some(0.0));
-        assert_eq!(m.tunnels_open(), 0);
-    }
-
-    #[test]
-    fn instances_are_independent() {
-        let (a, b) = (Metrics::new(), Metrics::new());
-        a.config_loaded(true);
-        assert_eq!(
-            value(
-                &a.render(),
-                r#"egressd_config_reloads_total{result="success"}"#
-            ),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(
-                &b.render(),
-                r#"egressd_config_reloads_total{result="success"}"#
-            ),
-            Some(0.0)
-        );
-    }
-
-    #[test]
-    fn vendor_is_a_known_profile_or_empty() {
-        assert_eq!(vendor_of("castai-us/api"), "castai-us");
-        assert_eq!(vendor_of("my/rule"), "");
-        assert_eq!(vendor_of("origin"), "");
-    }
-}
+#[path = "metrics_tests.rs"]
+mod tests;

@@ -282,6 +282,7 @@ pub fn compile(raw: &RawConfig) -> Result<Settings, ConfigErrors> {
         );
     }
     let vendor_rules = vendor_rules(raw, &mut errs);
+    builder.vendors(selected_profiles(raw));
     for (path, rule) in &vendor_rules {
         compile_rule(
             &mut builder,

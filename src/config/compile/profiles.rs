@@ -2,6 +2,20 @@
 
 use super::*;
 
+/// The names of the vendor profiles `vendors:` selects, in config order (items that are not a known profile
+/// are left out: [`vendor_rules`] reports them).
+pub(super) fn selected_profiles(raw: &RawConfig) -> Vec<Arc<str>> {
+    let mut out: Vec<Arc<str>> = Vec::new();
+    for item in &raw.vendors {
+        if let Ok((name, ..)) = vendor_item(item) {
+            if vendors::find(&name).is_some() && !out.iter().any(|n| **n == *name) {
+                out.push(name.into());
+            }
+        }
+    }
+    out
+}
+
 /// Expand the selected vendor profiles into allow rules (`<profile>/<entry>`), minus `vendors_disable`. Each
 /// comes with the key path its errors are reported at.
 pub(super) fn vendor_rules(raw: &RawConfig, errs: &mut Errors) -> Vec<(String, RawRule)> {
