@@ -120,6 +120,68 @@ async fn the_live_policy_decides_and_disagreements_are_logged_and_counted() {
         count(r#"live="deny",shadow="allow",rule="agents-only""#),
         Some(1.0)
     );
+
+    // The same lines through `egressd audit --shadow`: what promoting the candidate would change.
+    let log: String = (proxy.log.events("decision").iter())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = dir.path().join("egressd.log");
+    std::fs::write(&file, log).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_egressd"))
+        .args(["audit", "--shadow", "--format", "json"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &report["decisions"],
+            &report["would_newly_refuse"],
+            &report["would_newly_allow"]
+        ),
+        (&5.into(), &1.into(), &2.into()),
+        "{report:#}"
+    );
+    let group = |host: &str| {
+        (report["groups"].as_array().unwrap().iter())
+            .find(|g| g["host"] == host)
+            .unwrap_or_else(|| panic!("no group for {host}: {report:#}"))
+            .clone()
+    };
+    let b = group("b.test");
+    assert_eq!(
+        (
+            &b["direction"],
+            &b["live_rule"],
+            &b["shadow"],
+            &b["shadow_reason"]
+        ),
+        (
+            &"would_newly_refuse".into(),
+            &"old".into(),
+            &"deny".into(),
+            &"denied_no_rule".into()
+        )
+    );
+    let c = group("c.test");
+    assert_eq!(
+        (&c["direction"], &c["live_reason"], &c["shadow_rule"]),
+        (
+            &"would_newly_allow".into(),
+            &"denied_no_rule".into(),
+            &"new".into()
+        )
+    );
+    let d = group("d.test");
+    assert_eq!(
+        (&d["shadow_rule"], &d["client_groups"]),
+        (&"agents-only".into(), &serde_json::json!(["agents"]))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

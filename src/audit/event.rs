@@ -16,11 +16,52 @@ pub const MAX_REASON_LEN: usize = 64;
 pub const MAX_NAME_LEN: usize = 128;
 
 /// What a decision line said about the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {
     Allow,
     Deny,
     WouldDeny,
+}
+
+impl Verdict {
+    /// `allow`, `deny` or `would_deny`, as the log writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+            Verdict::WouldDeny => "would_deny",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Verdict> {
+        match s {
+            "allow" => Some(Verdict::Allow),
+            "deny" => Some(Verdict::Deny),
+            "would_deny" => Some(Verdict::WouldDeny),
+            _ => None,
+        }
+    }
+}
+
+/// What the candidate policy (`shadow:`) said about the request, as far as the line tells.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shadow<'a> {
+    /// No shadow fields: the candidate agreed, or no candidate was set (the line cannot tell which).
+    Absent,
+    /// The candidate decided otherwise (boxed: most lines agree, and every line is a [`Line`]).
+    Differs(Box<ShadowDecision<'a>>),
+    /// Shadow fields egressd does not write: an unknown `shadow_decision`, one without `shadow_reason` or equal
+    /// to `decision`, a `shadow_reason` or `shadow_rule` without `shadow_decision`. The live decision stands.
+    Unreadable,
+}
+
+/// The candidate's decision where it differs: `shadow_decision`, `shadow_reason` and `shadow_rule`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowDecision<'a> {
+    pub verdict: Verdict,
+    pub reason: Cow<'a, str>,
+    /// The candidate's deciding rule (`None` for its default deny).
+    pub rule: Option<Cow<'a, str>>,
 }
 
 /// A decision event with the fields the audit uses.
@@ -39,6 +80,8 @@ pub struct Decision<'a> {
     pub user: Option<Cow<'a, str>>,
     /// The rule that decided.
     pub rule: Option<Cow<'a, str>>,
+    /// Where the candidate policy decided otherwise.
+    pub shadow: Shadow<'a>,
 }
 
 /// How a line was classified.
@@ -75,6 +118,12 @@ struct Raw<'a> {
     user: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     rule: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    shadow_decision: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    shadow_reason: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    shadow_rule: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -99,11 +148,8 @@ pub fn classify(line: &[u8]) -> Line<'_> {
     if raw.event.as_deref() != Some("decision") {
         return Line::OtherEvent;
     }
-    let verdict = match raw.decision.as_deref() {
-        Some("allow") => Verdict::Allow,
-        Some("deny") => Verdict::Deny,
-        Some("would_deny") => Verdict::WouldDeny,
-        _ => return Line::InvalidDecision,
+    let Some(verdict) = raw.decision.as_deref().and_then(Verdict::parse) else {
+        return Line::InvalidDecision;
     };
     let Some(ts) = raw
         .ts
@@ -127,7 +173,40 @@ pub fn classify(line: &[u8]) -> Line<'_> {
             .map(|g| cut(Cow::Owned(g.join(",")), MAX_NAME_LEN).into_owned()),
         user: raw.user.map(|u| cut(u, MAX_NAME_LEN)),
         rule: raw.rule.map(|r| cut(r, MAX_NAME_LEN)),
+        shadow: shadow(
+            verdict,
+            raw.shadow_decision,
+            raw.shadow_reason,
+            raw.shadow_rule,
+        ),
     })
+}
+
+/// The three shadow fields, read as egressd writes them: all absent, or a verdict other than the live one with
+/// its reason (and rule, when one decided).
+fn shadow<'a>(
+    live: Verdict,
+    decision: Option<Cow<'a, str>>,
+    reason: Option<Cow<'a, str>>,
+    rule: Option<Cow<'a, str>>,
+) -> Shadow<'a> {
+    let Some(decision) = decision else {
+        return if reason.is_none() && rule.is_none() {
+            Shadow::Absent
+        } else {
+            Shadow::Unreadable
+        };
+    };
+    match (Verdict::parse(&decision), reason) {
+        (Some(verdict), Some(reason)) if verdict != live => {
+            Shadow::Differs(Box::new(ShadowDecision {
+                verdict,
+                reason: cut(reason, MAX_REASON_LEN),
+                rule: rule.map(|r| cut(r, MAX_NAME_LEN)),
+            }))
+        }
+        _ => Shadow::Unreadable,
+    }
 }
 
 /// `ip:port` or `[v6]:port` as logged; a bare address is accepted too.
@@ -167,6 +246,7 @@ mod tests {
         assert_eq!(d.reason, "denied_no_rule");
         assert_eq!(d.ts.unix_timestamp(), 1_795_942_800);
         assert_eq!((d.groups, d.user, d.rule), (None, None, None));
+        assert_eq!(d.shadow, Shadow::Absent);
         let line = DENY
             .replace(
                 r#""alpn":[]"#,
@@ -234,5 +314,76 @@ mod tests {
             panic!("not a decision");
         };
         assert!(d.host.unwrap().len() <= MAX_HOST_LEN);
+    }
+
+    #[test]
+    fn shadow_fields_are_read() {
+        let with = |extra: &str| DENY.replace(r#""alpn":[]"#, &format!(r#""alpn":[],{extra}"#));
+        let line =
+            with(r#""shadow_decision":"allow","shadow_reason":"allowed","shadow_rule":"new""#);
+        let Line::Decision(d) = classify(line.as_bytes()) else {
+            panic!("not a decision");
+        };
+        assert_eq!(
+            d.shadow,
+            Shadow::Differs(Box::new(ShadowDecision {
+                verdict: Verdict::Allow,
+                reason: "allowed".into(),
+                rule: Some("new".into()),
+            }))
+        );
+        let line = with(r#""shadow_decision":"would_deny","shadow_reason":"denied_port""#);
+        let Line::Decision(d) = classify(line.as_bytes()) else {
+            panic!("not a decision");
+        };
+        assert!(
+            matches!(
+                &d.shadow,
+                Shadow::Differs(s) if s.verdict == Verdict::WouldDeny && s.rule.is_none()
+            ),
+            "{:?}",
+            d.shadow
+        );
+        let long = "r".repeat(1000);
+        let line = with(&format!(
+            r#""shadow_decision":"allow","shadow_reason":"{long}","shadow_rule":"{long}""#
+        ));
+        let Line::Decision(d) = classify(line.as_bytes()) else {
+            panic!("not a decision");
+        };
+        let Shadow::Differs(s) = d.shadow else {
+            panic!("{:?}", d.shadow);
+        };
+        assert_eq!(
+            (s.reason.len(), s.rule.map_or(0, |r| r.len())),
+            (MAX_REASON_LEN, MAX_NAME_LEN)
+        );
+    }
+
+    #[test]
+    fn unreadable_shadow_fields_leave_the_live_decision() {
+        let with = |extra: &str| DENY.replace(r#""alpn":[]"#, &format!(r#""alpn":[],{extra}"#));
+        for extra in [
+            r#""shadow_decision":"maybe","shadow_reason":"allowed""#,
+            r#""shadow_decision":"allow""#,
+            r#""shadow_decision":"deny","shadow_reason":"denied_no_rule""#,
+            r#""shadow_reason":"allowed""#,
+            r#""shadow_rule":"new""#,
+        ] {
+            let line = with(extra);
+            let Line::Decision(d) = classify(line.as_bytes()) else {
+                panic!("not a decision: {extra}");
+            };
+            assert_eq!(
+                (d.verdict, d.shadow),
+                (Verdict::Deny, Shadow::Unreadable),
+                "{extra}"
+            );
+        }
+        // A field of the wrong type makes the line unusable, as for every other field.
+        assert_eq!(
+            classify(with(r#""shadow_decision":1"#).as_bytes()),
+            Line::InvalidDecision
+        );
     }
 }

@@ -1,15 +1,19 @@
 //! `egressd audit`: summarize denied and would_deny decisions from decision logs, suggest allow rules (or the
-//! vendor profiles that list the refused hosts), and report how much each rule of a configuration is used.
+//! vendor profiles that list the refused hosts), report how much each rule of a configuration is used, and
+//! where a candidate policy (`shadow:`) disagreed with the live one.
 //!
 //! Streaming and bounded: lines are read one at a time (at most [`input::MAX_LINE_BYTES`] each), and only
 //! aggregates are kept, one per (destination, client, reason) group, at most `max_groups` of them. Decisions
 //! for further groups are counted and reported as not shown, so memory depends on the group limit, never on
-//! the size of the log. The usage report keeps one aggregate per rule of the configuration.
+//! the size of the log. The usage report keeps one aggregate per rule of the configuration; the shadow report
+//! one per group of disagreements, at most `max_groups` of them too.
 
 pub mod envelope;
 pub mod event;
 pub mod input;
 pub mod render;
+pub mod shadow;
+pub mod shadow_render;
 pub mod suggest;
 pub mod suggest_vendors;
 pub mod summary;
@@ -44,9 +48,12 @@ pub struct Options {
     pub usage: bool,
     /// The configuration: the rules `usage` reports on, the vendor profiles `suggest` leaves out.
     pub config: Option<PathBuf>,
+    /// Report where the candidate policy (`shadow:`) disagreed with the live one instead of the refusals.
+    pub shadow: bool,
 }
 
-/// Read the log and render the summary (or, with `suggest`, the YAML snippet; with `usage`, the rules' use).
+/// Read the log and render the summary (or, with `suggest`, the YAML snippet; with `usage`, the rules' use; with
+/// `shadow`, the candidate policy's disagreements).
 /// Errors name the file or option and what went wrong.
 pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> {
     let window = Window::parse(opts.since.as_deref(), opts.until.as_deref(), now)?;
@@ -72,6 +79,18 @@ pub fn run(opts: &Options, now: time::OffsetDateTime) -> Result<String, String> 
     }
     if opts.max_groups == 0 {
         return Err("--max-groups must be at least 1".to_string());
+    }
+    if opts.shadow {
+        let mut tally = shadow::Disagreements::new(window, opts.max_groups);
+        let source = read(opts.file.as_deref(), &mut tally)?;
+        let groups = tally.groups();
+        let report = shadow_render::ShadowReport {
+            source: &source,
+            tally: &tally,
+            groups: &groups,
+            top: opts.top,
+        };
+        return Ok(shadow_render::render(&report, opts.format));
     }
     let mut summary = Summary::new(window, opts.max_groups, opts.view);
     let source = read(opts.file.as_deref(), &mut summary)?;

@@ -3,7 +3,7 @@
 use super::summary::{Counts, GroupKey, GroupStats, View};
 use super::window::{rfc3339, Window};
 use comfy_table::{presets, CellAlignment, Table};
-use serde_json::json;
+use serde_json::{json, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -27,16 +27,21 @@ pub struct Report<'a> {
 
 impl Report<'_> {
     fn shown(&self) -> &[(&GroupKey, &GroupStats)] {
-        if self.top == 0 || self.top >= self.groups.len() {
-            self.groups
-        } else {
-            &self.groups[..self.top]
-        }
+        top(self.groups, self.top)
     }
 
     fn not_shown(&self) -> usize {
         self.groups.len() - self.shown().len()
     }
+}
+
+/// The first `n` of `groups`; all of them for 0.
+pub(super) fn top<T>(groups: &[T], n: usize) -> &[T] {
+    &groups[..if n == 0 {
+        groups.len()
+    } else {
+        n.min(groups.len())
+    }]
 }
 
 pub fn render(r: &Report<'_>, format: Format) -> String {
@@ -126,8 +131,16 @@ fn text(r: &Report<'_>, markdown: bool) -> String {
         out.push_str(&line);
         out.push_str(sep);
     }
+    end(out)
+}
+
+/// A text report as printed: one newline at the end, whatever the last paragraph left.
+pub(super) fn end(mut out: String) -> String {
     while out.ends_with("\n\n") {
         out.pop();
+    }
+    if !out.ends_with('\n') {
+        out.push('\n');
     }
     out
 }
@@ -200,15 +213,30 @@ pub(super) fn notes_before(source: &str, window: Window, c: &Counts) -> Vec<Stri
     v
 }
 
+/// `decisions from 2026-11-29T08:00:00Z to 2026-11-29T09:50:00Z; `, or nothing without decisions.
+pub(super) fn span(c: &Counts) -> String {
+    match (c.first, c.last) {
+        (Some(f), Some(l)) => format!("decisions from {} to {}; ", seconds(f), seconds(l)),
+        _ => String::new(),
+    }
+}
+
+/// The note for rows cut by `--top`.
+pub(super) fn not_shown_note(hidden: usize, top: usize) -> Option<String> {
+    (hidden > 0).then(|| format!("{hidden} more groups not shown (--top {top}; --top 0 shows all)"))
+}
+
+/// The note for client counts past their cap (`>100`), per `row` (rule, group).
+pub(super) fn clients_cap_note(cap: usize, row: &str) -> String {
+    format!(
+        "clients: distinct client addresses are counted exactly up to {cap} per {row}; >{cap} means more than \
+         that"
+    )
+}
+
 fn notes_after(r: &Report<'_>) -> Vec<String> {
     let mut v = Vec::new();
-    let hidden = r.not_shown();
-    if hidden > 0 {
-        v.push(format!(
-            "{hidden} more groups not shown (--top {}; --top 0 shows all)",
-            r.top
-        ));
-    }
+    v.extend(not_shown_note(r.not_shown(), r.top));
     if r.counts.untracked > 0 {
         v.push(format!(
             "{} more denied or would_deny decisions belong to groups not shown: only the first {} distinct \
@@ -270,10 +298,27 @@ fn json(r: &Report<'_>) -> String {
             })
         })
         .collect();
-    let v = json!({
-        "source": r.source,
-        "since": r.window.since.map(rfc3339),
-        "until": r.window.until.map(rfc3339),
+    json_text(
+        r.source,
+        r.window,
+        c,
+        json!({
+            "groups_total": r.groups.len(),
+            "groups_not_shown": r.not_shown(),
+            "untracked_decisions": c.untracked,
+            "max_groups": r.max_groups,
+            "groups": groups,
+        }),
+    )
+}
+
+/// A JSON report as printed: what was read (`source`, the window, the line and decision counts), then the
+/// fields of `rest`, an object.
+pub(super) fn json_text(source: &str, window: Window, c: &Counts, rest: Value) -> String {
+    let mut v = json!({
+        "source": source,
+        "since": window.since.map(rfc3339),
+        "until": window.until.map(rfc3339),
         "lines": c.lines,
         "decisions": c.decisions,
         "allowed": c.allowed,
@@ -283,12 +328,10 @@ fn json(r: &Report<'_>) -> String {
         "not_json_lines": c.not_json,
         "invalid_decisions": c.invalid,
         "outside_window": c.outside_window,
-        "groups_total": r.groups.len(),
-        "groups_not_shown": r.not_shown(),
-        "untracked_decisions": c.untracked,
-        "max_groups": r.max_groups,
-        "groups": groups,
     });
+    if let (Some(all), Value::Object(rest)) = (v.as_object_mut(), rest) {
+        all.extend(rest);
+    }
     let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
     s.push('\n');
     s

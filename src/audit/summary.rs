@@ -22,12 +22,7 @@ pub struct GroupKey {
 impl GroupKey {
     /// `host:port` (IPv6 in brackets), `host` without a port, `-` when the request named no host.
     pub fn destination(&self) -> String {
-        match (&self.host, self.port) {
-            (None, _) => "-".to_string(),
-            (Some(h), Some(p)) if h.contains(':') => format!("[{h}]:{p}"),
-            (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) => h.to_string(),
-        }
+        destination(self.host.as_deref(), self.port)
     }
 
     pub fn client(&self) -> String {
@@ -42,6 +37,16 @@ impl GroupKey {
         } else {
             &self.identity
         }
+    }
+}
+
+/// `host:port` (IPv6 in brackets), `host` without a port, `-` when the request named no host.
+pub fn destination(host: Option<&str>, port: Option<u16>) -> String {
+    match (host, port) {
+        (None, _) => "-".to_string(),
+        (Some(h), Some(p)) if h.contains(':') => format!("[{h}]:{p}"),
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
     }
 }
 
@@ -94,8 +99,12 @@ pub struct Counts {
     pub invalid: u64,
     /// Decisions outside `--since` / `--until`.
     pub outside_window: u64,
-    /// Denied or would_deny decisions whose group could not be kept (`max_groups` reached).
+    /// Decisions whose group could not be kept (`max_groups` reached): denied or would_deny ones in the
+    /// summary, disagreements in the shadow report.
     pub untracked: u64,
+    /// The first and last decision in the window.
+    pub first: Option<OffsetDateTime>,
+    pub last: Option<OffsetDateTime>,
 }
 
 impl Counts {
@@ -109,6 +118,8 @@ impl Counts {
             }
             Line::Decision(d) => {
                 self.decisions += 1;
+                self.first = Some(self.first.map_or(d.ts, |f| f.min(d.ts)));
+                self.last = Some(self.last.map_or(d.ts, |l| l.max(d.ts)));
                 match d.verdict {
                     Verdict::Allow => self.allowed += 1,
                     Verdict::Deny => self.denied += 1,

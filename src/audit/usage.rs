@@ -67,8 +67,14 @@ impl<T: Eq + Hash> Distinct<T> {
         }
     }
 
-    pub fn values(&self) -> impl Iterator<Item = &T> {
-        self.seen.iter()
+    /// The values kept, sorted (for stable output).
+    pub fn sorted(&self) -> Vec<&T>
+    where
+        T: Ord,
+    {
+        let mut v: Vec<&T> = self.seen.iter().collect();
+        v.sort_unstable();
+        v
     }
 }
 
@@ -119,9 +125,6 @@ pub struct Usage {
     pub not_in_config_more: u64,
     /// Decisions in the window that named no rule (refusals no rule matched, malformed requests).
     pub without_rule: u64,
-    /// The first and last decision in the window.
-    pub first: Option<OffsetDateTime>,
-    pub last: Option<OffsetDateTime>,
 }
 
 impl Usage {
@@ -156,8 +159,6 @@ impl Usage {
             not_in_config: BTreeMap::new(),
             not_in_config_more: 0,
             without_rule: 0,
-            first: None,
-            last: None,
         }
     }
 
@@ -166,8 +167,6 @@ impl Usage {
     }
 
     fn add_decision(&mut self, d: Decision<'_>) {
-        self.first = Some(self.first.map_or(d.ts, |f| f.min(d.ts)));
-        self.last = Some(self.last.map_or(d.ts, |l| l.max(d.ts)));
         let Some(name) = d.rule.as_deref() else {
             self.without_rule += 1;
             return;

@@ -2,9 +2,10 @@
 //! and how to remove each (a local rule from its list, a profile entry with `vendors_disable`, a profile whose
 //! every entry is unused from `vendors`).
 
-use super::render::{grid, notes_before, printable, seconds, Format};
+use super::render::{
+    clients_cap_note, end, grid, json_text, notes_before, printable, seconds, span, Format,
+};
 use super::usage::{RuleUse, Usage, MAX_CLIENTS};
-use super::window::rfc3339;
 use crate::policy::RuleKind;
 use serde_json::json;
 use std::sync::Arc;
@@ -117,10 +118,7 @@ fn text(u: &Usage, source: &str, config: &str, markdown: bool) -> String {
     let allow = u.rules.iter().filter(|r| r.kind == RuleKind::Allow).count();
     notes.push(format!(
         "{}{} rules in {} ({allow} allow, {} deny)",
-        match (u.first, u.last) {
-            (Some(f), Some(l)) => format!("decisions from {} to {}; ", seconds(f), seconds(l)),
-            _ => String::new(),
-        },
+        span(&u.counts),
         u.rules.len(),
         printable(config),
         u.rules.len() - allow
@@ -201,19 +199,10 @@ fn text(u: &Usage, source: &str, config: &str, markdown: bool) -> String {
         out.push_str(sep);
     }
     if u.rules.iter().any(|r| r.clients.more()) {
-        out.push_str(&format!(
-            "clients: distinct client addresses are counted exactly up to {MAX_CLIENTS} per rule; >{MAX_CLIENTS} \
-             means more than that"
-        ));
+        out.push_str(&clients_cap_note(MAX_CLIENTS, "rule"));
         out.push_str(sep);
     }
-    while out.ends_with("\n\n") {
-        out.pop();
-    }
-    if !out.ends_with('\n') {
-        out.push('\n');
-    }
-    out
+    end(out)
 }
 
 fn json_report(u: &Usage, source: &str, config: &str) -> String {
@@ -222,8 +211,6 @@ fn json_report(u: &Usage, source: &str, config: &str) -> String {
         .rules
         .iter()
         .map(|r| {
-            let mut groups: Vec<&str> = r.groups.values().map(|g| &**g).collect();
-            groups.sort_unstable();
             json!({
                 "rule": &*r.name,
                 "kind": kind(r.kind),
@@ -236,7 +223,7 @@ fn json_report(u: &Usage, source: &str, config: &str) -> String {
                 "clients_more": r.clients.more(),
                 "client_groups": r.groups.count(),
                 "client_groups_more": r.groups.more(),
-                "client_group_names": groups,
+                "client_group_names": r.groups.sorted(),
                 "last_match": r.last_match.map(seconds),
             })
         })
@@ -256,22 +243,10 @@ fn json_report(u: &Usage, source: &str, config: &str) -> String {
         .iter()
         .map(|(n, c)| json!({"rule": &**n, "decisions": c}))
         .collect();
-    let v = json!({
-        "source": source,
+    let rest = json!({
         "config": config,
-        "since": u.window().since.map(rfc3339),
-        "until": u.window().until.map(rfc3339),
-        "lines": c.lines,
-        "decisions": c.decisions,
-        "allowed": c.allowed,
-        "denied": c.denied,
-        "would_deny": c.would_deny,
-        "skipped_lines": c.skipped,
-        "not_json_lines": c.not_json,
-        "invalid_decisions": c.invalid,
-        "outside_window": c.outside_window,
-        "first_decision": u.first.map(seconds),
-        "last_decision": u.last.map(seconds),
+        "first_decision": c.first.map(seconds),
+        "last_decision": c.last.map(seconds),
         "decisions_without_rule": u.without_rule,
         "max_clients_per_rule": MAX_CLIENTS,
         "rules": rules,
@@ -280,9 +255,7 @@ fn json_report(u: &Usage, source: &str, config: &str) -> String {
         "not_in_config": not_in_config,
         "not_in_config_more_decisions": u.not_in_config_more,
     });
-    let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
-    s.push('\n');
-    s
+    json_text(source, u.window(), c, rest)
 }
 
 #[cfg(test)]

@@ -23,10 +23,11 @@ pub struct Args {
     /// With --suggest: one `*.parent` rule for two or more sibling names under the same parent domain.
     #[arg(long, requires = "suggest")]
     pub group_wildcards: bool,
-    /// Groups shown, most decisions first; 0 shows all.
+    /// Groups shown, most decisions first (with --shadow: of each direction); 0 shows all.
     #[arg(long, default_value_t = 50)]
     pub top: usize,
-    /// Distinct (destination, client, reason) groups kept; decisions for more are counted, not shown.
+    /// Distinct (destination, client, reason) groups kept (with --shadow: groups of disagreements); decisions
+    /// for more are counted, not shown.
     #[arg(long, default_value_t = egressd::audit::DEFAULT_MAX_GROUPS)]
     pub max_groups: usize,
     /// `client`: one row per client address (and its client group); `group`: one row per client group,
@@ -45,6 +46,10 @@ pub struct Args {
         conflicts_with_all = ["suggest", "allowed", "by", "top", "max_groups"]
     )]
     pub usage: bool,
+    /// Summarize the decisions on which the candidate policy (`shadow:`) disagreed with the live one: what it
+    /// would newly refuse and newly allow, by destination and deciding rule or reason.
+    #[arg(long, conflicts_with_all = ["suggest", "usage", "allowed", "by"])]
+    pub shadow: bool,
     /// The configuration: the rules --usage reports on; with --suggest, its vendor profiles are not proposed
     /// again.
     #[arg(long, value_name = "FILE")]
@@ -84,6 +89,7 @@ pub fn run(args: Args) -> ExitCode {
         },
         usage: args.usage,
         config: args.config,
+        shadow: args.shadow,
     };
     super::print_or_fail(egressd::audit::run(&opts, time::OffsetDateTime::now_utc()))
 }
