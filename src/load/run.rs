@@ -5,7 +5,7 @@ use super::client::{self, Error, Via};
 use super::origin::{self, Origin};
 use super::process_tree::{tree_cpu, tree_rss};
 use super::report::{Report, RunInfo, TargetResult};
-use super::stats::{Bulk, Errors, Idle, Rate};
+use super::stats::{Bulk, BulkCase, Errors, Idle, Rate};
 use super::targets::{self, Launched};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -53,7 +53,13 @@ pub struct Options {
     pub clients: usize,
     pub duration: Duration,
     pub latency_duration: Duration,
+    /// Bytes each bulk case moves per target (split over its streams and rounds).
     pub bulk_bytes: u64,
+    /// The sending side's write size and the receiving side's read buffer in the bulk cases, in bytes.
+    pub bulk_write: usize,
+    pub bulk_read: usize,
+    /// The bulk cases, run in this order.
+    pub bulk_cases: Vec<BulkCase>,
     pub idle: usize,
     pub smoke: bool,
     pub egressd_bin: PathBuf,
@@ -335,29 +341,7 @@ async fn scenarios(
     progress("single-client latency");
     let single = rounds(&all, rounds_n, 1, opts.latency_duration, tunnel_op).await;
 
-    progress("bulk, one stream");
-    let mut bulks: Vec<(u64, Duration, Errors, Option<Duration>)> = all
-        .iter()
-        .map(|_| (0, Duration::ZERO, Errors::default(), Some(Duration::ZERO)))
-        .collect();
-    let slice = opts.bulk_bytes.div_ceil(rounds_n as u64);
-    for round in 0..rounds_n {
-        for i in round_order(round, all.len()) {
-            let t0 = Instant::now();
-            let (moved, cpu) = with_cpu(all[i].pid, client::bulk(all[i].via, origin, slice)).await;
-            add_cpu(&mut bulks[i].3, cpu);
-            match moved {
-                Ok((bytes, took)) => {
-                    bulks[i].0 += bytes;
-                    bulks[i].1 += took;
-                }
-                Err(e) => {
-                    bulks[i].1 += t0.elapsed();
-                    bulks[i].2.record(e);
-                }
-            }
-        }
-    }
+    let bulks = bulk_rounds(opts, origin, &all, rounds_n, progress).await;
 
     let proxies: Vec<usize> = (0..all.len())
         .filter(|&i| matches!(all[i].via, Via::Proxy(_)))
@@ -377,25 +361,28 @@ async fn scenarios(
 
     drop(all);
     let mut deny = deny.into_iter();
-    for ((s, (t, l)), (bytes, took, errors, cpu)) in subjects
+    for ((s, (t, l)), b) in subjects
         .iter_mut()
         .zip(tunnels.into_iter().zip(single))
         .zip(bulks)
     {
         let name = &s.result.name;
-        let b = Bulk::new(bytes, took, errors).with_proxy_cpu(cpu);
+        let rates: Vec<String> = b
+            .iter()
+            .map(|b| format!("{} {:.0} MB/s", b.case, b.mb_per_sec))
+            .collect();
         progress(&format!(
-            "{name}: {:.0} tunnels/s ({} errors), p50 at one client {}, {:.0} MB/s",
+            "{name}: {:.0} tunnels/s ({} errors), p50 at one client {}; {}",
             t.per_sec,
             t.errors.count,
             l.latency
                 .as_ref()
                 .map_or("—".into(), |l| super::report::micros(l.p50_us)),
-            b.mb_per_sec
+            rates.join(", ")
         ));
         s.result.tunnels = Some(t);
         s.result.single = Some(l);
-        s.result.bulk = Some(b);
+        s.result.bulk = b;
         if let Via::Proxy(_) = s.via {
             let d = deny.next().expect("one deny rate per proxy");
             progress(&format!(
@@ -405,6 +392,59 @@ async fn scenarios(
             s.result.deny = Some(d);
         }
     }
+}
+
+/// Every bulk case on every target, in interleaved rounds like the timed scenarios: per target, one
+/// [`Bulk`] per case, in the order of `opts.bulk_cases`.
+async fn bulk_rounds(
+    opts: &Options,
+    origin: &Arc<Origin>,
+    all: &[&Subject],
+    rounds_n: usize,
+    progress: &dyn Fn(&str),
+) -> Vec<Vec<Bulk>> {
+    let mut out: Vec<Vec<Bulk>> = all.iter().map(|_| Vec::new()).collect();
+    let slice = opts.bulk_bytes.div_ceil(rounds_n as u64);
+    for &case in &opts.bulk_cases {
+        progress(&format!(
+            "bulk, {case}: {} MiB, {} KiB writes, {} KiB reads",
+            opts.bulk_bytes >> 20,
+            opts.bulk_write >> 10,
+            opts.bulk_read >> 10
+        ));
+        let shape = client::BulkShape {
+            case,
+            write: opts.bulk_write,
+            read: opts.bulk_read,
+        };
+        let mut sums: Vec<(u64, Duration, Errors, Option<Duration>)> = all
+            .iter()
+            .map(|_| (0, Duration::ZERO, Errors::default(), Some(Duration::ZERO)))
+            .collect();
+        for round in 0..rounds_n {
+            for i in round_order(round, all.len()) {
+                let t0 = Instant::now();
+                let (moved, cpu) =
+                    with_cpu(all[i].pid, client::bulk(all[i].via, origin, shape, slice)).await;
+                let sum = &mut sums[i];
+                add_cpu(&mut sum.3, cpu);
+                match moved {
+                    Ok((bytes, took)) => {
+                        sum.0 += bytes;
+                        sum.1 += took;
+                    }
+                    Err(e) => {
+                        sum.1 += t0.elapsed();
+                        sum.2.record(e);
+                    }
+                }
+            }
+        }
+        for (target, (bytes, took, errors, cpu)) in out.iter_mut().zip(sums) {
+            target.push(Bulk::new(case, bytes, took, errors).with_proxy_cpu(cpu));
+        }
+    }
+    out
 }
 
 /// The pid given for each target, in target order: `--pid` lists one per `ip:port` target, in their order, or
@@ -454,6 +494,8 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             duration_secs: opts.duration.as_secs_f64(),
             latency_duration_secs: opts.latency_duration.as_secs_f64(),
             bulk_bytes: opts.bulk_bytes,
+            bulk_write: opts.bulk_write,
+            bulk_read: opts.bulk_read,
             echo_bytes: ECHO_BYTES,
             idle_requested: opts.idle,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
