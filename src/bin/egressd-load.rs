@@ -5,6 +5,7 @@ use clap::Parser;
 use egressd::load::origin::MAX_CHUNK;
 use egressd::load::run::{run, Options, TargetSpec};
 use egressd::load::stats::{BulkCase, Direction};
+use egressd::load::targets::Peer;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use std::time::Duration;
     about = "Load harness: tunnel rate, latency, bulk throughput (download and upload), deny rate and idle-tunnel memory of a proxy"
 )]
 struct Cli {
-    /// Targets, run in sequence: direct, egressd, squid, or the ip:port of a running proxy.
+    /// Targets, run in sequence: direct, egressd, squid, egressd-via-squid, smokescreen, g3proxy, or the ip:port
+    /// of a running proxy.
     #[arg(
         long = "targets",
         visible_alias = "target",
@@ -60,6 +62,12 @@ struct Cli {
     /// The squid binary for the `squid` target.
     #[arg(long, default_value = "squid")]
     squid_bin: String,
+    /// The Smokescreen binary for the `smokescreen` target [default: $EGRESSD_LOAD_SMOKESCREEN].
+    #[arg(long, value_name = "PATH")]
+    smokescreen_bin: Option<PathBuf>,
+    /// The g3proxy binary for the `g3proxy` target [default: $EGRESSD_LOAD_G3PROXY].
+    #[arg(long, value_name = "PATH")]
+    g3proxy_bin: Option<PathBuf>,
     /// Pids of the proxies given as ip:port, in the same order, for their RSS per idle tunnel and their CPU
     /// time.
     #[arg(long, value_delimiter = ',')]
@@ -115,6 +123,11 @@ fn main() -> ExitCode {
         smoke,
         egressd_bin,
         squid_bin: cli.squid_bin,
+        smokescreen_bin: Peer::Smokescreen.bin(
+            cli.smokescreen_bin,
+            std::env::var_os(Peer::Smokescreen.env()),
+        ),
+        g3proxy_bin: Peer::G3proxy.bin(cli.g3proxy_bin, std::env::var_os(Peer::G3proxy.env())),
         pids: cli.pid,
         origin_port: cli.origin_port,
     };

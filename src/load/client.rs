@@ -159,16 +159,16 @@ pub async fn tunnel_once(via: Via, origin: &Origin, payload: &[u8]) -> Result<Du
     Ok(took)
 }
 
-/// CONNECT to a host the proxy must refuse; succeeds on a 403.
-pub async fn deny_once(proxy: SocketAddr) -> Result<Duration, Error> {
+/// CONNECT to a host the proxy must refuse; succeeds on the status `expect` (403 for most proxies).
+pub async fn deny_once(proxy: SocketAddr, expect: u16) -> Result<Duration, Error> {
     let t0 = Instant::now();
     let mut s = tcp(proxy).await?;
     let authority = format!("{DENIED_NAME}:443");
     let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     step("send CONNECT", s.write_all(req.as_bytes())).await?;
     let status = step("CONNECT response", read_response(&mut s)).await?;
-    if status != 403 {
-        return Err(format!("denied CONNECT answered {status}, not 403"));
+    if status != expect {
+        return Err(format!("denied CONNECT answered {status}, not {expect}"));
     }
     Ok(t0.elapsed())
 }

@@ -2,6 +2,7 @@
 //! timed scenarios in rounds that alternate between the targets, and collect a [`Report`].
 
 use super::client::{self, Error, Via};
+use super::dns;
 use super::origin::{self, Origin};
 use super::process_tree::{tree_cpu, tree_rss};
 use super::report::{Report, RunInfo, TargetResult};
@@ -26,8 +27,27 @@ pub enum TargetSpec {
     Squid,
     /// egressd with a Squid of its own as its parent proxy (`parents:`): what the hop costs.
     EgressdViaSquid,
+    /// Stripe's Smokescreen, started from `Options::smokescreen_bin` if given.
+    Smokescreen,
+    /// ByteDance's g3proxy, started from `Options::g3proxy_bin` if given.
+    G3proxy,
     /// A proxy that is already running.
     Addr(SocketAddr),
+}
+
+impl TargetSpec {
+    /// The target's name in the report.
+    pub fn name(&self) -> String {
+        match self {
+            TargetSpec::Direct => "direct".into(),
+            TargetSpec::Egressd => "egressd".into(),
+            TargetSpec::Squid => "squid".into(),
+            TargetSpec::EgressdViaSquid => "egressd-via-squid".into(),
+            TargetSpec::Smokescreen => "smokescreen".into(),
+            TargetSpec::G3proxy => "g3proxy".into(),
+            TargetSpec::Addr(a) => a.to_string(),
+        }
+    }
 }
 
 impl FromStr for TargetSpec {
@@ -38,9 +58,12 @@ impl FromStr for TargetSpec {
             "egressd" => Ok(TargetSpec::Egressd),
             "squid" => Ok(TargetSpec::Squid),
             "egressd-via-squid" => Ok(TargetSpec::EgressdViaSquid),
+            "smokescreen" => Ok(TargetSpec::Smokescreen),
+            "g3proxy" => Ok(TargetSpec::G3proxy),
             other => other.parse().map(TargetSpec::Addr).map_err(|_| {
                 format!(
-                    "target {other:?}: expected direct, egressd, squid, egressd-via-squid or ip:port"
+                    "target {other:?}: expected direct, egressd, squid, egressd-via-squid, smokescreen, \
+                     g3proxy or ip:port"
                 )
             }),
         }
@@ -64,6 +87,10 @@ pub struct Options {
     pub smoke: bool,
     pub egressd_bin: PathBuf,
     pub squid_bin: String,
+    /// Smokescreen's binary (`--smokescreen-bin`, `EGRESSD_LOAD_SMOKESCREEN`), if given.
+    pub smokescreen_bin: Option<PathBuf>,
+    /// g3proxy's binary (`--g3proxy-bin`, `EGRESSD_LOAD_G3PROXY`), if given.
+    pub g3proxy_bin: Option<PathBuf>,
     /// Processes whose RSS and CPU time are measured for the `Addr` targets, in their order.
     pub pids: Vec<u32>,
     /// Fixed origin ports (echo, and bulk on the next port) instead of ephemeral ones.
@@ -232,6 +259,8 @@ type Op = Box<dyn Fn() -> OpFuture + Send + Sync>;
 struct Subject {
     via: Via,
     pid: Option<u32>,
+    /// The status the proxy answers a refused CONNECT with.
+    deny_status: u16,
     launched: Option<Launched>,
     result: TargetResult,
 }
@@ -355,7 +384,8 @@ async fn scenarios(
         let Via::Proxy(proxy) = s.via else {
             unreachable!("only proxies are asked to deny")
         };
-        Box::new(move || Box::pin(client::deny_once(proxy)))
+        let expect = s.deny_status;
+        Box::new(move || Box::pin(client::deny_once(proxy, expect)))
     })
     .await;
 
@@ -505,18 +535,29 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
         },
         targets: Vec::new(),
     };
+    // The peers that resolve names through a DNS server ask this one, which knows only the origin's name.
+    let dns = if opts
+        .targets
+        .iter()
+        .any(|t| matches!(t, TargetSpec::Smokescreen | TargetSpec::G3proxy))
+    {
+        let zone = dns::Zone::new(&origin.name, std::net::Ipv4Addr::LOCALHOST)?;
+        let stub = dns::start(zone)
+            .await
+            .map_err(|e| format!("cannot start the DNS responder: {e}"));
+        if let Ok(s) = &stub {
+            progress(&format!("DNS responder on {} (udp)", s.addr));
+        }
+        stub
+    } else {
+        Err("no DNS responder".to_string())
+    };
     // Every target is started before any is measured; the report keeps the order they were given in.
     let mut subjects = Vec::new();
     let mut unavailable = Vec::new();
     let pids = addr_pids(&opts.targets, &opts.pids)?;
     for (index, spec) in opts.targets.iter().enumerate() {
-        let name = match spec {
-            TargetSpec::Direct => "direct".to_string(),
-            TargetSpec::Egressd => "egressd".to_string(),
-            TargetSpec::Squid => "squid".to_string(),
-            TargetSpec::EgressdViaSquid => "egressd-via-squid".to_string(),
-            TargetSpec::Addr(a) => a.to_string(),
-        };
+        let name = spec.name();
         let mut result = TargetResult::new(&name);
         if idle_n < opts.idle && !matches!(spec, TargetSpec::Direct) {
             result.notes.push(format!(
@@ -557,6 +598,22 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             TargetSpec::Squid => targets::start_squid(&opts.squid_bin, &dir, &origin, nofile)
                 .await
                 .map(Some),
+            TargetSpec::Smokescreen | TargetSpec::G3proxy => match &dns {
+                Err(e) => Err(e.clone()),
+                Ok(stub) if *spec == TargetSpec::Smokescreen => targets::start_smokescreen(
+                    opts.smokescreen_bin.as_deref(),
+                    &dir,
+                    &origin,
+                    stub.addr,
+                )
+                .await
+                .map(Some),
+                Ok(stub) => {
+                    targets::start_g3proxy(opts.g3proxy_bin.as_deref(), &dir, &origin, stub.addr)
+                        .await
+                        .map(Some)
+                }
+            },
         };
         let launched = match launched {
             Ok(l) => l,
@@ -571,7 +628,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             (TargetSpec::Direct, _) => (Via::Direct, None),
             (TargetSpec::Addr(a), _) => (Via::Proxy(*a), pids[index]),
             (_, Some(l)) => (Via::Proxy(l.addr), Some(l.pid)),
-            (_, None) => unreachable!("egressd and squid are launched"),
+            (_, None) => unreachable!("every other target is launched"),
         };
         if let Some(l) = &launched {
             result.proxy_addr = Some(l.addr.to_string());
@@ -582,11 +639,15 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             result.pid = pid;
         }
         progress(&format!("{name}: ready"));
+        let deny_status = launched
+            .as_ref()
+            .map_or(targets::FORBIDDEN, |l| l.deny_status);
         subjects.push((
             index,
             Subject {
                 via,
                 pid,
+                deny_status,
                 launched,
                 result,
             },
