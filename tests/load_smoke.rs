@@ -55,11 +55,24 @@ fn assert_clean(t: &TargetResult, proxied: bool) {
     assert!(tunnels.latency.as_ref().is_some_and(|l| l.p50_us > 0.0));
     let single = t.single.as_ref().expect("single-client latency ran");
     assert!(single.ok > 0 && single.latency.as_ref().is_some_and(|l| l.p99_us > 0.0));
-    let bulk = t.bulk.as_ref().expect("bulk ran");
-    assert!(
-        bulk.bytes == 32 << 20 && bulk.mb_per_sec > 0.0,
-        "{name}: {bulk:?}"
+    // Download and upload, one and eight tunnels at once, each moving all of --bulk-mib.
+    let cases: Vec<String> = t.bulk.iter().map(|b| b.case.to_string()).collect();
+    assert_eq!(
+        cases,
+        [
+            "download, 1 stream",
+            "upload, 1 stream",
+            "download, 8 streams",
+            "upload, 8 streams"
+        ],
+        "{name}"
     );
+    for bulk in &t.bulk {
+        assert!(
+            bulk.bytes == 32 << 20 && bulk.mb_per_sec > 0.0,
+            "{name}: {bulk:?}"
+        );
+    }
     if proxied {
         let deny = t.deny.as_ref().expect("deny rate ran");
         assert!(deny.ok > 0 && deny.per_sec > 0.0, "{name}: {deny:?}");
@@ -69,7 +82,11 @@ fn assert_clean(t: &TargetResult, proxied: bool) {
             "{name}: {tunnels:?}"
         );
         assert!(deny.proxy_cpu_us_per_op.is_some(), "{name}: {deny:?}");
-        assert!(bulk.proxy_cpu_ms_per_gb.is_some(), "{name}: {bulk:?}");
+        assert!(
+            t.bulk.iter().all(|b| b.proxy_cpu_ms_per_gb.is_some()),
+            "{name}: {:?}",
+            t.bulk
+        );
         let idle = t.idle.as_ref().expect("idle tunnels ran");
         assert_eq!((idle.opened, idle.requested), (50, 50), "{name}: {idle:?}");
         assert!(
@@ -84,7 +101,8 @@ fn assert_clean(t: &TargetResult, proxied: bool) {
         assert!(t.pid.is_some() && t.proxy_addr.is_some());
     } else {
         assert!(t.deny.is_none() && t.idle.is_none());
-        assert!(tunnels.proxy_cpu_us_per_op.is_none() && bulk.proxy_cpu_ms_per_gb.is_none());
+        assert!(tunnels.proxy_cpu_us_per_op.is_none());
+        assert!(t.bulk.iter().all(|b| b.proxy_cpu_ms_per_gb.is_none()));
     }
 }
 
@@ -113,6 +131,10 @@ fn smoke_run_against_direct_egressd_and_egressd_behind_squid() {
     assert!(stdout.contains(&row), "{stdout}");
     assert!(
         stdout.contains("| target | proxy CPU per tunnel |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| target | MB/s download, 1 stream | vs direct |"),
         "{stdout}"
     );
 

@@ -1,8 +1,10 @@
 //! Clients of the harness: through a proxy (`CONNECT name:port`, then TLS 1.3 with SNI = that name) or
 //! directly to the origin (the baseline). Every step has a deadline so a stuck proxy shows up as errors.
 
-use super::origin::Origin;
+use super::origin::{BulkRequest, Origin};
+use super::stats::{BulkCase, Direction};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -157,45 +159,135 @@ pub async fn tunnel_once(via: Via, origin: &Origin, payload: &[u8]) -> Result<Du
     Ok(took)
 }
 
-/// CONNECT to a host the proxy must refuse; succeeds on a 403.
-pub async fn deny_once(proxy: SocketAddr) -> Result<Duration, Error> {
+/// CONNECT to a host the proxy must refuse; succeeds on the status `expect` (403 for most proxies).
+pub async fn deny_once(proxy: SocketAddr, expect: u16) -> Result<Duration, Error> {
     let t0 = Instant::now();
     let mut s = tcp(proxy).await?;
     let authority = format!("{DENIED_NAME}:443");
     let req = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n");
     step("send CONNECT", s.write_all(req.as_bytes())).await?;
     let status = step("CONNECT response", read_response(&mut s)).await?;
-    if status != 403 {
-        return Err(format!("denied CONNECT answered {status}, not 403"));
+    if status != expect {
+        return Err(format!("denied CONNECT answered {status}, not {expect}"));
     }
     Ok(t0.elapsed())
 }
 
-/// Download `bytes` through one tunnel from the bulk port; returns the bytes received and the time from the
-/// request to the last byte (the handshake is not included).
-pub async fn bulk(via: Via, origin: &Origin, bytes: u64) -> Result<(u64, Duration), Error> {
-    let s = open(via, origin, origin.bulk.port()).await?;
-    let mut tls = handshake(origin, s).await?;
-    let t0 = Instant::now();
+/// How the bulk scenario moves its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkShape {
+    pub case: BulkCase,
+    /// Size of each write by the sending side (client or origin).
+    pub write: usize,
+    /// Size of the receiving side's read buffer.
+    pub read: usize,
+}
+
+/// Move `bytes` in `shape.case.direction`, split evenly over `shape.case.streams` tunnels that transfer at
+/// once. Every tunnel is opened and handshaken first; the time runs from the moment they all start to the
+/// last byte (download) or the last acknowledgement (upload). Returns the bytes moved and that time.
+pub async fn bulk(
+    via: Via,
+    origin: &Arc<Origin>,
+    shape: BulkShape,
+    bytes: u64,
+) -> Result<(u64, Duration), Error> {
+    let streams = shape.case.streams.max(1);
+    let start = Arc::new(tokio::sync::Barrier::new(streams));
+    let mut tasks = Vec::with_capacity(streams);
+    for i in 0..streams as u64 {
+        // The first streams take the remainder, so the total is exactly `bytes`.
+        let share = bytes / streams as u64 + u64::from(i < bytes % streams as u64);
+        let (origin, start) = (origin.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let opened = async {
+                let s = open(via, &origin, origin.bulk.port()).await?;
+                handshake(&origin, s).await
+            }
+            .await;
+            // Every stream reaches the barrier, even one that failed, so the others are not held forever.
+            start.wait().await;
+            let t0 = Instant::now();
+            let moved = one_stream(opened?, shape, share).await?;
+            Ok::<_, Error>((moved, t0, Instant::now()))
+        }));
+    }
+    let (mut moved, mut first, mut last) = (0u64, None::<Instant>, None::<Instant>);
+    let mut errors = Vec::new();
+    for t in tasks {
+        match t.await {
+            Ok(Ok((n, t0, t1))) => {
+                moved += n;
+                first = Some(first.map_or(t0, |f| f.min(t0)));
+                last = Some(last.map_or(t1, |l| l.max(t1)));
+            }
+            Ok(Err(e)) => errors.push(e),
+            Err(e) => errors.push(format!("bulk task failed: {e}")),
+        }
+    }
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    let took = first.zip(last).map_or(Duration::ZERO, |(f, l)| l - f);
+    Ok((moved, took))
+}
+
+/// One bulk tunnel: send the request, then receive `bytes` (download) or send them and wait for the origin's
+/// count (upload).
+async fn one_stream(
+    mut tls: TlsStream<TcpStream>,
+    shape: BulkShape,
+    bytes: u64,
+) -> Result<u64, Error> {
+    let origin_chunk = match shape.case.direction {
+        Direction::Download => shape.write,
+        Direction::Upload => shape.read,
+    };
+    let req = BulkRequest {
+        bytes,
+        direction: shape.case.direction,
+        chunk: origin_chunk as u32,
+    };
     step("bulk request", async {
-        tls.write_all(&bytes.to_be_bytes()).await?;
+        tls.write_all(&req.encode()).await?;
         tls.flush().await
     })
     .await?;
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut got = 0u64;
-    loop {
-        match step("bulk read", tls.read(&mut buf)).await {
-            Ok(0) => break,
-            Ok(n) => got += n as u64,
-            // The origin closes right after its last byte; a missing close_notify is not a short read.
-            Err(_) if got == bytes => break,
-            Err(e) => return Err(e),
+    match shape.case.direction {
+        Direction::Download => {
+            let mut buf = vec![0u8; shape.read];
+            let mut got = 0u64;
+            loop {
+                match step("bulk read", tls.read(&mut buf)).await {
+                    Ok(0) => break,
+                    Ok(n) => got += n as u64,
+                    // The origin closes right after its last byte; a missing close_notify is not a short read.
+                    Err(_) if got == bytes => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            if got != bytes {
+                return Err(format!("bulk download: got {got} of {bytes} bytes"));
+            }
+            Ok(got)
+        }
+        Direction::Upload => {
+            let buf = vec![0xa5u8; shape.write];
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                step("bulk write", tls.write_all(&buf[..n])).await?;
+                left -= n as u64;
+            }
+            step("bulk flush", tls.flush()).await?;
+            let acked = step("bulk acknowledgement", tls.read_u64()).await?;
+            if acked != bytes {
+                return Err(format!(
+                    "bulk upload: the origin got {acked} of {bytes} bytes"
+                ));
+            }
+            let _ = tokio::time::timeout(STEP, tls.shutdown()).await;
+            Ok(bytes)
         }
     }
-    let took = t0.elapsed();
-    if got != bytes {
-        return Err(format!("bulk: got {got} of {bytes} bytes"));
-    }
-    Ok((got, took))
 }

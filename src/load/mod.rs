@@ -11,6 +11,8 @@ pub mod stats;
 #[cfg(feature = "load")]
 pub mod client;
 #[cfg(feature = "load")]
+pub mod dns;
+#[cfg(feature = "load")]
 pub mod origin;
 #[cfg(feature = "load")]
 pub mod run;

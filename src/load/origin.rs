@@ -1,13 +1,14 @@
-//! The TLS origin the clients reach through the proxy: an echo port (every byte back) and a bulk port (the
-//! client asks for N bytes with an 8-byte big-endian count; the origin sends them as fast as it can and
-//! closes). Both on 127.0.0.1, with an rcgen certificate for one name.
+//! The TLS origin the clients reach through the proxy: an echo port (every byte back) and a bulk port (see
+//! [`BulkRequest`]: the origin sends N bytes as fast as it can and closes, or takes N bytes and acknowledges
+//! them). Both on 127.0.0.1, with an rcgen certificate for one name.
 
+use super::stats::Direction;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tokio_util::sync::CancellationToken;
@@ -107,20 +108,87 @@ async fn serve(listener: TcpListener, acceptor: TlsAcceptor, stop: CancellationT
     }
 }
 
-async fn handle(s: TcpStream, acceptor: TlsAcceptor, bulk: bool) -> io::Result<()> {
+/// What a client asks of the bulk port, in the first [`BulkRequest::LEN`] bytes of the tunnel: the byte
+/// count (u64), the direction (u8: 0 download, 1 upload) and the origin's own chunk size (u32: the size of
+/// each write when it sends, of its read buffer when it receives), all big-endian.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BulkRequest {
+    pub bytes: u64,
+    pub direction: Direction,
+    pub chunk: u32,
+}
+
+impl BulkRequest {
+    pub const LEN: usize = 13;
+
+    pub fn encode(&self) -> [u8; Self::LEN] {
+        let mut out = [0u8; Self::LEN];
+        out[..8].copy_from_slice(&self.bytes.to_be_bytes());
+        out[8] = match self.direction {
+            Direction::Download => 0,
+            Direction::Upload => 1,
+        };
+        out[9..].copy_from_slice(&self.chunk.to_be_bytes());
+        out
+    }
+
+    pub fn decode(b: &[u8; Self::LEN]) -> Result<BulkRequest, String> {
+        let direction = match b[8] {
+            0 => Direction::Download,
+            1 => Direction::Upload,
+            d => return Err(format!("bulk request: unknown direction {d}")),
+        };
+        let chunk = u32::from_be_bytes([b[9], b[10], b[11], b[12]]);
+        if chunk == 0 || chunk > MAX_CHUNK {
+            return Err(format!("bulk request: chunk of {chunk} bytes"));
+        }
+        let mut count = [0u8; 8];
+        count.copy_from_slice(&b[..8]);
+        Ok(BulkRequest {
+            bytes: u64::from_be_bytes(count),
+            direction,
+            chunk,
+        })
+    }
+}
+
+/// The largest write or read size a bulk request may ask of the origin.
+pub const MAX_CHUNK: u32 = 16 << 20;
+
+/// Serve one bulk request: send the bytes and close, or take them and answer with their count (u64).
+async fn bulk<S: AsyncRead + AsyncWrite + Unpin>(tls: &mut S) -> io::Result<()> {
+    let mut head = [0u8; BulkRequest::LEN];
+    tls.read_exact(&mut head).await?;
+    let req = BulkRequest::decode(&head).map_err(io::Error::other)?;
+    let mut buf = vec![0x5a; req.chunk as usize];
+    match req.direction {
+        Direction::Download => {
+            let mut left = req.bytes;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                tls.write_all(&buf[..n]).await?;
+                left -= n as u64;
+            }
+        }
+        Direction::Upload => {
+            let mut got = 0u64;
+            while got < req.bytes {
+                match tls.read(&mut buf).await? {
+                    0 => break,
+                    n => got += n as u64,
+                }
+            }
+            tls.write_all(&got.to_be_bytes()).await?;
+        }
+    }
+    tls.shutdown().await
+}
+
+async fn handle(s: TcpStream, acceptor: TlsAcceptor, bulk_port: bool) -> io::Result<()> {
     s.set_nodelay(true)?;
     let mut tls = acceptor.accept(s).await?;
-    if bulk {
-        let want = tls.read_u64().await?;
-        let chunk = vec![0x5a; 256 * 1024];
-        let mut left = want;
-        while left > 0 {
-            let n = left.min(chunk.len() as u64) as usize;
-            tls.write_all(&chunk[..n]).await?;
-            left -= n as u64;
-        }
-        tls.shutdown().await?;
-        return Ok(());
+    if bulk_port {
+        return bulk(&mut tls).await;
     }
     let mut buf = vec![0u8; 16 * 1024];
     loop {
@@ -131,5 +199,58 @@ async fn handle(s: TcpStream, acceptor: TlsAcceptor, bulk: bool) -> io::Result<(
         }
         tls.write_all(&buf[..n]).await?;
         tls.flush().await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_requests_round_trip_and_bad_ones_are_refused() {
+        let req = BulkRequest {
+            bytes: 5 << 30,
+            direction: Direction::Upload,
+            chunk: 256 * 1024,
+        };
+        assert_eq!(BulkRequest::decode(&req.encode()), Ok(req));
+        let mut bad = req.encode();
+        bad[8] = 7;
+        assert!(BulkRequest::decode(&bad)
+            .unwrap_err()
+            .contains("direction 7"));
+        let zero = BulkRequest { chunk: 0, ..req }.encode();
+        assert!(BulkRequest::decode(&zero).is_err());
+    }
+
+    #[tokio::test]
+    async fn upload_is_acknowledged_with_its_byte_count() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(async move { bulk(&mut server).await });
+        let req = BulkRequest {
+            bytes: 300_000,
+            direction: Direction::Upload,
+            chunk: 4096,
+        };
+        client.write_all(&req.encode()).await.unwrap();
+        client.write_all(&vec![1u8; 300_000]).await.unwrap();
+        assert_eq!(client.read_u64().await.unwrap(), 300_000);
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn download_sends_exactly_the_bytes_asked_for() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let served = tokio::spawn(async move { bulk(&mut server).await });
+        let req = BulkRequest {
+            bytes: 100_001,
+            direction: Direction::Download,
+            chunk: 1000,
+        };
+        client.write_all(&req.encode()).await.unwrap();
+        let mut all = Vec::new();
+        client.read_to_end(&mut all).await.unwrap();
+        assert_eq!(all.len(), 100_001);
+        served.await.unwrap().unwrap();
     }
 }

@@ -2,10 +2,11 @@
 //! timed scenarios in rounds that alternate between the targets, and collect a [`Report`].
 
 use super::client::{self, Error, Via};
+use super::dns;
 use super::origin::{self, Origin};
 use super::process_tree::{tree_cpu, tree_rss};
 use super::report::{Report, RunInfo, TargetResult};
-use super::stats::{Bulk, Errors, Idle, Rate};
+use super::stats::{Bulk, BulkCase, Errors, Idle, Rate};
 use super::targets::{self, Launched};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,8 +27,27 @@ pub enum TargetSpec {
     Squid,
     /// egressd with a Squid of its own as its parent proxy (`parents:`): what the hop costs.
     EgressdViaSquid,
+    /// Stripe's Smokescreen, started from `Options::smokescreen_bin` if given.
+    Smokescreen,
+    /// ByteDance's g3proxy, started from `Options::g3proxy_bin` if given.
+    G3proxy,
     /// A proxy that is already running.
     Addr(SocketAddr),
+}
+
+impl TargetSpec {
+    /// The target's name in the report.
+    pub fn name(&self) -> String {
+        match self {
+            TargetSpec::Direct => "direct".into(),
+            TargetSpec::Egressd => "egressd".into(),
+            TargetSpec::Squid => "squid".into(),
+            TargetSpec::EgressdViaSquid => "egressd-via-squid".into(),
+            TargetSpec::Smokescreen => "smokescreen".into(),
+            TargetSpec::G3proxy => "g3proxy".into(),
+            TargetSpec::Addr(a) => a.to_string(),
+        }
+    }
 }
 
 impl FromStr for TargetSpec {
@@ -38,9 +58,12 @@ impl FromStr for TargetSpec {
             "egressd" => Ok(TargetSpec::Egressd),
             "squid" => Ok(TargetSpec::Squid),
             "egressd-via-squid" => Ok(TargetSpec::EgressdViaSquid),
+            "smokescreen" => Ok(TargetSpec::Smokescreen),
+            "g3proxy" => Ok(TargetSpec::G3proxy),
             other => other.parse().map(TargetSpec::Addr).map_err(|_| {
                 format!(
-                    "target {other:?}: expected direct, egressd, squid, egressd-via-squid or ip:port"
+                    "target {other:?}: expected direct, egressd, squid, egressd-via-squid, smokescreen, \
+                     g3proxy or ip:port"
                 )
             }),
         }
@@ -53,11 +76,21 @@ pub struct Options {
     pub clients: usize,
     pub duration: Duration,
     pub latency_duration: Duration,
+    /// Bytes each bulk case moves per target (split over its streams and rounds).
     pub bulk_bytes: u64,
+    /// The sending side's write size and the receiving side's read buffer in the bulk cases, in bytes.
+    pub bulk_write: usize,
+    pub bulk_read: usize,
+    /// The bulk cases, run in this order.
+    pub bulk_cases: Vec<BulkCase>,
     pub idle: usize,
     pub smoke: bool,
     pub egressd_bin: PathBuf,
     pub squid_bin: String,
+    /// Smokescreen's binary (`--smokescreen-bin`, `EGRESSD_LOAD_SMOKESCREEN`), if given.
+    pub smokescreen_bin: Option<PathBuf>,
+    /// g3proxy's binary (`--g3proxy-bin`, `EGRESSD_LOAD_G3PROXY`), if given.
+    pub g3proxy_bin: Option<PathBuf>,
     /// Processes whose RSS and CPU time are measured for the `Addr` targets, in their order.
     pub pids: Vec<u32>,
     /// Fixed origin ports (echo, and bulk on the next port) instead of ephemeral ones.
@@ -226,6 +259,8 @@ type Op = Box<dyn Fn() -> OpFuture + Send + Sync>;
 struct Subject {
     via: Via,
     pid: Option<u32>,
+    /// The status the proxy answers a refused CONNECT with.
+    deny_status: u16,
     launched: Option<Launched>,
     result: TargetResult,
 }
@@ -335,29 +370,7 @@ async fn scenarios(
     progress("single-client latency");
     let single = rounds(&all, rounds_n, 1, opts.latency_duration, tunnel_op).await;
 
-    progress("bulk, one stream");
-    let mut bulks: Vec<(u64, Duration, Errors, Option<Duration>)> = all
-        .iter()
-        .map(|_| (0, Duration::ZERO, Errors::default(), Some(Duration::ZERO)))
-        .collect();
-    let slice = opts.bulk_bytes.div_ceil(rounds_n as u64);
-    for round in 0..rounds_n {
-        for i in round_order(round, all.len()) {
-            let t0 = Instant::now();
-            let (moved, cpu) = with_cpu(all[i].pid, client::bulk(all[i].via, origin, slice)).await;
-            add_cpu(&mut bulks[i].3, cpu);
-            match moved {
-                Ok((bytes, took)) => {
-                    bulks[i].0 += bytes;
-                    bulks[i].1 += took;
-                }
-                Err(e) => {
-                    bulks[i].1 += t0.elapsed();
-                    bulks[i].2.record(e);
-                }
-            }
-        }
-    }
+    let bulks = bulk_rounds(opts, origin, &all, rounds_n, progress).await;
 
     let proxies: Vec<usize> = (0..all.len())
         .filter(|&i| matches!(all[i].via, Via::Proxy(_)))
@@ -371,31 +384,35 @@ async fn scenarios(
         let Via::Proxy(proxy) = s.via else {
             unreachable!("only proxies are asked to deny")
         };
-        Box::new(move || Box::pin(client::deny_once(proxy)))
+        let expect = s.deny_status;
+        Box::new(move || Box::pin(client::deny_once(proxy, expect)))
     })
     .await;
 
     drop(all);
     let mut deny = deny.into_iter();
-    for ((s, (t, l)), (bytes, took, errors, cpu)) in subjects
+    for ((s, (t, l)), b) in subjects
         .iter_mut()
         .zip(tunnels.into_iter().zip(single))
         .zip(bulks)
     {
         let name = &s.result.name;
-        let b = Bulk::new(bytes, took, errors).with_proxy_cpu(cpu);
+        let rates: Vec<String> = b
+            .iter()
+            .map(|b| format!("{} {:.0} MB/s", b.case, b.mb_per_sec))
+            .collect();
         progress(&format!(
-            "{name}: {:.0} tunnels/s ({} errors), p50 at one client {}, {:.0} MB/s",
+            "{name}: {:.0} tunnels/s ({} errors), p50 at one client {}; {}",
             t.per_sec,
             t.errors.count,
             l.latency
                 .as_ref()
                 .map_or("—".into(), |l| super::report::micros(l.p50_us)),
-            b.mb_per_sec
+            rates.join(", ")
         ));
         s.result.tunnels = Some(t);
         s.result.single = Some(l);
-        s.result.bulk = Some(b);
+        s.result.bulk = b;
         if let Via::Proxy(_) = s.via {
             let d = deny.next().expect("one deny rate per proxy");
             progress(&format!(
@@ -405,6 +422,59 @@ async fn scenarios(
             s.result.deny = Some(d);
         }
     }
+}
+
+/// Every bulk case on every target, in interleaved rounds like the timed scenarios: per target, one
+/// [`Bulk`] per case, in the order of `opts.bulk_cases`.
+async fn bulk_rounds(
+    opts: &Options,
+    origin: &Arc<Origin>,
+    all: &[&Subject],
+    rounds_n: usize,
+    progress: &dyn Fn(&str),
+) -> Vec<Vec<Bulk>> {
+    let mut out: Vec<Vec<Bulk>> = all.iter().map(|_| Vec::new()).collect();
+    let slice = opts.bulk_bytes.div_ceil(rounds_n as u64);
+    for &case in &opts.bulk_cases {
+        progress(&format!(
+            "bulk, {case}: {} MiB, {} KiB writes, {} KiB reads",
+            opts.bulk_bytes >> 20,
+            opts.bulk_write >> 10,
+            opts.bulk_read >> 10
+        ));
+        let shape = client::BulkShape {
+            case,
+            write: opts.bulk_write,
+            read: opts.bulk_read,
+        };
+        let mut sums: Vec<(u64, Duration, Errors, Option<Duration>)> = all
+            .iter()
+            .map(|_| (0, Duration::ZERO, Errors::default(), Some(Duration::ZERO)))
+            .collect();
+        for round in 0..rounds_n {
+            for i in round_order(round, all.len()) {
+                let t0 = Instant::now();
+                let (moved, cpu) =
+                    with_cpu(all[i].pid, client::bulk(all[i].via, origin, shape, slice)).await;
+                let sum = &mut sums[i];
+                add_cpu(&mut sum.3, cpu);
+                match moved {
+                    Ok((bytes, took)) => {
+                        sum.0 += bytes;
+                        sum.1 += took;
+                    }
+                    Err(e) => {
+                        sum.1 += t0.elapsed();
+                        sum.2.record(e);
+                    }
+                }
+            }
+        }
+        for (target, (bytes, took, errors, cpu)) in out.iter_mut().zip(sums) {
+            target.push(Bulk::new(case, bytes, took, errors).with_proxy_cpu(cpu));
+        }
+    }
+    out
 }
 
 /// The pid given for each target, in target order: `--pid` lists one per `ip:port` target, in their order, or
@@ -454,6 +524,8 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             duration_secs: opts.duration.as_secs_f64(),
             latency_duration_secs: opts.latency_duration.as_secs_f64(),
             bulk_bytes: opts.bulk_bytes,
+            bulk_write: opts.bulk_write,
+            bulk_read: opts.bulk_read,
             echo_bytes: ECHO_BYTES,
             idle_requested: opts.idle,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -463,18 +535,29 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
         },
         targets: Vec::new(),
     };
+    // The peers that resolve names through a DNS server ask this one, which knows only the origin's name.
+    let dns = if opts
+        .targets
+        .iter()
+        .any(|t| matches!(t, TargetSpec::Smokescreen | TargetSpec::G3proxy))
+    {
+        let zone = dns::Zone::new(&origin.name, std::net::Ipv4Addr::LOCALHOST)?;
+        let stub = dns::start(zone)
+            .await
+            .map_err(|e| format!("cannot start the DNS responder: {e}"));
+        if let Ok(s) = &stub {
+            progress(&format!("DNS responder on {} (udp)", s.addr));
+        }
+        stub
+    } else {
+        Err("no DNS responder".to_string())
+    };
     // Every target is started before any is measured; the report keeps the order they were given in.
     let mut subjects = Vec::new();
     let mut unavailable = Vec::new();
     let pids = addr_pids(&opts.targets, &opts.pids)?;
     for (index, spec) in opts.targets.iter().enumerate() {
-        let name = match spec {
-            TargetSpec::Direct => "direct".to_string(),
-            TargetSpec::Egressd => "egressd".to_string(),
-            TargetSpec::Squid => "squid".to_string(),
-            TargetSpec::EgressdViaSquid => "egressd-via-squid".to_string(),
-            TargetSpec::Addr(a) => a.to_string(),
-        };
+        let name = spec.name();
         let mut result = TargetResult::new(&name);
         if idle_n < opts.idle && !matches!(spec, TargetSpec::Direct) {
             result.notes.push(format!(
@@ -515,6 +598,22 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             TargetSpec::Squid => targets::start_squid(&opts.squid_bin, &dir, &origin, nofile)
                 .await
                 .map(Some),
+            TargetSpec::Smokescreen | TargetSpec::G3proxy => match &dns {
+                Err(e) => Err(e.clone()),
+                Ok(stub) if *spec == TargetSpec::Smokescreen => targets::start_smokescreen(
+                    opts.smokescreen_bin.as_deref(),
+                    &dir,
+                    &origin,
+                    stub.addr,
+                )
+                .await
+                .map(Some),
+                Ok(stub) => {
+                    targets::start_g3proxy(opts.g3proxy_bin.as_deref(), &dir, &origin, stub.addr)
+                        .await
+                        .map(Some)
+                }
+            },
         };
         let launched = match launched {
             Ok(l) => l,
@@ -529,7 +628,7 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             (TargetSpec::Direct, _) => (Via::Direct, None),
             (TargetSpec::Addr(a), _) => (Via::Proxy(*a), pids[index]),
             (_, Some(l)) => (Via::Proxy(l.addr), Some(l.pid)),
-            (_, None) => unreachable!("egressd and squid are launched"),
+            (_, None) => unreachable!("every other target is launched"),
         };
         if let Some(l) = &launched {
             result.proxy_addr = Some(l.addr.to_string());
@@ -540,11 +639,15 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             result.pid = pid;
         }
         progress(&format!("{name}: ready"));
+        let deny_status = launched
+            .as_ref()
+            .map_or(targets::FORBIDDEN, |l| l.deny_status);
         subjects.push((
             index,
             Subject {
                 via,
                 pid,
+                deny_status,
                 launched,
                 result,
             },

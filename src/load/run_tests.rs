@@ -8,7 +8,30 @@ fn target_specs() {
         "127.0.0.1:3128".parse(),
         Ok(TargetSpec::Addr("127.0.0.1:3128".parse().unwrap()))
     );
-    assert!("squidd".parse::<TargetSpec>().is_err());
+    assert_eq!("smokescreen".parse(), Ok(TargetSpec::Smokescreen));
+    assert_eq!("g3proxy ".parse(), Ok(TargetSpec::G3proxy));
+    assert_eq!("egressd-via-squid".parse(), Ok(TargetSpec::EgressdViaSquid));
+    let err = "squidd".parse::<TargetSpec>().unwrap_err();
+    assert!(
+        err.contains("smokescreen, g3proxy or ip:port"),
+        "the message names every target: {err}"
+    );
+}
+
+#[test]
+fn target_names_parse_back() {
+    for name in [
+        "direct",
+        "egressd",
+        "squid",
+        "egressd-via-squid",
+        "smokescreen",
+        "g3proxy",
+        "127.0.0.1:3128",
+    ] {
+        let spec: TargetSpec = name.parse().unwrap();
+        assert_eq!(spec.name(), name);
+    }
 }
 
 #[test]

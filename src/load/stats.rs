@@ -112,9 +112,57 @@ impl Rate {
     }
 }
 
-/// Single-stream bulk download through one tunnel.
+/// Which way the bulk bytes flow: from the origin to the client (an image pull) or from the client to the
+/// origin (a backup agent's upload to object storage).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Download,
+    Upload,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Download => "download",
+            Direction::Upload => "upload",
+        }
+    }
+}
+
+impl std::str::FromStr for Direction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "download" | "down" => Ok(Direction::Download),
+            "upload" | "up" => Ok(Direction::Upload),
+            other => Err(format!("direction {other:?}: expected download or upload")),
+        }
+    }
+}
+
+/// One bulk case: a direction and a number of concurrent tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BulkCase {
+    pub direction: Direction,
+    pub streams: usize,
+}
+
+impl std::fmt::Display for BulkCase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let streams = if self.streams == 1 {
+            "stream"
+        } else {
+            "streams"
+        };
+        write!(f, "{}, {} {streams}", self.direction.as_str(), self.streams)
+    }
+}
+
+/// Bulk transfer through `case.streams` tunnels at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Bulk {
+    pub case: BulkCase,
     pub bytes: u64,
     pub secs: f64,
     /// Decimal megabytes (10^6 bytes) per second of TLS payload.
@@ -126,9 +174,10 @@ pub struct Bulk {
 }
 
 impl Bulk {
-    pub fn new(bytes: u64, elapsed: Duration, errors: Errors) -> Bulk {
+    pub fn new(case: BulkCase, bytes: u64, elapsed: Duration, errors: Errors) -> Bulk {
         let secs = elapsed.as_secs_f64();
         Bulk {
+            case,
             bytes,
             secs,
             mb_per_sec: if secs > 0.0 {
@@ -223,8 +272,15 @@ mod tests {
         );
         assert_eq!(r.ok, 50);
         assert_eq!(r.per_sec, 100.0);
-        let b = Bulk::new(10_000_000, Duration::from_secs(2), Errors::default());
+        let case = BulkCase {
+            direction: Direction::Upload,
+            streams: 8,
+        };
+        let b = Bulk::new(case, 10_000_000, Duration::from_secs(2), Errors::default());
         assert_eq!(b.mb_per_sec, 5.0);
+        assert_eq!(b.case.to_string(), "upload, 8 streams");
+        assert_eq!("down".parse::<Direction>(), Ok(Direction::Download));
+        assert!("sideways".parse::<Direction>().is_err());
         let z = Rate::new(1, vec![], Errors::default(), Duration::ZERO);
         assert_eq!(z.per_sec, 0.0);
         assert!(z.latency.is_none());
