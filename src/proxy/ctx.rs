@@ -138,13 +138,11 @@ impl Ctx {
         ctx.metrics.rules_in_force(&ctx.settings.policy);
         ctx.metrics
             .control_rules(ctx.settings.policy.long_lived_rules());
-        if !ctx.settings.fragments.is_empty() {
-            let skipped = (ctx.settings.fragments.iter())
-                .filter(|f| f.error.is_some())
-                .count();
-            ctx.metrics
-                .fragments(ctx.settings.fragments.len() - skipped, skipped);
-        }
+        let skipped = (ctx.settings.fragments.iter())
+            .filter(|f| f.error.is_some())
+            .count();
+        ctx.metrics
+            .fragments(ctx.settings.fragments.len() - skipped, skipped);
         *ctx.newest.write().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&ctx);
         ctx
     }

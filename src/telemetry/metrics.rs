@@ -14,7 +14,7 @@ use metrics::{Gauge, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -85,6 +85,8 @@ pub struct Metrics {
     tunnels_open: Arc<AtomicUsize>,
     /// `egressd_rule_last_match_timestamp_seconds`, whose series follow the configuration in force.
     last_match: LastMatch,
+    /// A configuration with `include:` has been in force: `egressd_fragments` is shown from then on.
+    fragments_shown: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -109,6 +111,7 @@ impl Metrics {
             handle,
             tunnels_open: Arc::new(AtomicUsize::new(0)),
             last_match: LastMatch::default(),
+            fragments_shown: AtomicBool::new(false),
         };
         m.gauge(
             BUILD_INFO,
@@ -291,6 +294,12 @@ impl Metrics {
 
     /// The `include:` fragments of the configuration in force: loaded and skipped.
     pub fn fragments(&self, loaded: usize, skipped: usize) {
+        // Without fragments the series stay away, unless an earlier configuration had some: then a reload
+        // that drops `include:` shows 0 and 0, and an alert on skipped fragments clears.
+        if loaded + skipped == 0 && !self.fragments_shown.load(Ordering::Relaxed) {
+            return;
+        }
+        self.fragments_shown.store(true, Ordering::Relaxed);
         for (state, n) in [("loaded", loaded), ("skipped", skipped)] {
             self.gauge(FRAGMENTS, vec![label("state", state)])
                 .set(n as f64);

@@ -211,3 +211,34 @@ fn vendor_is_a_known_profile_or_empty() {
     assert_eq!(vendor_of("my/rule"), "");
     assert_eq!(vendor_of("origin"), "");
 }
+
+#[test]
+fn fragment_counts_appear_with_include_and_fall_to_zero_when_it_goes() {
+    let m = Metrics::new();
+    m.fragments(0, 0);
+    assert!(
+        !m.render().contains(FRAGMENTS),
+        "no fragments series for a configuration without include:"
+    );
+    m.fragments(2, 1);
+    let text = m.render();
+    assert_eq!(
+        value(&text, "egressd_fragments{state=\"loaded\"}"),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&text, "egressd_fragments{state=\"skipped\"}"),
+        Some(1.0)
+    );
+    // A reload that drops include: must clear the skipped count, or the alert on it would never resolve.
+    m.fragments(0, 0);
+    let text = m.render();
+    assert_eq!(
+        value(&text, "egressd_fragments{state=\"loaded\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "egressd_fragments{state=\"skipped\"}"),
+        Some(0.0)
+    );
+}
