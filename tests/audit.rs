@@ -8,61 +8,9 @@ use flate2::write::GzEncoder;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use support::cli::*;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_egressd");
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn audit(args: &[&str]) -> Out {
-    let out = Command::new(BIN)
-        .arg("audit")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn audit_ok(args: &[&str]) -> String {
-    let out = audit(args);
-    assert_eq!(out.code, Some(0), "audit {args:?} failed:\n{}", out.stderr);
-    out.stdout
-}
-
-fn audit_json(args: &[&str]) -> Value {
-    let mut all = vec!["--format", "json"];
-    all.extend_from_slice(args);
-    let text = audit_ok(&all);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}):\n{text}"))
-}
-
-fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn write_gzip(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    let mut gz = GzEncoder::new(
-        std::fs::File::create(&p).unwrap(),
-        flate2::Compression::fast(),
-    );
-    gz.write_all(text.as_bytes()).unwrap();
-    gz.finish().unwrap();
-    p
-}
 
 /// A decision line shaped like the proxy's own.
 fn decision(ts: &str, client: &str, host: &str, port: u16, decision: &str, reason: &str) -> String {

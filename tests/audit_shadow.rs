@@ -2,39 +2,11 @@
 //! what it would newly refuse and newly allow, as a table and as JSON, in a time window, bounded by
 //! `--max-groups`; a log where the two agree is a report, not an error. Real lines: tests/shadow.rs.
 
-use flate2::write::GzEncoder;
+mod support;
+
 use serde_json::{json, Value};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-
-const BIN: &str = env!("CARGO_BIN_EXE_egressd");
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn audit(args: &[&str]) -> Out {
-    let out = Command::new(BIN)
-        .arg("audit")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn audit_ok(args: &[&str]) -> String {
-    let out = audit(args);
-    assert_eq!(out.code, Some(0), "{}", out.stderr);
-    out.stdout
-}
+use std::path::Path;
+use support::cli::*;
 
 fn shadow_json(log: &Path, extra: &[&str]) -> Value {
     let mut args = vec!["--shadow", "--format", "json"];
@@ -42,12 +14,6 @@ fn shadow_json(log: &Path, extra: &[&str]) -> Value {
     args.push(log.to_str().unwrap());
     let out = audit_ok(&args);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}):\n{out}"))
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
 }
 
 /// What one side decided: `(decision, reason, rule)`.
@@ -125,7 +91,7 @@ fn rollout_log() -> String {
 #[test]
 fn the_table_and_json_split_disagreements_by_direction() {
     let dir = tempfile::tempdir().unwrap();
-    let log = write(dir.path(), "egressd.log", &rollout_log());
+    let log = write_file(dir.path(), "egressd.log", &rollout_log());
     let path = log.to_str().unwrap();
 
     let table = audit_ok(&["--shadow", path]);
@@ -211,7 +177,7 @@ fn the_table_and_json_split_disagreements_by_direction() {
             OLD,
             Some(NO_RULE),
         );
-    let more = write(dir.path(), "more.log", &more);
+    let more = write_file(dir.path(), "more.log", &more);
     let top = shadow_json(&more, &["--top", "1"]);
     let hosts: Vec<&str> = (top["groups"].as_array().unwrap().iter())
         .map(|g| g["host"].as_str().unwrap())
@@ -238,7 +204,7 @@ fn the_table_and_json_split_disagreements_by_direction() {
 #[test]
 fn since_and_until_select_the_window() {
     let dir = tempfile::tempdir().unwrap();
-    let log = write(dir.path(), "egressd.log", &rollout_log());
+    let log = write_file(dir.path(), "egressd.log", &rollout_log());
     let report = shadow_json(
         &log,
         &[
@@ -303,7 +269,7 @@ fn a_log_without_disagreement_is_a_report_and_one_without_decisions_an_error() {
             )
         })
         .collect();
-    let log = write(dir.path(), "agreed.log", &agreed);
+    let log = write_file(dir.path(), "agreed.log", &agreed);
     let table = audit_ok(&["--shadow", log.to_str().unwrap()]);
     assert!(
         table.contains(
@@ -322,7 +288,7 @@ fn a_log_without_disagreement_is_a_report_and_one_without_decisions_an_error() {
         (&json!(3), &json!(0), &json!([]))
     );
 
-    let empty = write(dir.path(), "text.log", "2026-11-29 egressd started\n");
+    let empty = write_file(dir.path(), "text.log", "2026-11-29 egressd started\n");
     let out = audit(&["--shadow", empty.to_str().unwrap()]);
     assert_eq!(out.code, Some(2), "{}", out.stdout);
     assert!(
@@ -335,9 +301,9 @@ fn a_log_without_disagreement_is_a_report_and_one_without_decisions_an_error() {
 #[test]
 fn other_views_and_their_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let log = write(dir.path(), "egressd.log", &rollout_log());
+    let log = write_file(dir.path(), "egressd.log", &rollout_log());
     let path = log.to_str().unwrap();
-    let config = write(dir.path(), "egressd.yaml", "allow: []\n");
+    let config = write_file(dir.path(), "egressd.yaml", "allow: []\n");
     let config = config.to_str().unwrap();
     for args in [
         vec!["--shadow", "--suggest", path],
@@ -381,27 +347,9 @@ fn malformed_lines_are_reported_and_stdin_and_gzip_are_read() {
     odd["shadow_decision"] = "maybe".into();
     log += &format!("{odd}\n");
 
-    let mut child = Command::new(BIN)
-        .args(["audit", "--shadow", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(log.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let table = String::from_utf8(out.stdout).unwrap();
+    let out = egressd(&["audit", "--shadow", "-"], Some(log.as_bytes()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let table = out.stdout;
     for expected in [
         "read 10 lines from stdin: 7 decisions (6 allowed, 1 denied, 0 would_deny)\n",
         "skipped 2 lines that are not decision events (1 not JSON)\n",
@@ -412,14 +360,8 @@ fn malformed_lines_are_reported_and_stdin_and_gzip_are_read() {
         assert!(table.contains(expected), "{expected:?} not in\n{table}");
     }
 
-    let plain = write(dir.path(), "egressd.log", &log);
-    let gz = dir.path().join("egressd.log.gz");
-    let mut enc = GzEncoder::new(
-        std::fs::File::create(&gz).unwrap(),
-        flate2::Compression::fast(),
-    );
-    enc.write_all(log.as_bytes()).unwrap();
-    enc.finish().unwrap();
+    let plain = write_file(dir.path(), "egressd.log", &log);
+    let gz = write_gzip(dir.path(), "egressd.log.gz", &log);
     let mut from_plain = shadow_json(&plain, &[]);
     let mut from_gzip = shadow_json(&gz, &[]);
     assert_eq!(

@@ -4,35 +4,10 @@
 
 mod support;
 
-use flate2::write::GzEncoder;
 use serde_json::Value;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use support::cli::*;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_egressd");
-
-struct Out {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn audit(args: &[&str]) -> Out {
-    let out = Command::new(BIN)
-        .arg("audit")
-        .args(args)
-        .stdin(Stdio::null())
-        .env_remove("EGRESSD_VENDORS")
-        .output()
-        .unwrap();
-    Out {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
 
 fn usage_json(config: &Path, log: &Path, extra: &[&str]) -> Value {
     let mut args = vec![
@@ -67,12 +42,6 @@ fn candidates(report: &Value) -> Vec<String> {
         .collect()
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 /// A decision line for a profile rule the loopback proxy cannot reach (port 443 of a vendor), as an older
 /// log of the same configuration holds it.
 fn old_line(ts: &str, client: &str, rule: &str) -> String {
@@ -97,7 +66,7 @@ async fn usage_of_every_rule_from_a_real_proxy_log() {
          deny:\n  - {{name: guard, hosts: [blocked.test]}}\n  - {{name: quiet-guard, hosts: [never.test]}}\n\
          allow:\n  - {{name: web, hosts: [web.test], ports: [{port}]}}\n  - {{name: stale, hosts: [stale.test]}}\n"
     );
-    let cfg = write(dir.path(), "egressd.yaml", &yaml);
+    let cfg = write_file(dir.path(), "egressd.yaml", &yaml);
     let proxy = start_proxy_file(&cfg).await;
     for _ in 0..2 {
         let resp = raw(
@@ -127,7 +96,7 @@ async fn usage_of_every_rule_from_a_real_proxy_log() {
         "castai-api-old",
     ));
     log.push('\n');
-    let log_path = write(dir.path(), "egressd.log", &log);
+    let log_path = write_file(dir.path(), "egressd.log", &log);
 
     let report = usage_json(&cfg, &log_path, &[]);
     assert_eq!(report["decisions"], 7);
@@ -277,7 +246,7 @@ async fn usage_of_every_rule_from_a_real_proxy_log() {
 #[test]
 fn distinct_clients_are_exact_up_to_the_cap_then_a_lower_bound() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
+    let cfg = write_file(
         dir.path(),
         "egressd.yaml",
         "allow:\n  - {name: busy, hosts: [busy.test]}\n  - {name: few, hosts: [few.test]}\n",
@@ -293,13 +262,7 @@ fn distinct_clients_are_exact_up_to_the_cap_then_a_lower_bound() {
         log.push('\n');
     }
     // Gzip, as rotated logs are.
-    let gz_path = dir.path().join("egressd.log.gz");
-    let mut gz = GzEncoder::new(
-        std::fs::File::create(&gz_path).unwrap(),
-        flate2::Compression::fast(),
-    );
-    gz.write_all(log.as_bytes()).unwrap();
-    gz.finish().unwrap();
+    let gz_path = write_gzip(dir.path(), "egressd.log.gz", &log);
     let report = usage_json(&cfg, &gz_path, &[]);
     let busy = rule(&report, "busy");
     assert_eq!(
@@ -335,12 +298,12 @@ fn distinct_clients_are_exact_up_to_the_cap_then_a_lower_bound() {
 #[test]
 fn bad_options_configs_and_logs_exit_2_and_say_what_is_wrong() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write(
+    let cfg = write_file(
         dir.path(),
         "egressd.yaml",
         "allow:\n  - {name: a, hosts: [a.test]}\n",
     );
-    let log = write(
+    let log = write_file(
         dir.path(),
         "egressd.log",
         &format!("{}\n", old_line("2026-11-29T10:00:00Z", "10.0.0.1", "a")),
@@ -368,7 +331,7 @@ fn bad_options_configs_and_logs_exit_2_and_say_what_is_wrong() {
         out.stderr
     );
 
-    let bad = write(
+    let bad = write_file(
         dir.path(),
         "bad.yaml",
         "allow:\n  - {name: a, hosts: [a.test], ports: [99999]}\n",
@@ -391,7 +354,7 @@ fn bad_options_configs_and_logs_exit_2_and_say_what_is_wrong() {
     let out = audit(&["--usage", "--config", cfg, corrupt.to_str().unwrap()]);
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("corrupt.log.gz"), "{}", out.stderr);
-    let text = write(dir.path(), "text.log", "level=info msg=started\n");
+    let text = write_file(dir.path(), "text.log", "level=info msg=started\n");
     let out = audit(&["--usage", "--config", cfg, text.to_str().unwrap()]);
     assert_eq!(out.code, Some(2));
     assert!(out.stderr.contains("no decision lines"), "{}", out.stderr);

@@ -3,6 +3,7 @@
 //! API server (`kube_api`) and Squid as a parent proxy (`squid`).
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod kube_api;
 pub mod retry;
 pub mod squid;
