@@ -4,7 +4,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use egressd::audit::event::classify;
-use egressd::audit::summary::Summary;
+use egressd::audit::summary::{Summary, Tally};
 use egressd::audit::window::Window;
 
 fn line(i: usize, distinct: usize) -> String {

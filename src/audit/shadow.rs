@@ -6,7 +6,7 @@
 //! counted; per group, distinct client addresses are counted exactly up to [`MAX_CLIENTS`] and client group
 //! names kept up to [`MAX_GROUP_NAMES`].
 
-use super::event::{Decision, Line, Shadow, Verdict};
+use super::event::{Decision, Shadow, Verdict};
 use super::summary::{destination, Counts, Tally};
 use super::usage::Distinct;
 use super::window::Window;
@@ -162,12 +162,34 @@ impl Disagreements {
         }
     }
 
-    pub fn window(&self) -> Window {
-        self.window
-    }
-
     pub fn max_groups(&self) -> usize {
         self.max_groups
+    }
+
+    /// Every kept group, by direction ([`Direction::ALL`]), then most disagreements first (ties in key order,
+    /// so output is stable).
+    pub fn groups(&self) -> Vec<(&ShadowKey, &ShadowStats)> {
+        let mut v: Vec<_> = self.groups.iter().collect();
+        v.sort_by(|a, b| {
+            (a.0.direction().cmp(&b.0.direction()))
+                .then_with(|| b.1.decisions.cmp(&a.1.decisions))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        v
+    }
+}
+
+impl Tally for Disagreements {
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn counts_mut(&mut self) -> &mut Counts {
+        &mut self.counts
+    }
+
+    fn window(&self) -> Window {
+        self.window
     }
 
     fn add_decision(&mut self, d: Decision<'_>) {
@@ -215,34 +237,6 @@ impl Disagreements {
         for g in d.groups.iter().flat_map(|g| g.split(',')) {
             stats.groups.insert(g.into());
         }
-    }
-
-    /// Every kept group, by direction ([`Direction::ALL`]), then most disagreements first (ties in key order,
-    /// so output is stable).
-    pub fn groups(&self) -> Vec<(&ShadowKey, &ShadowStats)> {
-        let mut v: Vec<_> = self.groups.iter().collect();
-        v.sort_by(|a, b| {
-            (a.0.direction().cmp(&b.0.direction()))
-                .then_with(|| b.1.decisions.cmp(&a.1.decisions))
-                .then_with(|| a.0.cmp(b.0))
-        });
-        v
-    }
-}
-
-impl Tally for Disagreements {
-    fn add(&mut self, line: Line<'_>) {
-        if let Some(d) = self.counts.tally(line, &self.window) {
-            self.add_decision(d);
-        }
-    }
-
-    fn add_overlong(&mut self) {
-        self.counts.overlong()
-    }
-
-    fn counts(&self) -> &Counts {
-        &self.counts
     }
 }
 

@@ -7,6 +7,7 @@ use super::render::{
     seconds, span, top, Format,
 };
 use super::shadow::{Basis, Direction, Disagreements, ShadowKey, ShadowStats, MAX_CLIENTS};
+use super::summary::Tally;
 use serde_json::json;
 
 const HEADER: [&str; 8] = [

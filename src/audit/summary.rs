@@ -153,9 +153,23 @@ impl Counts {
 
 /// What a log is read into: every line is counted, decisions in the window are aggregated.
 pub trait Tally {
-    fn add(&mut self, line: Line<'_>);
-    fn add_overlong(&mut self);
     fn counts(&self) -> &Counts;
+    fn counts_mut(&mut self) -> &mut Counts;
+    /// The time range decisions must fall in.
+    fn window(&self) -> Window;
+    /// Aggregate one decision from inside the window.
+    fn add_decision(&mut self, d: Decision<'_>);
+
+    fn add(&mut self, line: Line<'_>) {
+        let window = self.window();
+        if let Some(d) = self.counts_mut().tally(line, &window) {
+            self.add_decision(d);
+        }
+    }
+
+    fn add_overlong(&mut self) {
+        self.counts_mut().overlong()
+    }
 }
 
 pub struct Summary {
@@ -177,10 +191,6 @@ impl Summary {
         }
     }
 
-    pub fn window(&self) -> Window {
-        self.window
-    }
-
     pub fn view(&self) -> View {
         self.view
     }
@@ -189,10 +199,25 @@ impl Summary {
         self.max_groups
     }
 
-    pub fn add(&mut self, line: Line<'_>) {
-        if let Some(d) = self.counts.tally(line, &self.window) {
-            self.add_decision(d);
-        }
+    /// Every kept group, most decisions first (ties in key order, so output is stable).
+    pub fn groups(&self) -> Vec<(&GroupKey, &GroupStats)> {
+        let mut v: Vec<_> = self.groups.iter().collect();
+        v.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(b.0)));
+        v
+    }
+}
+
+impl Tally for Summary {
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn counts_mut(&mut self) -> &mut Counts {
+        &mut self.counts
+    }
+
+    fn window(&self) -> Window {
+        self.window
     }
 
     fn add_decision(&mut self, d: Decision<'_>) {
@@ -230,27 +255,6 @@ impl Summary {
         }
         stats.first_seen = stats.first_seen.min(d.ts);
         stats.last_seen = stats.last_seen.max(d.ts);
-    }
-
-    /// Every kept group, most decisions first (ties in key order, so output is stable).
-    pub fn groups(&self) -> Vec<(&GroupKey, &GroupStats)> {
-        let mut v: Vec<_> = self.groups.iter().collect();
-        v.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then_with(|| a.0.cmp(b.0)));
-        v
-    }
-}
-
-impl Tally for Summary {
-    fn add(&mut self, line: Line<'_>) {
-        Summary::add(self, line)
-    }
-
-    fn add_overlong(&mut self) {
-        self.counts.overlong()
-    }
-
-    fn counts(&self) -> &Counts {
-        &self.counts
     }
 }
 

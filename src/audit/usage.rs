@@ -6,7 +6,7 @@
 //! group names up to [`MAX_GROUP_NAMES`], and rule names the configuration does not have (renamed or removed
 //! since the log was written) up to [`MAX_UNKNOWN_RULES`].
 
-use super::event::{Decision, Line, Verdict};
+use super::event::{Decision, Verdict};
 use super::summary::{Counts, Tally};
 use super::window::Window;
 use crate::policy::{Policy, RuleKind};
@@ -161,8 +161,18 @@ impl Usage {
             without_rule: 0,
         }
     }
+}
 
-    pub fn window(&self) -> Window {
+impl Tally for Usage {
+    fn counts(&self) -> &Counts {
+        &self.counts
+    }
+
+    fn counts_mut(&mut self) -> &mut Counts {
+        &mut self.counts
+    }
+
+    fn window(&self) -> Window {
         self.window
     }
 
@@ -198,22 +208,6 @@ impl Usage {
         for g in d.groups.iter().flat_map(|g| g.split(',')) {
             r.groups.insert(g.into());
         }
-    }
-}
-
-impl Tally for Usage {
-    fn add(&mut self, line: Line<'_>) {
-        if let Some(d) = self.counts.tally(line, &self.window) {
-            self.add_decision(d);
-        }
-    }
-
-    fn add_overlong(&mut self) {
-        self.counts.overlong()
-    }
-
-    fn counts(&self) -> &Counts {
-        &self.counts
     }
 }
 

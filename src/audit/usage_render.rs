@@ -5,6 +5,7 @@
 use super::render::{
     clients_cap_note, end, grid, json_text, notes_before, printable, seconds, span, Format,
 };
+use super::summary::Tally;
 use super::usage::{RuleUse, Usage, MAX_CLIENTS};
 use crate::policy::RuleKind;
 use serde_json::json;
