@@ -7,7 +7,7 @@
 //! names kept up to [`MAX_GROUP_NAMES`].
 
 use super::event::{Decision, Shadow, Verdict};
-use super::summary::{destination, Counts, Tally};
+use super::summary::{bounded_entry, destination, Counts, Tally};
 use super::usage::Distinct;
 use super::window::Window;
 use std::collections::HashMap;
@@ -213,20 +213,17 @@ impl Tally for Disagreements {
             live_by: Basis::of(&d.reason, d.rule.as_deref()),
             shadow_by: Basis::of(reason, rule.as_deref()),
         };
-        let len = self.groups.len();
-        let stats = match self.groups.get_mut(&key) {
-            Some(s) => s,
-            None if len >= self.max_groups => {
-                self.counts.untracked += 1;
-                return;
-            }
-            None => self.groups.entry(key).or_insert(ShadowStats {
-                decisions: 0,
-                clients: Distinct::new(MAX_CLIENTS),
-                groups: Distinct::new(MAX_GROUP_NAMES),
-                first_seen: d.ts,
-                last_seen: d.ts,
-            }),
+        let new = || ShadowStats {
+            decisions: 0,
+            clients: Distinct::new(MAX_CLIENTS),
+            groups: Distinct::new(MAX_GROUP_NAMES),
+            first_seen: d.ts,
+            last_seen: d.ts,
+        };
+        let untracked = &mut self.counts.untracked;
+        let Some(stats) = bounded_entry(&mut self.groups, key, self.max_groups, untracked, new)
+        else {
+            return;
         };
         stats.decisions += 1;
         stats.first_seen = stats.first_seen.min(d.ts);

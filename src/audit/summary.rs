@@ -151,6 +151,22 @@ impl Counts {
     }
 }
 
+/// The entry of `key` in `groups`, made with `new` while fewer than `max` groups are kept; past that a key not
+/// kept yet is only counted in `untracked`.
+pub fn bounded_entry<'m, K: Eq + std::hash::Hash, V>(
+    groups: &'m mut HashMap<K, V>,
+    key: K,
+    max: usize,
+    untracked: &mut u64,
+    new: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    if groups.len() >= max && !groups.contains_key(&key) {
+        *untracked += 1;
+        return None;
+    }
+    Some(groups.entry(key).or_insert_with(new))
+}
+
 /// What a log is read into: every line is counted, decisions in the window are aggregated.
 pub trait Tally {
     fn counts(&self) -> &Counts;
@@ -235,19 +251,16 @@ impl Tally for Summary {
             port: d.port,
             client: if self.view.by_group { None } else { d.client },
         };
-        let len = self.groups.len();
-        let stats = match self.groups.get_mut(&key) {
-            Some(s) => s,
-            None if len >= self.max_groups => {
-                self.counts.untracked += 1;
-                return;
-            }
-            None => self.groups.entry(key).or_insert(GroupStats {
-                denied: 0,
-                would_deny: 0,
-                first_seen: d.ts,
-                last_seen: d.ts,
-            }),
+        let new = || GroupStats {
+            denied: 0,
+            would_deny: 0,
+            first_seen: d.ts,
+            last_seen: d.ts,
+        };
+        let untracked = &mut self.counts.untracked;
+        let Some(stats) = bounded_entry(&mut self.groups, key, self.max_groups, untracked, new)
+        else {
+            return;
         };
         match d.verdict {
             Verdict::WouldDeny => stats.would_deny += 1,
