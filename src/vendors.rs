@@ -181,6 +181,11 @@ impl Profile {
         self.params.iter().find(|p| p.name == name)
     }
 
+    /// The parameters a `vendors:` item must give.
+    pub fn required_params(&self) -> impl Iterator<Item = &ParamSpec> {
+        self.params.iter().filter(|p| p.required)
+    }
+
     /// Structural checks of a profile document (run by the tests on every embedded profile).
     pub fn validate(&self) -> Vec<String> {
         let mut errs = Vec::new();

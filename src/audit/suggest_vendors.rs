@@ -31,9 +31,7 @@ impl Proposal {
     pub fn item(&self) -> String {
         let required: Vec<String> = self
             .profile
-            .params
-            .iter()
-            .filter(|p| p.required)
+            .required_params()
             .map(|p| {
                 if p.list {
                     format!("{}: [\"<{}>\"]", p.name, p.name)
@@ -56,9 +54,7 @@ impl Proposal {
     /// The required parameters' names.
     pub fn placeholders(&self) -> Vec<&str> {
         self.profile
-            .params
-            .iter()
-            .filter(|p| p.required)
+            .required_params()
             .map(|p| p.name.as_str())
             .collect()
     }

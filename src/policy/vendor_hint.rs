@@ -96,9 +96,7 @@ impl Candidate {
     /// The names of the profile's required parameters.
     pub fn required_params(&self) -> Vec<&'static str> {
         self.profile
-            .params
-            .iter()
-            .filter(|p| p.required)
+            .required_params()
             .map(|p| p.name.as_str())
             .collect()
     }
