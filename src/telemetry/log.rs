@@ -185,6 +185,7 @@ struct DecisionLine<'a> {
 }
 
 fn decision_line(o: &Outcome) -> DecisionLine<'_> {
+    let shadow = o.shadow_disagreement();
     DecisionLine {
         ts: timestamp(),
         event: "decision",
@@ -222,9 +223,9 @@ fn decision_line(o: &Outcome) -> DecisionLine<'_> {
         via: o.via.as_deref(),
         parent_status: &o.parent_status,
         resolve: o.resolve,
-        shadow_decision: o.shadow_disagreement().map(|s| s.verdict.as_str()),
-        shadow_reason: o.shadow_disagreement().map(|s| s.reason.as_str()),
-        shadow_rule: o.shadow_disagreement().and_then(|s| s.rule.as_deref()),
+        shadow_decision: shadow.map(|s| s.verdict.as_str()),
+        shadow_reason: shadow.map(|s| s.reason.as_str()),
+        shadow_rule: shadow.and_then(|s| s.rule.as_deref()),
     }
 }
 
