@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod event;
 pub mod input;
 pub mod render;
+pub mod seen;
 pub mod shadow;
 pub mod shadow_render;
 pub mod suggest;

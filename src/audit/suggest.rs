@@ -1,68 +1,25 @@
 //! `--suggest`: a YAML `allow:` snippet for the destinations that were refused for want of an allow rule, for
 //! an operator to review and paste; refused hosts an embedded vendor profile lists are proposed as that profile
-//! in a `vendors:` list instead (see [`super::suggest_vendors`]). Only denials an allow rule changes are suggested (`denied_no_rule`,
+//! in a `vendors:` list instead (see [`super::suggest_vendors`]); what each suggestion covers is a [`super::seen::Seen`]. Only denials an allow rule changes are suggested (`denied_no_rule`,
 //! `denied_port`); a deny rule, the destination address checks or malformed requests are not overridden by
 //! allowing more, and are listed as comments instead. Neither are special-purpose addresses (refused whatever
 //! the rules say) nor names that were refused for the addresses they resolve to: allowing them changes nothing
 //! but hides the probe.
 
 use super::render::{printable, reason_text, Report};
+use super::seen::Seen;
 use super::suggest_vendors::{split, Proposal};
-use super::summary::{GroupKey, GroupStats};
-use super::window::rfc3339;
 use crate::policy::special_ip::special_purpose;
-use crate::target::{parse_authority, Host, Target};
+use crate::target::{parse_authority, Host};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// Reasons an added allow rule turns into `allowed`.
 pub const FIXABLE: [&str; 2] = ["denied_no_rule", "denied_port"];
 
 /// Names listed in a comment before "and N more".
 const LISTED: usize = 5;
-
-/// What was seen for one suggested pattern.
-#[derive(Debug, Default)]
-pub struct Seen {
-    ports: BTreeSet<u16>,
-    /// The distinct host names the pattern covers (one for an exact host).
-    hosts: BTreeSet<String>,
-    clients: BTreeSet<String>,
-    reasons: BTreeSet<String>,
-    denied: u64,
-    would_deny: u64,
-    first: Option<OffsetDateTime>,
-    last: Option<OffsetDateTime>,
-}
-
-impl Seen {
-    fn add(&mut self, t: &Target, k: &GroupKey, s: &GroupStats) {
-        self.ports.insert(t.port);
-        self.hosts.insert(t.host.to_string());
-        self.clients.insert(k.client());
-        self.reasons.insert(reason_text(&k.reason));
-        self.denied += s.denied;
-        self.would_deny += s.would_deny;
-        self.first = Some(self.first.map_or(s.first_seen, |f| f.min(s.first_seen)));
-        self.last = Some(self.last.map_or(s.last_seen, |l| l.max(s.last_seen)));
-    }
-
-    pub fn merge(&mut self, o: Seen) {
-        self.ports.extend(o.ports);
-        self.hosts.extend(o.hosts);
-        self.clients.extend(o.clients);
-        self.reasons.extend(o.reasons);
-        self.denied += o.denied;
-        self.would_deny += o.would_deny;
-        self.first = match (self.first, o.first) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        self.last = self.last.max(o.last);
-    }
-}
 
 /// The snippet for the report's groups (all kept groups, not only the shown ones; those refused for reasons an
 /// allow rule does not change become comments). With
@@ -157,7 +114,7 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool, in_use: &[Arc<str>]) 
         out.push_str("allow:\n");
     }
     for (pattern, seen) in &rules {
-        let _ = writeln!(out, "  # {}", describe(seen));
+        let _ = writeln!(out, "  # {}", seen.describe());
         for host in &seen.hosts {
             if let Some(profiles) = vendors.also_listed.get(host) {
                 let _ = writeln!(
@@ -219,7 +176,7 @@ pub fn suggest(report: &Report<'_>, group_wildcards: bool, in_use: &[Arc<str>]) 
 fn write_proposal(out: &mut String, p: &Proposal) {
     let covers: Vec<&str> = p.covers.iter().map(String::as_str).collect();
     let _ = writeln!(out, "  # {}: {}", p.profile.name, covers.join(", "));
-    let _ = writeln!(out, "  # {}", describe(&p.seen));
+    let _ = writeln!(out, "  # {}", p.seen.describe());
     let placeholders = p.placeholders();
     if !placeholders.is_empty() {
         let _ = writeln!(
@@ -269,22 +226,6 @@ fn groupable_parent(host: &str) -> Option<&str> {
     (suffix != parent && psl::domain_str(parent).is_some()).then_some(parent)
 }
 
-fn describe(s: &Seen) -> String {
-    let when = match (s.first, s.last) {
-        (Some(f), Some(l)) if f == l => format!(", at {}", rfc3339(f)),
-        (Some(f), Some(l)) => format!(", {} to {}", rfc3339(f), rfc3339(l)),
-        _ => String::new(),
-    };
-    let clients = s.clients.len();
-    format!(
-        "{} denied, {} would_deny from {clients} client{} ({}){when}",
-        s.denied,
-        s.would_deny,
-        if clients == 1 { "" } else { "s" },
-        s.reasons.iter().cloned().collect::<Vec<_>>().join(", "),
-    )
-}
-
 fn why_not(reason: &str) -> &'static str {
     match reason {
         "denied_by_rule" => "a deny rule matches; allow rules never override it",
@@ -320,9 +261,10 @@ fn quote(s: &str) -> String {
 mod tests {
     use super::*;
 
-    use crate::audit::summary::Counts;
+    use crate::audit::summary::{Counts, GroupKey, GroupStats};
     use crate::audit::window::Window;
     use time::format_description::well_known::Rfc3339;
+    use time::OffsetDateTime;
 
     fn group(
         host: &str,

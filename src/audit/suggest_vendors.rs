@@ -8,7 +8,7 @@
 //! Profiles the configuration uses (`--config`) are never proposed, and a destination one of them lists keeps
 //! its host rule: its entry was disabled or scoped to other clients, and another profile is not the fix.
 
-use super::suggest::Seen;
+use super::seen::Seen;
 use crate::policy::vendor_hint::{unused_candidates, Candidate};
 use crate::target::normalize_host;
 use crate::vendors::Profile;
