@@ -16,32 +16,7 @@ pub const MAX_REASON_LEN: usize = 64;
 pub const MAX_NAME_LEN: usize = 128;
 
 /// What a decision line said about the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Verdict {
-    Allow,
-    Deny,
-    WouldDeny,
-}
-
-impl Verdict {
-    /// `allow`, `deny` or `would_deny`, as the log writes it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::WouldDeny => "would_deny",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Verdict> {
-        match s {
-            "allow" => Some(Verdict::Allow),
-            "deny" => Some(Verdict::Deny),
-            "would_deny" => Some(Verdict::WouldDeny),
-            _ => None,
-        }
-    }
-}
+pub use crate::policy::verdict::Verdict;
 
 /// What the candidate policy (`shadow:`) said about the request, as far as the line tells.
 #[derive(Debug, Clone, PartialEq)]

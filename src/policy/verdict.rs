@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The decision a request's line records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {
     Allow,
     Deny,
@@ -26,11 +26,22 @@ pub enum Verdict {
 }
 
 impl Verdict {
+    /// `allow`, `deny` or `would_deny`, as the log writes it.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
             Verdict::WouldDeny => "would_deny",
+        }
+    }
+
+    /// The verdict a log's `decision` field names.
+    pub fn parse(s: &str) -> Option<Verdict> {
+        match s {
+            "allow" => Some(Verdict::Allow),
+            "deny" => Some(Verdict::Deny),
+            "would_deny" => Some(Verdict::WouldDeny),
+            _ => None,
         }
     }
 }
