@@ -181,17 +181,14 @@ pub async fn start_egressd(
     )
     .map_err(|e| e.to_string())?;
     let log = dir.join("egressd.log");
-    let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
-    let mut child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("EGRESSD_LOG")
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut child = spawn_logged(
+        Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .env_remove("EGRESSD_LOG"),
+        bin,
+        &log,
+    )?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     wait_ready(&mut child, addr, &log).await?;
     Ok(Launched {
@@ -241,18 +238,15 @@ pub async fn start_squid(
     let conf = dir.join("squid.conf");
     std::fs::write(&conf, squid_config(port, origin, &dir, max_fds)).map_err(|e| e.to_string())?;
     let log = dir.join("squid.out");
-    let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
-    let err = out.try_clone().map_err(|e| e.to_string())?;
     // A service name of its own: Squid names its shared memory after it, so two Squids (the `squid` target and
     // the parent of `egressd-via-squid`) and segments left by a Squid killed earlier do not collide.
-    let mut child = Command::new(&bin)
-        .args(["-N", "-n", &format!("egressdload{port}"), "-f"])
-        .arg(&conf)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let mut child = spawn_logged(
+        Command::new(&bin)
+            .args(["-N", "-n", &format!("egressdload{port}"), "-f"])
+            .arg(&conf),
+        &bin,
+        &log,
+    )?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     if let Err(e) = wait_ready(&mut child, addr, &log).await {
         return Err(format!("{e} (cache.log: {})", tail(&dir.join("cache.log"))));
