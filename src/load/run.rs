@@ -259,13 +259,19 @@ type Op = Box<dyn Fn() -> OpFuture + Send + Sync>;
 struct Subject {
     via: Via,
     pid: Option<u32>,
-    /// The status the proxy answers a refused CONNECT with.
-    deny_status: u16,
     launched: Option<Launched>,
     result: TargetResult,
 }
 
 impl Subject {
+    /// The status the proxy answers a refused CONNECT with (403 unless the harness started a proxy that says
+    /// otherwise).
+    fn deny_status(&self) -> u16 {
+        self.launched
+            .as_ref()
+            .map_or(targets::FORBIDDEN, |l| l.deny_status)
+    }
+
     fn tunnel_op(&self, origin: &Arc<Origin>, payload: &Arc<[u8]>) -> Op {
         let (via, origin, payload) = (self.via, origin.clone(), payload.clone());
         Box::new(move || {
@@ -384,7 +390,7 @@ async fn scenarios(
         let Via::Proxy(proxy) = s.via else {
             unreachable!("only proxies are asked to deny")
         };
-        let expect = s.deny_status;
+        let expect = s.deny_status();
         Box::new(move || Box::pin(client::deny_once(proxy, expect)))
     })
     .await;
@@ -639,15 +645,11 @@ pub async fn run(opts: &Options, progress: &dyn Fn(&str)) -> Result<Report, Stri
             result.pid = pid;
         }
         progress(&format!("{name}: ready"));
-        let deny_status = launched
-            .as_ref()
-            .map_or(targets::FORBIDDEN, |l| l.deny_status);
         subjects.push((
             index,
             Subject {
                 via,
                 pid,
-                deny_status,
                 launched,
                 result,
             },
